@@ -1,0 +1,1 @@
+"""Model manifests bundled with Ridgeline (installed as the ``ridgeline_models`` package)."""

@@ -1,0 +1,329 @@
+"""Command-line pieces both ``edge-agent`` and ``cloud-broker`` use.
+
+One translation seam for errors: :class:`RidgelineGroup` turns a
+:class:`RidgelineError` into one line on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import LoadedSettings, parse_assignment, to_toml
+from .errors import ModelNotPulledError, RidgelineError
+from .store import ManifestCatalog, ModelManifest, ModelsSettings, ModelStore
+
+__all__ = [
+    "CliProgress",
+    "CliState",
+    "RidgelineGroup",
+    "configure_logging",
+    "echo_json",
+    "format_bytes",
+    "parse_set_options",
+    "root_group",
+]
+
+INTERNAL_ERROR_EXIT = 70
+
+
+class RidgelineGroup(click.Group):
+    """A click group that reports Ridgeline errors in one line, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RidgelineError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if logging.getLogger().isEnabledFor(logging.DEBUG):
+                traceback.print_exc()
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc} (run with -vv for the traceback)",
+                err=True,
+            )
+            ctx.exit(INTERNAL_ERROR_EXIT)
+
+
+def configure_logging(verbosity: int) -> None:
+    """0: warnings from Ridgeline only; 1: info; 2+: debug, llama.cpp's own log included."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ridgeline.llama_cpp").setLevel(
+        logging.DEBUG if verbosity >= 2 else logging.ERROR
+    )
+
+
+def parse_set_options(assignments: Iterable[str]) -> dict[str, tuple[Any, str]]:
+    overrides: dict[str, tuple[Any, str]] = {}
+    for text in assignments:
+        key, value = parse_assignment(text)
+        overrides[key] = (value, f"--set {text}")
+    return overrides
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"  # pragma: no cover
+
+
+class CliProgress:
+    """A progress bar on a terminal; one line per phase in logs and CI."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._console = console or Console(stderr=True)
+        self._live = self._console.is_terminal
+        self._progress: Any = None
+        self._task: Any = None
+        self._started = 0.0
+        self._description = ""
+
+    def start(self, description: str, total: int | None) -> None:
+        self._description, self._started = description, time.monotonic()
+        if not self._live:
+            size = f" ({format_bytes(total)})" if total else ""
+            self._console.print(f"{description}{size}...", highlight=False)
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self._console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, amount)
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self._started
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self._console.print(f"{self._description}: done in {elapsed:.1f} s", highlight=False)
+
+
+def root_group(name: str, help_text: str, loader: SettingsLoader) -> click.Group:
+    """A command's root group: --config, --set and -v, plus ``config`` and ``models``."""
+
+    @click.group(
+        name=name,
+        cls=RidgelineGroup,
+        help=help_text,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="TOML settings file (see `config show` for the default)",
+    )
+    @click.option(
+        "--set",
+        "assignments",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set runtime.threads=4 (repeatable)",
+    )
+    @click.option("-v", "--verbose", count=True, help="more logging (-vv: native libraries too)")
+    @click.version_option(__version__, prog_name=name)
+    @click.pass_context
+    def root(
+        ctx: click.Context, config_file: Path | None, assignments: tuple[str, ...], verbose: int
+    ) -> None:
+        configure_logging(verbose)
+        ctx.obj = CliState(loader, config_file, parse_set_options(assignments))
+
+    root.add_command(_config_group())
+    root.add_command(_models_group())
+    return root
+
+
+class SettingsLoader(Protocol):
+    def __call__(
+        self,
+        *,
+        config_file: Path | None,
+        env: Mapping[str, str],
+        overrides: Mapping[str, tuple[Any, str]] | None = None,
+    ) -> LoadedSettings[Any]: ...
+
+
+@dataclass
+class CliState:
+    loader: SettingsLoader
+    config_file: Path | None
+    overrides: dict[str, tuple[Any, str]] = field(default_factory=dict)
+
+    def load(self, extra: Mapping[str, tuple[Any, str]] | None = None) -> LoadedSettings[Any]:
+        """Settings for this invocation: file < environment < --set < command flags."""
+        return self.loader(
+            config_file=self.config_file,
+            env=os.environ,
+            overrides={**self.overrides, **(extra or {})},
+        )
+
+
+def _config_group() -> click.Group:
+    @click.group("config", cls=RidgelineGroup)
+    def config() -> None:
+        """Show the effective settings."""
+
+    @config.command("show")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON with each value's origin")
+    @click.pass_obj
+    def show(state: CliState, as_json: bool) -> None:
+        """Print the effective settings and where each value came from."""
+        loaded = state.load()
+        if as_json:
+            echo_json(
+                {
+                    "config_file": loaded.config_file,
+                    "settings": loaded.settings.model_dump(mode="json"),
+                    "origins": loaded.origins,
+                }
+            )
+            return
+        source = loaded.config_file or "none (defaults, environment and flags only)"
+        click.echo(f"# config file: {source}")
+        click.echo(to_toml(loaded.settings, loaded.origins), nl=False)
+
+    return config
+
+
+def _open_models(state: CliState) -> tuple[ManifestCatalog, ModelStore, str]:
+    models: ModelsSettings = state.load().settings.models
+    return models.catalog(), models.store(), models.default
+
+
+def _models_group() -> click.Group:
+    """``models list | pull | verify | rm``."""
+
+    @click.group("models", cls=RidgelineGroup)
+    def models() -> None:
+        """List, pull, verify and remove models in the local store."""
+
+    @models.command("list")
+    @click.option("--json", "as_json", is_flag=True, help="print JSON")
+    @click.pass_obj
+    def list_models(state: CliState, as_json: bool) -> None:
+        """Known models and whether each is in the store."""
+        catalog, store, default = _open_models(state)
+        rows = [_model_row(m, store, default) for m in catalog]
+        if as_json:
+            click.echo(json.dumps({"store": str(store.root), "models": rows}, indent=2))
+            return
+        table = Table(box=None, header_style="bold")
+        for column in ("NAME", "ROLE", "RUNTIME", "SIZE", "STATUS", "LICENSE"):
+            table.add_column(column)
+        for row in rows:
+            name = row["name"] + (" (default)" if row["default"] else "")
+            status = "pulled" if row["pulled"] else "not pulled"
+            table.add_row(
+                name,
+                row["role"],
+                row["runtime"],
+                format_bytes(row["size"]),
+                status,
+                row["license"],
+            )
+        Console().print(table)
+        click.echo(f"store: {store.root}")
+
+    @models.command("pull")
+    @click.argument("names", nargs=-1, metavar="[NAME]...")
+    @click.option("--force", is_flag=True, help="fetch again even if a verified copy exists")
+    @click.pass_obj
+    def pull(state: CliState, names: tuple[str, ...], force: bool) -> None:
+        """Fetch models into the store and verify their sha256 (default: the default model)."""
+        catalog, store, default = _open_models(state)
+        for name in names or (default,):
+            manifest = catalog.get(name)
+            result = store.pull(manifest, CliProgress(), force=force)
+            what = "pulled" if result.fetched else "already present and verified:"
+            click.echo(
+                f"{what} {manifest.name} ({format_bytes(result.size)}, "
+                f"sha256 {manifest.sha256[:12]}) in {result.seconds:.1f} s"
+            )
+
+    @models.command("verify")
+    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
+    @click.pass_obj
+    def verify(state: CliState, names: tuple[str, ...]) -> None:
+        """Hash stored models in full and compare with their manifests."""
+        catalog, store, _ = _open_models(state)
+        for name in names:
+            manifest = catalog.get(name)
+            store.verify(manifest, CliProgress())
+            click.echo(f"ok: {manifest.name} matches sha256 {manifest.sha256}")
+
+    @models.command("rm")
+    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
+    @click.pass_obj
+    def remove(state: CliState, names: tuple[str, ...]) -> None:
+        """Delete models from the store."""
+        catalog, store, _ = _open_models(state)
+        for name in names:
+            manifest = catalog.get(name)
+            freed = store.remove(manifest)
+            if not freed:
+                raise ModelNotPulledError(f"model {name!r} is not in the store {store.root}")
+            click.echo(f"removed {manifest.name} ({format_bytes(freed)} freed)")
+
+    return models
+
+
+def _model_row(manifest: ModelManifest, store: ModelStore, default: str) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "description": manifest.description,
+        "runtime": manifest.runtime,
+        "format": manifest.format,
+        "role": manifest.role,
+        "license": manifest.license,
+        "size": manifest.size,
+        "sha256": manifest.sha256,
+        "pulled": store.is_present(manifest),
+        "default": manifest.name == default,
+    }
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))

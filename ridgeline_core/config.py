@@ -1,0 +1,191 @@
+"""Layered settings: defaults < TOML file < environment < command-line flags.
+
+Entry points call :func:`load_settings` once and pass the result down; nothing
+else reads the environment. Each effective value remembers which layer set it,
+so ``config show`` can say why a value is what it is.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["LoadedSettings", "load_settings", "parse_assignment", "to_toml"]
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class LoadedSettings(Generic[SettingsT]):
+    settings: SettingsT
+    # dotted key -> "default", "file <path>", "env <NAME>" or "flag <text>"
+    origins: dict[str, str]
+    config_file: Path | None
+
+
+def load_settings(
+    model: type[SettingsT],
+    *,
+    config_file: Path | None,
+    env: Mapping[str, str],
+    env_prefix: str,
+    overrides: Mapping[str, tuple[Any, str]] | None = None,
+    default_config_file: Path | None = None,
+) -> LoadedSettings[SettingsT]:
+    """Build ``model`` from its defaults, a TOML file, ``env`` and ``overrides``.
+
+    ``config_file`` must exist when given; ``default_config_file`` is read only
+    if it exists. ``overrides`` maps dotted keys to ``(value, flag text)``.
+    Environment variables are ``{env_prefix}{SECTION}__{KEY}`` (case-insensitive);
+    an unknown one is an error, so a typo never goes unnoticed.
+    """
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+
+    path = config_file
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path is None and default_config_file is not None and default_config_file.is_file():
+        path = default_config_file
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        for key, value in _flatten(data):
+            _set(merged, key, value)
+            origins[key] = f"file {path}"
+
+    for name, raw in sorted(env.items()):
+        upper = name.upper()
+        if not upper.startswith(env_prefix) or upper == f"{env_prefix}CONFIG":
+            continue
+        key = upper[len(env_prefix) :].lower().replace("__", ".")
+        _known_key(model, key, f"environment variable {name}")
+        _set(merged, key, _parse_env_value(raw))
+        origins[key] = f"env {name}"
+
+    for key, (value, flag) in (overrides or {}).items():
+        _known_key(model, key, flag)
+        _set(merged, key, value)
+        origins[key] = f"flag {flag}"
+
+    try:
+        settings = model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origins)) from None
+    for key, _ in _flatten(settings.model_dump()):
+        origins.setdefault(key, "default")
+    return LoadedSettings(settings=settings, origins=origins, config_file=path)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse ``section.key=value`` from a ``--set`` flag; the value is TOML or a bare string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def to_toml(settings: BaseModel, origins: Mapping[str, str] | None = None) -> str:
+    """Render settings as TOML, each value annotated with where it came from."""
+    lines: list[str] = []
+    data = settings.model_dump(mode="json")
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            lines.append(_toml_line(section, values, section, origins))
+            continue
+        lines.append(f"\n[{section}]")
+        for key, value in values.items():
+            lines.append(_toml_line(key, value, f"{section}.{key}", origins))
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_line(key: str, value: Any, dotted: str, origins: Mapping[str, str] | None) -> str:
+    origin = f"  # {origins.get(dotted, 'default')}" if origins is not None else ""
+    if value is None:
+        return f"# {key} = (unset){origin}"
+    return f"{key} = {json.dumps(value)}{origin}"
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _flatten(value, f"{dotted}.")
+        else:
+            yield dotted, value
+
+
+def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"setting {dotted!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _known_key(model: type[BaseModel], dotted: str, where: str) -> None:
+    current: type[BaseModel] | None = model
+    for part in dotted.split("."):
+        fields = current.model_fields if current is not None else {}
+        if part not in fields:
+            valid = ", ".join(_leaf_keys(model))
+            raise ConfigError(f"{where}: unknown setting {dotted!r} (known: {valid})")
+        annotation = fields[part].annotation
+        current = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_leaf_keys(annotation, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _parse_env_value(raw: str) -> Any:
+    stripped = raw.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            pass
+    return raw
+
+
+def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        origin = origins.get(key)
+        where = f" (from {origin})" if origin else ""
+        problems.append(f"{key}: {error['msg']}{where}")
+    return "invalid settings: " + "; ".join(problems)

@@ -1,0 +1,118 @@
+"""The runtime seam: a small interface, and a registry from runtime name to adapter.
+
+Adapters are registered by import path, so looking one up imports its heavy
+library (llama_cpp, onnxruntime) only when a model of that kind is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from ..errors import ModelError
+from ..store.manifest import ModelManifest
+from .types import ChatMessage, GenerationStats, LoadOptions, SamplingParams, Token
+
+__all__ = [
+    "Generation",
+    "Runtime",
+    "RuntimeFactory",
+    "load_runtime",
+    "register_runtime",
+    "registered_runtimes",
+]
+
+
+class Generation(Iterator[Token]):
+    """One streaming generation: iterate for tokens, read :attr:`stats` at the end.
+
+    :meth:`close` (or leaving a ``with`` block) stops the generation early and
+    frees the model for the next request; ``stats.finish_reason`` is then
+    ``cancelled``.
+    """
+
+    def __init__(self, tokens: Iterator[Token], stats: GenerationStats) -> None:
+        self._tokens = tokens
+        self.stats = stats
+
+    def __next__(self) -> Token:
+        return next(self._tokens)
+
+    def close(self) -> None:
+        close = getattr(self._tokens, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def text(self) -> str:
+        """Consume the rest of the stream and return its text."""
+        return "".join(token.text for token in self)
+
+
+class Runtime(Protocol):
+    """A loaded model that generates text with per-token signals."""
+
+    kind: str
+    manifest: ModelManifest
+    context_length: int
+    load_seconds: float
+
+    def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
+        """Apply the model's chat template and stream the answer."""
+
+    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        """Stream a continuation of raw prompt text (no template)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in this model's vocabulary."""
+
+    def close(self) -> None:
+        """Free the model's memory; the runtime is unusable afterwards."""
+
+
+RuntimeFactory = Callable[[ModelManifest, Path, LoadOptions], Runtime]
+
+_REGISTRY: dict[str, str | RuntimeFactory] = {
+    "llama.cpp": "ridgeline_core.runtime.llama_cpp:LlamaCppRuntime",
+}
+
+
+def register_runtime(name: str, factory: str | RuntimeFactory) -> None:
+    """Register an adapter: a factory, or ``"module:attribute"`` imported on first use."""
+    _REGISTRY[name] = factory
+
+
+def registered_runtimes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_runtime(manifest: ModelManifest, path: Path, options: LoadOptions) -> Runtime:
+    """Load ``path`` (already verified) with the adapter the manifest names."""
+    try:
+        entry = _REGISTRY[manifest.runtime]
+    except KeyError:
+        known = ", ".join(registered_runtimes())
+        raise ModelError(
+            f"model {manifest.name!r} needs runtime {manifest.runtime!r}, which is not "
+            f"available (available: {known})"
+        ) from None
+    if isinstance(entry, str):
+        module_name, _, attribute = entry.partition(":")
+        entry = getattr(importlib.import_module(module_name), attribute)
+        _REGISTRY[manifest.runtime] = entry
+    factory: RuntimeFactory = entry
+    return factory(manifest, path, options)

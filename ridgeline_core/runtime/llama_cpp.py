@@ -1,0 +1,267 @@
+"""llama.cpp adapter (llama-cpp-python): GGUF models with per-token signals.
+
+Signals are read from the logits row llama.cpp's sampler just used: after
+``Llama.generate`` yields a token, ``llama_get_logits_ith(ctx, -1)`` still
+points at the logits that token was sampled from, so we take a zero-copy numpy
+view of it. No ``logits_all=True`` (which keeps a row per prompt token and
+slows prompt processing) and no custom sampler in the sampling chain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    MissingDependencyError,
+    ModelError,
+    ModelLoadError,
+    PromptTooLongError,
+    TemplateError,
+)
+from ..store.manifest import ModelManifest
+from .base import Generation
+from .signals import SignalComputer
+from .template import ChatTemplate
+from .text import StopMatcher, Utf8Stream
+from .types import (
+    ChatMessage,
+    FinishReason,
+    GenerationStats,
+    LoadOptions,
+    SamplingParams,
+    Token,
+)
+
+__all__ = ["LlamaCppRuntime"]
+
+log = logging.getLogger(__name__)
+native_log = logging.getLogger("ridgeline.llama_cpp")
+
+# ggml.h: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continues the previous line)
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_log_state = {"level": logging.DEBUG}
+_log_callback: Any = None
+
+
+def _import_llama_cpp() -> Any:
+    """Import llama_cpp and route its native log lines into Python logging."""
+    global _log_callback
+    try:
+        import llama_cpp
+        import llama_cpp._logger
+    except ImportError as exc:
+        raise MissingDependencyError("llama-cpp-python", "edge") from exc
+    if _log_callback is None:
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def forward(level: int, text: bytes, _: ctypes.c_void_p) -> None:
+            if level != 5:
+                _log_state["level"] = _GGML_LEVELS.get(level, logging.DEBUG)
+            message = text.decode("utf-8", errors="replace").rstrip()
+            if message:
+                native_log.log(_log_state["level"], "%s", message)
+
+        _log_callback = forward
+        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    return llama_cpp
+
+
+class LlamaCppRuntime:
+    kind = "llama.cpp"
+
+    def __init__(self, manifest: ModelManifest, path: Path, options: LoadOptions) -> None:
+        llama_cpp = _import_llama_cpp()
+        self._lib = llama_cpp
+        self.manifest = manifest
+        self.options = options
+        if options.n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
+            log.warning(
+                "n_gpu_layers=%d ignored: this llama-cpp-python build has no GPU offload "
+                "(see packaging/INSTALL.md for CUDA and Metal builds)",
+                options.n_gpu_layers,
+            )
+        n_ctx = options.n_ctx
+        if manifest.context_length is not None:
+            n_ctx = min(n_ctx, manifest.context_length)
+        threads = options.n_threads or os.cpu_count() or 1
+        started = time.perf_counter()
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=min(options.n_batch, n_ctx),
+                n_threads=threads,
+                n_threads_batch=options.n_threads_batch or threads,
+                n_gpu_layers=options.n_gpu_layers,
+                logits_all=False,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not load {manifest.name} ({path}): {exc}"
+            ) from exc
+        self.load_seconds = time.perf_counter() - started
+        self.context_length = int(self._llm.n_ctx())
+        self._vocab = self._llm._model.vocab
+        self._n_vocab = int(self._llm.n_vocab())
+        self._signals = SignalComputer(self._n_vocab) if options.signals else None
+        self._pieces: dict[int, bytes] = {}
+        self._bos_text = self._token_text(self._llm.token_bos())
+        self._template = self._chat_template()
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    # -- Runtime interface ---------------------------------------------------------
+
+    def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
+        prompt = self.render(messages)
+        return self._start(prompt, params, (*params.stop, *self.manifest.stop))
+
+    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+        return self._start(prompt, params, params.stop)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize(text, add_special=False))
+
+    def close(self) -> None:
+        self._llm.close()
+
+    # -- helpers -------------------------------------------------------------------
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text the chat template makes of ``messages``."""
+        if self._template is None:
+            raise TemplateError(
+                f"{self.manifest.name} has no chat template; set chat_template in its manifest"
+            )
+        if self.manifest.system_prompt and not any(m.role == "system" for m in messages):
+            messages = [ChatMessage("system", self.manifest.system_prompt), *messages]
+        return self._template.render(messages)
+
+    def _chat_template(self) -> ChatTemplate | None:
+        source = self.manifest.chat_template or self._llm.metadata.get("tokenizer.chat_template")
+        if not source:
+            return None
+        eos = self._token_text(self._llm.token_eos())
+        return ChatTemplate(source, bos_token=self._bos_text, eos_token=eos)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return str(self._llm._model.token_get_text(token))
+
+    def _tokenize(self, text: str, add_special: bool) -> list[int]:
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            size = 64
+            while True:
+                buffer = ctypes.create_string_buffer(size)
+                n = self._lib.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
+                if n >= 0:
+                    piece = buffer.raw[:n]
+                    break
+                size = -n
+            self._pieces[token] = piece
+        return piece
+
+    def _start(self, prompt: str, params: SamplingParams, stops: Sequence[str]) -> Generation:
+        # Let the vocabulary add BOS unless the template already wrote it.
+        add_special = not (self._bos_text and prompt.startswith(self._bos_text))
+        tokens = self._tokenize(prompt, add_special=add_special)
+        if len(tokens) >= self.context_length:
+            raise PromptTooLongError(len(tokens), self.context_length)
+        stats = GenerationStats(prompt_tokens=len(tokens))
+        return Generation(self._run(tokens, params, stops, stats), stats)
+
+    def _run(
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        stops: Sequence[str],
+        stats: GenerationStats,
+    ) -> Iterator[Token]:
+        if self._owner == threading.get_ident():
+            raise ModelError("a generation is already running on this model in this thread")
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield from self._decode(prompt_tokens, params, stops, stats)
+            finally:
+                self._owner = None
+
+    def _decode(
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        stops: Sequence[str],
+        stats: GenerationStats,
+    ) -> Iterator[Token]:
+        lib, llm, signals = self._lib, self._llm, self._signals
+        budget = min(params.max_tokens, self.context_length - len(prompt_tokens))
+        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        ctx, n_vocab = llm._ctx.ctx, self._n_vocab
+        utf8, matcher = Utf8Stream(), StopMatcher(stops)
+        finish = FinishReason.LENGTH
+        started = time.perf_counter()
+        tokens = llm.generate(
+            prompt_tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=0.0,
+            typical_p=1.0,
+            temp=params.temperature,
+            repeat_penalty=1.0,
+            reset=True,
+        )
+        try:
+            for token_id in tokens:
+                if stats.time_to_first_token_s is None:
+                    stats.time_to_first_token_s = time.perf_counter() - started
+                token_signals = None
+                if signals is not None:
+                    logits = np.ctypeslib.as_array(
+                        lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)
+                    )
+                    token_signals = signals(logits, token_id)
+                if lib.llama_vocab_is_eog(self._vocab, token_id):
+                    stats.eog_signals = token_signals
+                    finish = FinishReason.STOP
+                    break
+                stats.completion_tokens += 1
+                text, hit = matcher.feed(utf8.feed(self._piece(token_id)))
+                yield Token(token_id, text, token_signals)
+                if hit is not None:
+                    stats.stop_sequence = hit
+                    finish = FinishReason.STOP_SEQUENCE
+                    break
+                if stats.completion_tokens >= budget:
+                    break
+            if finish is not FinishReason.STOP_SEQUENCE:
+                tail, hit = matcher.feed(utf8.flush())
+                if hit is not None:
+                    stats.stop_sequence = hit
+                    finish = FinishReason.STOP_SEQUENCE
+                else:
+                    tail += matcher.flush()
+                if tail:
+                    yield Token(None, tail, None)
+        except GeneratorExit:
+            finish = FinishReason.CANCELLED
+            raise
+        finally:
+            tokens.close()
+            stats.finish_reason = finish
+            stats.total_s = time.perf_counter() - started

@@ -1,0 +1,69 @@
+"""Chat templates rendered in Jinja's immutable sandbox.
+
+A GGUF file carries its own chat template, which is code from whoever made the
+file. It is rendered in :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`:
+attribute access to internals (``__class__``, ``__globals__``...), calls to
+unsafe callables and mutation of passed-in objects raise ``SecurityError``,
+which we report as :class:`TemplateError`. Nothing from the template runs
+outside the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..errors import TemplateError
+from .types import ChatMessage
+
+__all__ = ["ChatTemplate"]
+
+
+class ChatTemplate:
+    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        environment = ImmutableSandboxedEnvironment(
+            loader=jinja2.BaseLoader(),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[jinja2.ext.loopcontrols],
+        )
+        environment.filters["tojson"] = _tojson
+        try:
+            self._template = environment.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"chat template does not parse: {exc}") from None
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+
+    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str:
+        try:
+            return self._template.render(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                add_generation_prompt=add_generation_prompt,
+                raise_exception=_raise,
+                strftime_now=lambda fmt: datetime.now().strftime(fmt),
+            )
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(
+                f"chat template attempted an unsafe operation and was stopped: {exc}"
+            ) from None
+        except TemplateError:
+            raise
+        except Exception as exc:  # a template is foreign code: any failure is its failure
+            raise TemplateError(f"chat template failed: {type(exc).__name__}: {exc}") from None
+
+
+def _raise(message: str) -> None:
+    raise TemplateError(f"chat template refused the conversation: {message}")
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)

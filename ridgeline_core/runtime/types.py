@@ -1,0 +1,102 @@
+"""Plain data types shared by every runtime adapter (no library types leak out)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "ChatMessage",
+    "FinishReason",
+    "GenerationStats",
+    "LoadOptions",
+    "SamplingParams",
+    "Token",
+    "TokenSignals",
+]
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request sampling. ``temperature == 0`` is greedy (deterministic)."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 40
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a runtime loads a model file; part of the loaded model's identity."""
+
+    n_ctx: int = 2048
+    n_threads: int | None = None  # None: the runtime's choice (physical cores)
+    n_threads_batch: int | None = None
+    n_batch: int = 512
+    n_gpu_layers: int = 0  # -1 offloads every layer (CUDA/Metal builds)
+    signals: bool = True  # compute per-token confidence signals
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSignals:
+    """Confidence signals of one generated token, from the raw next-token logits.
+
+    ``prob``: probability of the chosen token; ``entropy``: entropy of the
+    next-token distribution in nats; ``margin``: top-1 minus top-2 probability.
+    """
+
+    prob: float
+    entropy: float
+    margin: float
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One generated token. ``text`` may be empty while a multi-byte character or a
+    possible stop sequence is pending; text held back that way and released at
+    the end of the stream arrives as a final ``Token`` with ``id=None``."""
+
+    id: int | None
+    text: str
+    signals: TokenSignals | None
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # end-of-generation token
+    LENGTH = "length"  # max_tokens or the context filled up
+    STOP_SEQUENCE = "stop_sequence"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class GenerationStats:
+    """Filled in while a generation runs; final once the stream is exhausted."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: FinishReason | None = None
+    time_to_first_token_s: float | None = None
+    total_s: float = 0.0
+    eog_signals: TokenSignals | None = None  # signals of the end-of-generation token
+    stop_sequence: str | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode speed after the first token (prefill excluded)."""
+        if self.time_to_first_token_s is None or self.completion_tokens < 2:
+            return None
+        decode = self.total_s - self.time_to_first_token_s
+        return (self.completion_tokens - 1) / decode if decode > 0 else None

