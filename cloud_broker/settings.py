@@ -49,8 +49,6 @@ def load_broker_settings(
     env: Mapping[str, str],
     overrides: Mapping[str, tuple[Any, str]] | None = None,
 ) -> LoadedSettings[BrokerSettings]:
-    if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
-        config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
     return load_settings(
         BrokerSettings,
         config_file=config_file,

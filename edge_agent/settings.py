@@ -73,7 +73,7 @@ class GenerationSettings(_Section):
 
 
 class ConfidenceSettings(_Section):
-    scorer: str = Field(default="tail", description="how token signals become one score")
+    scorer: str = Field(default="margin", description="how token signals become one score")
 
     @field_validator("scorer")
     @classmethod
@@ -100,8 +100,6 @@ def load_edge_settings(
     env: Mapping[str, str],
     overrides: Mapping[str, tuple[Any, str]] | None = None,
 ) -> LoadedSettings[EdgeSettings]:
-    if config_file is None and env.get(f"{ENV_PREFIX}CONFIG"):
-        config_file = Path(env[f"{ENV_PREFIX}CONFIG"])
     return load_settings(
         EdgeSettings,
         config_file=config_file,

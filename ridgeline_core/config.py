@@ -47,8 +47,9 @@ def load_settings(
 ) -> LoadedSettings[SettingsT]:
     """Build ``model`` from its defaults, a TOML file, ``env`` and ``overrides``.
 
-    ``config_file`` must exist when given; ``default_config_file`` is read only
-    if it exists. ``overrides`` maps dotted keys to ``(value, flag text)``.
+    The file is ``config_file``, else ``{env_prefix}CONFIG`` from ``env``, else
+    ``default_config_file`` if it exists; a file named either of the first two
+    ways must exist. ``overrides`` maps dotted keys to ``(value, flag text)``.
     Environment variables are ``{env_prefix}{SECTION}__{KEY}`` (case-insensitive);
     an unknown one is an error, so a typo never goes unnoticed.
     """
@@ -56,6 +57,9 @@ def load_settings(
     origins: dict[str, str] = {}
 
     path = config_file
+    if path is None:
+        named = next((v for k, v in env.items() if k.upper() == f"{env_prefix}CONFIG"), "")
+        path = Path(named) if named else None
     if path is not None and not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     if path is None and default_config_file is not None and default_config_file.is_file():
@@ -122,7 +126,17 @@ def _toml_line(key: str, value: Any, dotted: str, origins: Mapping[str, str] | N
     origin = f"  # {origins.get(dotted, 'default')}" if origins is not None else ""
     if value is None:
         return f"# {key} = (unset){origin}"
-    return f"{key} = {json.dumps(value)}{origin}"
+    return f"{key} = {_toml_value(value)}{origin}"
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal for the JSON-like values settings hold."""
+    if isinstance(value, str):
+        # JSON string escapes are valid TOML; TOML also forbids a raw DEL character.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(value)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -146,6 +160,7 @@ def _set(target: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _known_key(model: type[BaseModel], dotted: str, where: str) -> None:
+    """Accept only a full path to one setting (``section.key``), never a whole section."""
     current: type[BaseModel] | None = model
     for part in dotted.split("."):
         fields = current.model_fields if current is not None else {}
@@ -158,6 +173,8 @@ def _known_key(model: type[BaseModel], dotted: str, where: str) -> None:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel)
             else None
         )
+    if current is not None:
+        raise ConfigError(f"{where}: {dotted!r} is a section; set its keys one by one")
 
 
 def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -184,8 +201,16 @@ def _parse_env_value(raw: str) -> Any:
 def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     problems = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        origin = origins.get(key)
+        parts = [str(part) for part in error["loc"]]
+        key = ".".join(parts)
+        origin = next(
+            (
+                origins[".".join(parts[:n])]
+                for n in range(len(parts), 0, -1)
+                if ".".join(parts[:n]) in origins
+            ),
+            None,
+        )
         where = f" (from {origin})" if origin else ""
         problems.append(f"{key}: {error['msg']}{where}")
     return "invalid settings: " + "; ".join(problems)

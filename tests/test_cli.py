@@ -99,9 +99,7 @@ class TestAsk:
     def test_prompt_longer_than_the_context(
         self, edge_env: dict[str, str], smollm2_path: Path
     ) -> None:
-        result = run(
-            "edge-agent", "--set", "runtime.n_ctx=256", "ask", "word " * 400, env=edge_env
-        )
+        result = run("edge-agent", "--set", "runtime.n_ctx=256", "ask", "word " * 400, env=edge_env)
         assert_one_line_error(result, 3, "context holds 256")
 
     def test_corrupt_model_file(

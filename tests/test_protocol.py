@@ -71,7 +71,7 @@ def test_generate_request_carries_the_edge_draft() -> None:
 class _EchoBroker(pb_grpc.BrokerServicer):
     """A minimal servicer, only to exercise the generated stubs over real gRPC."""
 
-    def Generate(  # noqa: N802 - gRPC method name
+    def Generate(
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GenerateResponse]:
         words = request.messages[-1].content.split()
@@ -86,7 +86,7 @@ class _EchoBroker(pb_grpc.BrokerServicer):
             )
         )
 
-    def ListModels(  # noqa: N802
+    def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.ServicerContext
     ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(

@@ -55,9 +55,7 @@ def test_every_token_carries_sane_signals(smollm2: Runtime) -> None:
     assert stream.stats.time_to_first_token_s is not None
 
 
-def test_probabilities_match_llama_cpp_logprobs(
-    smollm2: Runtime, smollm2_path: Path
-) -> None:
+def test_probabilities_match_llama_cpp_logprobs(smollm2: Runtime, smollm2_path: Path) -> None:
     """Our zero-copy signals equal llama-cpp-python's own logprobs (logits_all=True)."""
     import llama_cpp
 

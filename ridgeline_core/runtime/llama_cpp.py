@@ -232,10 +232,12 @@ class LlamaCppRuntime:
                     stats.time_to_first_token_s = time.perf_counter() - started
                 token_signals = None
                 if signals is not None:
+                    signals_started = time.perf_counter()
                     logits = np.ctypeslib.as_array(
                         lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)
                     )
                     token_signals = signals(logits, token_id)
+                    stats.signals_s += time.perf_counter() - signals_started
                 if lib.llama_vocab_is_eog(self._vocab, token_id):
                     stats.eog_signals = token_signals
                     finish = FinishReason.STOP
@@ -250,12 +252,10 @@ class LlamaCppRuntime:
                 if stats.completion_tokens >= budget:
                     break
             if finish is not FinishReason.STOP_SEQUENCE:
-                tail, hit = matcher.feed(utf8.flush())
+                tail, hit = matcher.feed(utf8.flush(), final=True)
                 if hit is not None:
                     stats.stop_sequence = hit
                     finish = FinishReason.STOP_SEQUENCE
-                else:
-                    tail += matcher.flush()
                 if tail:
                     yield Token(None, tail, None)
         except GeneratorExit:

@@ -36,13 +36,19 @@ class SignalComputer:
         top = int(logits.argmax())
         np.subtract(logits, logits[top], out=z)
         np.exp(z, out=e)
-        total = float(e.sum(dtype=np.float64))
-        weighted = float(np.dot(e, z))
+        e[top] = 0.0  # sum the rest alone: float32 keeps its precision when S is near 1
+        rest = float(e.sum())
+        total = 1.0 + rest
+        with np.errstate(invalid="ignore"):
+            weighted = float(np.dot(e, z))
+        if weighted != weighted:  # masked (-inf) logits give 0 * -inf: use finite entries
+            finite = np.isfinite(z)
+            weighted = float(np.dot(e[finite], z[finite]))
         chosen = float(z[token])
         z[top] = -np.inf
         second = float(z.max())
         return TokenSignals(
             prob=math.exp(chosen) / total,
-            entropy=max(0.0, math.log(total) - weighted / total),
+            entropy=max(0.0, math.log1p(rest) - weighted / total),
             margin=(1.0 - math.exp(second)) / total,
         )

@@ -5,7 +5,7 @@ file. It is rendered in :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`:
 attribute access to internals (``__class__``, ``__globals__``...), calls to
 unsafe callables and mutation of passed-in objects raise ``SecurityError``,
 which we report as :class:`TemplateError`. Nothing from the template runs
-outside the sandbox.
+outside the sandbox, and ``*``/``**`` are capped so it cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 import jinja2.ext
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import TemplateError
@@ -24,10 +25,33 @@ from .types import ChatMessage
 
 __all__ = ["ChatTemplate"]
 
+MAX_REPEAT = 1_000_000  # longest string or list a template may build with * (characters/items)
+MAX_EXPONENT = 64
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, plus limits on ``*`` and ``**`` so a template cannot
+    exhaust memory or CPU with ``'x' * 10**10`` (Jinja already caps ``range``)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent {right} is too large")
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if (
+                    isinstance(sequence, str | list | tuple)
+                    and isinstance(count, int)
+                    and len(sequence) * count > MAX_REPEAT
+                ):
+                    raise SecurityError("repetition would exceed the template size limit")
+        return super().call_binop(context, operator, left, right)
+
 
 class ChatTemplate:
     def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
-        environment = ImmutableSandboxedEnvironment(
+        environment = _Sandbox(
             loader=jinja2.BaseLoader(),
             trim_blocks=True,
             lstrip_blocks=True,
@@ -51,7 +75,7 @@ class ChatTemplate:
                 raise_exception=_raise,
                 strftime_now=lambda fmt: datetime.now().strftime(fmt),
             )
-        except jinja2.exceptions.SecurityError as exc:
+        except SecurityError as exc:
             raise TemplateError(
                 f"chat template attempted an unsafe operation and was stopped: {exc}"
             ) from None

@@ -26,35 +26,38 @@ class StopMatcher:
 
     :meth:`feed` returns the text that is safe to emit and, once a stop
     sequence appears, which one; the stop sequence and anything after it are
-    dropped. Text that might be the start of a stop sequence is held back until
-    the next piece decides it.
+    dropped. Text that might still become a stop sequence is held back until
+    later text decides, so the result does not depend on how the text was split
+    into pieces: the stop that starts earliest wins, the longest at that place.
+    ``final=True`` marks the end of the stream and releases what is held.
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = tuple(s for s in dict.fromkeys(stops) if s)
         self._held = ""
 
-    def feed(self, text: str) -> tuple[str, str | None]:
+    def feed(self, text: str, final: bool = False) -> tuple[str, str | None]:
         if not self._stops:
             return text, None
         buffer = self._held + text
-        hit_at, hit = len(buffer) + 1, None
-        for stop in self._stops:
+        self._held = ""
+        hit_at, hit = len(buffer), None
+        for stop in sorted(self._stops, key=len, reverse=True):
             index = buffer.find(stop)
             if index != -1 and index < hit_at:
                 hit_at, hit = index, stop
-        if hit is not None:
-            self._held = ""
-            return buffer[:hit_at], hit
-        keep = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(buffer)), keep, -1):
-                if buffer.endswith(stop[:size]):
-                    keep = size
-                    break
-        self._held = buffer[len(buffer) - keep :] if keep else ""
-        return buffer[: len(buffer) - keep], None
+        # The earliest place where a stop (or a longer one than the hit) could still
+        # begin but the text ends first: wait for more text from there.
+        pending = len(buffer) if final else self._earliest_partial(buffer, hit_at)
+        if pending < len(buffer):
+            self._held = buffer[pending:]
+            return buffer[:pending], None
+        return buffer[:hit_at], hit
 
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return held
+    def _earliest_partial(self, buffer: str, last: int) -> int:
+        first = max(0, len(buffer) - max(map(len, self._stops)) + 1)
+        for start in range(first, min(last, len(buffer) - 1) + 1):
+            tail = buffer[start:]
+            if any(len(tail) < len(stop) and stop.startswith(tail) for stop in self._stops):
+                return start
+        return len(buffer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
@@ -91,7 +91,7 @@ class GenerationStats:
     total_s: float = 0.0
     eog_signals: TokenSignals | None = None  # signals of the end-of-generation token
     stop_sequence: str | None = None
-    extra: dict[str, float] = field(default_factory=dict)
+    signals_s: float = 0.0  # time spent computing per-token signals
 
     @property
     def tokens_per_s(self) -> float | None:

@@ -47,7 +47,7 @@ VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 
 def check_name(name: str) -> str:
     """A model name: lowercase letters, digits, '.', '_' or '-'; never a path."""
-    if not NAME_PATTERN.match(name) or ".." in name:
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise ManifestError(
             f"invalid model name {name!r}: use 1-64 of a-z 0-9 . _ - "
             "(starting with a letter or digit, no '..')"
@@ -57,7 +57,7 @@ def check_name(name: str) -> str:
 
 def check_digest(digest: str) -> str:
     """A sha256 digest: exactly 64 lowercase hex characters."""
-    if not DIGEST_PATTERN.match(digest):
+    if not DIGEST_PATTERN.fullmatch(digest):
         raise ManifestError(f"invalid sha256 {digest!r}: expected 64 lowercase hex characters")
     return digest
 
@@ -89,14 +89,14 @@ class WheelSource(_Strict):
     @field_validator("package")
     @classmethod
     def _package(cls, value: str) -> str:
-        if not PACKAGE_PATTERN.match(value):
+        if not PACKAGE_PATTERN.fullmatch(value):
             raise ValueError(f"invalid package name {value!r}")
         return value
 
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not VERSION_PATTERN.match(value):
+        if not VERSION_PATTERN.fullmatch(value):
             raise ValueError(f"invalid version {value!r}: pin an exact version")
         return value
 
@@ -304,7 +304,7 @@ class ManifestCatalog:
 
 
 def _validated_digest(value: str) -> str:
-    if not DIGEST_PATTERN.match(value):
+    if not DIGEST_PATTERN.fullmatch(value):
         raise ValueError(f"invalid sha256 {value!r}: expected 64 lowercase hex characters")
     return value
 

@@ -11,7 +11,9 @@ A blob only appears under ``blobs/`` after its digest and size were checked.
 Before a load, :meth:`ModelStore.open_verified` re-hashes the file unless it is
 provably unchanged since the last full check: the fingerprint includes the
 inode's change time (ctime), which any write or ``touch`` updates and which a
-user cannot set back. A file that fails the check is never handed to a runtime.
+user cannot set back, and it counts only if the check ran at least a second after
+that change (so coarse kernel timestamps cannot hide a write). A file that fails
+the check is never handed to a runtime.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["ModelStore", "PullResult"]
+
+STAMP_SETTLE_NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -195,15 +199,22 @@ class ModelStore:
     def _write_stamp(self, path: Path) -> None:
         stamp = self._stamp_path(path)
         tmp = stamp.with_name(stamp.name + f".{os.getpid()}")
-        tmp.write_text(json.dumps(self._fingerprint(path)))
+        record = {**self._fingerprint(path), "verified_ns": time.time_ns()}
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, stamp)
 
     def _stamp_matches(self, path: Path) -> bool:
         try:
             recorded = json.loads(self._stamp_path(path).read_text())
-        except (OSError, ValueError):
+            verified_ns = int(recorded.pop("verified_ns"))
+        except (OSError, ValueError, KeyError, TypeError):
             return False
-        return bool(recorded == self._fingerprint(path))
+        current = self._fingerprint(path)
+        # Coarse timestamps (older kernels tick every few ms) could hide a write made in
+        # the same tick as the change the stamp recorded; trust the stamp only when the
+        # verification came well after the file's last change.
+        settled = verified_ns - current["ctime_ns"] >= STAMP_SETTLE_NS
+        return settled and recorded == current
 
     @contextlib.contextmanager
     def _lock(self, digest: str) -> Iterator[None]:
