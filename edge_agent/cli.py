@@ -65,6 +65,7 @@ def ask(
             click.echo(json.dumps({"error": {"kind": exc.kind, "message": str(exc)}}))
         raise
     click.echo()
+    sys.stdout.flush()  # the answer's last line before the summary on stderr
     timings = answer.timings
     if timings.time_to_first_token_s is None:
         summary = f"{answer.source} · {answer.model} · no tokens · {answer.finish_reason}"

@@ -260,20 +260,18 @@ def _models_group() -> click.Group:
             return
         table = Table(box=None, header_style="bold")
         for column in ("NAME", "ROLE", "RUNTIME", "SIZE", "STATUS", "LICENSE"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=True)
         for row in rows:
-            name = row["name"] + (" (default)" if row["default"] else "")
             status = "pulled" if row["pulled"] else "not pulled"
             table.add_row(
-                name,
-                row["role"],
-                row["runtime"],
-                format_bytes(row["size"]),
-                status,
-                row["license"],
-            )
-        Console().print(table)
-        click.echo(f"store: {store.root}")
+                row["name"] + (" *" if row["default"] else ""), row["role"], row["runtime"],
+                format_bytes(row["size"]), status, row["license"],
+            )  # fmt: skip
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)  # a pipe or a log: never wrap rows
+        console.print(table)
+        click.echo(f"* default model · store: {store.root}")
 
     @models.command("pull")
     @click.argument("names", nargs=-1, metavar="[NAME]...")

@@ -36,7 +36,7 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     echo "building llama-cpp-python $version (takes about 5 minutes on 2 cores)"
     echo "  CMAKE_ARGS=$LLAMA_CMAKE_ARGS"
     rm -rf "$wheels.partial"
-    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$python" -m pip wheel --quiet --no-cache-dir --no-deps \
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$python" -m pip wheel --no-cache-dir --no-deps \
         --no-binary llama-cpp-python --wheel-dir "$wheels.partial" "llama-cpp-python==$version"
     mv "$wheels.partial" "$wheels"
 fi

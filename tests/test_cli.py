@@ -168,6 +168,7 @@ class TestModelsCommands:
         table = run("edge-agent", "models", "list", env=edge_env)
         assert "smollm2-135m-instruct" in table.stdout
         assert "pulled" in table.stdout
+        assert "smollm2-135m-instruct *" in table.stdout  # the default, on one line
 
     def test_pull_verify_rm_cycle(
         self, edge_env: dict[str, str], path_manifests: Path, tmp_path: Path
