@@ -17,15 +17,15 @@ demo: setup
 		$(BIN)/edge-agent ask "$$prompt" || exit $$?; \
 	done
 
-test: setup-dev
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/python tools/genproto.py --check
+test: lint
 	$(BIN)/pytest
 
+# The script is a no-op when .venv already has a build with the same flags, and
+# rebuilds when LLAMA_CMAKE_ARGS changes.
 setup: $(VENV)/.installed-edge
+	@scripts/install-llama-cpp.sh $(BIN)/python
 setup-dev: $(VENV)/.installed-dev
+	@scripts/install-llama-cpp.sh $(BIN)/python
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed-edge
 	touch $@
 
 lint: setup-dev
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 proto: setup-dev
 	$(BIN)/python tools/genproto.py

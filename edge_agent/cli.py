@@ -28,7 +28,7 @@ cli = root_group(
 @click.option("--model", help="model name (default: models.default)")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="answer length limit")
 @click.option("--temperature", type=click.FloatRange(0.0, 2.0), help="0 is greedy")
-@click.option("--seed", type=click.IntRange(min=0), help="sampling seed")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="sampling seed")
 @click.pass_obj
 def ask(
     state: CliState,

@@ -7,14 +7,9 @@ environment variables ``RIDGELINE_EDGE_<SECTION>__<KEY>``, command-line flags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from pydantic import Field, field_validator
 
-import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from ridgeline_core.config import LoadedSettings, load_settings
+from ridgeline_core.config import Section, settings_loader
 from ridgeline_core.runtime import LoadOptions, SamplingParams
 from ridgeline_core.store import ModelsSettings
 
@@ -25,12 +20,10 @@ __all__ = ["ENV_PREFIX", "EdgeSettings", "load_edge_settings"]
 ENV_PREFIX = "RIDGELINE_EDGE_"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RuntimeSettings(_Section):
-    threads: int | None = Field(default=None, ge=1, description="decode threads (default: all)")
+class RuntimeSettings(Section):
+    threads: int | None = Field(
+        default=None, ge=1, description="decode threads (default: physical cores)"
+    )
     threads_batch: int | None = Field(default=None, ge=1, description="prompt threads")
     n_ctx: int = Field(
         default=2048, ge=256, le=1 << 20, description="context length in tokens (llama.cpp: ≥ 256)"
@@ -50,12 +43,12 @@ class RuntimeSettings(_Section):
         )
 
 
-class GenerationSettings(_Section):
+class GenerationSettings(Section):
     max_tokens: int = Field(default=256, ge=1, le=32768, description="answer length limit")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 is greedy")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=40, ge=0, description="0 disables top-k")
-    seed: int | None = Field(default=None, ge=0, description="fixed seed for sampling")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1, description="fixed sampling seed")
     stop: list[str] = Field(default_factory=list, description="extra stop sequences")
     system_prompt: str | None = Field(
         default=None, description="system message (default: the model manifest's)"
@@ -72,7 +65,7 @@ class GenerationSettings(_Section):
         )
 
 
-class ConfidenceSettings(_Section):
+class ConfidenceSettings(Section):
     scorer: str = Field(default="margin", description="how token signals become one score")
 
     @field_validator("scorer")
@@ -83,28 +76,11 @@ class ConfidenceSettings(_Section):
         return value
 
 
-class EdgeSettings(_Section):
+class EdgeSettings(Section):
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
 
 
-def default_config_file() -> Path:
-    return Path(platformdirs.user_config_dir("ridgeline")) / "edge.toml"
-
-
-def load_edge_settings(
-    *,
-    config_file: Path | None,
-    env: Mapping[str, str],
-    overrides: Mapping[str, tuple[Any, str]] | None = None,
-) -> LoadedSettings[EdgeSettings]:
-    return load_settings(
-        EdgeSettings,
-        config_file=config_file,
-        env=env,
-        env_prefix=ENV_PREFIX,
-        overrides=overrides,
-        default_config_file=default_config_file(),
-    )
+load_edge_settings = settings_loader(EdgeSettings, env_prefix=ENV_PREFIX, file_name="edge.toml")

@@ -9,19 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .config import LoadedSettings, parse_assignment, to_toml
+from .config import LoadedSettings, SettingsLoader, parse_assignment, to_toml
 from .errors import ModelNotPulledError, RidgelineError
 from .store import ManifestCatalog, ModelManifest, ModelsSettings, ModelStore
 
@@ -50,6 +51,9 @@ class RidgelineGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # e.g. `models list | head`: the reader left, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
@@ -148,7 +152,7 @@ class CliProgress:
         self._description = ""
 
 
-def root_group(name: str, help_text: str, loader: SettingsLoader) -> click.Group:
+def root_group(name: str, help_text: str, loader: SettingsLoader[Any]) -> click.Group:
     """A command's root group: --config, --set and -v, plus ``config`` and ``models``."""
 
     @click.group(
@@ -168,7 +172,7 @@ def root_group(name: str, help_text: str, loader: SettingsLoader) -> click.Group
         "assignments",
         multiple=True,
         metavar="KEY=VALUE",
-        help="override one setting, e.g. --set runtime.threads=4 (repeatable)",
+        help="override one setting, e.g. --set models.default=NAME (repeatable)",
     )
     @click.option("-v", "--verbose", count=True, help="more logging (-vv: native libraries too)")
     @click.version_option(__version__, prog_name=name)
@@ -184,19 +188,9 @@ def root_group(name: str, help_text: str, loader: SettingsLoader) -> click.Group
     return root
 
 
-class SettingsLoader(Protocol):
-    def __call__(
-        self,
-        *,
-        config_file: Path | None,
-        env: Mapping[str, str],
-        overrides: Mapping[str, tuple[Any, str]] | None = None,
-    ) -> LoadedSettings[Any]: ...
-
-
 @dataclass
 class CliState:
-    loader: SettingsLoader
+    loader: SettingsLoader[Any]
     config_file: Path | None
     overrides: dict[str, tuple[Any, str]] = field(default_factory=dict)
 
@@ -256,7 +250,7 @@ def _models_group() -> click.Group:
         catalog, store, default = _open_models(state)
         rows = [_model_row(m, store, default) for m in catalog]
         if as_json:
-            click.echo(json.dumps({"store": str(store.root), "models": rows}, indent=2))
+            echo_json({"store": str(store.root), "models": rows})
             return
         table = Table(box=None, header_style="bold")
         for column in ("NAME", "ROLE", "RUNTIME", "SIZE", "STATUS", "LICENSE"):

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+import platformdirs
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
 
@@ -23,14 +24,29 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["LoadedSettings", "load_settings", "parse_assignment", "to_toml"]
+__all__ = [
+    "LoadedSettings",
+    "Section",
+    "SettingsLoader",
+    "load_settings",
+    "parse_assignment",
+    "settings_loader",
+    "to_toml",
+]
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
+SettingsT_co = TypeVar("SettingsT_co", bound=BaseModel, covariant=True)
+
+
+class Section(BaseModel):
+    """Base of settings models: unknown keys are errors, values are read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
-class LoadedSettings(Generic[SettingsT]):
-    settings: SettingsT
+class LoadedSettings(Generic[SettingsT_co]):
+    settings: SettingsT_co
     # dotted key -> "default", "file <path>", "env <NAME>" or "flag <text>"
     origins: dict[str, str]
     config_file: Path | None
@@ -51,7 +67,8 @@ def load_settings(
     ``default_config_file`` if it exists; a file named either of the first two
     ways must exist. ``overrides`` maps dotted keys to ``(value, flag text)``.
     Environment variables are ``{env_prefix}{SECTION}__{KEY}`` (case-insensitive);
-    an unknown one is an error, so a typo never goes unnoticed.
+    an unknown one is an error, so a typo never goes unnoticed, and an empty one
+    counts as unset.
     """
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -77,6 +94,8 @@ def load_settings(
         upper = name.upper()
         if not upper.startswith(env_prefix) or upper == f"{env_prefix}CONFIG":
             continue
+        if raw == "":
+            continue  # an empty variable is unset, not an empty value
         key = upper[len(env_prefix) :].lower().replace("__", ".")
         _known_key(model, key, f"environment variable {name}")
         _set(merged, key, _parse_env_value(raw))
@@ -94,6 +113,39 @@ def load_settings(
     for key, _ in _flatten(settings.model_dump()):
         origins.setdefault(key, "default")
     return LoadedSettings(settings=settings, origins=origins, config_file=path)
+
+
+class SettingsLoader(Protocol[SettingsT_co]):
+    def __call__(
+        self,
+        *,
+        config_file: Path | None,
+        env: Mapping[str, str],
+        overrides: Mapping[str, tuple[Any, str]] | None = None,
+    ) -> LoadedSettings[SettingsT_co]: ...
+
+
+def settings_loader(
+    model: type[SettingsT], *, env_prefix: str, file_name: str
+) -> SettingsLoader[SettingsT]:
+    """A loader for ``model`` reading ``<user config dir>/ridgeline/<file_name>`` by default."""
+
+    def load(
+        *,
+        config_file: Path | None,
+        env: Mapping[str, str],
+        overrides: Mapping[str, tuple[Any, str]] | None = None,
+    ) -> LoadedSettings[SettingsT]:
+        return load_settings(
+            model,
+            config_file=config_file,
+            env=env,
+            env_prefix=env_prefix,
+            overrides=overrides,
+            default_config_file=Path(platformdirs.user_config_dir("ridgeline")) / file_name,
+        )
+
+    return load
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -18,6 +18,7 @@ never match on message strings::
     │   ├── TemplateError           the chat template failed or was refused
     │   └── ModelLoadError          the runtime could not load the file
     ├── SourceError                 a pull could not fetch the model
+    ├── StoreError                  the model store cannot be read or written
     └── MissingDependencyError      an optional extra is not installed
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "PromptTooLongError",
     "RidgelineError",
     "SourceError",
+    "StoreError",
     "TemplateError",
     "UnknownModelError",
 ]
@@ -68,7 +70,7 @@ class PromptTooLongError(InvalidRequestError):
     def __init__(self, prompt_tokens: int, context_length: int) -> None:
         super().__init__(
             f"prompt is {prompt_tokens} tokens but the model's context holds {context_length} "
-            "(shorten the prompt or raise runtime.n_ctx)"
+            "(shorten the prompt, or raise runtime.n_ctx if the model was trained for more)"
         )
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length
@@ -108,6 +110,11 @@ class ModelLoadError(ModelError):
 class SourceError(RidgelineError):
     exit_code = 7
     kind = "source"
+
+
+class StoreError(RidgelineError):
+    exit_code = 9
+    kind = "store"
 
 
 class MissingDependencyError(RidgelineError):

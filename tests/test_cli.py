@@ -153,6 +153,37 @@ class TestAskErrors:
         assert_one_line_error(result, 2, "unknown setting 'runtime.threadz'")
 
 
+class TestStoreAndManifestErrors:
+    def test_a_store_that_cannot_be_created(self, edge_env: dict[str, str], tmp_path: Path) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        edge_env["RIDGELINE_EDGE_MODELS__STORE_DIR"] = str(blocker / "store")
+        result = run("edge-agent", "models", "pull", env=edge_env)
+        assert_one_line_error(result, 9, "model store")
+
+    def test_a_missing_manifest_dir_is_a_config_error(
+        self, edge_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        missing = tmp_path / "no-such-dir"
+        result = run(
+            "edge-agent", "--set", f"models.manifest_dirs=['{missing}']", "models", "list",
+            env=edge_env,
+        )  # fmt: skip
+        assert_one_line_error(result, 2, f"no such directory: {missing}")
+
+    def test_a_closed_pipe_is_not_an_error_report(self, edge_env: dict[str, str]) -> None:
+        listing = subprocess.Popen(
+            [str(BIN / "edge-agent"), "config", "show"],
+            env=edge_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert listing.stdout is not None and listing.stderr is not None
+        listing.stdout.close()  # the reader goes away, like `| head -0`
+        _, stderr = listing.communicate(timeout=60)
+        assert b"internal error" not in stderr and b"Traceback" not in stderr
+
+
 class TestModelsCommands:
     pytestmark = pytest.mark.model
 

@@ -493,3 +493,15 @@ def test_importing_packages_does_not_import_llama_cpp() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_an_empty_environment_variable_counts_as_unset() -> None:
+    loaded = load_edge_settings(config_file=None, env={"RIDGELINE_EDGE_MODELS__STORE_DIR": ""})
+    assert loaded.origins["models.store_dir"] == "default"
+    assert loaded.settings.models.store_dir.name == "models"
+
+
+def test_manifest_dirs_expand_the_home_directory() -> None:
+    env = {"RIDGELINE_EDGE_MODELS__MANIFEST_DIRS": '["~/my-models"]'}
+    loaded = load_edge_settings(config_file=None, env=env)
+    assert loaded.settings.models.manifest_dirs == [Path("~/my-models").expanduser()]

@@ -307,7 +307,7 @@ def wheel(**changes: Any) -> dict[str, Any]:
 
 
 def test_wheel_source_accepts_a_relative_member() -> None:
-    manifest = source_manifest(wheel(member="pkg/data/model.gguf", sha256=DIGEST))
+    manifest = source_manifest(wheel(member="pkg/data/model.gguf"))
     assert isinstance(manifest.source, WheelSource)
     assert manifest.source.member == "pkg/data/model.gguf"
 
@@ -316,7 +316,7 @@ def test_wheel_source_accepts_a_relative_member() -> None:
     "member", ["../evil", "/abs", "/etc/passwd", "a\\b", "pkg/../../evil", "a/../b", "", "."]
 )
 def test_wheel_member_must_be_relative(member: str) -> None:
-    with pytest.raises(ManifestError, match="member"):
+    with pytest.raises(ManifestError, match=r"member.*must be relative"):
         source_manifest(wheel(member=member))
 
 
@@ -382,7 +382,6 @@ def test_huggingface_source_builds_resolve_url() -> None:
             "repo": "Org/Some-Model.GGUF",
             "file": "sub dir/model q4.gguf",
             "revision": "0123abc",
-            "sha256": DIGEST,
         }
     )
     assert isinstance(manifest.source, HuggingFaceSource)
@@ -525,3 +524,16 @@ def test_user_directory_overrides_bundled_manifest(tmp_path: Path) -> None:
     assert smollm2.origin == tmp_path / "mine.toml"
     assert "gemma3-270m" in catalog  # the other bundled manifests stay
     assert "extra-model" in catalog
+
+
+def test_a_part_digest_outside_a_parts_source_is_refused() -> None:
+    """It would be ignored; the file's own digest is the manifest's sha256."""
+    with pytest.raises(ManifestError, match="only for the parts"):
+        source_manifest(wheel(member="pkg/model.gguf", sha256=DIGEST))
+
+
+def test_path_parts_may_carry_their_own_digest() -> None:
+    manifest = source_manifest(
+        {"kind": "parts", "parts": [{"kind": "path", "path": "a.part", "sha256": DIGEST}]}
+    )
+    assert manifest.source.parts[0].sha256 == DIGEST  # type: ignore[union-attr]

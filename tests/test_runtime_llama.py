@@ -59,7 +59,7 @@ def test_probabilities_match_llama_cpp_logprobs(smollm2: Runtime, smollm2_path: 
     """Our zero-copy signals equal llama-cpp-python's own logprobs (logits_all=True)."""
     import llama_cpp
 
-    prompt = smollm2.render(FRANCE)  # type: ignore[attr-defined]
+    prompt = smollm2.render(FRANCE)
     with smollm2.complete(prompt, SamplingParams(max_tokens=24)) as stream:
         ours = [t for t in stream if t.id is not None]
 
@@ -212,8 +212,58 @@ def test_hostile_template_from_a_manifest_cannot_run_code(
 
 
 def test_the_gguf_chat_template_is_used(smollm2: Runtime) -> None:
-    prompt = smollm2.render(FRANCE)  # type: ignore[attr-defined]
+    prompt = smollm2.render(FRANCE)
     assert "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
     # the manifest's default system prompt applies when the request brings none
     assert "Answer the question briefly and accurately." in prompt
+
+
+def test_tokens_that_only_form_a_stop_sequence_are_not_yielded(
+    catalog: ManifestCatalog, gemma_path: Path
+) -> None:
+    """Gemma's question/answer frame stops at '\\nQuestion:'; those tokens are not part of the
+    answer, so neither their text nor their signals reach the caller."""
+    runtime = load_runtime(catalog.get("gemma3-270m"), gemma_path, LoadOptions(n_threads=2))
+    try:
+        with runtime.generate(FRANCE, SamplingParams(max_tokens=16)) as stream:
+            tokens = list(stream)
+        assert stream.stats.finish_reason is FinishReason.STOP_SEQUENCE
+        text = "".join(t.text for t in tokens)
+        assert "Paris" in text and "Question" not in text
+        assert all(t.text for t in tokens), "every yielded token carries answer text"
+        assert len(tokens) < stream.stats.completion_tokens  # the stop's tokens were held back
+    finally:
+        runtime.close()
+
+
+def test_a_stream_closed_before_it_starts_is_cancelled(smollm2: Runtime) -> None:
+    stream = smollm2.generate(FRANCE, SamplingParams(max_tokens=8))
+    stream.close()
+    assert stream.stats.finish_reason is FinishReason.CANCELLED
+    assert "Paris" in smollm2.generate(FRANCE, SamplingParams(max_tokens=16)).text
+
+
+def test_close_waits_for_a_running_generation(
+    smollm2_manifest: ModelManifest, smollm2_path: Path
+) -> None:
+    runtime = load_runtime(smollm2_manifest, smollm2_path, LoadOptions(n_threads=2))
+    stream = runtime.generate(FRANCE, SamplingParams(max_tokens=64))
+    next(stream)
+    closer = threading.Thread(target=runtime.close)
+    closer.start()
+    rest = "".join(t.text for t in stream)  # finishes normally: the model is not freed under it
+    closer.join(timeout=60)
+    assert not closer.is_alive()
+    assert "Paris" in rest
+    with pytest.raises(ModelError, match="unloaded"):
+        next(runtime.generate(FRANCE, SamplingParams(max_tokens=4)))
+
+
+def test_default_threads_counts_usable_physical_cores() -> None:
+    import os
+
+    from ridgeline_core.runtime.llama_cpp import default_threads
+
+    threads = default_threads()
+    assert 1 <= threads <= len(os.sched_getaffinity(0))

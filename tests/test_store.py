@@ -18,7 +18,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ridgeline_core.errors import IntegrityError, ManifestError, ModelNotPulledError, SourceError
+from ridgeline_core.errors import (
+    IntegrityError,
+    ManifestError,
+    ModelNotPulledError,
+    SourceError,
+    StoreError,
+)
 from ridgeline_core.store import FetchContext, ModelManifest, ModelStore
 from ridgeline_core.store import store as store_module
 
@@ -361,13 +367,31 @@ def test_parts_in_the_wrong_order_fail_the_whole_digest(store: ModelStore, tmp_p
 # -- url sources over a real loopback HTTP server ------------------------------------
 
 
+Served = bytes | str | tuple[int, bytes]
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
-    files: ClassVar[dict[str, bytes | str]] = {}  # a str value redirects there
+    # bytes: the body; str: redirect there; (declared length, body): a lying
+    # Content-Length (the connection closes early), or with -1 an endless body
+    files: ClassVar[dict[str, Served]] = {}
     requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         self.requests.append(self.path)
         body = self.files.get(self.path)
+        if isinstance(body, tuple):
+            declared, chunk = body
+            self.send_response(200)
+            if declared >= 0:
+                self.send_header("Content-Length", str(declared))
+            self.end_headers()
+            try:
+                for _ in range(1 if declared >= 0 else 64):  # endless: stops at 64 chunks
+                    self.wfile.write(chunk)
+            except OSError:
+                pass  # the client hung up, as it should
+            self.close_connection = True
+            return
         if isinstance(body, str):
             self.send_response(302)
             self.send_header("Location", body)
@@ -393,7 +417,7 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class FileServer:
-    def __init__(self, files: dict[str, bytes | str]) -> None:
+    def __init__(self, files: dict[str, Served]) -> None:
         handler = type("Handler", (_Handler,), {"files": files, "requests": []})
         self.handler = handler
         self.server = _Server(("127.0.0.1", 0), handler)
@@ -411,12 +435,12 @@ class FileServer:
 
 
 @pytest.fixture
-def http_files() -> dict[str, bytes | str]:
+def http_files() -> dict[str, Served]:
     return {}
 
 
 @pytest.fixture
-def file_server(http_files: dict[str, bytes | str]) -> Iterator[FileServer]:
+def file_server(http_files: dict[str, Served]) -> Iterator[FileServer]:
     server = FileServer(http_files)
     server.thread.start()
     try:
@@ -428,7 +452,7 @@ def file_server(http_files: dict[str, bytes | str]) -> Iterator[FileServer]:
 
 
 def test_url_source_is_downloaded(
-    store: ModelStore, file_server: FileServer, http_files: dict[str, bytes | str]
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
 ) -> None:
     data = os.urandom(6000)
     http_files["/models/tiny.gguf"] = data
@@ -442,7 +466,7 @@ def test_url_source_is_downloaded(
 
 
 def test_url_404_is_a_source_error(
-    store: ModelStore, file_server: FileServer, http_files: dict[str, bytes | str]
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
 ) -> None:
     data = b"never served"
     manifest = make_manifest({"kind": "url", "url": file_server.url("/missing.gguf")}, data)
@@ -453,7 +477,7 @@ def test_url_404_is_a_source_error(
 
 
 def test_url_with_wrong_content_is_an_integrity_error(
-    store: ModelStore, file_server: FileServer, http_files: dict[str, bytes | str]
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
 ) -> None:
     data = os.urandom(2048)
     http_files["/tiny.gguf"] = os.urandom(2048)  # same size, other bytes
@@ -478,7 +502,7 @@ def test_unreachable_url_is_a_source_error(tmp_path: Path) -> None:
 
 
 def test_url_parts_check_each_part(
-    store: ModelStore, file_server: FileServer, http_files: dict[str, bytes | str]
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
 ) -> None:
     chunks = [os.urandom(1200), os.urandom(800), os.urandom(5)]
     for index, chunk in enumerate(chunks):
@@ -494,7 +518,7 @@ def test_url_parts_check_each_part(
 
 
 def test_wrong_part_digest_is_an_integrity_error(
-    store: ModelStore, file_server: FileServer, http_files: dict[str, bytes | str]
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
 ) -> None:
     chunks = [os.urandom(1000), os.urandom(1000), os.urandom(1000)]
     for index, chunk in enumerate(chunks):
@@ -516,7 +540,7 @@ def test_wrong_part_digest_is_an_integrity_error(
 def test_parts_mixing_path_and_url(
     store: ModelStore,
     file_server: FileServer,
-    http_files: dict[str, bytes | str],
+    http_files: dict[str, Served],
     tmp_path: Path,
 ) -> None:
     local = os.urandom(700)
@@ -537,7 +561,7 @@ def test_parts_mixing_path_and_url(
 
 
 def test_redirect_away_from_the_manifest_url_is_refused(
-    store: ModelStore, file_server: FileServer, http_files: dict[str, bytes | str]
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
 ) -> None:
     """Plain http is allowed only for the loopback URL in the manifest, not for wherever
     it redirects (only https targets are followed)."""
@@ -547,8 +571,75 @@ def test_redirect_away_from_the_manifest_url_is_refused(
     manifest = make_manifest({"kind": "url", "url": file_server.url("/moved.gguf")}, data)
     with pytest.raises(SourceError, match="redirected to a non-https address"):
         store.pull(manifest)
+    assert file_server.requests == ["/moved.gguf"]  # the plain-http target was never asked
     assert files_under(store.root / "blobs") == []
     assert files_under(store.root / "tmp") == []
+
+
+def test_a_download_cut_short_is_a_source_error(
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
+) -> None:
+    data = os.urandom(4096)
+    http_files["/short.gguf"] = (len(data), data[:100])
+    manifest = make_manifest({"kind": "url", "url": file_server.url("/short.gguf")}, data)
+    with pytest.raises(SourceError, match="stopped after 100 of 4096 bytes"):
+        store.pull(manifest)
+    assert files_under(store.root / "blobs") == []
+
+
+def test_an_endless_download_stops_at_the_manifest_size(
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
+) -> None:
+    data = os.urandom(4096)
+    http_files["/endless.gguf"] = (-1, os.urandom(1 << 16))
+    manifest = make_manifest({"kind": "url", "url": file_server.url("/endless.gguf")}, data)
+    with pytest.raises(SourceError, match="more than the expected 4096 bytes"):
+        store.pull(manifest)
+    assert files_under(store.root / "tmp") == []
+
+
+def test_a_declared_length_above_the_manifest_size_is_refused_up_front(
+    store: ModelStore, file_server: FileServer, http_files: dict[str, Served]
+) -> None:
+    data = os.urandom(4096)
+    http_files["/big.gguf"] = os.urandom(8192)
+    manifest = make_manifest({"kind": "url", "url": file_server.url("/big.gguf")}, data)
+    with pytest.raises(SourceError, match="8192 bytes, more than the manifest's 4096"):
+        store.pull(manifest)
+
+
+def test_a_store_that_cannot_be_created_is_a_store_error(
+    tmp_path: Path, manifest: ModelManifest
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot"):
+        ModelStore(blocker / "store").pull(manifest)
+
+
+def test_a_stamp_that_cannot_be_written_only_costs_a_rehash(
+    store: ModelStore, manifest: ModelManifest
+) -> None:
+    """A store the agent may read but not write (a shared or system store) still works."""
+    blob = store.pull(manifest).path
+    stamp = blob.with_name(blob.name + ".verified")
+    stamp.unlink()
+    stamp.mkdir()  # writing the stamp now fails, as in a read-only store
+    progress = RecordingProgress()
+    assert store.open_verified(manifest, progress) == blob
+    assert store.open_verified(manifest, progress) == blob
+    assert sum(d.startswith("verifying") for d in progress.started) == 2
+
+
+def test_leftovers_of_an_interrupted_pull_are_cleaned(
+    store: ModelStore, manifest: ModelManifest
+) -> None:
+    tmp = store.root / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{manifest.sha256}.4242.partial").write_bytes(b"half a model")
+    (tmp / f"wheel-{manifest.sha256[:16]}-dead").mkdir()
+    store.pull(manifest)
+    assert list(tmp.iterdir()) == []
 
 
 def test_concurrent_pulls_fetch_once(store: ModelStore, manifest: ModelManifest) -> None:

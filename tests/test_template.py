@@ -242,3 +242,17 @@ def test_template_does_not_change_the_messages() -> None:
     with pytest.raises(TemplateError):
         ChatTemplate(source).render(messages)
     assert messages == [ChatMessage("user", "hi")]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # CVE-2024-56326: str.format reached indirectly
+        "{% set f = '{0.__class__.__mro__}'.format %}{{ f(1) }}",
+        # CVE-2025-27516: the format method fetched through the attr filter
+        "{{ ('{0.__class__.__mro__}' | attr('format'))(1) }}",
+    ],
+)
+def test_format_string_escapes_fixed_in_jinja_3_1_6_are_stopped(source: str) -> None:
+    with pytest.raises(TemplateError, match="unsafe"):
+        ChatTemplate(source).render([ChatMessage("user", "hi")])

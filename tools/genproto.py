@@ -92,11 +92,15 @@ def main() -> int:
         if stale:
             print("run: python tools/genproto.py", file=sys.stderr)
         return 1 if stale else 0
-    target = ROOT / PACKAGE
-    if target.exists():
-        shutil.rmtree(target)
-    for path in generate(ROOT):
-        print(path.relative_to(ROOT))
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        files = generate(fresh)  # a protoc failure leaves the committed package alone
+        target = ROOT / PACKAGE
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(fresh / PACKAGE, target)
+    for path in files:
+        print(path.relative_to(fresh))
     return 0
 
 

@@ -14,7 +14,14 @@ from typing import Protocol
 
 from ..errors import ModelError
 from ..store.manifest import ModelManifest
-from .types import ChatMessage, GenerationStats, LoadOptions, SamplingParams, Token
+from .types import (
+    ChatMessage,
+    FinishReason,
+    GenerationStats,
+    LoadOptions,
+    SamplingParams,
+    Token,
+)
 
 __all__ = [
     "Generation",
@@ -31,7 +38,8 @@ class Generation(Iterator[Token]):
 
     :meth:`close` (or leaving a ``with`` block) stops the generation early and
     frees the model for the next request; ``stats.finish_reason`` is then
-    ``cancelled``.
+    ``cancelled``. One thread drives a generation from start to end; the model
+    runs one generation at a time and others wait for it.
     """
 
     def __init__(self, tokens: Iterator[Token], stats: GenerationStats) -> None:
@@ -45,6 +53,8 @@ class Generation(Iterator[Token]):
         close = getattr(self._tokens, "close", None)
         if close is not None:
             close()
+        if self.stats.finish_reason is None:  # closed before it started
+            self.stats.finish_reason = FinishReason.CANCELLED
 
     def __enter__(self) -> Generation:
         return self
@@ -73,6 +83,9 @@ class Runtime(Protocol):
 
     def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
         """Apply the model's chat template and stream the answer."""
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text :meth:`generate` would send for ``messages``."""
 
     def complete(self, prompt: str, params: SamplingParams) -> Generation:
         """Stream a continuation of raw prompt text (no template)."""

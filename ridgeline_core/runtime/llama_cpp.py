@@ -9,12 +9,15 @@ slows prompt processing) and no custom sampler in the sampling chain.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import math
 import os
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +43,10 @@ from .types import (
     LoadOptions,
     SamplingParams,
     Token,
+    TokenSignals,
 )
 
-__all__ = ["LlamaCppRuntime"]
+__all__ = ["LlamaCppRuntime", "default_threads"]
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("ridgeline.llama_cpp")
@@ -93,7 +97,7 @@ class LlamaCppRuntime:
         n_ctx = options.n_ctx
         if manifest.context_length is not None:
             n_ctx = min(n_ctx, manifest.context_length)
-        threads = options.n_threads or os.cpu_count() or 1
+        threads = options.n_threads or default_threads()
         started = time.perf_counter()
         try:
             self._llm = llama_cpp.Llama(
@@ -110,16 +114,25 @@ class LlamaCppRuntime:
             raise ModelLoadError(
                 f"llama.cpp could not load {manifest.name} ({path}): {exc}"
             ) from exc
-        self.load_seconds = time.perf_counter() - started
-        self.context_length = int(self._llm.n_ctx())
-        self._vocab = self._llm._model.vocab
-        self._n_vocab = int(self._llm.n_vocab())
-        self._signals = SignalComputer(self._n_vocab) if options.signals else None
-        self._pieces: dict[int, bytes] = {}
-        self._bos_text = self._token_text(self._llm.token_bos())
-        self._template = self._chat_template()
+        try:
+            self.load_seconds = time.perf_counter() - started
+            self.context_length = int(self._llm.n_ctx())
+            self._vocab = self._llm._model.vocab
+            self._n_vocab = int(self._llm.n_vocab())
+            self._signals = SignalComputer(self._n_vocab) if options.signals else None
+            self._pieces: dict[int, bytes] = {}
+            self._bos_text = self._token_text(self._llm.token_bos())
+            self._eos_text = self._token_text(self._llm.token_eos())
+            self._template_source = manifest.chat_template or self._llm.metadata.get(
+                "tokenizer.chat_template"
+            )
+            self._template: ChatTemplate | None = None
+        except BaseException:
+            self._llm.close()
+            raise
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._closed = False
 
     # -- Runtime interface ---------------------------------------------------------
 
@@ -131,29 +144,35 @@ class LlamaCppRuntime:
         return self._start(prompt, params, params.stop)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenize(text, add_special=False))
+        with self._using_model():
+            return len(self._tokenize(text, add_special=False))
 
     def close(self) -> None:
-        self._llm.close()
+        """Free the model once no generation is running (waits up to a minute for one)."""
+        self._closed = True
+        if self._lock.acquire(timeout=60):
+            try:
+                self._llm.close()
+            finally:
+                self._lock.release()
+        else:  # a generation was abandoned without close(): leak rather than crash
+            log.warning("%s is still generating; not freeing it", self.manifest.name)
 
     # -- helpers -------------------------------------------------------------------
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text the chat template makes of ``messages``."""
         if self._template is None:
-            raise TemplateError(
-                f"{self.manifest.name} has no chat template; set chat_template in its manifest"
+            if not self._template_source:
+                raise TemplateError(
+                    f"{self.manifest.name} has no chat template; set chat_template in its manifest"
+                )
+            self._template = ChatTemplate(
+                self._template_source, bos_token=self._bos_text, eos_token=self._eos_text
             )
         if self.manifest.system_prompt and not any(m.role == "system" for m in messages):
             messages = [ChatMessage("system", self.manifest.system_prompt), *messages]
         return self._template.render(messages)
-
-    def _chat_template(self) -> ChatTemplate | None:
-        source = self.manifest.chat_template or self._llm.metadata.get("tokenizer.chat_template")
-        if not source:
-            return None
-        eos = self._token_text(self._llm.token_eos())
-        return ChatTemplate(source, bos_token=self._bos_text, eos_token=eos)
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -180,7 +199,8 @@ class LlamaCppRuntime:
     def _start(self, prompt: str, params: SamplingParams, stops: Sequence[str]) -> Generation:
         # Let the vocabulary add BOS unless the template already wrote it.
         add_special = not (self._bos_text and prompt.startswith(self._bos_text))
-        tokens = self._tokenize(prompt, add_special=add_special)
+        with self._using_model():
+            tokens = self._tokenize(prompt, add_special=add_special)
         if len(tokens) >= self.context_length:
             raise PromptTooLongError(len(tokens), self.context_length)
         stats = GenerationStats(prompt_tokens=len(tokens))
@@ -193,14 +213,22 @@ class LlamaCppRuntime:
         stops: Sequence[str],
         stats: GenerationStats,
     ) -> Iterator[Token]:
-        if self._owner == threading.get_ident():
-            raise ModelError("a generation is already running on this model in this thread")
-        with self._lock:
+        with self._using_model():
             self._owner = threading.get_ident()
             try:
                 yield from self._decode(prompt_tokens, params, stops, stats)
             finally:
                 self._owner = None
+
+    @contextlib.contextmanager
+    def _using_model(self) -> Iterator[None]:
+        """Exclusive use of the loaded model; refuses once it is closed."""
+        if self._owner == threading.get_ident():
+            raise ModelError("a generation is already running on this model in this thread")
+        with self._lock:
+            if self._closed:
+                raise ModelError(f"{self.manifest.name} was unloaded")
+            yield
 
     def _decode(
         self,
@@ -213,7 +241,7 @@ class LlamaCppRuntime:
         budget = min(params.max_tokens, self.context_length - len(prompt_tokens))
         llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
         ctx, n_vocab = llm._ctx.ctx, self._n_vocab
-        utf8, matcher = Utf8Stream(), StopMatcher(stops)
+        utf8, matcher, held = Utf8Stream(), StopMatcher(stops), _HeldTokens()
         finish = FinishReason.LENGTH
         started = time.perf_counter()
         tokens = llm.generate(
@@ -243,8 +271,10 @@ class LlamaCppRuntime:
                     finish = FinishReason.STOP
                     break
                 stats.completion_tokens += 1
-                text, hit = matcher.feed(utf8.feed(self._piece(token_id)))
-                yield Token(token_id, text, token_signals)
+                piece = utf8.feed(self._piece(token_id))
+                held.add(token_id, token_signals, len(piece))
+                text, hit = matcher.feed(piece)
+                yield from held.release(text)
                 if hit is not None:
                     stats.stop_sequence = hit
                     finish = FinishReason.STOP_SEQUENCE
@@ -252,16 +282,92 @@ class LlamaCppRuntime:
                 if stats.completion_tokens >= budget:
                     break
             if finish is not FinishReason.STOP_SEQUENCE:
-                tail, hit = matcher.feed(utf8.flush(), final=True)
+                tail = utf8.flush()
+                held.extend_last(len(tail))
+                text, hit = matcher.feed(tail, final=True)
+                yield from held.release(text)
                 if hit is not None:
                     stats.stop_sequence = hit
                     finish = FinishReason.STOP_SEQUENCE
-                if tail:
-                    yield Token(None, tail, None)
+            yield from held.finish()
         except GeneratorExit:
             finish = FinishReason.CANCELLED
             raise
+        except RuntimeError as exc:  # llama_decode failed: out of KV cache or GPU memory
+            raise ModelError(f"{self.manifest.name}: generation failed: {exc}") from exc
         finally:
             tokens.close()
             stats.finish_reason = finish
             stats.total_s = time.perf_counter() - started
+
+
+class _HeldTokens:
+    """Holds tokens back until the stop matcher has released their text.
+
+    A token is yielded once all of its text is released; a token that only
+    produced (part of) a stop sequence is never yielded, so its signals do not
+    count toward the answer's confidence.
+    """
+
+    def __init__(self) -> None:
+        self._pending: deque[tuple[int, TokenSignals | None, int]] = deque()
+        self._produced = 0  # characters decoded so far
+        self._released = 0  # characters the matcher let through
+        self._assigned = 0  # characters handed out with tokens
+        self._text = ""  # released, not yet handed out
+
+    def add(self, token_id: int, signals: TokenSignals | None, chars: int) -> None:
+        self._produced += chars
+        self._pending.append((token_id, signals, self._produced))
+
+    def extend_last(self, chars: int) -> None:
+        """Characters that appeared without a new token (a flushed partial character)."""
+        if chars and self._pending:
+            token_id, signals, end = self._pending.pop()
+            self._pending.append((token_id, signals, end + chars))
+        self._produced += chars
+
+    def release(self, text: str) -> Iterator[Token]:
+        self._released += len(text)
+        self._text += text
+        while self._pending and self._pending[0][2] <= self._released:
+            token_id, signals, end = self._pending.popleft()
+            size = end - self._assigned
+            yield Token(token_id, self._text[:size], signals)
+            self._text, self._assigned = self._text[size:], end
+
+    def finish(self) -> Iterator[Token]:
+        """The answer ended: a token straddling its end keeps its part; the rest go."""
+        if self._pending and self._assigned < self._released:
+            token_id, signals, _ = self._pending.popleft()
+            yield Token(token_id, self._text, signals)
+        elif self._text:
+            yield Token(None, self._text, None)
+        self._pending.clear()
+        self._text = ""
+
+
+def default_threads() -> int:
+    """Physical cores this process may use, within its CPU affinity and cgroup quota.
+
+    Hyperthread siblings share a core's arithmetic units, so llama.cpp decodes no
+    faster (often slower) with one thread per logical CPU.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if cpus is None:
+        return os.cpu_count() or 1
+    cores: set[str] = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            cores.add(str(cpu))
+    count = len(cores)
+    try:  # cgroup v2 quota, e.g. a container limited to 2 CPUs: "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)

@@ -26,19 +26,30 @@ class RuntimePool:
         self.store = store
         self.options = options
         self._loaded: dict[_Key, Runtime] = {}
+        self._loading: dict[_Key, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, progress: Progress = NULL_PROGRESS) -> Runtime:
-        """The loaded model ``name``: verified against its sha256, loaded on first use."""
+        """The loaded model ``name``: verified against its sha256, loaded on first use.
+
+        A model being verified or loaded blocks only requests for that model.
+        """
         manifest = self.catalog.get(name)
         key = _Key(manifest.name, manifest.sha256, self.options)
         with self._lock:
             runtime = self._loaded.get(key)
+            if runtime is not None:
+                return runtime
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                runtime = self._loaded.get(key)
             if runtime is None:
                 path = self.store.open_verified(manifest, progress)
                 runtime = load_runtime(manifest, path, self.options)
-                self._loaded[key] = runtime
-            return runtime
+                with self._lock:
+                    self._loaded[key] = runtime
+        return runtime
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -5,7 +5,9 @@ file. It is rendered in :class:`jinja2.sandbox.ImmutableSandboxedEnvironment`:
 attribute access to internals (``__class__``, ``__globals__``...), calls to
 unsafe callables and mutation of passed-in objects raise ``SecurityError``,
 which we report as :class:`TemplateError`. Nothing from the template runs
-outside the sandbox, and ``*``/``**`` are capped so it cannot exhaust memory.
+outside the sandbox. ``*`` and ``**`` are capped and Jinja caps ``range``,
+which stops the one-expression memory bombs; a template can still waste time
+and memory with loops, so templates remain something to review, not run blind.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ MAX_EXPONENT = 64
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, plus limits on ``*`` and ``**`` so a template cannot
-    exhaust memory or CPU with ``'x' * 10**10`` (Jinja already caps ``range``)."""
+    """The immutable sandbox, plus limits on ``*`` and ``**`` (``'x' * 10**10``)."""
 
     intercepted_binops = frozenset({"*", "**"})
 

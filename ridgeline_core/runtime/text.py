@@ -33,7 +33,9 @@ class StopMatcher:
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(s for s in dict.fromkeys(stops) if s)
+        # longest first: at one position the longest stop wins
+        self._stops = tuple(sorted((s for s in dict.fromkeys(stops) if s), key=len, reverse=True))
+        self._longest = len(self._stops[0]) if self._stops else 0
         self._held = ""
 
     def feed(self, text: str, final: bool = False) -> tuple[str, str | None]:
@@ -42,7 +44,7 @@ class StopMatcher:
         buffer = self._held + text
         self._held = ""
         hit_at, hit = len(buffer), None
-        for stop in sorted(self._stops, key=len, reverse=True):
+        for stop in self._stops:
             index = buffer.find(stop)
             if index != -1 and index < hit_at:
                 hit_at, hit = index, stop
@@ -55,7 +57,7 @@ class StopMatcher:
         return buffer[:hit_at], hit
 
     def _earliest_partial(self, buffer: str, last: int) -> int:
-        first = max(0, len(buffer) - max(map(len, self._stops)) + 1)
+        first = max(0, len(buffer) - self._longest + 1)
         for start in range(first, min(last, len(buffer) - 1) + 1):
             tail = buffer[start:]
             if any(len(tail) < len(stop) and stop.startswith(tail) for stop in self._stops):

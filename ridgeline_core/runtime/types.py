@@ -42,7 +42,7 @@ class LoadOptions:
     """How a runtime loads a model file; part of the loaded model's identity."""
 
     n_ctx: int = 2048
-    n_threads: int | None = None  # None: the runtime's choice (physical cores)
+    n_threads: int | None = None  # None: the physical cores this process may use
     n_threads_batch: int | None = None
     n_batch: int = 512
     n_gpu_layers: int = 0  # -1 offloads every layer (CUDA/Metal builds)

