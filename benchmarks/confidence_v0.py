@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.agent import chat_messages, run_local
 from edge_agent.confidence import get_scorer, scorer_names
 from edge_agent.settings import load_edge_settings
-from ridgeline_core.runtime import ChatMessage, RuntimePool, TokenSignals
+from ridgeline_core.runtime import RuntimePool
 
 DEFAULT_DATASET = Path(__file__).resolve().parent / "data" / "confidence_v0.jsonl"
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -236,21 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runtime = pool.get(manifest.name)
         for index, item in enumerate(items, 1):
-            # The same messages EdgeAgent.ask builds; the runtime adds the manifest's
-            # system prompt when no system message is given.
-            messages = [ChatMessage("user", item.prompt)]
-            if generation.system_prompt:
-                messages.insert(0, ChatMessage("system", generation.system_prompt))
-            parts: list[str] = []
-            signals: list[TokenSignals] = []
-            with runtime.generate(messages, params) as stream:
-                for token in stream:
-                    if token.signals is not None:
-                        signals.append(token.signals)
-                    if token.text:
-                        parts.append(token.text)
-            text = "".join(parts).strip()
-            stats = stream.stats
+            # exactly what EdgeAgent.ask runs
+            run = run_local(runtime, chat_messages(item.prompt, generation.system_prompt), params)
+            text, signals, stats = run.text.strip(), run.signals, run.stats
             result = Result(
                 prompt=item.prompt,
                 answers=item.answers,

@@ -11,13 +11,28 @@ from typing import Any, Literal
 
 from ridgeline_core.errors import EmptyPromptError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
-from ridgeline_core.runtime import ChatMessage, RuntimePool, TokenSignals
+from ridgeline_core.runtime import (
+    ChatMessage,
+    GenerationStats,
+    Runtime,
+    RuntimePool,
+    SamplingParams,
+    TokenSignals,
+)
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
 from .confidence import get_scorer
 from .settings import EdgeSettings
 
-__all__ = ["Answer", "AnswerTimings", "EdgeAgent", "SignalSummary"]
+__all__ = [
+    "Answer",
+    "AnswerTimings",
+    "EdgeAgent",
+    "LocalRun",
+    "SignalSummary",
+    "chat_messages",
+    "run_local",
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,42 @@ class Answer:
         return asdict(self)
 
 
+def chat_messages(prompt: str, system_prompt: str | None) -> list[ChatMessage]:
+    """The conversation a prompt becomes; without a system prompt the model's manifest
+    supplies its own (the runtime adds it)."""
+    messages = [ChatMessage("user", prompt)]
+    if system_prompt:
+        messages.insert(0, ChatMessage("system", system_prompt))
+    return messages
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    text: str
+    signals: list[TokenSignals]  # one per answer token
+    stats: GenerationStats
+
+
+def run_local(
+    runtime: Runtime,
+    messages: list[ChatMessage],
+    params: SamplingParams,
+    on_text: Callable[[str], None] | None = None,
+) -> LocalRun:
+    """Generate to the end, collecting the answer's text and its tokens' signals."""
+    parts: list[str] = []
+    signals: list[TokenSignals] = []
+    with runtime.generate(messages, params) as stream:
+        for token in stream:
+            if token.signals is not None:
+                signals.append(token.signals)
+            if token.text:
+                parts.append(token.text)
+                if on_text is not None:
+                    on_text(token.text)
+    return LocalRun("".join(parts), signals, stream.stats)
+
+
 class EdgeAgent:
     """Answers prompts with the local model. Loads each model once, on first use."""
 
@@ -105,23 +156,11 @@ class EdgeAgent:
         params = generation.sampling()
         if max_tokens is not None:
             params = dataclasses.replace(params, max_tokens=max_tokens)
-        messages = [ChatMessage("user", prompt)]
-        if generation.system_prompt:
-            messages.insert(0, ChatMessage("system", generation.system_prompt))
-
-        parts: list[str] = []
-        signals: list[TokenSignals] = []
-        with runtime.generate(messages, params) as stream:
-            for token in stream:
-                if token.signals is not None:
-                    signals.append(token.signals)
-                if token.text:
-                    parts.append(token.text)
-                    if on_text is not None:
-                        on_text(token.text)
-        stats = stream.stats
+        run = run_local(runtime, chat_messages(prompt, generation.system_prompt), params, on_text)
+        stats = run.stats
+        signals = run.signals
         return Answer(
-            text="".join(parts),
+            text=run.text,
             source="local",
             confidence=self._scorer(signals),
             scorer=self._scorer_name,
