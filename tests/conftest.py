@@ -16,6 +16,18 @@ from ridgeline_core.runtime import LoadOptions, Runtime, load_runtime
 from ridgeline_core.store import ManifestCatalog, ModelManifest, ModelStore
 
 SMOLLM2 = "smollm2-135m-instruct"
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Invert one byte of a (read-only) stored file in place, as corruption would."""
+    path.chmod(0o644)
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 GEMMA = "gemma3-270m"
 
 

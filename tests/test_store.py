@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from conftest import flip_byte
 
 from ridgeline_core.errors import (
     IntegrityError,
@@ -70,15 +71,6 @@ def store(tmp_path: Path) -> ModelStore:
 
 def files_under(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    path.chmod(0o644)
-    with path.open("r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
 
 
 class RecordingProgress:

