@@ -1,14 +1,15 @@
-"""``cloud-broker``: settings and the model store of the broker.
-
-The gRPC server (``cloud-broker serve``) arrives with the broker issue; the
-wire contract it will serve is ``protos/ridgeline/v1/broker.proto``.
-"""
+"""``cloud-broker``: serve models over gRPC, manage device tokens, settings and the store."""
 
 from __future__ import annotations
 
-from ridgeline_core.cli import root_group
+from typing import Any
 
-from .settings import load_broker_settings
+import click
+
+from ridgeline_core.cli import CliState, RidgelineGroup, echo_json, root_group
+from ridgeline_core.errors import ConfigError
+
+from .settings import is_loopback, load_broker_settings, split_host_port
 
 __all__ = ["cli", "main"]
 
@@ -17,6 +18,86 @@ cli = root_group(
     "Ridgeline cloud broker: fronts large models for requests the edge escalates.",
     load_broker_settings,
 )
+
+
+@cli.command()
+@click.option("--listen", metavar="HOST:PORT", help="gRPC address (default: server.listen)")
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="development mode: plaintext, no auth, loopback addresses only",
+)
+@click.pass_obj
+def serve(state: CliState, listen: str | None, dev: bool) -> None:
+    """Serve the broker until SIGTERM or Ctrl-C.
+
+    Prints "listening on HOST:PORT" once it accepts calls (port 0 picks a free one).
+    """
+    from .server import run
+
+    flags: dict[str, tuple[Any, str]] = {}
+    if listen is not None:
+        flags["server.listen"] = (listen, f"--listen {listen}")
+    if dev:
+        flags["server.allow_plaintext"] = (True, "--dev")
+        flags["auth.enabled"] = (False, "--dev")
+    settings = state.load(flags).settings
+    if dev:
+        host, _ = split_host_port(settings.server.listen)
+        if not is_loopback(host):
+            raise ConfigError(
+                f"--dev serves without TLS or auth, so only on loopback; "
+                f"{settings.server.listen} is not a loopback address"
+            )
+        if settings.tls.enabled:
+            raise ConfigError("--dev serves plaintext; remove the [tls] settings or drop --dev")
+    run(settings, mode="dev" if dev else "production")
+
+
+@cli.group(cls=RidgelineGroup)
+def tokens() -> None:
+    """Issue, list and revoke device tokens (stored hashed in auth.tokens_file)."""
+
+
+def _token_file(state: CliState) -> Any:
+    from .auth import TokenFile
+
+    return TokenFile(state.load().settings.auth.tokens_file)
+
+
+@tokens.command("add")
+@click.argument("device_id")
+@click.option("--replace", is_flag=True, help="issue a new token if the device has one")
+@click.pass_obj
+def tokens_add(state: CliState, device_id: str, replace: bool) -> None:
+    """Issue a token for DEVICE_ID and print it (it is shown only this once)."""
+    token = _token_file(state).add(device_id, replace=replace)
+    click.echo(token)
+    click.secho(
+        f"token for {device_id} (shown once; the broker stores only its hash)", err=True, dim=True
+    )
+
+
+@tokens.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def tokens_list(state: CliState, as_json: bool) -> None:
+    """Devices that hold a token."""
+    entries = sorted(_token_file(state).load().values(), key=lambda e: e.device_id)
+    if as_json:
+        echo_json([{"device_id": e.device_id, "created": e.created} for e in entries])
+        return
+    for entry in entries:
+        click.echo(f"{entry.device_id}\t{entry.created}")
+
+
+@tokens.command("revoke")
+@click.argument("device_id")
+@click.pass_obj
+def tokens_revoke(state: CliState, device_id: str) -> None:
+    """Revoke DEVICE_ID's token (a running broker notices within a second)."""
+    _token_file(state).revoke(device_id)
+    click.echo(f"revoked {device_id}")
 
 
 def main() -> None:

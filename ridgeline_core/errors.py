@@ -19,7 +19,14 @@ never match on message strings::
     │   └── ModelLoadError          the runtime could not load the file
     ├── SourceError                 a pull could not fetch the model
     ├── StoreError                  the model store cannot be read or written
-    └── MissingDependencyError      an optional extra is not installed
+    ├── MissingDependencyError      an optional extra is not installed
+    ├── UnauthenticatedError        missing, unknown or revoked device token
+    ├── PermissionDeniedError       authenticated, but not allowed to do this
+    ├── OverloadedError             try again later (``retry_after_s``)
+    │   ├── RateLimitedError        the device's request or token budget is spent
+    │   └── QueueFullError          every slot and queue place of the model is taken
+    ├── UnavailableError            a backend or the broker cannot serve now
+    └── UnsupportedError            a valid request for something not offered
 """
 
 from __future__ import annotations
@@ -34,12 +41,19 @@ __all__ = [
     "ModelError",
     "ModelLoadError",
     "ModelNotPulledError",
+    "OverloadedError",
+    "PermissionDeniedError",
     "PromptTooLongError",
+    "QueueFullError",
+    "RateLimitedError",
     "RidgelineError",
     "SourceError",
     "StoreError",
     "TemplateError",
+    "UnauthenticatedError",
+    "UnavailableError",
     "UnknownModelError",
+    "UnsupportedError",
 ]
 
 
@@ -48,6 +62,8 @@ class RidgelineError(Exception):
 
     exit_code = 1
     kind = "error"
+    # the gRPC status name when the error came from (or goes to) the broker
+    status: str | None = None
 
 
 class ConfigError(RidgelineError):
@@ -125,3 +141,42 @@ class MissingDependencyError(RidgelineError):
         super().__init__(f"{module} is not installed: pip install 'ridgeline[{extra}]'")
         self.module = module
         self.extra = extra
+
+
+class UnauthenticatedError(RidgelineError):
+    exit_code = 10
+    kind = "unauthenticated"
+
+
+class PermissionDeniedError(RidgelineError):
+    exit_code = 10
+    kind = "permission_denied"
+
+
+class OverloadedError(RidgelineError):
+    """The request was refused for now; ``retry_after_s`` says when to try again."""
+
+    exit_code = 11
+    kind = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(OverloadedError):
+    kind = "rate_limited"
+
+
+class QueueFullError(OverloadedError):
+    kind = "queue_full"
+
+
+class UnavailableError(RidgelineError):
+    exit_code = 12
+    kind = "unavailable"
+
+
+class UnsupportedError(RidgelineError):
+    exit_code = 3
+    kind = "unsupported"

@@ -87,3 +87,13 @@ def edge_env(model_store: ModelStore, tmp_path: Path) -> dict[str, str]:
         RIDGELINE_BROKER_MODELS__STORE_DIR=str(model_store.root),
     )
     return env
+
+
+@pytest.fixture
+def broker_env(edge_env: dict[str, str]) -> dict[str, str]:
+    """Environment for a broker process: the session store, no user config, no proxies."""
+    env = dict(edge_env)
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        env.pop(key, None)
+    env["RIDGELINE_BROKER_METRICS__LISTEN"] = "127.0.0.1:0"
+    return env

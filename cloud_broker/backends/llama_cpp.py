@@ -1,0 +1,150 @@
+"""Models from the store, run with llama.cpp inside the broker process.
+
+Each slot is its own loaded model with its own context (the weights are
+memory-mapped, so slots share them in the page cache) and its own worker
+thread: a generation runs from start to end on one thread, off the event loop.
+Tokens reach the loop one by one; when the client goes away the worker sees
+the cancel flag before its next token and closes the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from ridgeline_core.runtime import LoadOptions, Runtime, load_runtime
+from ridgeline_core.runtime.llama_cpp import default_threads
+from ridgeline_core.store import ModelManifest, ModelStore
+
+from ..admission import Admission
+from ..settings import LlamaCppSettings
+from . import BackendRequest, Outcome
+
+__all__ = ["LlamaCppBackend"]
+
+_END = object()
+
+
+class LlamaCppBackend:
+    kind = "llama.cpp"
+
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        store: ModelStore,
+        settings: LlamaCppSettings,
+        *,
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.name = manifest.name
+        self.role: str = manifest.role
+        self.manifest = manifest
+        self.context_length = min(manifest.context_length or settings.n_ctx, settings.n_ctx)
+        self.admission = Admission(manifest.name, settings.slots, settings.queue)
+        self._store = store
+        self._settings = settings
+        self._log = log
+        self._runtimes: list[Runtime] = []
+        self._free: queue.SimpleQueue[Runtime] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._executor: ThreadPoolExecutor | None = None
+        self._cancels: set[threading.Event] = set()
+        self._running = 0
+        self._running_lock = threading.Lock()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._settings.slots,
+            thread_name_prefix=f"llama-{self.name}",
+            initializer=self._bind_runtime,
+        )
+
+    def _load(self) -> None:
+        path = self._store.open_verified(self.manifest)
+        slots = self._settings.slots
+        threads = self._settings.threads or max(1, default_threads() // slots)
+        options = LoadOptions(
+            n_ctx=self._settings.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=self._settings.n_batch,
+            n_gpu_layers=self._settings.n_gpu_layers,
+        )
+        for _ in range(slots):
+            runtime = load_runtime(self.manifest, path, options)
+            self._runtimes.append(runtime)
+            self._free.put(runtime)
+        self._log(
+            f"loaded {self.name} ({self.kind}, {slots} slot(s) x {threads} thread(s), "
+            f"n_ctx {self._settings.n_ctx}) in {self._runtimes[0].load_seconds:.1f} s"
+        )
+
+    def _bind_runtime(self) -> None:
+        # each worker thread owns one slot's model for its whole life
+        self._local.runtime = self._free.get_nowait()
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[str | Outcome]:
+        if self._executor is None:
+            raise RuntimeError(f"backend {self.name} is not started")
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[object] = asyncio.Queue()
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, item)
+
+        work = loop.run_in_executor(self._executor, self._drive, request, emit, cancel)
+        try:
+            while (item := await pieces.get()) is not _END:
+                yield item  # type: ignore[misc]
+            yield await work
+        finally:
+            cancel.set()
+            self._cancels.discard(cancel)
+            if not work.done():
+                work.add_done_callback(_retrieve)
+
+    def _drive(
+        self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
+    ) -> Outcome:
+        with self._running_lock:
+            self._running += 1
+        try:
+            runtime: Runtime = self._local.runtime
+            with runtime.generate(request.messages, request.params) as generation:
+                for token in generation:
+                    if cancel.is_set():
+                        break
+                    if token.text:
+                        emit(token.text)
+            stats = generation.stats
+            assert stats.finish_reason is not None
+            return Outcome(stats.finish_reason, stats.prompt_tokens, stats.completion_tokens)
+        finally:
+            with self._running_lock:
+                self._running -= 1
+            emit(_END)
+
+    @property
+    def running(self) -> int:
+        """Generations running on a worker thread right now (stopping ones included)."""
+        return self._running
+
+    async def close(self) -> None:
+        for cancel in list(self._cancels):
+            cancel.set()
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, wait=True)
+        for runtime in self._runtimes:
+            runtime.close()
+        self._runtimes.clear()
+
+
+def _retrieve(future: asyncio.Future[Outcome]) -> None:
+    if not future.cancelled():
+        future.exception()  # a late failure of a cancelled request is not news

@@ -1,0 +1,167 @@
+"""Models behind an OpenAI-compatible HTTP server: vLLM, llama-server, Ollama, TGI,
+llama-cpp-python's server, hosted APIs.
+
+One pooled aiohttp session per backend; each request is a streaming
+``POST {base_url}/chat/completions`` read as server-sent events. Cancelling the
+stream closes the upstream response, which is how such servers learn that the
+client left and stop generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ridgeline_core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    MissingDependencyError,
+    OverloadedError,
+    UnavailableError,
+)
+from ridgeline_core.runtime import FinishReason
+
+from ..admission import Admission
+from ..settings import OpenAIBackendSettings
+from . import BackendRequest, Outcome
+
+__all__ = ["OpenAIBackend"]
+
+_FINISH = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.STOP,
+    "tool_calls": FinishReason.STOP,
+}
+
+
+class OpenAIBackend:
+    kind = "openai"
+    role = "chat"
+
+    def __init__(self, settings: OpenAIBackendSettings, env: dict[str, str] | None = None) -> None:
+        self.name = settings.name
+        self.context_length = settings.context_length
+        self.admission = Admission(settings.name, settings.slots, settings.queue)
+        self.running = 0
+        self._settings = settings
+        self._url = f"{settings.base_url}/chat/completions"
+        self._upstream_model = settings.model or settings.name
+        key = settings.api_key
+        if not key and settings.api_key_env:
+            key = (env if env is not None else dict(os.environ)).get(settings.api_key_env, "")
+            if not key:
+                raise ConfigError(
+                    f"openai backend {settings.name!r}: environment variable "
+                    f"{settings.api_key_env} is not set"
+                )
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._session: Any = None
+
+    async def start(self) -> None:
+        try:
+            import aiohttp
+        except ImportError:
+            raise MissingDependencyError("aiohttp", "broker") from None
+        connector = aiohttp.TCPConnector(
+            limit=self._settings.max_connections, keepalive_timeout=30, ttl_dns_cache=300
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=self._settings.timeout_s, sock_connect=self._settings.connect_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self._headers, raise_for_status=False
+        )
+
+    def _payload(self, request: BackendRequest) -> bytes:
+        params = request.params
+        body: dict[str, Any] = {
+            "model": self._upstream_model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        return json.dumps(body).encode()
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[str | Outcome]:
+        import aiohttp
+
+        if self._session is None:
+            raise RuntimeError(f"backend {self.name} is not started")
+        self.running += 1
+        try:
+            async with self._session.post(self._url, data=self._payload(request)) as response:
+                if response.status != 200:
+                    raise await self._http_error(response)
+                finish = FinishReason.STOP
+                completion_tokens = prompt_tokens = 0
+                pieces = 0
+                async for raw in response.content:
+                    if not raw.startswith(b"data:"):
+                        continue
+                    data = raw[5:].strip()
+                    if data == b"[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage")
+                    if usage:
+                        prompt_tokens = usage.get("prompt_tokens") or 0
+                        completion_tokens = usage.get("completion_tokens") or 0
+                    for choice in chunk.get("choices") or ():
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            pieces += 1
+                            yield text
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            finish = _FINISH.get(reason, FinishReason.STOP)
+                yield Outcome(finish, prompt_tokens, completion_tokens or pieces)
+        except aiohttp.ClientConnectionError as exc:
+            raise UnavailableError(
+                f"model {self.name!r}: cannot reach {self._settings.base_url}: {exc}"
+            ) from None
+        except asyncio.TimeoutError:
+            raise UnavailableError(
+                f"model {self.name!r}: {self._settings.base_url} did not answer within "
+                f"{self._settings.timeout_s:g} s"
+            ) from None
+        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+            raise UnavailableError(
+                f"model {self.name!r}: {self._settings.base_url} sent a malformed stream: {exc}"
+            ) from None
+        finally:
+            self.running -= 1
+
+    async def _http_error(self, response: Any) -> Exception:
+        text = (await response.text())[:300]
+        try:
+            message = json.loads(text)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = text.strip() or response.reason
+        status = response.status
+        where = f"model {self.name!r}: upstream answered HTTP {status}: {message}"
+        if status == 400:
+            return InvalidRequestError(where)
+        if status == 429:
+            try:
+                retry_after = float(response.headers.get("Retry-After", "1"))
+            except ValueError:
+                retry_after = 1.0
+            return OverloadedError(where, retry_after)
+        return UnavailableError(where)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,153 @@
+"""Server interceptors: device authentication, and domain errors to status codes.
+
+``AuthInterceptor`` checks the bearer token of every call except health and
+reflection, and records the device for the service. ``ErrorInterceptor`` turns
+a :class:`RidgelineError` into its status code with the message as details and
+the error kind (and retry delay) in trailing metadata; an unexpected exception
+is logged with its traceback and answered INTERNAL with a request reference,
+never with the traceback itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ridgeline_core import errors, transport
+from ridgeline_core.client import ERROR_KIND_KEY
+
+from .auth import TokenStore, current_device
+
+__all__ = ["AuthInterceptor", "ErrorInterceptor", "status_of"]
+
+log = logging.getLogger("ridgeline.broker")
+
+_STATUS: list[tuple[type[errors.RidgelineError], grpc.StatusCode]] = [
+    (errors.UnknownModelError, grpc.StatusCode.NOT_FOUND),
+    (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.UnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
+    (errors.ModelNotPulledError, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def status_of(error: BaseException) -> grpc.StatusCode:
+    for cls, code in _STATUS:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _trailers(error: errors.RidgelineError) -> tuple[tuple[str, str], ...]:
+    trailers: tuple[tuple[str, str], ...] = ((ERROR_KIND_KEY, error.kind),)
+    if isinstance(error, errors.OverloadedError):
+        retry_ms = str(max(1, round(error.retry_after_s * 1000)))
+        trailers += ((transport.RETRY_AFTER_KEY, retry_ms),)
+    return trailers
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> None:
+    if isinstance(error, errors.RidgelineError):
+        await context.abort(status_of(error), str(error), trailing_metadata=_trailers(error))
+    reference = uuid.uuid4().hex[:12]
+    log.error("internal error (reference %s)", reference, exc_info=error)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error in the broker (reference {reference}; details in its log)",
+    )
+
+
+def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_stream is not None:
+        inner_stream = handler.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            try:
+                async for item in inner_stream(request, context):
+                    yield item
+            except Exception as exc:
+                await _abort(context, exc)
+
+        return handler._replace(unary_stream=unary_stream)
+    if handler.unary_unary is not None:
+        inner_unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner_unary(request, context)
+            except Exception as exc:
+                await _abort(context, exc)
+
+        return handler._replace(unary_unary=unary_unary)
+    return handler
+
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(_PUBLIC_PREFIXES):
+            return handler
+        cached = self._wrapped.get(id(handler))
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[id(handler)] = (handler, _wrap(handler))
+        return cached[1]
+
+
+def _refusal(handler: grpc.RpcMethodHandler, error: errors.RidgelineError) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await _abort(context, error)
+
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=refuse)
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=refuse)
+    return handler
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(
+        self,
+        tokens: TokenStore,
+        on_refused: Callable[[errors.RidgelineError], None] = lambda _: None,
+    ) -> None:
+        self._tokens = tokens
+        self._on_refused = on_refused
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        if details.method.startswith(_PUBLIC_PREFIXES):
+            return await continuation(details)
+        authorization = None
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                authorization = value
+                break
+        try:
+            device = self._tokens.authenticate(authorization)
+        except errors.UnauthenticatedError as exc:
+            self._on_refused(exc)
+            handler = await continuation(details)
+            return None if handler is None else _refusal(handler, exc)
+        current_device.set(device)  # the call's task runs its handler in this context
+        return await continuation(details)

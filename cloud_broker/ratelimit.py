@@ -1,0 +1,77 @@
+"""Per-device rate limits: requests per minute and tokens per minute, as token buckets.
+
+A request needs one request credit and a non-negative token balance; its
+prompt and completion tokens are charged when it ends, so one large answer can
+push the balance below zero and later requests wait until it refills. A
+refused request learns how long to wait (``retry_after_s``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ridgeline_core.errors import RateLimitedError
+
+__all__ = ["RateLimiter"]
+
+_MAX_DEVICES = 100_000  # idle buckets are dropped beyond this
+
+
+class _Bucket:
+    __slots__ = ("level", "stamp")
+
+    def __init__(self, level: float, stamp: float) -> None:
+        self.level = level
+        self.stamp = stamp
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self._clock = clock
+        self._requests: dict[str, _Bucket] = {}
+        self._tokens: dict[str, _Bucket] = {}
+
+    def _level(self, buckets: dict[str, _Bucket], device: str, per_minute: int) -> _Bucket:
+        now = self._clock()
+        bucket = buckets.get(device)
+        if bucket is None:
+            if len(buckets) >= _MAX_DEVICES:
+                buckets.clear()
+            bucket = buckets[device] = _Bucket(float(per_minute), now)
+        else:
+            bucket.level = min(per_minute, bucket.level + (now - bucket.stamp) * per_minute / 60)
+            bucket.stamp = now
+        return bucket
+
+    def admit(self, device: str) -> None:
+        """Take one request credit, or raise RateLimitedError with the wait."""
+        if self.tokens_per_minute:
+            tokens = self._level(self._tokens, device, self.tokens_per_minute)
+            if tokens.level < 0:
+                wait = -tokens.level * 60 / self.tokens_per_minute
+                raise RateLimitedError(
+                    f"device {device!r} used its {self.tokens_per_minute} tokens per minute",
+                    wait,
+                )
+        if self.requests_per_minute:
+            requests = self._level(self._requests, device, self.requests_per_minute)
+            if requests.level < 1:
+                wait = (1 - requests.level) * 60 / self.requests_per_minute
+                raise RateLimitedError(
+                    f"device {device!r} sent more than {self.requests_per_minute} "
+                    "requests per minute",
+                    wait,
+                )
+            requests.level -= 1
+
+    def charge(self, device: str, tokens: int) -> None:
+        if self.tokens_per_minute and tokens:
+            self._level(self._tokens, device, self.tokens_per_minute).level -= tokens

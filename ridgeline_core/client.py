@@ -1,0 +1,385 @@
+"""Clients for the cloud broker: :class:`BrokerClient` (blocking) and :class:`AsyncBrokerClient`.
+
+Both speak ``ridgeline.v1`` with the transport settings of
+:mod:`ridgeline_core.transport`, send the device token as ``authorization:
+Bearer <token>``, and turn a failed call into the :mod:`ridgeline_core.errors`
+class the broker named (``UnauthenticatedError``, ``RateLimitedError`` with
+``retry_after_s``, ``QueueFullError``, ``UnknownModelError``, ...), with the
+gRPC status name in ``error.status``::
+
+    with BrokerClient("broker.example:50051", token=token, tls=TlsOptions(ca_file=ca)) as broker:
+        for event in broker.generate("Why is the sky blue?", max_tokens=64):
+            ...
+        answer = broker.ask("What is 2 + 2?")  # text and final result together
+
+Plaintext is for loopback development brokers (``cloud-broker serve --dev``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from ridgeline.v1 import broker_pb2, broker_pb2_grpc
+
+from . import errors, transport
+
+__all__ = [
+    "AsyncBrokerClient",
+    "BrokerAnswer",
+    "BrokerClient",
+    "TlsOptions",
+    "build_request",
+    "error_from_rpc",
+]
+
+ERROR_KIND_KEY = "ridgeline-error-kind"
+
+_ROLES = {
+    "system": broker_pb2.ROLE_SYSTEM,
+    "user": broker_pb2.ROLE_USER,
+    "assistant": broker_pb2.ROLE_ASSISTANT,
+}
+
+Messages = str | Sequence[Mapping[str, str]] | Sequence[broker_pb2.ChatMessage]
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """Server verification (``ca_file``; system roots when None) and, for mutual TLS,
+    this client's certificate and key. ``server_name`` overrides the name checked in
+    the server's certificate (when connecting by IP address, say)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            return Path(path).read_bytes() if path is not None else None
+
+        if (self.cert_file is None) != (self.key_file is None):
+            raise errors.ConfigError("a client certificate needs both cert_file and key_file")
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file),
+            private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
+@dataclass(frozen=True)
+class BrokerAnswer:
+    text: str
+    result: broker_pb2.GenerateResult
+
+    @property
+    def model(self) -> str:
+        return self.result.answer_model
+
+
+def build_request(
+    messages: Messages,
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    request_id: str | None = None,
+    device_id: str = "",
+    local_draft: broker_pb2.LocalDraft | None = None,
+) -> broker_pb2.GenerateRequest:
+    """A ``GenerateRequest`` from a prompt or chat messages; unset params take the
+    broker's defaults."""
+    if isinstance(messages, str):
+        chat = [broker_pb2.ChatMessage(role=broker_pb2.ROLE_USER, content=messages)]
+    else:
+        chat = []
+        for message in messages:
+            if isinstance(message, broker_pb2.ChatMessage):
+                chat.append(message)
+                continue
+            role = _ROLES.get(message.get("role", ""))
+            if role is None:
+                raise errors.InvalidRequestError(
+                    f"message role {message.get('role')!r} is not one of {', '.join(_ROLES)}"
+                )
+            chat.append(broker_pb2.ChatMessage(role=role, content=message.get("content", "")))
+    params = broker_pb2.SamplingParams(stop=list(stop))
+    if max_tokens is not None:
+        params.max_tokens = max_tokens
+    if temperature is not None:
+        params.temperature = temperature
+    if top_p is not None:
+        params.top_p = top_p
+    if top_k is not None:
+        params.top_k = top_k
+    if seed is not None:
+        params.seed = seed
+    request = broker_pb2.GenerateRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        device_id=device_id,
+        messages=chat,
+        params=params,
+    )
+    if model:
+        request.model = model
+    if local_draft is not None:
+        request.local_draft.CopyFrom(local_draft)
+    return request
+
+
+def _kinds() -> dict[str, type[errors.RidgelineError]]:
+    found: dict[str, type[errors.RidgelineError]] = {}
+    pending: list[type[errors.RidgelineError]] = [errors.RidgelineError]
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.kind, cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.RidgelineError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
+    grpc.StatusCode.NOT_FOUND: errors.UnknownModelError,
+    grpc.StatusCode.UNAUTHENTICATED: errors.UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.OverloadedError,
+    grpc.StatusCode.UNIMPLEMENTED: errors.UnsupportedError,
+}
+
+
+def error_from_rpc(error: grpc.RpcError) -> errors.RidgelineError:
+    """The domain error a failed call stands for, with ``status`` set to its gRPC code."""
+    call: Any = error
+    code: grpc.StatusCode = call.code()
+    details: str = call.details() or code.name.lower()
+    trailing = {key: value for key, value in (call.trailing_metadata() or ())}
+    cls = _kinds().get(str(trailing.get(ERROR_KIND_KEY, ""))) or _BY_CODE.get(
+        code, errors.UnavailableError
+    )
+    result: errors.RidgelineError
+    if issubclass(cls, errors.OverloadedError):
+        try:
+            retry_after_s = int(trailing.get(transport.RETRY_AFTER_KEY, "1000")) / 1000
+        except ValueError:
+            retry_after_s = 1.0
+        result = cls(details, retry_after_s)
+    elif issubclass(cls, errors.PromptTooLongError | errors.MissingDependencyError):
+        result = cls.__new__(cls)  # their constructors build the message from other arguments
+        Exception.__init__(result, details)
+    else:
+        result = cls(details)
+    result.status = code.name
+    return result
+
+
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _check_transport(tls: TlsOptions | None, plaintext: bool) -> None:
+    if tls is None and not plaintext:
+        raise errors.ConfigError(
+            "no TLS options given: pass tls=TlsOptions(...) or plaintext=True "
+            "(plaintext is for a loopback development broker)"
+        )
+
+
+class BrokerStream(Iterator[broker_pb2.GenerateResponse]):
+    """The events of one ``Generate`` call; :meth:`cancel` stops it on the broker."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __next__(self) -> broker_pb2.GenerateResponse:
+        try:
+            event: broker_pb2.GenerateResponse = next(self._call)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return event
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class BrokerClient:
+    """Blocking client; one channel, safe to share between threads."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: TlsOptions | None = None,
+        plaintext: bool = False,
+        timeout_s: float | None = 120.0,
+    ) -> None:
+        _check_transport(tls, plaintext)
+        options = channel_options(tls)
+        if tls is not None:
+            self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = broker_pb2_grpc.BrokerStub(self._channel)
+        self._metadata = _metadata(token)
+        self.timeout_s = timeout_s
+
+    def generate(
+        self, messages: Messages, *, timeout_s: float | None = None, **params: Any
+    ) -> BrokerStream:
+        request = build_request(messages, **params)
+        return self.generate_request(request, timeout_s=timeout_s)
+
+    def generate_request(
+        self, request: broker_pb2.GenerateRequest, *, timeout_s: float | None = None
+    ) -> BrokerStream:
+        call = self._stub.Generate(
+            request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
+        return BrokerStream(call)
+
+    def ask(
+        self, messages: Messages, *, timeout_s: float | None = None, **params: Any
+    ) -> BrokerAnswer:
+        parts: list[str] = []
+        result: broker_pb2.GenerateResult | None = None
+        for event in self.generate(messages, timeout_s=timeout_s, **params):
+            if event.HasField("delta"):
+                parts.append(event.delta.text)
+            else:
+                result = event.result
+        if result is None:
+            raise errors.UnavailableError("the broker ended the stream without a result")
+        return BrokerAnswer("".join(parts), result)
+
+    def list_models(self, *, timeout_s: float | None = None) -> broker_pb2.ListModelsResponse:
+        try:
+            response: broker_pb2.ListModelsResponse = self._stub.ListModels(
+                broker_pb2.ListModelsRequest(),
+                timeout=timeout_s or self.timeout_s,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return response
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> BrokerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncBrokerStream:
+    """The events of one ``Generate`` call (``async for``); :meth:`cancel` stops it."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[broker_pb2.GenerateResponse]:
+        try:
+            async for event in self._call:
+                yield event
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class AsyncBrokerClient:
+    """asyncio client; create and use it inside one event loop."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls: TlsOptions | None = None,
+        plaintext: bool = False,
+        timeout_s: float | None = 120.0,
+    ) -> None:
+        _check_transport(tls, plaintext)
+        options = channel_options(tls)
+        if tls is not None:
+            self._channel = grpc.aio.secure_channel(address, tls.credentials(), options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._stub = broker_pb2_grpc.BrokerStub(self._channel)
+        self._metadata = _metadata(token)
+        self.timeout_s = timeout_s
+
+    def generate(
+        self, messages: Messages, *, timeout_s: float | None = None, **params: Any
+    ) -> AsyncBrokerStream:
+        return self.generate_request(build_request(messages, **params), timeout_s=timeout_s)
+
+    def generate_request(
+        self, request: broker_pb2.GenerateRequest, *, timeout_s: float | None = None
+    ) -> AsyncBrokerStream:
+        call = self._stub.Generate(
+            request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
+        return AsyncBrokerStream(call)
+
+    async def ask(
+        self, messages: Messages, *, timeout_s: float | None = None, **params: Any
+    ) -> BrokerAnswer:
+        parts: list[str] = []
+        result: broker_pb2.GenerateResult | None = None
+        async for event in self.generate(messages, timeout_s=timeout_s, **params):
+            if event.HasField("delta"):
+                parts.append(event.delta.text)
+            else:
+                result = event.result
+        if result is None:
+            raise errors.UnavailableError("the broker ended the stream without a result")
+        return BrokerAnswer("".join(parts), result)
+
+    async def list_models(self, *, timeout_s: float | None = None) -> broker_pb2.ListModelsResponse:
+        try:
+            response: broker_pb2.ListModelsResponse = await self._stub.ListModels(
+                broker_pb2.ListModelsRequest(),
+                timeout=timeout_s or self.timeout_s,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return response
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncBrokerClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def channel_options(tls: TlsOptions | None = None) -> list[tuple[str, int | str]]:
+    return transport.channel_options(server_name=tls.server_name if tls else None)
