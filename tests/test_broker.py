@@ -4,6 +4,7 @@ refuse to send what is being tested)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -517,3 +518,36 @@ default = "{SMOLLM2}"
     finally:
         broker.kill()
     assert "shutting down" in broker.stderr()
+
+
+def test_broker_advertises_itself_over_mdns(
+    models_ready: None, model_store: ModelStore, tmp_path: Path
+) -> None:
+    """With [discovery] on, a browser on the link sees the broker's port and models."""
+    from cloud_broker.discovery import browse
+
+    instance = f"ridgeline-test-{os.getpid()}"
+    config = f"""
+[discovery]
+enabled = true
+instance = "{instance}"
+[models]
+serve = ["{SMOLLM2}"]
+default = "{SMOLLM2}"
+"""
+    broker = BrokerProcess(
+        ["serve", "--dev", "--listen", "127.0.0.1:0"],
+        _env(model_store, tmp_path),
+        config=config,
+        tmp_path=tmp_path,
+    )
+    try:
+        port = int(broker.address.rsplit(":", 1)[1])
+        found = [b for b in browse(3.0, interfaces=["127.0.0.1"]) if b.instance == instance]
+        assert len(found) == 1, found
+        assert found[0].port == port
+        assert found[0].models == (SMOLLM2,)
+        assert found[0].plaintext and found[0].tls_fingerprint is None
+        assert "127.0.0.1" in found[0].addresses
+    finally:
+        assert broker.stop() == 0
