@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import (
+    InvalidRequestError,
     MissingDependencyError,
     ModelError,
     ModelLoadError,
@@ -137,8 +138,9 @@ class LlamaCppRuntime:
     # -- Runtime interface ---------------------------------------------------------
 
     def generate(self, messages: Sequence[ChatMessage], params: SamplingParams) -> Generation:
-        prompt = self.render(messages)
-        return self._start(prompt, params, (*params.stop, *self.manifest.stop))
+        with self._using_model():
+            tokens = self._chat_tokens(messages)
+        return self._start_tokens(tokens, params, (*params.stop, *self.manifest.stop))
 
     def complete(self, prompt: str, params: SamplingParams) -> Generation:
         return self._start(prompt, params, params.stop)
@@ -162,6 +164,9 @@ class LlamaCppRuntime:
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text the chat template makes of ``messages``."""
+        return self._chat_template().render(self._with_system(messages))
+
+    def _chat_template(self) -> ChatTemplate:
         if self._template is None:
             if not self._template_source:
                 raise TemplateError(
@@ -170,9 +175,61 @@ class LlamaCppRuntime:
             self._template = ChatTemplate(
                 self._template_source, bos_token=self._bos_text, eos_token=self._eos_text
             )
+        return self._template
+
+    def _with_system(self, messages: Sequence[ChatMessage]) -> Sequence[ChatMessage]:
         if self.manifest.system_prompt and not any(m.role == "system" for m in messages):
-            messages = [ChatMessage("system", self.manifest.system_prompt), *messages]
-        return self._template.render(messages)
+            return [ChatMessage("system", self.manifest.system_prompt), *messages]
+        return messages
+
+    def _chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Tokens of the templated conversation, where only the template's own text may
+        become control tokens: a message that contains "<|im_end|>" is those characters,
+        not the end of its turn, so no one can forge a turn or a system message.
+
+        Messages without such text (nearly all) tokenize exactly as the rendered prompt
+        always did. Otherwise the template is rendered with a placeholder per message,
+        and the text between placeholders is tokenized with control tokens parsed, each
+        message without.
+        """
+        messages = self._with_system(messages)
+        template = self._chat_template()
+        if not any(self._has_control_text(m.content) for m in messages):
+            prompt = template.render(messages)
+            add_special = not (self._bos_text and prompt.startswith(self._bos_text))
+            return self._tokenize(prompt, add_special=add_special)
+        marks = [f"\ue000{index}\ue001" for index in range(len(messages))]
+        text = template.render(
+            [ChatMessage(m.role, mark) for m, mark in zip(messages, marks, strict=True)]
+        )
+        pieces: list[tuple[str, bool]] = []  # (text, parse control tokens)
+        rest = text
+        for message, mark in zip(messages, marks, strict=True):
+            before, found, rest = rest.partition(mark)
+            if not found or mark in rest:
+                raise InvalidRequestError(
+                    f"a message contains text of a control token of {self.manifest.name} "
+                    "and its chat template transforms messages, so it cannot be kept as "
+                    "plain text; remove the control token"
+                )
+            pieces += [(before, True), (message.content, False)]
+        pieces.append((rest, True))
+        add_bos = not (self._bos_text and text.startswith(self._bos_text))
+        tokens: list[int] = []
+        for index, (piece, special) in enumerate(pieces):
+            if piece or (index == 0 and add_bos):
+                tokens += self._llm.tokenize(
+                    piece.encode("utf-8"), add_bos=add_bos and index == 0, special=special
+                )
+        return tokens
+
+    def _has_control_text(self, text: str) -> bool:
+        encoded = text.encode("utf-8")
+        tokenize = self._llm.tokenize
+        return bool(
+            tokenize(encoded, add_bos=False, special=True)
+            != tokenize(encoded, add_bos=False, special=False)
+        )
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -201,6 +258,11 @@ class LlamaCppRuntime:
         add_special = not (self._bos_text and prompt.startswith(self._bos_text))
         with self._using_model():
             tokens = self._tokenize(prompt, add_special=add_special)
+        return self._start_tokens(tokens, params, stops)
+
+    def _start_tokens(
+        self, tokens: list[int], params: SamplingParams, stops: Sequence[str]
+    ) -> Generation:
         if len(tokens) >= self.context_length:
             raise PromptTooLongError(len(tokens), self.context_length)
         stats = GenerationStats(prompt_tokens=len(tokens))
