@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import platformdirs
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ridgeline_core import transport
 from ridgeline_core.config import Section, settings_loader
@@ -190,7 +190,9 @@ class OpenAIBackendSettings(Section):
     name: str = Field(description="model name clients ask the broker for")
     base_url: str = Field(description="API root, e.g. https://api.openai.com/v1")
     model: str = Field(default="", description="model name upstream; empty: same as name")
-    api_key: str = Field(default="", description="API key; prefer api_key_env")
+    api_key: SecretStr = Field(
+        default=SecretStr(""), description="API key (never printed); prefer api_key_env"
+    )
     api_key_env: str = Field(default="", description="environment variable holding the API key")
     timeout_s: float = Field(default=120.0, gt=0, description="whole request, upstream")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP + TLS connect")

@@ -163,15 +163,22 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 def to_toml(settings: BaseModel, origins: Mapping[str, str] | None = None) -> str:
     """Render settings as TOML, each value annotated with where it came from."""
     lines: list[str] = []
+    tables: list[str] = []  # arrays of tables go last, where TOML allows them
     data = settings.model_dump(mode="json")
     for section, values in data.items():
+        if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
+            origin = f"  # {origins.get(section, 'default')}" if origins is not None else ""
+            for entry in values:
+                tables.append(f"\n[[{section}]]{origin}")
+                tables += [_toml_line(key, value, "", None) for key, value in entry.items()]
+            continue
         if not isinstance(values, dict):
             lines.append(_toml_line(section, values, section, origins))
             continue
         lines.append(f"\n[{section}]")
         for key, value in values.items():
             lines.append(_toml_line(key, value, f"{section}.{key}", origins))
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return "\n".join(lines + tables).lstrip("\n") + "\n"
 
 
 def _toml_line(key: str, value: Any, dotted: str, origins: Mapping[str, str] | None) -> str:

@@ -230,3 +230,21 @@ def test_build_request_validates_roles() -> None:
     assert len(request.request_id) == 32
     with pytest.raises(errors.InvalidRequestError, match="role 'robot'"):
         build_request([{"role": "robot", "content": "x"}])
+
+
+def test_config_show_renders_openai_tables_and_hides_the_key(tmp_path: Path) -> None:
+    from ridgeline_core.config import to_toml, tomllib
+
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        '[models]\nserve = []\ndefault = "gpt"\n'
+        '[[openai]]\nname = "gpt"\nbase_url = "https://api.example.com/v1"\n'
+        'api_key = "sk-very-secret"\n'
+    )
+    loaded = load_broker_settings(config_file=config, env={})
+    assert loaded.settings.openai[0].api_key.get_secret_value() == "sk-very-secret"
+    text = to_toml(loaded.settings, loaded.origins)
+    assert "sk-very-secret" not in text
+    parsed = tomllib.loads(text)
+    assert parsed["openai"][0]["name"] == "gpt"
+    assert parsed["llama_cpp"]["slots"] == 1  # tables before the array stay tables

@@ -50,7 +50,7 @@ class OpenAIBackend:
         self._settings = settings
         self._url = f"{settings.base_url}/chat/completions"
         self._upstream_model = settings.model or settings.name
-        key = settings.api_key
+        key = settings.api_key.get_secret_value()
         if not key and settings.api_key_env:
             key = (env if env is not None else dict(os.environ)).get(settings.api_key_env, "")
             if not key:
