@@ -84,6 +84,8 @@ class OpenAIBackend:
             "model": self._upstream_model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": True,
+            # OpenAI and vLLM report usage in a stream only when asked; others ignore it
+            "stream_options": {"include_usage": True},
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -126,6 +128,9 @@ class OpenAIBackend:
                         reason = choice.get("finish_reason")
                         if reason:
                             finish = _FINISH.get(reason, FinishReason.STOP)
+                if not prompt_tokens:  # not reported: estimate, so token limits still hold
+                    chars = sum(len(m.content) for m in request.messages)
+                    prompt_tokens = (chars + 3) // 4
                 yield Outcome(finish, prompt_tokens, completion_tokens or pieces)
         except aiohttp.ClientConnectionError as exc:
             raise UnavailableError(
