@@ -100,8 +100,17 @@ class LlamaCppBackend:
 
         work = loop.run_in_executor(self._executor, self._drive, request, emit, cancel)
         try:
-            while (item := await pieces.get()) is not _END:
-                yield item  # type: ignore[misc]
+            ended = False
+            while not ended:
+                # tokens that piled up while the loop was busy leave as one delta
+                texts = [await pieces.get()]
+                while not pieces.empty():
+                    texts.append(pieces.get_nowait())
+                if texts[-1] is _END:
+                    texts.pop()
+                    ended = True
+                if texts:
+                    yield "".join(texts)  # type: ignore[arg-type]
             yield await work
         finally:
             cancel.set()

@@ -109,25 +109,39 @@ class OpenAIBackend:
                 finish = FinishReason.STOP
                 completion_tokens = prompt_tokens = 0
                 pieces = 0
-                async for raw in response.content:
-                    if not raw.startswith(b"data:"):
-                        continue
-                    data = raw[5:].strip()
-                    if data == b"[DONE]":
+                buffer = b""
+                done = False
+                # One delta per network read: text that arrives together leaves together,
+                # since every gRPC message costs the broker far more than joining strings.
+                while not done:
+                    data = await response.content.readany()
+                    if not data:
                         break
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage")
-                    if usage:
-                        prompt_tokens = usage.get("prompt_tokens") or 0
-                        completion_tokens = usage.get("completion_tokens") or 0
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            pieces += 1
-                            yield text
-                        reason = choice.get("finish_reason")
-                        if reason:
-                            finish = _FINISH.get(reason, FinishReason.STOP)
+                    lines = (buffer + data).split(b"\n")
+                    buffer = lines.pop()
+                    texts: list[str] = []
+                    for raw in lines:
+                        if not raw.startswith(b"data:"):
+                            continue
+                        payload = raw[5:].strip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        chunk = json.loads(payload)
+                        usage = chunk.get("usage")
+                        if usage:
+                            prompt_tokens = usage.get("prompt_tokens") or 0
+                            completion_tokens = usage.get("completion_tokens") or 0
+                        for choice in chunk.get("choices") or ():
+                            text = (choice.get("delta") or {}).get("content")
+                            if text:
+                                pieces += 1
+                                texts.append(text)
+                            reason = choice.get("finish_reason")
+                            if reason:
+                                finish = _FINISH.get(reason, FinishReason.STOP)
+                    if texts:
+                        yield "".join(texts)
                 if not prompt_tokens:  # not reported: estimate, so token limits still hold
                     chars = sum(len(m.content) for m in request.messages)
                     prompt_tokens = (chars + 3) // 4
