@@ -8,7 +8,7 @@ DEMO_PROMPTS := "What is the capital of France?" \
 	"How many legs does a spider have?" \
 	"What is 17 times 23?"
 
-.PHONY: demo test setup setup-dev lint proto bench clean
+.PHONY: demo test setup setup-dev lint proto bench bench-broker clean
 
 demo: setup
 	$(BIN)/edge-agent models pull
@@ -36,7 +36,7 @@ $(VENV)/.installed-edge: pyproject.toml scripts/install-llama-cpp.sh | $(BIN)/py
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-edge
-	$(BIN)/pip install --quiet -e '.[edge,dev]'
+	$(BIN)/pip install --quiet -e '.[edge,broker,dev]'
 	touch $@
 
 lint: setup-dev
@@ -49,6 +49,14 @@ proto: setup-dev
 
 bench: setup
 	$(BIN)/python benchmarks/local_generation.py
+
+# What the broker adds over a fast OpenAI-compatible stub, against LiteLLM's proxy. LiteLLM
+# lives in its own venv, never in the project's (version pinned to the one measured).
+# Extra flags: make bench-broker BENCH_ARGS=--profile
+bench-broker: setup-dev
+	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && \
+		.venv-litellm/bin/pip install --quiet 'litellm[proxy]==1.108.7'; }
+	$(BIN)/python benchmarks/broker_overhead.py --litellm .venv-litellm/bin/litellm $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
