@@ -682,7 +682,8 @@ def _failure(exc: Exception) -> str:
 
 def litellm_command(path: Path) -> tuple[list[str], Path]:
     """How to start the proxy from a ``litellm`` script or a Python with litellm installed,
-    and that Python."""
+    and that Python (absolute: the proxy runs in a work directory of its own)."""
+    path = path.absolute()
     if path.name.startswith("python"):
         run = "import sys; from litellm import run_server; sys.exit(run_server())"
         return [str(path), "-c", run], path

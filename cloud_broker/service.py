@@ -125,7 +125,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                     f"device_id {claimed!r} does not match the token's device"
                 )
             return authenticated
-        return claimed or context.peer()
+        return claimed or _peer_host(context.peer())
 
     def _backend(self, request: broker_pb2.GenerateRequest) -> Backend:
         target = request.WhichOneof("target")
@@ -307,3 +307,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             strategies=[broker_pb2.Strategy.KIND_SINGLE],
             default_model=self.default_model,
         )
+
+
+def _peer_host(peer: str) -> str:
+    """``ipv4:10.0.0.7:53124`` -> ``ipv4:10.0.0.7``: one device per host, not per connection."""
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() else peer
