@@ -36,6 +36,7 @@ _STATUS: list[tuple[type[errors.RidgelineError], grpc.StatusCode]] = [
     (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.UnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
     (errors.ModelNotPulledError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.RequestCancelledError, grpc.StatusCode.CANCELLED),
 ]
 
 _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -17,6 +17,7 @@ Plaintext is for loopback development brokers (``cloud-broker serve --dev``).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -156,6 +157,7 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.RidgelineError]] = {
     grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: errors.OverloadedError,
     grpc.StatusCode.UNIMPLEMENTED: errors.UnsupportedError,
+    grpc.StatusCode.CANCELLED: errors.RequestCancelledError,
 }
 
 
@@ -210,6 +212,7 @@ class BrokerStream(Iterator[broker_pb2.GenerateResponse]):
         return event
 
     def cancel(self) -> None:
+        """Stop the call; iterating further raises RequestCancelledError."""
         self._call.cancel()
 
 
@@ -294,6 +297,7 @@ class AsyncBrokerStream:
 
     def __init__(self, call: Any) -> None:
         self._call = call
+        self._cancelled = False
 
     async def __aiter__(self) -> AsyncIterator[broker_pb2.GenerateResponse]:
         try:
@@ -301,8 +305,16 @@ class AsyncBrokerStream:
                 yield event
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
+        except asyncio.CancelledError:
+            if not self._cancelled:
+                raise  # the task itself was cancelled
+            error = errors.RequestCancelledError("the call was cancelled")
+            error.status = grpc.StatusCode.CANCELLED.name
+            raise error from None
 
     def cancel(self) -> None:
+        """Stop the call; iterating further raises RequestCancelledError."""
+        self._cancelled = True
         self._call.cancel()
 
 

@@ -26,7 +26,8 @@ never match on message strings::
     │   ├── RateLimitedError        the device's request or token budget is spent
     │   └── QueueFullError          every slot and queue place of the model is taken
     ├── UnavailableError            a backend or the broker cannot serve now
-    └── UnsupportedError            a valid request for something not offered
+    ├── UnsupportedError            a valid request for something not offered
+    └── RequestCancelledError       the caller cancelled the call
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "PromptTooLongError",
     "QueueFullError",
     "RateLimitedError",
+    "RequestCancelledError",
     "RidgelineError",
     "SourceError",
     "StoreError",
@@ -180,3 +182,8 @@ class UnavailableError(RidgelineError):
 class UnsupportedError(RidgelineError):
     exit_code = 3
     kind = "unsupported"
+
+
+class RequestCancelledError(RidgelineError):
+    exit_code = 130
+    kind = "cancelled"

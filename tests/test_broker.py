@@ -551,3 +551,32 @@ default = "{SMOLLM2}"
         assert "127.0.0.1" in found[0].addresses
     finally:
         assert broker.stop() == 0
+
+
+def test_async_client_streams_cancels_and_maps_errors(dev_broker: BrokerProcess) -> None:
+    import asyncio
+
+    from ridgeline_core.client import AsyncBrokerClient
+
+    async def scenario() -> None:
+        async with AsyncBrokerClient(dev_broker.address, plaintext=True) as client:
+            answer = await client.ask("What is the capital of France?", model=SMOLLM2)
+            assert "Paris" in answer.text
+            assert answer.result.answer_model == SMOLLM2
+            listing = await client.list_models()
+            assert listing.default_model == GEMMA
+            with pytest.raises(errors.UnknownModelError) as excinfo:
+                await client.ask("hi", model="nope")
+            assert excinfo.value.status == "NOT_FOUND"
+            stream = client.generate(LONG_PROMPT, model=SMOLLM2, **STORY)
+            deltas = 0
+            with pytest.raises(errors.RidgelineError) as cancelled:
+                async for event in stream:
+                    assert event.HasField("delta")
+                    deltas += 1
+                    if deltas == 2:
+                        stream.cancel()
+            assert cancelled.value.status == "CANCELLED"
+
+    asyncio.run(scenario())
+    wait_for(lambda: running(dev_broker, SMOLLM2) == 0, 5, "the backend stopped")

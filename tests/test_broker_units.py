@@ -192,6 +192,7 @@ def test_every_error_kind_has_its_status_and_comes_back_as_its_class() -> None:
         (errors.QueueFullError("q", 0.2), grpc.StatusCode.RESOURCE_EXHAUSTED),
         (errors.UnavailableError("d"), grpc.StatusCode.UNAVAILABLE),
         (errors.UnsupportedError("s"), grpc.StatusCode.UNIMPLEMENTED),
+        (errors.RequestCancelledError("c"), grpc.StatusCode.CANCELLED),
         (errors.ModelLoadError("l"), grpc.StatusCode.INTERNAL),
     ]
     from cloud_broker.interceptors import _trailers
@@ -248,3 +249,39 @@ def test_config_show_renders_openai_tables_and_hides_the_key(tmp_path: Path) -> 
     parsed = tomllib.loads(text)
     assert parsed["openai"][0]["name"] == "gpt"
     assert parsed["llama_cpp"]["slots"] == 1  # tables before the array stay tables
+
+
+def test_tokens_commands(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
+    env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        RIDGELINE_BROKER_AUTH__TOKENS_FILE=str(tmp_path / "tokens.json"),
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cloud_broker", "tokens", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    added = run("add", "pi-kitchen")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip()
+    assert TokenStore(tmp_path / "tokens.json").authenticate(f"Bearer {token}") == "pi-kitchen"
+    assert "shown once" in added.stderr
+    again = run("add", "pi-kitchen")
+    assert again.returncode == 2 and "--replace" in again.stderr
+    listed = run("list", "--json")
+    assert json.loads(listed.stdout)[0]["device_id"] == "pi-kitchen"
+    assert token not in listed.stdout
+    assert run("revoke", "pi-kitchen").returncode == 0
+    assert run("revoke", "pi-kitchen").returncode == 2
+    bad = run("add", "../../etc")
+    assert bad.returncode == 3 and "invalid device id" in bad.stderr
