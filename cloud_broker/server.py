@@ -27,6 +27,7 @@ from .auth import TokenStore
 from .backends import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor, status_of
 from .metrics import BrokerMetrics
+from .service import BrokerService
 from .settings import BrokerSettings, split_host_port
 
 __all__ = ["BrokerServer", "build_backends", "run"]
@@ -82,6 +83,7 @@ class BrokerServer:
                     "will be refused (cloud-broker tokens add DEVICE)"
                 )
         self.server: grpc.aio.Server | None = None
+        self.service: BrokerService | None = None
         self.health: Any = None
         self.port = 0
         self.metrics_port: int | None = None
@@ -116,9 +118,9 @@ class BrokerServer:
                 min_ping_interval_s=settings.server.min_ping_interval_s,
             ),
         )
-        from .service import BrokerService, add_to_server
+        from .service import add_to_server
 
-        service = BrokerService(
+        self.service = service = BrokerService(
             self.backends,
             settings.models.default,
             settings.limits,
@@ -209,7 +211,14 @@ class BrokerServer:
             await asyncio.to_thread(self._advertisement.close)
             self._advertisement = None
         if self.server is not None:
-            await self.server.stop(grace)
+            # Refuse new calls ourselves (UNAVAILABLE with a reason) and keep connections
+            # open, so running streams finish; what is still running after the grace
+            # period is cancelled by stopping the server.
+            assert self.service is not None
+            self.service.drain()
+            if not await self.service.wait_idle(grace):
+                self._log(f"grace of {grace:g} s over: cancelling {self.service.active} stream(s)")
+            await self.server.stop(0)
         for backend in self.backends.values():
             await backend.close()
         if self._metrics_server is not None:

@@ -109,6 +109,26 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.metrics = metrics
         self.auth = auth
         self.rate = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
+        self.draining = False  # shutting down: refuse new calls, let running ones finish
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def drain(self) -> None:
+        """Refuse new calls from now on (UNAVAILABLE, so clients retry elsewhere)."""
+        self.draining = True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no Generate call is running; False if ``timeout_s`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _refuse_when_draining(self) -> None:
+        if self.draining:
+            raise errors.UnavailableError("the broker is shutting down; retry another broker")
 
     # -- validation -------------------------------------------------------------------------
 
@@ -219,7 +239,10 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         metrics = self.metrics
         model = ""
         code = "OK"
+        self.active += 1
+        self._idle.clear()
         try:
+            self._refuse_when_draining()
             if isinstance(request, Malformed):
                 request.check()
             device = self._device(request, context)
@@ -288,12 +311,16 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             raise
         finally:
             metrics.child(metrics.requests, model, code).inc()
+            self.active -= 1
+            if not self.active:
+                self._idle.set()
 
     async def ListModels(
         self, request: broker_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListModelsResponse:
         if isinstance(request, Malformed):
             request.check()
+        self._refuse_when_draining()
         return broker_pb2.ListModelsResponse(
             models=[
                 broker_pb2.ModelInfo(

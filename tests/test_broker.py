@@ -508,7 +508,7 @@ default = "{SMOLLM2}"
             assert next(stream).HasField("delta")
             broker.signal(signal.SIGTERM)
             assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
-            with pytest.raises(errors.RidgelineError) as excinfo:
+            with pytest.raises(errors.UnavailableError, match="shutting down") as excinfo:
                 client.ask("Hello", max_tokens=2, timeout_s=10)
             assert excinfo.value.status == "UNAVAILABLE"
             events = list(stream)
@@ -580,3 +580,35 @@ def test_async_client_streams_cancels_and_maps_errors(dev_broker: BrokerProcess)
 
     asyncio.run(scenario())
     wait_for(lambda: running(dev_broker, SMOLLM2) == 0, 5, "the backend stopped")
+
+
+def test_streams_past_the_grace_period_are_cancelled(
+    models_ready: None, model_store: ModelStore, tmp_path: Path
+) -> None:
+    config = f"""
+[server]
+grace_s = 1
+[models]
+serve = ["{SMOLLM2}"]
+default = "{SMOLLM2}"
+"""
+    broker = BrokerProcess(
+        ["serve", "--dev", "--listen", "127.0.0.1:0"],
+        _env(model_store, tmp_path),
+        config=config,
+        tmp_path=tmp_path,
+    )
+    try:
+        with BrokerClient(broker.address, plaintext=True) as client:
+            stream = client.generate(LONG_PROMPT, model=SMOLLM2, **STORY)
+            assert next(stream).HasField("delta")
+            signalled = time.monotonic()
+            broker.signal(signal.SIGTERM)
+            with pytest.raises(errors.RidgelineError) as excinfo:
+                list(stream)
+            assert excinfo.value.status in ("CANCELLED", "UNAVAILABLE")
+        assert broker.proc.wait(timeout=30) == 0
+        assert time.monotonic() - signalled < 15
+    finally:
+        broker.kill()
+    assert "cancelling 1 stream(s)" in broker.stderr()
