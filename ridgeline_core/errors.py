@@ -88,7 +88,8 @@ class PromptTooLongError(InvalidRequestError):
     def __init__(self, prompt_tokens: int, context_length: int) -> None:
         super().__init__(
             f"prompt is {prompt_tokens} tokens but the model's context holds {context_length} "
-            "(shorten the prompt, or raise runtime.n_ctx if the model was trained for more)"
+            "(shorten the prompt, or raise n_ctx (edge: runtime.n_ctx, broker: llama_cpp.n_ctx) "
+            "if the model was trained for more)"
         )
         self.prompt_tokens = prompt_tokens
         self.context_length = context_length
