@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 
 from ridgeline_core.errors import QueueFullError
 
@@ -51,7 +52,9 @@ class Admission:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # a slot was handed over just as we gave up: pass it on
             else:
-                self._waiters.remove(waiter)
+                # release() may already have dropped it while skipping cancelled waiters
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
     def release(self, held_s: float | None = None) -> None:

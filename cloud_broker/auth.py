@@ -141,6 +141,8 @@ class TokenStore:
             stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
+        except OSError as exc:
+            raise ConfigError(f"cannot read tokens file {self._file.path}: {exc}") from None
         if stamp == self._stamp and self._stamp is not None:
             return
         entries = self._file.load()

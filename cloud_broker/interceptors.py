@@ -10,6 +10,7 @@ never with the traceback itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -76,8 +77,9 @@ def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             request: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Any]:
             try:
-                async for item in inner_stream(request, context):
-                    yield item
+                async with contextlib.aclosing(inner_stream(request, context)) as stream:
+                    async for item in stream:
+                        yield item
             except Exception as exc:
                 await _abort(context, exc)
 

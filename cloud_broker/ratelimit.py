@@ -44,12 +44,19 @@ class RateLimiter:
         bucket = buckets.get(device)
         if bucket is None:
             if len(buckets) >= _MAX_DEVICES:
-                buckets.clear()
+                self._evict_idle(buckets, per_minute, now)
             bucket = buckets[device] = _Bucket(float(per_minute), now)
         else:
             bucket.level = min(per_minute, bucket.level + (now - bucket.stamp) * per_minute / 60)
             bucket.stamp = now
         return bucket
+
+    @staticmethod
+    def _evict_idle(buckets: dict[str, _Bucket], per_minute: int, now: float) -> None:
+        """Forget devices whose bucket has refilled: they would start full anyway."""
+        for device, bucket in list(buckets.items()):
+            if bucket.level + (now - bucket.stamp) * per_minute / 60 >= per_minute:
+                del buckets[device]
 
     def admit(self, device: str) -> None:
         """Take one request credit, or raise RateLimitedError with the wait."""

@@ -207,6 +207,8 @@ class BrokerServer:
         grace = self.settings.server.grace_s if grace_s is None else grace_s
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
+        if self.service is not None:
+            self.service.drain()  # new calls are refused from here on
         if self._advertisement is not None:
             await asyncio.to_thread(self._advertisement.close)
             self._advertisement = None
@@ -215,7 +217,6 @@ class BrokerServer:
             # open, so running streams finish; what is still running after the grace
             # period is cancelled by stopping the server.
             assert self.service is not None
-            self.service.drain()
             if not await self.service.wait_idle(grace):
                 self._log(f"grace of {grace:g} s over: cancelling {self.service.active} stream(s)")
             await self.server.stop(0)

@@ -9,6 +9,7 @@ built for a bigger broker still gets an answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -145,7 +146,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                     f"device_id {claimed!r} does not match the token's device"
                 )
             return authenticated
-        return claimed or _peer_host(context.peer())
+        # without auth a claimed id is unverified: limits key on where the call comes from
+        return _peer_host(context.peer())
 
     def _backend(self, request: broker_pb2.GenerateRequest) -> Backend:
         target = request.WhichOneof("target")
@@ -255,21 +257,30 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             admitted = time.perf_counter()
             first: float | None = None
             outcome: Outcome | None = None
+            streamed_chars = 0
             try:
-                async for item in backend.stream(backend_request):
-                    if isinstance(item, str):
-                        if first is None:
-                            first = time.perf_counter()
-                        yield broker_pb2.GenerateResponse(
-                            delta=broker_pb2.TextDelta(text=item, model=model)
-                        )
-                    else:
-                        outcome = item
+                # aclosing: the backend's cleanup (stopping its work) runs now, in this
+                # task, before the slot is released, not whenever the generator is freed
+                async with contextlib.aclosing(backend.stream(backend_request)) as stream:
+                    async for item in stream:
+                        if isinstance(item, str):
+                            if first is None:
+                                first = time.perf_counter()
+                            streamed_chars += len(item)
+                            yield broker_pb2.GenerateResponse(
+                                delta=broker_pb2.TextDelta(text=item, model=model)
+                            )
+                        else:
+                            outcome = item
             finally:
                 done = time.perf_counter()
                 admission.release(done - admitted)
                 if outcome is not None:
-                    self.rate.charge(device, outcome.prompt_tokens + outcome.completion_tokens)
+                    used = outcome.prompt_tokens + outcome.completion_tokens
+                else:  # cancelled or failed midway: charge an estimate, never nothing
+                    prompt_chars = sum(len(m.content) for m in backend_request.messages)
+                    used = (prompt_chars + streamed_chars + 3) // 4
+                self.rate.charge(device, used)
             if outcome is None:
                 raise errors.UnavailableError(f"model {model!r} ended without a result")
             timings = broker_pb2.BrokerTimings(

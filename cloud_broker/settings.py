@@ -256,8 +256,14 @@ class BrokerSettings(Section):
         return self
 
     def check_transport(self) -> None:
-        """Refuse plaintext off loopback, and a server with neither TLS nor plaintext."""
+        """Refuse plaintext or no auth off loopback, and a server with neither TLS nor
+        plaintext allowed."""
         host, _ = split_host_port(self.server.listen)
+        if not self.auth.enabled and not is_loopback(host):
+            raise ConfigError(
+                f"auth.enabled = false on {self.server.listen}: a broker without device "
+                "tokens is only served on a loopback address"
+            )
         if self.tls.enabled:
             return
         if not self.server.allow_plaintext:

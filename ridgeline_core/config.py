@@ -162,6 +162,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 def to_toml(settings: BaseModel, origins: Mapping[str, str] | None = None) -> str:
     """Render settings as TOML, each value annotated with where it came from."""
+    top: list[str] = []  # keys outside any table must come before the first table
     lines: list[str] = []
     tables: list[str] = []  # arrays of tables go last, where TOML allows them
     data = settings.model_dump(mode="json")
@@ -173,12 +174,12 @@ def to_toml(settings: BaseModel, origins: Mapping[str, str] | None = None) -> st
                 tables += [_toml_line(key, value, "", None) for key, value in entry.items()]
             continue
         if not isinstance(values, dict):
-            lines.append(_toml_line(section, values, section, origins))
+            top.append(_toml_line(section, values, section, origins))
             continue
         lines.append(f"\n[{section}]")
         for key, value in values.items():
             lines.append(_toml_line(key, value, f"{section}.{key}", origins))
-    return "\n".join(lines + tables).lstrip("\n") + "\n"
+    return "\n".join(top + lines + tables).lstrip("\n") + "\n"
 
 
 def _toml_line(key: str, value: Any, dotted: str, origins: Mapping[str, str] | None) -> str:

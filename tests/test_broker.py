@@ -346,7 +346,8 @@ def auth_broker(
     """Production mode on loopback plaintext, device tokens required, small rate limits."""
     root = tmp_path_factory.mktemp("auth-broker")
     tokens_file = root / "tokens.json"
-    tokens = {device: TokenFile(tokens_file).add(device) for device in ("dev-a", "dev-r", "dev-t")}
+    devices = ("dev-a", "dev-r", "dev-t", "dev-c")
+    tokens = {device: TokenFile(tokens_file).add(device) for device in devices}
     config = f"""
 [server]
 listen = "127.0.0.1:0"
@@ -612,3 +613,44 @@ default = "{SMOLLM2}"
     finally:
         broker.kill()
     assert "cancelling 1 stream(s)" in broker.stderr()
+
+
+def test_cancelling_early_does_not_dodge_the_token_limit(
+    auth_broker: tuple[BrokerProcess, dict[str, str], Path],
+) -> None:
+    """A client that reads the text and cancels before the result is charged anyway."""
+    broker, tokens, _ = auth_broker
+    cancelled = f'ridgeline_broker_requests_total{{code="CANCELLED",model="{SMOLLM2}"}}'
+    before = broker.metrics().get(cancelled, 0)
+    with BrokerClient(broker.address, token=tokens["dev-c"], plaintext=True) as client:
+        stream = client.generate(LONG_PROMPT, max_tokens=400)
+        text = ""
+        for event in stream:
+            text += event.delta.text
+            if len(text) > 700:  # about 175 tokens, over the 150 per minute
+                break
+        stream.cancel()
+        wait_for(lambda: broker.metrics().get(cancelled, 0) > before, 10, "the broker saw it")
+        with pytest.raises(errors.RateLimitedError, match="tokens per minute"):
+            client.ask("Hi", max_tokens=1)
+
+
+def test_an_abandoned_prefill_keeps_its_slot_until_it_ends(
+    dev_broker: BrokerProcess, client: BrokerClient
+) -> None:
+    """Cancelling during prompt processing frees the slot only once the model is free, so
+    the model never runs more generations than it has slots."""
+    busy = f'ridgeline_broker_slots_busy{{model="{SMOLLM2}"}}'
+    prompt = "Summarize this: " + "the keeper climbed the stairs of the lighthouse. " * 150
+    stream = client.generate(prompt, model=SMOLLM2, max_tokens=4)
+    wait_for(lambda: running(dev_broker, SMOLLM2) == 1, 10, "the prefill started")
+    stream.cancel()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        sample = dev_broker.metrics()
+        working = sample[f'ridgeline_broker_backend_running{{model="{SMOLLM2}"}}']
+        assert working <= sample[busy], "a slot was freed while its generation still ran"
+        if working == 0:
+            break
+        time.sleep(0.02)
+    assert dev_broker.metrics()[busy] == 0

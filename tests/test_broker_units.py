@@ -285,3 +285,64 @@ def test_tokens_commands(tmp_path: Path) -> None:
     assert run("revoke", "pi-kitchen").returncode == 2
     bad = run("add", "../../etc")
     assert bad.returncode == 3 and "invalid device id" in bad.stderr
+
+
+def test_config_show_output_loads_back(tmp_path: Path) -> None:
+    from ridgeline_core.config import to_toml
+
+    defaults = load_broker_settings(config_file=None, env={})
+    shown = tmp_path / "shown.toml"
+    shown.write_text(to_toml(defaults.settings, defaults.origins))
+    again = load_broker_settings(config_file=shown, env={})
+    assert again.settings == defaults.settings
+
+
+def test_admission_waiter_dropped_by_release_before_its_cancel_runs() -> None:
+    async def scenario() -> None:
+        admission = Admission("m", slots=1, queue=2)
+        await admission.acquire()
+        waiter = asyncio.create_task(admission.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        admission.release()  # skips the cancelled waiter before its task resumes
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert admission.active == 0 and admission.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_auth_off_is_refused_off_loopback() -> None:
+    settings = _settings(
+        server={"listen": "0.0.0.0:50051"},
+        tls={"cert_file": "/c.pem", "key_file": "/k.pem"},
+        auth={"enabled": False},
+    )
+    with pytest.raises(ConfigError, match="without device tokens"):
+        settings.check_transport()
+
+
+def test_unreadable_tokens_file_is_a_config_error_not_a_leak(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot read tokens file"):
+        TokenStore(tmp_path / "file" / "tokens.json")
+
+
+def test_rate_limiter_forgets_idle_devices_only() -> None:
+    from cloud_broker import ratelimit
+
+    clock = Clock()
+    limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=0, clock=clock)
+    limit = ratelimit._MAX_DEVICES
+    ratelimit._MAX_DEVICES = 3
+    try:
+        limiter.admit("busy")
+        limiter.admit("busy")
+        limiter.admit("idle")
+        clock.now = 1.5  # "idle" (one credit used) has refilled; "busy" (two) has not
+        limiter.admit("third")
+        limiter.admit("fourth")  # over the cap: the full buckets are dropped
+        assert "busy" in limiter._requests
+        assert "idle" not in limiter._requests
+    finally:
+        ratelimit._MAX_DEVICES = limit

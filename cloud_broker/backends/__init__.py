@@ -9,7 +9,7 @@ what a backend yields into ``ridgeline.v1`` messages. Closing the stream early
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,7 +48,7 @@ class Backend(Protocol):
     async def start(self) -> None:
         """Load the model or open connections; called once before serving."""
 
-    def stream(self, request: BackendRequest) -> AsyncIterator[str | Outcome]:
+    def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         """Text pieces, then one :class:`Outcome`."""
 
     async def close(self) -> None:

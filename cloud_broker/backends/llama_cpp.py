@@ -10,12 +10,13 @@ the cancel flag before its next token and closes the generation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from ridgeline_core.runtime import LoadOptions, Runtime, load_runtime
+from ridgeline_core.runtime import FinishReason, LoadOptions, Runtime, load_runtime
 from ridgeline_core.runtime.llama_cpp import default_threads
 from ridgeline_core.store import ModelManifest, ModelStore
 
@@ -87,7 +88,7 @@ class LlamaCppBackend:
         # each worker thread owns one slot's model for its whole life
         self._local.runtime = self._free.get_nowait()
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[str | Outcome]:
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         if self._executor is None:
             raise RuntimeError(f"backend {self.name} is not started")
         loop = asyncio.get_running_loop()
@@ -98,7 +99,8 @@ class LlamaCppBackend:
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(pieces.put_nowait, item)
 
-        work = loop.run_in_executor(self._executor, self._drive, request, emit, cancel)
+        job = self._executor.submit(self._drive, request, emit, cancel)
+        work = asyncio.wrap_future(job, loop=loop)
         try:
             ended = False
             while not ended:
@@ -114,8 +116,14 @@ class LlamaCppBackend:
             yield await work
         finally:
             cancel.set()
-            self._cancels.discard(cancel)
             work.add_done_callback(_retrieve)  # a failure nobody awaited is not news
+            if not job.cancel():  # True only if it had not started: then it never runs
+                # Started: it stops before its next token, but a prompt being processed
+                # finishes first. Its slot stays taken until then, so the model never
+                # runs more than `slots` generations, abandoned ones included.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(work)
+            self._cancels.discard(cancel)
 
     def _drive(
         self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
@@ -123,6 +131,8 @@ class LlamaCppBackend:
         with self._running_lock:
             self._running += 1
         try:
+            if cancel.is_set():  # the client left while this waited for its thread
+                return Outcome(FinishReason.CANCELLED, 0, 0)
             runtime: Runtime = self._local.runtime
             with runtime.generate(request.messages, request.params) as generation:
                 for token in generation:
@@ -147,7 +157,7 @@ class LlamaCppBackend:
         for cancel in list(self._cancels):
             cancel.set()
         if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True)
+            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         for runtime in self._runtimes:
             runtime.close()
         self._runtimes.clear()

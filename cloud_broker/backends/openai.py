@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ridgeline_core.errors import (
@@ -96,7 +96,7 @@ class OpenAIBackend:
             body["stop"] = list(params.stop)
         return json.dumps(body).encode()
 
-    async def stream(self, request: BackendRequest) -> AsyncIterator[str | Outcome]:
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         import aiohttp
 
         if self._session is None:
@@ -110,7 +110,7 @@ class OpenAIBackend:
                 completion_tokens = prompt_tokens = 0
                 pieces = 0
                 buffer = b""
-                done = False
+                done = finished = False
                 # One delta per network read: text that arrives together leaves together,
                 # since every gRPC message costs the broker far more than joining strings.
                 while not done:
@@ -130,8 +130,8 @@ class OpenAIBackend:
                         chunk = json.loads(payload)
                         usage = chunk.get("usage")
                         if usage:
-                            prompt_tokens = usage.get("prompt_tokens") or 0
-                            completion_tokens = usage.get("completion_tokens") or 0
+                            prompt_tokens = _count(usage.get("prompt_tokens"))
+                            completion_tokens = _count(usage.get("completion_tokens"))
                         for choice in chunk.get("choices") or ():
                             text = (choice.get("delta") or {}).get("content")
                             if text:
@@ -140,13 +140,19 @@ class OpenAIBackend:
                             reason = choice.get("finish_reason")
                             if reason:
                                 finish = _FINISH.get(reason, FinishReason.STOP)
+                                finished = True
                     if texts:
                         yield "".join(texts)
+                if not (done or finished):
+                    raise UnavailableError(
+                        f"model {self.name!r}: {self._settings.base_url} ended the stream "
+                        "before the answer was complete"
+                    )
                 if not prompt_tokens:  # not reported: estimate, so token limits still hold
                     chars = sum(len(m.content) for m in request.messages)
                     prompt_tokens = (chars + 3) // 4
                 yield Outcome(finish, prompt_tokens, completion_tokens or pieces)
-        except aiohttp.ClientConnectionError as exc:
+        except aiohttp.ClientError as exc:  # refused, reset, or a broken response body
             raise UnavailableError(
                 f"model {self.name!r}: cannot reach {self._settings.base_url}: {exc}"
             ) from None
@@ -155,7 +161,7 @@ class OpenAIBackend:
                 f"model {self.name!r}: {self._settings.base_url} did not answer within "
                 f"{self._settings.timeout_s:g} s"
             ) from None
-        except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        except (ValueError, AttributeError, TypeError) as exc:  # bad JSON, UTF-8 or shapes
             raise UnavailableError(
                 f"model {self.name!r}: {self._settings.base_url} sent a malformed stream: {exc}"
             ) from None
@@ -163,7 +169,7 @@ class OpenAIBackend:
             self.running -= 1
 
     async def _http_error(self, response: Any) -> Exception:
-        text = (await response.text())[:300]
+        text = (await response.content.read(4096)).decode("utf-8", errors="replace")[:300]
         try:
             message = json.loads(text)["error"]["message"]
         except (ValueError, KeyError, TypeError):
@@ -184,3 +190,8 @@ class OpenAIBackend:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _count(value: object) -> int:
+    """A token count from upstream JSON; anything but a non-negative integer counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -194,14 +194,20 @@ class LlamaCppRuntime:
         """
         messages = self._with_system(messages)
         template = self._chat_template()
-        if not any(self._has_control_text(m.content) for m in messages):
-            prompt = template.render(messages)
-            add_special = not (self._bos_text and prompt.startswith(self._bos_text))
-            return self._tokenize(prompt, add_special=add_special)
         marks = [f"\ue000{index}\ue001" for index in range(len(messages))]
         text = template.render(
             [ChatMessage(m.role, mark) for m, mark in zip(messages, marks, strict=True)]
         )
+        if not any(self._has_control_text(m.content) for m in messages):
+            prompt = template.render(messages)
+            add_special = not (self._bos_text and prompt.startswith(self._bos_text))
+            tokens = self._tokenize(prompt, add_special=add_special)
+            # messages that only form a control token together (a template that joins
+            # them with nothing between) show up as more control tokens than the
+            # template writes itself
+            expected = self._control_count(self._tokenize(text, add_special=add_special))
+            if self._control_count(tokens) == expected:
+                return tokens
         pieces: list[tuple[str, bool]] = []  # (text, parse control tokens)
         rest = text
         for message, mark in zip(messages, marks, strict=True):
@@ -215,13 +221,18 @@ class LlamaCppRuntime:
             pieces += [(before, True), (message.content, False)]
         pieces.append((rest, True))
         add_bos = not (self._bos_text and text.startswith(self._bos_text))
-        tokens: list[int] = []
+        split: list[int] = []
         for index, (piece, special) in enumerate(pieces):
             if piece or (index == 0 and add_bos):
-                tokens += self._llm.tokenize(
+                split += self._llm.tokenize(
                     piece.encode("utf-8"), add_bos=add_bos and index == 0, special=special
                 )
-        return tokens
+        return split
+
+    def _control_count(self, tokens: list[int]) -> int:
+        attr = self._lib.llama_vocab_get_attr
+        control = self._lib.LLAMA_TOKEN_ATTR_CONTROL
+        return sum(1 for token in tokens if attr(self._vocab, token) & control)
 
     def _has_control_text(self, text: str) -> bool:
         encoded = text.encode("utf-8")
