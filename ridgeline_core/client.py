@@ -18,6 +18,7 @@ Plaintext is for loopback development brokers (``cloud-broker serve --dev``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ def build_request(
     return request
 
 
+@functools.cache
 def _kinds() -> dict[str, type[errors.RidgelineError]]:
     found: dict[str, type[errors.RidgelineError]] = {}
     pending: list[type[errors.RidgelineError]] = [errors.RidgelineError]
@@ -190,12 +192,36 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def _check_transport(tls: TlsOptions | None, plaintext: bool) -> None:
+def _open_channel(module: Any, address: str, tls: TlsOptions | None, plaintext: bool) -> Any:
+    """A channel from ``grpc`` or ``grpc.aio`` (same signatures) with our transport options."""
     if tls is None and not plaintext:
         raise errors.ConfigError(
             "no TLS options given: pass tls=TlsOptions(...) or plaintext=True "
             "(plaintext is for a loopback development broker)"
         )
+    options = channel_options(tls)
+    if tls is not None:
+        return module.secure_channel(address, tls.credentials(), options=options)
+    return module.insecure_channel(address, options=options)
+
+
+class _AnswerBuilder:
+    """Joins the deltas of a ``Generate`` stream and keeps its result."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.result: broker_pb2.GenerateResult | None = None
+
+    def add(self, event: broker_pb2.GenerateResponse) -> None:
+        if event.HasField("delta"):
+            self.parts.append(event.delta.text)
+        else:
+            self.result = event.result
+
+    def build(self) -> BrokerAnswer:
+        if self.result is None:
+            raise errors.UnavailableError("the broker ended the stream without a result")
+        return BrokerAnswer("".join(self.parts), self.result)
 
 
 class BrokerStream(Iterator[broker_pb2.GenerateResponse]):
@@ -228,12 +254,7 @@ class BrokerClient:
         plaintext: bool = False,
         timeout_s: float | None = 120.0,
     ) -> None:
-        _check_transport(tls, plaintext)
-        options = channel_options(tls)
-        if tls is not None:
-            self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
-        else:
-            self._channel = grpc.insecure_channel(address, options=options)
+        self._channel = _open_channel(grpc, address, tls, plaintext)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._metadata = _metadata(token)
         self.timeout_s = timeout_s
@@ -255,16 +276,10 @@ class BrokerClient:
     def ask(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
     ) -> BrokerAnswer:
-        parts: list[str] = []
-        result: broker_pb2.GenerateResult | None = None
+        answer = _AnswerBuilder()
         for event in self.generate(messages, timeout_s=timeout_s, **params):
-            if event.HasField("delta"):
-                parts.append(event.delta.text)
-            else:
-                result = event.result
-        if result is None:
-            raise errors.UnavailableError("the broker ended the stream without a result")
-        return BrokerAnswer("".join(parts), result)
+            answer.add(event)
+        return answer.build()
 
     def list_models(self, *, timeout_s: float | None = None) -> broker_pb2.ListModelsResponse:
         try:
@@ -330,12 +345,7 @@ class AsyncBrokerClient:
         plaintext: bool = False,
         timeout_s: float | None = 120.0,
     ) -> None:
-        _check_transport(tls, plaintext)
-        options = channel_options(tls)
-        if tls is not None:
-            self._channel = grpc.aio.secure_channel(address, tls.credentials(), options=options)
-        else:
-            self._channel = grpc.aio.insecure_channel(address, options=options)
+        self._channel = _open_channel(grpc.aio, address, tls, plaintext)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._metadata = _metadata(token)
         self.timeout_s = timeout_s
@@ -356,16 +366,10 @@ class AsyncBrokerClient:
     async def ask(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
     ) -> BrokerAnswer:
-        parts: list[str] = []
-        result: broker_pb2.GenerateResult | None = None
+        answer = _AnswerBuilder()
         async for event in self.generate(messages, timeout_s=timeout_s, **params):
-            if event.HasField("delta"):
-                parts.append(event.delta.text)
-            else:
-                result = event.result
-        if result is None:
-            raise errors.UnavailableError("the broker ended the stream without a result")
-        return BrokerAnswer("".join(parts), result)
+            answer.add(event)
+        return answer.build()
 
     async def list_models(self, *, timeout_s: float | None = None) -> broker_pb2.ListModelsResponse:
         try:

@@ -43,6 +43,19 @@ def _env(model_store: ModelStore, root: Path) -> dict[str, str]:
     return env
 
 
+def smollm2_dev_broker(
+    model_store: ModelStore, root: Path, extra_config: str = ""
+) -> BrokerProcess:
+    """A dev-mode broker serving only SmolLM2, with ``extra_config`` TOML on top."""
+    config = f'{extra_config}\n[models]\nserve = ["{SMOLLM2}"]\ndefault = "{SMOLLM2}"\n'
+    return BrokerProcess(
+        ["serve", "--dev", "--listen", "127.0.0.1:0"],
+        _env(model_store, root),
+        config=config,
+        tmp_path=root,
+    )
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> float:
     """Poll ``condition`` until true; returns the seconds it took."""
     start = time.monotonic()
@@ -443,20 +456,15 @@ def test_quiet_stream_survives_keepalive_pings(
     """A request that waits silently in the queue while its client pings the broker is
     not closed with too_many_pings, even when the client pings more often than the
     broker asks (here every second against a 5 s minimum, so each ping is a strike)."""
-    config = f"""
+    broker = smollm2_dev_broker(
+        model_store,
+        tmp_path,
+        """
 [server]
 min_ping_interval_s = 5.0
-[models]
-serve = ["{SMOLLM2}"]
-default = "{SMOLLM2}"
 [llama_cpp]
 queue = 2
-"""
-    broker = BrokerProcess(
-        ["serve", "--dev", "--listen", "127.0.0.1:0"],
-        _env(model_store, tmp_path),
-        config=config,
-        tmp_path=tmp_path,
+""",
     )
     try:
         from ridgeline_core import transport
@@ -483,18 +491,13 @@ queue = 2
 
 def test_sigterm_drains(models_ready: None, model_store: ModelStore, tmp_path: Path) -> None:
     """SIGTERM: health turns NOT_SERVING, new calls are refused, a running stream finishes."""
-    config = f"""
+    broker = smollm2_dev_broker(
+        model_store,
+        tmp_path,
+        """
 [server]
 grace_s = 20
-[models]
-serve = ["{SMOLLM2}"]
-default = "{SMOLLM2}"
-"""
-    broker = BrokerProcess(
-        ["serve", "--dev", "--listen", "127.0.0.1:0"],
-        _env(model_store, tmp_path),
-        config=config,
-        tmp_path=tmp_path,
+""",
     )
     try:
         with (
@@ -528,19 +531,14 @@ def test_broker_advertises_itself_over_mdns(
     from cloud_broker.discovery import browse
 
     instance = f"ridgeline-test-{os.getpid()}"
-    config = f"""
+    broker = smollm2_dev_broker(
+        model_store,
+        tmp_path,
+        f"""
 [discovery]
 enabled = true
 instance = "{instance}"
-[models]
-serve = ["{SMOLLM2}"]
-default = "{SMOLLM2}"
-"""
-    broker = BrokerProcess(
-        ["serve", "--dev", "--listen", "127.0.0.1:0"],
-        _env(model_store, tmp_path),
-        config=config,
-        tmp_path=tmp_path,
+""",
     )
     try:
         port = int(broker.address.rsplit(":", 1)[1])
@@ -586,18 +584,13 @@ def test_async_client_streams_cancels_and_maps_errors(dev_broker: BrokerProcess)
 def test_streams_past_the_grace_period_are_cancelled(
     models_ready: None, model_store: ModelStore, tmp_path: Path
 ) -> None:
-    config = f"""
+    broker = smollm2_dev_broker(
+        model_store,
+        tmp_path,
+        """
 [server]
 grace_s = 1
-[models]
-serve = ["{SMOLLM2}"]
-default = "{SMOLLM2}"
-"""
-    broker = BrokerProcess(
-        ["serve", "--dev", "--listen", "127.0.0.1:0"],
-        _env(model_store, tmp_path),
-        config=config,
-        tmp_path=tmp_path,
+""",
     )
     try:
         with BrokerClient(broker.address, plaintext=True) as client:
