@@ -1,43 +1,45 @@
-"""Optional zeroconf (mDNS/DNS-SD) advertisement of a broker, and browsing for one.
+"""Advertising a broker on the local link over zeroconf (mDNS/DNS-SD).
 
-A broker can announce itself on the local link as a ``_ridgeline._tcp`` service so that
-``edge-agent discover`` lists it without the user typing an address. The TXT record carries::
+The wire format (service type, TXT keys) and browsing live in :mod:`ridgeline_core.discovery`,
+which the edge agent shares; they are re-exported here for the broker's callers. Read that
+module's warning before using anything an advertisement says: **the TXT record is not a trust
+anchor**, and the ``tls=sha256:...`` fingerprint advertised here is a hint for a user to
+compare with the one the operator publishes, never a reason by itself to trust a broker.
 
-    proto=1                      wire protocol version (the ``ridgeline.v1`` package)
-    models=a,b,c                 served model names, cut to whole names within 255 bytes
-    tls=sha256:<64 hex digits>   SHA-256 of the broker's DER certificate, or ``tls=off``
-
-**The TXT record is not a trust anchor.** mDNS is unauthenticated: anyone on the link can
-advertise any name, address, port, model list or fingerprint, and can answer in place of a
-real broker. Everything here is a *hint*. The fingerprint exists so that a user can compare
-it with the one the broker's operator publishes (``openssl x509 -noout -fingerprint -sha256``
-prints the same digest with colons) and pin it deliberately; it must never be trusted merely
-because it arrived in an advertisement. A client that connects to a discovered broker still
-verifies TLS against its configured CA bundle or pinned certificate and still authenticates
-with its device token, exactly as it would for an address typed by hand.
-
-Importing this module opens no socket and does not import zeroconf; each function imports it
-when called and raises :class:`~ridgeline_core.errors.MissingDependencyError` when it is
-not installed. Both :func:`advertise` and :func:`browse` block for about a second or more
-(probing, announcing, listening), so async code calls them through ``asyncio.to_thread``.
+Importing this module opens no socket and does not import zeroconf; :func:`advertise` and
+:func:`browse` import it when called and raise
+:class:`~ridgeline_core.errors.MissingDependencyError` naming ``ridgeline[broker]`` when it is
+not installed. Both block for about a second or more (probing, announcing, listening), so
+async code calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import secrets
 import socket
-import ssl
 import threading
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ridgeline_core.errors import MissingDependencyError
+from ridgeline_core import discovery as _shared
+from ridgeline_core.discovery import (
+    PROTOCOL_VERSION,
+    SERVICE_TYPE,
+    TXT_MODELS_KEY,
+    TXT_PROTO_KEY,
+    TXT_TLS_KEY,
+    TXT_TLS_OFF,
+    DiscoveredBroker,
+    broker_from_info,
+    certificate_fingerprint,
+    instance_label,
+    is_fingerprint,
+    open_zeroconf,
+    require_zeroconf,
+)
 
 if TYPE_CHECKING:
     from zeroconf import ServiceInfo, Zeroconf
@@ -58,33 +60,12 @@ __all__ = [
     "txt_properties",
 ]
 
-SERVICE_TYPE = "_ridgeline._tcp.local."
-PROTOCOL_VERSION = "1"
-
 # DNS-SD allows 63 bytes for an instance label; zeroconf appends "-2", "-3", ... on a name
 # conflict, so we leave room for that suffix.
 INSTANCE_MAX_BYTES = 60
 TXT_STRING_MAX_BYTES = 255
-_MODELS_KEY = "models"
-_MODELS_VALUE_MAX_BYTES = TXT_STRING_MAX_BYTES - len(_MODELS_KEY) - 1  # "models=" prefix
-_FINGERPRINT_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_PEM_CERT_RE = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+?-----END CERTIFICATE-----")
+_MODELS_VALUE_MAX_BYTES = TXT_STRING_MAX_BYTES - len(TXT_MODELS_KEY) - 1  # "models=" prefix
 _UNSAFE_INSTANCE_CHARS = re.compile(r"[\x00-\x1f\x7f.]+")
-_RESOLVE_MAX_S = 1.0
-
-
-@dataclass(frozen=True)
-class DiscoveredBroker:
-    """A broker seen on the link. Every field is what the advertiser claimed, unverified."""
-
-    instance: str
-    host: str
-    addresses: tuple[str, ...]
-    port: int
-    protocol_version: str | None
-    models: tuple[str, ...]
-    tls_fingerprint: str | None
-    plaintext: bool
 
 
 def sanitize_instance_name(name: str) -> str:
@@ -120,24 +101,15 @@ def models_txt_value(models: Iterable[str]) -> str:
 
 def txt_properties(models: Iterable[str], tls_fingerprint: str | None) -> dict[str, str]:
     """The TXT key/value pairs a broker advertises; each encodes to at most 255 bytes."""
-    if tls_fingerprint is not None and not _FINGERPRINT_RE.fullmatch(tls_fingerprint):
+    if tls_fingerprint is not None and not is_fingerprint(tls_fingerprint):
         raise ValueError(
             f"TLS fingerprint must look like 'sha256:<64 lowercase hex>', got {tls_fingerprint!r}"
         )
     return {
-        "proto": PROTOCOL_VERSION,
-        _MODELS_KEY: models_txt_value(models),
-        "tls": tls_fingerprint if tls_fingerprint is not None else "off",
+        TXT_PROTO_KEY: PROTOCOL_VERSION,
+        TXT_MODELS_KEY: models_txt_value(models),
+        TXT_TLS_KEY: tls_fingerprint if tls_fingerprint is not None else TXT_TLS_OFF,
     }
-
-
-def certificate_fingerprint(cert_pem: bytes) -> str:
-    """``sha256:<hex>`` of the first (leaf) certificate in a PEM file, over its DER bytes."""
-    match = _PEM_CERT_RE.search(cert_pem.decode("ascii", errors="replace"))
-    if match is None:
-        raise ValueError("no PEM certificate found (expected a BEGIN CERTIFICATE block)")
-    der = ssl.PEM_cert_to_DER_cert(match.group(0))
-    return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
 class Advertisement:
@@ -157,7 +129,7 @@ class Advertisement:
     @property
     def instance(self) -> str:
         """The instance label as registered (after any conflict rename)."""
-        return _instance_label(self._info.name)
+        return instance_label(self._info.name)
 
     def close(self) -> None:
         """Send the goodbye (TTL 0) records and close the sockets; safe to call repeatedly."""
@@ -203,7 +175,7 @@ def advertise(
     parsed = _check_addresses(addresses)
     label = sanitize_instance_name(instance)
     properties = txt_properties(models, tls_fingerprint)
-    _require_zeroconf()
+    require_zeroconf("broker")
     from zeroconf import ServiceInfo
 
     info = ServiceInfo(
@@ -214,7 +186,7 @@ def advertise(
         server=_server_name(),
         parsed_addresses=parsed,
     )
-    zeroconf = _open_zeroconf(interfaces)
+    zeroconf = open_zeroconf(interfaces)
     try:
         zeroconf.register_service(info, allow_name_change=True)
     except BaseException:
@@ -226,83 +198,9 @@ def advertise(
 def browse(
     timeout_s: float = 3.0, *, interfaces: Sequence[str] | None = None
 ) -> list[DiscoveredBroker]:
-    """Listen for brokers for ``timeout_s`` seconds and return those still present, resolved.
-
-    Services whose details do not arrive within one further second are left out.
-    """
-    if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-    _require_zeroconf()
-    from zeroconf import ServiceBrowser, ServiceInfo, ServiceListener
-
-    names: dict[str, None] = {}
-    lock = threading.Lock()
-
-    class _Collector(ServiceListener):
-        def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
-            with lock:
-                names[name] = None
-
-        def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
-            self.add_service(zc, type_, name)
-
-        def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
-            with lock:
-                names.pop(name, None)
-
-    zeroconf = _open_zeroconf(interfaces)
-    try:
-        browser = ServiceBrowser(zeroconf, SERVICE_TYPE, listener=_Collector())
-        try:
-            time.sleep(timeout_s)
-        finally:
-            browser.cancel()
-        with lock:
-            found = list(names)
-        resolve_deadline = time.monotonic() + min(timeout_s, _RESOLVE_MAX_S)
-        brokers: list[DiscoveredBroker] = []
-        for name in found:
-            info = ServiceInfo(SERVICE_TYPE, name)
-            remaining_ms = max(0.0, resolve_deadline - time.monotonic()) * 1000
-            if info.load_from_cache(zeroconf) or info.request(zeroconf, remaining_ms):
-                brokers.append(broker_from_info(info))
-        return brokers
-    finally:
-        zeroconf.close()
-
-
-def broker_from_info(info: ServiceInfo) -> DiscoveredBroker:
-    """Read a resolved ServiceInfo defensively: the values are whatever the link sent."""
-    properties = info.decoded_properties
-    tls = properties.get("tls")
-    models = properties.get(_MODELS_KEY) or ""
-    return DiscoveredBroker(
-        instance=_instance_label(info.name),
-        host=info.server or "",
-        addresses=tuple(info.parsed_addresses()),
-        port=info.port or 0,
-        protocol_version=properties.get("proto"),
-        models=tuple(model for model in models.split(",") if model),
-        tls_fingerprint=tls if tls is not None and _FINGERPRINT_RE.fullmatch(tls) else None,
-        plaintext=tls == "off",
-    )
-
-
-def _require_zeroconf() -> None:
-    try:
-        import zeroconf  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError("zeroconf", "broker") from exc
-
-
-def _open_zeroconf(interfaces: Sequence[str] | None) -> Zeroconf:
-    from zeroconf import InterfaceChoice, Zeroconf
-
-    # use_asyncio=False: run zeroconf's own loop thread, so the blocking calls here work even
-    # when the caller happens to be inside a running event loop.
-    if interfaces is None:
-        return Zeroconf(interfaces=InterfaceChoice.All, use_asyncio=False)
-    return Zeroconf(interfaces=list(interfaces), use_asyncio=False)
+    """:func:`ridgeline_core.discovery.browse`, with the broker's install hint."""
+    require_zeroconf("broker")
+    return _shared.browse(timeout_s, interfaces=interfaces)
 
 
 def _check_addresses(addresses: Sequence[str]) -> list[str]:
@@ -322,8 +220,3 @@ def _server_name() -> str:
     host = socket.gethostname().split(".", 1)[0].lower()
     slug = re.sub(r"[^a-z0-9]+", "-", host).strip("-")[:40] or "ridgeline"
     return f"{slug}-{secrets.token_hex(3)}.local."
-
-
-def _instance_label(name: str) -> str:
-    suffix = "." + SERVICE_TYPE
-    return name[: -len(suffix)] if name.lower().endswith(suffix.lower()) else name

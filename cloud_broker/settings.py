@@ -8,7 +8,6 @@ variables ``RIDGELINE_BROKER_<SECTION>__<KEY>``, command-line flags. The README'
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,6 +19,7 @@ from ridgeline_core.config import Section, settings_loader
 from ridgeline_core.errors import ConfigError, ManifestError
 from ridgeline_core.store import ModelsSettings
 from ridgeline_core.store.manifest import check_name
+from ridgeline_core.transport import is_loopback, split_host_port
 
 __all__ = [
     "ENV_PREFIX",
@@ -38,30 +38,6 @@ __all__ = [
 ]
 
 ENV_PREFIX = "RIDGELINE_BROKER_"
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` to ``(host, port)``; port 0 picks a free one."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"address {address!r} is not HOST:PORT")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"address {address!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"address {address!r}: port {port} is out of range")
-    return host, port
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ServerSettings(Section):

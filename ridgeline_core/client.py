@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,15 +65,23 @@ class TlsOptions:
     cert_file: Path | None = None
     key_file: Path | None = None
     server_name: str | None = None
+    ca_pem: bytes | None = None  # trusted certificates given directly (a pinned broker's)
 
     def credentials(self) -> grpc.ChannelCredentials:
         def read(path: Path | None) -> bytes | None:
-            return Path(path).read_bytes() if path is not None else None
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise errors.ConfigError(f"TLS file {path}: {exc.strerror}") from exc
 
         if (self.cert_file is None) != (self.key_file is None):
             raise errors.ConfigError("a client certificate needs both cert_file and key_file")
+        if self.ca_pem is not None and self.ca_file is not None:
+            raise errors.ConfigError("give ca_file or ca_pem, not both")
         return grpc.ssl_channel_credentials(
-            root_certificates=read(self.ca_file),
+            root_certificates=self.ca_pem if self.ca_pem is not None else read(self.ca_file),
             private_key=read(self.key_file),
             certificate_chain=read(self.cert_file),
         )
@@ -205,6 +215,75 @@ def _open_channel(module: Any, address: str, tls: TlsOptions | None, plaintext: 
     return module.insecure_channel(address, options=options)
 
 
+class _Connectivity:
+    """The channel's state as gRPC reports it, kept current by one subscription, so that
+    checking a connected channel costs an attribute read."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._channel = channel
+        self._changed = threading.Condition()
+        self.state: grpc.ChannelConnectivity | None = None
+        self._subscribed = False
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        with self._changed:
+            self.state = state
+            self._changed.notify_all()
+
+    def wait_ready(self, timeout_s: float) -> None:
+        ready = grpc.ChannelConnectivity.READY
+        if self.state is ready:
+            return
+        # Subscribing with try_to_connect starts a connection attempt from IDLE.
+        if not self._subscribed:
+            self._channel.subscribe(self._on_state, try_to_connect=True)
+            self._subscribed = True
+        else:
+            self._channel.subscribe(_ignore_state, try_to_connect=True)
+            self._channel.unsubscribe(_ignore_state)
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                state = self.state
+                if state is ready:
+                    return
+                if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                    error = errors.UnavailableError("the broker refused or dropped the connection")
+                    error.status = "UNAVAILABLE"
+                    raise error
+                if state is grpc.ChannelConnectivity.SHUTDOWN:
+                    raise errors.UnavailableError("the client is closed")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise errors.UnavailableError(
+                        f"the broker did not accept a connection within {timeout_s:g} s"
+                    )
+                self._changed.wait(left)
+
+    def close(self) -> None:
+        if self._subscribed:
+            self._channel.unsubscribe(self._on_state)
+            self._subscribed = False
+
+
+def _ignore_state(_: grpc.ChannelConnectivity) -> None:
+    pass
+
+
+_HEALTH_SERVICE = b"ridgeline.v1.Broker"
+
+
+def _health_request(_: bytes) -> bytes:
+    """``HealthCheckRequest{service: "ridgeline.v1.Broker"}``, encoded by hand: field 1,
+    length-delimited. The edge needs no grpcio-health-checking for one tiny message."""
+    return bytes([0x0A, len(_HEALTH_SERVICE)]) + _HEALTH_SERVICE
+
+
+def _health_serving(data: bytes) -> bool:
+    """``HealthCheckResponse.status == SERVING`` (field 1, varint 1)."""
+    return data == b"\x08\x01"
+
+
 class _AnswerBuilder:
     """Joins the deltas of a ``Generate`` stream and keeps its result."""
 
@@ -258,6 +337,7 @@ class BrokerClient:
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._metadata = _metadata(token)
         self.timeout_s = timeout_s
+        self._connectivity = _Connectivity(self._channel)
 
     def generate(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
@@ -292,7 +372,27 @@ class BrokerClient:
             raise error_from_rpc(exc) from exc
         return response
 
+    def wait_ready(self, timeout_s: float) -> None:
+        """Return once the channel is connected; raise UnavailableError at once when the
+        last connection attempt failed, or after ``timeout_s`` when it hangs. A call on a
+        link that never answers would otherwise wait for its whole deadline."""
+        self._connectivity.wait_ready(timeout_s)
+
+    def health(self, *, timeout_s: float) -> bool:
+        """True when the broker's health service says it is serving ``ridgeline.v1.Broker``."""
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=_health_request,
+            response_deserializer=_health_serving,
+        )
+        try:
+            serving: bool = check(b"", timeout=timeout_s, metadata=self._metadata)
+        except grpc.RpcError:
+            return False
+        return serving
+
     def close(self) -> None:
+        self._connectivity.close()
         self._channel.close()
 
     def __enter__(self) -> BrokerClient:

@@ -19,6 +19,10 @@ matter, and why:
 
 from __future__ import annotations
 
+import ipaddress
+
+from .errors import ConfigError
+
 __all__ = [
     "CLIENT_KEEPALIVE_S",
     "KEEPALIVE_TIMEOUT_S",
@@ -27,7 +31,9 @@ __all__ = [
     "SERVER_KEEPALIVE_S",
     "SERVER_MIN_PING_INTERVAL_S",
     "channel_options",
+    "is_loopback",
     "server_options",
+    "split_host_port",
 ]
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -59,6 +65,10 @@ def server_options(
     ]
 
 
+RECONNECT_INITIAL_MS = 250
+RECONNECT_MAX_MS = 5000
+
+
 def channel_options(
     *,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -74,7 +84,36 @@ def channel_options(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),  # keep pinging through a long prefill
         ("grpc.enable_retries", 0),  # the edge agent decides about retries itself
+        # A restarted broker is found within seconds, not after gRPC's 2-minute backoff.
+        # (Not grpc.min_reconnect_backoff_ms: it is also the minimum connect timeout, and a
+        # small one fails every handshake over a slow link.)
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_INITIAL_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
     ]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     return options
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` to ``(host, port)``; port 0 picks a free one."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"address {address!r} is not HOST:PORT")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"address {address!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"address {address!r}: port {port} is out of range")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

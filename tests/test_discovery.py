@@ -8,7 +8,6 @@ The namespace test needs root (CAP_SYS_ADMIN) and skips, saying so, where that i
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import secrets
@@ -21,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from certs import self_signed_pem
+from cryptography.hazmat.primitives import hashes
 from zeroconf import ServiceBrowser, ServiceInfo, ServiceListener, Zeroconf
 
 from cloud_broker.discovery import (
@@ -45,23 +42,6 @@ from ridgeline_core.errors import MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = "sha256:" + "ab" * 32
-
-
-def self_signed_pem(common_name: str) -> tuple[bytes, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), cert
 
 
 # --- pure parts -----------------------------------------------------------------------------
