@@ -1,15 +1,29 @@
-"""The edge agent in-process: answer a prompt on this device and say how sure it is."""
+"""The edge agent in-process: answer on this device when confident, escalate otherwise.
+
+One request goes through the pipeline of ARCHITECTURE.md:
+
+1. read the telemetry snapshot and the threshold τ it gives (microseconds, no I/O);
+2. pre-route on prompt features: a prompt the local model has no chance on skips it;
+3. generate locally, aborting early when the running confidence makes a good answer
+   unlikely;
+4. keep the local answer when its confidence ≥ τ, else escalate to the broker with the
+   draft; when the broker fails, answer with the local draft marked ``local-degraded``.
+
+Every answer carries a :class:`~edge_agent.decision.Decision` saying which path ran and why.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-from ridgeline_core.errors import EmptyPromptError
+from ridgeline_core.client import BrokerClient, TlsOptions
+from ridgeline_core.errors import EmptyPromptError, RidgelineError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime import (
     ChatMessage,
@@ -21,8 +35,21 @@ from ridgeline_core.runtime import (
 )
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
-from .confidence import get_scorer
-from .settings import EdgeSettings
+from .budget import EscalationBudget
+from .confidence import Scorer, get_scorer
+from .decision import AbortInfo, BrokerInfo, Decision, Path, PreRouteInfo, StageTimings
+from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
+from .meters import BrokerHealth, LocalSpeed
+from .policy import Threshold, ThresholdPolicy
+from .preroute import Prediction, PreRoute
+from .settings import EdgeSettings, Mode, state_dir
+from .telemetry import (
+    ReplaySource,
+    TelemetrySampler,
+    TelemetrySource,
+    TelemetryTrace,
+    device_sources,
+)
 
 __all__ = [
     "Answer",
@@ -70,13 +97,15 @@ class SignalSummary:
 @dataclass(frozen=True)
 class Answer:
     text: str
-    source: Literal["local"]
-    confidence: float
+    source: Path  # the path that produced the text (see edge_agent.decision)
+    confidence: float | None  # of the local answer; None when the local model did not run
+    threshold: float  # τ this request was held to
     scorer: str
-    model: str
+    model: str  # the model whose text this is (a broker model for cloud answers)
     finish_reason: str
-    timings: AnswerTimings
-    signals: SignalSummary
+    timings: AnswerTimings | None  # local generation, when it ran
+    signals: SignalSummary | None
+    decision: Decision
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +125,7 @@ class LocalRun:
     text: str
     signals: list[TokenSignals]  # one per answer token
     stats: GenerationStats
+    aborted_at: int | None = None  # answer tokens generated when should_abort said stop
 
 
 def run_local(
@@ -103,10 +133,12 @@ def run_local(
     messages: list[ChatMessage],
     params: SamplingParams,
     on_text: Callable[[str], None] | None = None,
+    should_abort: Callable[[list[TokenSignals]], bool] | None = None,
 ) -> LocalRun:
-    """Generate to the end, collecting the answer's text and its tokens' signals."""
+    """Generate to the end, or until ``should_abort(signals so far)`` says stop."""
     parts: list[str] = []
     signals: list[TokenSignals] = []
+    aborted_at = None
     with runtime.generate(messages, params) as stream:
         for token in stream:
             if token.signals is not None:
@@ -115,11 +147,28 @@ def run_local(
                 parts.append(token.text)
                 if on_text is not None:
                     on_text(token.text)
-    return LocalRun("".join(parts), signals, stream.stats)
+            if should_abort is not None and token.signals is not None and should_abort(signals):
+                aborted_at = len(signals)
+                break
+    return LocalRun("".join(parts), signals, stream.stats, aborted_at)
+
+
+@dataclass
+class _Local:
+    """One local generation's outcome, as a request sees it."""
+
+    run: LocalRun
+    confidence: float
+    load_s: float
+    abort: AbortInfo | None
 
 
 class EdgeAgent:
-    """Answers prompts with the local model. Loads each model once, on first use."""
+    """Answers prompts on the device and escalates to the broker when that is worth it.
+
+    Loads each model once, on first use; connects to the broker on the first escalation.
+    ``close()`` (or ``with``) stops the telemetry sampler and the broker prober.
+    """
 
     def __init__(
         self,
@@ -127,13 +176,108 @@ class EdgeAgent:
         *,
         catalog: ManifestCatalog | None = None,
         store: ModelStore | None = None,
+        sampler: TelemetrySampler | None = None,
+        broker: BrokerLink | None = None,
+        background: bool = True,
     ) -> None:
         self.settings = settings
         self.catalog = catalog or settings.models.catalog()
         self.store = store or settings.models.store()
         self._pool = RuntimePool(self.catalog, self.store, settings.runtime.load_options())
         self._scorer_name = settings.confidence.scorer
-        self._scorer = get_scorer(self._scorer_name)
+        self._scorer: Scorer = get_scorer(self._scorer_name)
+        self.local_speed = LocalSpeed(settings.telemetry.speed_alpha)
+        self.broker_health = BrokerHealth(settings.telemetry.rtt_alpha)
+        budget_file = settings.budget.state_file or state_dir() / "budget.json"
+        self.budget = EscalationBudget(settings.budget, budget_file)
+        self.sampler = sampler or self._make_sampler()
+        self.sampler.sample_now()
+        self.policy = ThresholdPolicy(settings.policy)
+        self.preroute = PreRoute(settings.preroute)
+        self._background = background
+        if background:
+            self.sampler.start()
+        self._escalator: BrokerLink | None = broker
+        self._broker_missing: str | None = None  # why there is no broker, once known
+        self._broker_lock = threading.Lock()
+
+    def _make_sampler(self) -> TelemetrySampler:
+        t = self.settings.telemetry
+        measured: list[TelemetrySource] = [self.local_speed, self.broker_health, self.budget]
+        if t.trace is not None:
+            replay = ReplaySource(TelemetryTrace.load(t.trace))
+            return TelemetrySampler(
+                [], measured=measured, overrides=replay, interval_s=t.interval_s
+            )
+        return TelemetrySampler(
+            device_sources(t.sources), measured=measured, interval_s=t.interval_s
+        )
+
+    # -- the broker link -------------------------------------------------------------
+
+    def broker(self) -> BrokerLink | None:
+        """The broker link, connected on first use; None when there is none (see
+        :attr:`broker_missing`)."""
+        with self._broker_lock:
+            if self._escalator is None and self._broker_missing is None:
+                try:
+                    self._escalator = self._connect()
+                except RidgelineError as exc:
+                    self._broker_missing = f"broker unusable: {exc}"
+            return self._escalator
+
+    @property
+    def broker_missing(self) -> str | None:
+        return self._broker_missing
+
+    def _connect(self) -> BrokerLink | None:
+        b = self.settings.broker
+        address, tls = b.address, None
+        if not address and b.discover:
+            from .pinning import PinStore, discover_broker
+
+            pins = PinStore(b.pins_file or state_dir() / "brokers.json")
+            found = discover_broker(
+                timeout_s=b.discover_timeout_s,
+                enrolled=b.enrolled,
+                pins=pins,
+                trust_on_first_use=b.trust_on_first_use,
+            )
+            if found is None:
+                raise RidgelineError("no trusted broker was discovered on the local network")
+            address = found.address
+            tls = TlsOptions(
+                ca_pem=found.ca_pem,
+                cert_file=b.cert_file,
+                key_file=b.key_file,
+                server_name=found.server_name,
+            )
+        elif not address:
+            self._broker_missing = "no broker is configured (broker.address)"
+            return None
+        elif not b.plaintext:
+            tls = TlsOptions(b.ca_file, b.cert_file, b.key_file, b.server_name)
+        client = BrokerClient(
+            address,
+            token=None if b.plaintext else b.read_token(),
+            tls=tls,
+            plaintext=b.plaintext and tls is None,
+            timeout_s=self.settings.escalation.deadline_s,
+        )
+        escalator = Escalator(
+            client,
+            self.settings.escalation,
+            self.broker_health,
+            address=address,
+            model=b.model,
+            device_id=b.device_id,
+            on_change=self.sampler.refresh,
+        )
+        if self._background:
+            escalator.start_probing()
+        return escalator
+
+    # -- answering -------------------------------------------------------------------
 
     def ask(
         self,
@@ -141,43 +285,41 @@ class EdgeAgent:
         *,
         model: str | None = None,
         max_tokens: int | None = None,
+        mode: Mode | None = None,
+        threshold: float | None = None,
+        deadline_s: float | None = None,
         on_text: Callable[[str], None] | None = None,
+        on_reset: Callable[[str], None] | None = None,
         progress: Progress = NULL_PROGRESS,
     ) -> Answer:
-        """Answer ``prompt`` locally; ``on_text`` receives the answer as it streams."""
+        """Answer ``prompt``. ``mode`` and ``threshold`` override the policy for this request;
+        ``deadline_s`` bounds the broker call (default ``escalation.deadline_s``).
+        ``on_text`` receives the answer's text as it becomes final (local text streams live
+        only when it cannot be replaced); ``on_reset(reason)`` is called when streamed broker
+        text is abandoned because the broker failed mid-answer."""
         if not prompt.strip():
             raise EmptyPromptError("prompt is empty")
-        name = model or self.settings.models.default
-        started = time.perf_counter()
-        runtime = self._pool.get(name, progress)
-        load_s = time.perf_counter() - started
+        return _Request(
+            self,
+            prompt,
+            model,
+            max_tokens,
+            mode,
+            threshold,
+            deadline_s,
+            on_text,
+            on_reset,
+            progress,
+        ).run()
 
-        generation = self.settings.generation
-        params = generation.sampling()
-        if max_tokens is not None:
-            params = dataclasses.replace(params, max_tokens=max_tokens)
-        run = run_local(runtime, chat_messages(prompt, generation.system_prompt), params, on_text)
-        stats = run.stats
-        signals = run.signals
-        return Answer(
-            text=run.text,
-            source="local",
-            confidence=self._scorer(signals),
-            scorer=self._scorer_name,
-            model=name,
-            finish_reason=stats.finish_reason.value if stats.finish_reason else "unknown",
-            timings=AnswerTimings(
-                load_s=load_s,
-                time_to_first_token_s=stats.time_to_first_token_s,
-                total_s=stats.total_s,
-                tokens_per_s=stats.tokens_per_s,
-                prompt_tokens=stats.prompt_tokens,
-                completion_tokens=stats.completion_tokens,
-            ),
-            signals=SignalSummary.of(signals),
-        )
+    def decide_threshold(self) -> Threshold:
+        """τ for the current telemetry (what ``edge-agent telemetry`` prints)."""
+        return self.policy.evaluate(self.sampler.snapshot())
 
     def close(self) -> None:
+        self.sampler.close()
+        if self._escalator is not None:
+            self._escalator.close()
         self._pool.close()
 
     def __enter__(self) -> EdgeAgent:
@@ -190,3 +332,277 @@ class EdgeAgent:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _Request:
+    """One request through the pipeline; holds its timings and builds its decision."""
+
+    def __init__(
+        self,
+        agent: EdgeAgent,
+        prompt: str,
+        model: str | None,
+        max_tokens: int | None,
+        mode: Mode | None,
+        threshold: float | None,
+        deadline_s: float | None,
+        on_text: Callable[[str], None] | None,
+        on_reset: Callable[[str], None] | None,
+        progress: Progress,
+    ) -> None:
+        self.agent = agent
+        settings = agent.settings
+        self.started = time.perf_counter()
+        self.snapshot = agent.sampler.snapshot()
+        self.th = agent.policy.evaluate(self.snapshot)
+        self.tau = self.th.value if threshold is None else threshold
+        self.mode: Mode = mode or settings.policy.mode
+        self.decide_ms = (time.perf_counter() - self.started) * 1000
+        self.model = model or settings.models.default
+        params = settings.generation.sampling()
+        if max_tokens is not None:
+            params = dataclasses.replace(params, max_tokens=max_tokens)
+        self.params = params
+        self.messages = chat_messages(prompt, settings.generation.system_prompt)
+        self.prompt = prompt
+        self.deadline_s = deadline_s or settings.escalation.deadline_s
+        self.on_text = on_text
+        self.on_reset = on_reset
+        self.progress = progress
+        self.preroute_ms: float | None = None
+        self.prediction: Prediction | None = None
+        self.local_ms = 0.0
+        self.broker_ms: float | None = None
+        self.broker_info: BrokerInfo | None = None
+        self.local: _Local | None = None
+        self.gate: str | None = None
+
+    # The escalation options, checked once per request before any work.
+    def _escalation_block(self) -> tuple[str | None, bool]:
+        """(why escalation is impossible, whether that is a failure) or (None, False)."""
+        if self.mode == "local":
+            return "mode local never escalates", False
+        escalator = self.agent.broker()
+        if escalator is None:
+            return self.agent.broker_missing or "no broker", self.agent.settings.broker.discover
+        if self.th.gate == "the escalation budget is spent":
+            return self.th.gate, False
+        ok, why = escalator.available()
+        if not ok:
+            return why, True
+        if self.th.gate is not None:
+            return self.th.gate, True
+        return None, False
+
+    def run(self) -> Answer:
+        block, block_is_failure = self._escalation_block()
+        self.gate = block
+        if block is not None:
+            local = self._generate(abort=False, stream=True)
+            wanted = self.mode == "cloud" or local.confidence < self.tau
+            if wanted and block_is_failure:
+                return self._local_answer(
+                    "local-degraded", f"{self._why_escalate(local)}, but {block}"
+                )
+            if wanted:
+                return self._local_answer("local", f"{self._why_escalate(local)}, but {block}")
+            return self._local_answer("local", self._why_local(local))
+        if self.mode == "cloud":
+            return self._escalate(None, "skipped", "mode cloud always escalates")
+        t = time.perf_counter()
+        self.prediction = self.agent.preroute.predict(self.prompt)
+        skip = self.agent.preroute.skips(self.prediction, self.tau)
+        self.preroute_ms = (time.perf_counter() - t) * 1000
+        if skip:
+            margin = self.agent.settings.preroute.skip_margin
+            why = f"pre-route {self.prediction.describe()} < τ {self.tau:.2f} - {margin:.2f}"
+            return self._escalate(None, "skipped", why)
+        local = self._generate(abort=True, stream=False)
+        if local.abort is not None:
+            a = local.abort
+            why = (
+                f"early abort at token {a.at_token}: running confidence "
+                f"{a.running_confidence:.2f} < {a.limit:.2f}"
+            )
+            return self._escalate(local, "aborted", why)
+        if local.confidence >= self.tau:
+            self._emit(local.run.text)
+            return self._local_answer("local", self._why_local(local))
+        return self._escalate(local, "ran", self._why_escalate(local))
+
+    def _why_local(self, local: _Local) -> str:
+        if self.mode == "local":
+            return "mode local never escalates"
+        return f"confidence {local.confidence:.2f} ≥ τ {self.tau:.2f}"
+
+    def _why_escalate(self, local: _Local) -> str:
+        if self.mode == "cloud":
+            return "mode cloud always escalates"
+        return f"confidence {local.confidence:.2f} < τ {self.tau:.2f}"
+
+    def _emit(self, text: str) -> None:
+        if self.on_text is not None and text:
+            self.on_text(text)
+
+    def _generate(self, *, abort: bool, stream: bool) -> _Local:
+        agent = self.agent
+        started = time.perf_counter()
+        runtime = agent._pool.get(self.model, self.progress)
+        load_s = time.perf_counter() - started
+        should_abort = self._abort_check() if abort else None
+        run = run_local(
+            runtime, self.messages, self.params, self.on_text if stream else None, should_abort
+        )
+        self.local_ms += (time.perf_counter() - started) * 1000
+        agent.local_speed.record(run.stats.tokens_per_s, run.stats.time_to_first_token_s)
+        agent.sampler.refresh()
+        info = None
+        confidence = agent._scorer(run.signals)
+        if run.aborted_at is not None:
+            info = AbortInfo(run.aborted_at, confidence, self._abort_limit())
+        self.local = _Local(run, confidence, load_s, info)
+        return self.local
+
+    def _abort_limit(self) -> float:
+        return self.tau - self.agent.settings.abort.margin
+
+    def _abort_check(self) -> Callable[[list[TokenSignals]], bool] | None:
+        s = self.agent.settings.abort
+        if not s.enabled:
+            return None
+        limit = self._abort_limit()
+        scorer = self.agent._scorer
+        return lambda signals: len(signals) >= s.min_tokens and scorer(signals) < limit
+
+    def _escalate(self, local: _Local | None, local_state: str, why: str) -> Answer:
+        escalator = self.agent.broker()
+        assert escalator is not None  # checked by _escalation_block
+        draft = None
+        if local is not None:
+            draft = Draft(
+                local.run.text, local.confidence, self.model, local.run.stats.completion_tokens
+            )
+        started = time.perf_counter()
+        remaining = self.deadline_s - (started - self.started)
+        streamed = []
+
+        def on_text(text: str) -> None:
+            streamed.append(text)
+            self._emit(text)
+
+        try:
+            cloud = escalator.escalate(
+                self.messages, self.params, draft=draft, deadline_s=remaining, on_text=on_text
+            )
+        except EscalationFailed as failure:
+            self.broker_ms = (time.perf_counter() - started) * 1000
+            self.broker_info = BrokerInfo(
+                address=escalator.address,
+                attempts=failure.attempts,
+                error=failure.reason,
+                circuit=escalator.circuit.state,
+            )
+            if streamed and self.on_reset is not None:
+                self.on_reset(f"the broker failed mid-answer ({failure.reason})")
+            if local is None or local.abort is not None:
+                # No finished local answer: generate one now, to the end.
+                local = self._generate(abort=False, stream=False)
+            self._emit(local.run.text)
+            return self._local_answer(
+                "local-degraded", f"{why}; escalation failed ({failure.reason})"
+            )
+        self.broker_ms = (time.perf_counter() - started) * 1000
+        self.agent.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
+        self.agent.sampler.refresh()
+        self.broker_info = BrokerInfo(
+            address=escalator.address,
+            model=cloud.model,
+            models_used=list(cloud.models_used),
+            attempts=cloud.attempts,
+            rtt_ms=None if cloud.rtt_s is None else cloud.rtt_s * 1000,
+            prompt_tokens=cloud.prompt_tokens,
+            completion_tokens=cloud.completion_tokens,
+            circuit=escalator.circuit.state,
+        )
+        path: Path = (
+            "skipped-local" if local_state == "skipped" and self.mode != "cloud" else "cloud"
+        )
+        return self._cloud_answer(cloud, path, f"{why}: escalated to {cloud.model}")
+
+    def _decision(self, path: Path, reason: str) -> Decision:
+        local = self.local
+        prediction = self.prediction
+        return Decision(
+            path=path,
+            mode=self.mode,
+            reason=reason,
+            confidence=None if local is None else local.confidence,
+            threshold=self.tau,
+            threshold_raw=self.th.raw,
+            threshold_reason=self.th.reason(),
+            threshold_terms=[
+                {"name": t.name, "side": t.side, "delta": t.delta, "why": t.why}
+                for t in self.th.terms
+            ],
+            telemetry=self.snapshot.values(),
+            telemetry_sources=list(self.snapshot.sources),
+            gate=self.gate,
+            preroute=None
+            if prediction is None
+            else PreRouteInfo(
+                prediction.confidence, list(prediction.hints), path == "skipped-local"
+            ),
+            aborted=None if local is None else local.abort,
+            broker=self.broker_info,
+            timings=StageTimings(
+                decide_ms=self.decide_ms,
+                preroute_ms=self.preroute_ms,
+                local_ms=self.local_ms if local is not None else None,
+                broker_ms=self.broker_ms,
+                total_ms=(time.perf_counter() - self.started) * 1000,
+            ),
+        )
+
+    def _local_answer(self, path: Path, reason: str) -> Answer:
+        local = self.local
+        assert local is not None
+        stats = local.run.stats
+        return Answer(
+            text=local.run.text,
+            source=path,
+            confidence=local.confidence,
+            threshold=self.tau,
+            scorer=self.agent._scorer_name,
+            model=self.model,
+            finish_reason=stats.finish_reason.value if stats.finish_reason else "unknown",
+            timings=_timings(local),
+            signals=SignalSummary.of(local.run.signals),
+            decision=self._decision(path, reason),
+        )
+
+    def _cloud_answer(self, cloud: CloudAnswer, path: Path, reason: str) -> Answer:
+        local = self.local
+        return Answer(
+            text=cloud.text,
+            source=path,
+            confidence=None if local is None else local.confidence,
+            threshold=self.tau,
+            scorer=self.agent._scorer_name,
+            model=cloud.model,
+            finish_reason=cloud.finish_reason,
+            timings=None if local is None else _timings(local),
+            signals=None if local is None else SignalSummary.of(local.run.signals),
+            decision=self._decision(path, reason),
+        )
+
+
+def _timings(local: _Local) -> AnswerTimings:
+    stats = local.run.stats
+    return AnswerTimings(
+        load_s=local.load_s,
+        time_to_first_token_s=stats.time_to_first_token_s,
+        total_s=stats.total_s,
+        tokens_per_s=stats.tokens_per_s,
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+    )

@@ -7,15 +7,44 @@ environment variables ``RIDGELINE_EDGE_<SECTION>__<KEY>``, command-line flags.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import re
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ridgeline_core.config import Section, settings_loader
+from ridgeline_core.errors import ConfigError
 from ridgeline_core.runtime import LoadOptions, SamplingParams
 from ridgeline_core.store import ModelsSettings
+from ridgeline_core.transport import is_loopback, split_host_port
 
 from .confidence import scorer_names
 
-__all__ = ["ENV_PREFIX", "EdgeSettings", "load_edge_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "AbortSettings",
+    "BrokerSettings",
+    "BudgetSettings",
+    "EdgeSettings",
+    "EscalationSettings",
+    "Mode",
+    "PolicySettings",
+    "PreRouteSettings",
+    "TaskHint",
+    "TelemetrySettings",
+    "load_edge_settings",
+    "state_dir",
+]
+
+Mode = Literal["auto", "local", "cloud"]
+
+
+def state_dir() -> Path:
+    """Where the agent keeps small state files (escalation budget, pinned brokers)."""
+    return Path(platformdirs.user_state_dir("ridgeline"))
+
 
 ENV_PREFIX = "RIDGELINE_EDGE_"
 
@@ -76,11 +105,229 @@ class ConfidenceSettings(Section):
         return value
 
 
+class BrokerSettings(Section):
+    address: str = Field(
+        default="", description="broker HOST:PORT (empty: none, or discovery when enabled)"
+    )
+    model: str = Field(default="", description="broker model (empty: the broker's default)")
+    token: SecretStr | None = Field(default=None, description="device token")
+    token_file: Path | None = Field(default=None, description="file holding the device token")
+    device_id: str = Field(default="", description="this device's id, as enrolled")
+    ca_file: Path | None = Field(default=None, description="CA bundle that signs the broker")
+    cert_file: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(default=None, description="client key (mutual TLS)")
+    server_name: str | None = Field(default=None, description="name expected in its cert")
+    plaintext: bool = Field(
+        default=False,
+        description="no TLS and no token (a loopback `cloud-broker serve --dev` only)",
+    )
+    discover: bool = Field(
+        default=False, description="find a broker by zeroconf when address is empty"
+    )
+    discover_timeout_s: float = Field(
+        default=2.0, gt=0, le=30, description="how long to browse for a broker"
+    )
+    enrolled: list[str] = Field(
+        default_factory=list, description="trusted broker certificates, sha256:<hex>"
+    )
+    trust_on_first_use: bool = Field(
+        default=False, description="pin the first discovered broker's certificate"
+    )
+    pins_file: Path | None = Field(
+        default=None, description="pinned brokers (default: <state dir>/brokers.json)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BrokerSettings:
+        if self.address:
+            try:
+                host, _ = split_host_port(self.address)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            if self.plaintext and not is_loopback(host):
+                raise ValueError(
+                    f"plaintext on {self.address}: plaintext (--dev) is only for a "
+                    "loopback broker; configure TLS (broker.ca_file) for any other address"
+                )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    def read_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(f"broker.token_file {self.token_file}: {exc.strerror}") from exc
+        return None
+
+
+class EscalationSettings(Section):
+    deadline_s: float = Field(
+        default=30.0, gt=0, le=600, description="longest wait for a broker answer"
+    )
+    connect_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="longest wait for the broker to accept a call"
+    )
+    retries: int = Field(
+        default=1, ge=0, le=5, description="retries before the first answer byte only"
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, le=100, description="consecutive failures that open the circuit"
+    )
+    reset_after_s: float = Field(
+        default=5.0, gt=0, le=3600, description="first wait before probing an open circuit"
+    )
+    reset_max_s: float = Field(default=60.0, gt=0, le=86400, description="longest probe wait")
+    probe_timeout_s: float = Field(default=1.0, gt=0, le=30, description="health probe limit")
+
+
+class BudgetSettings(Section):
+    requests_per_hour: int | None = Field(default=None, ge=0, description="escalations/hour")
+    requests_per_day: int | None = Field(default=None, ge=0, description="escalations/day")
+    tokens_per_hour: int | None = Field(default=None, ge=0, description="broker tokens/hour")
+    tokens_per_day: int | None = Field(default=None, ge=0, description="broker tokens/day")
+    state_file: Path | None = Field(
+        default=None, description="where spending is kept (default: <state dir>/budget.json)"
+    )
+
+
+class TelemetrySettings(Section):
+    sources: list[str] = Field(
+        default_factory=lambda: [
+            "psutil",
+            "power_supply",
+            "thermal_zone",
+            "jetson",
+            "raspberry_pi",
+        ],
+        description="device sources, in order (later ones override earlier ones)",
+    )
+    interval_s: float = Field(default=2.0, gt=0, le=3600, description="device sampling period")
+    trace: Path | None = Field(
+        default=None, description="replay this JSONL/CSV trace instead of the device"
+    )
+    speed_alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight, local speed")
+    rtt_alpha: float = Field(default=0.3, gt=0, le=1, description="EWMA weight, broker RTT")
+
+
+class PolicySettings(Section):
+    """tau = q_cloud - (C_cloud - C_local) / value, smoothed and clamped (README: the policy)."""
+
+    mode: Mode = Field(default="auto", description="auto, local (never escalate) or cloud")
+    q_cloud: float = Field(default=0.9, ge=0, le=1, description="expected cloud answer quality")
+    value: float = Field(default=1.0, gt=0, description="V: worth of an acceptable answer")
+    cost_local: float = Field(default=0.0, ge=0, description="base C_local")
+    cost_cloud: float = Field(default=0.35, ge=0, description="base C_cloud")
+    battery_low_percent: float = Field(
+        default=50.0, gt=0, le=100, description="battery level that starts to count, unplugged"
+    )
+    w_battery: float = Field(
+        default=0.4, ge=0, description="C_local added at 0% battery, unplugged"
+    )
+    w_throttled: float = Field(default=0.2, ge=0, description="C_local added while throttling")
+    hot_c: float = Field(default=70.0, description="temperature where heat starts to count")
+    critical_c: float = Field(default=90.0, description="temperature of full heat cost")
+    w_heat: float = Field(default=0.15, ge=0, description="C_local added at critical_c")
+    cpu_busy_above: float = Field(
+        default=0.7, ge=0, lt=1, description="CPU load of other processes that starts to count"
+    )
+    w_cpu: float = Field(default=0.15, ge=0, description="C_local added at 100% CPU")
+    slow_tokens_per_s: float = Field(default=5.0, gt=0, description="local speed that is slow")
+    w_slow: float = Field(default=0.15, ge=0, description="C_local added at 0 tokens/s")
+    rtt_free_s: float = Field(default=0.1, ge=0, description="broker round trip that is free")
+    w_rtt: float = Field(default=0.2, ge=0, description="C_cloud added per second of RTT")
+    w_budget: float = Field(default=0.2, ge=0, description="C_cloud added as budget runs out")
+    tau_min: float = Field(default=0.05, ge=0, le=1, description="lowest τ")
+    tau_max: float = Field(default=0.95, ge=0, le=1, description="highest τ")
+    ewma_alpha: float = Field(default=0.3, gt=0, le=1, description="weight of a new τ reading")
+    hysteresis: float = Field(default=0.03, ge=0, le=0.5, description="τ moves only by more")
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicySettings:
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"tau_min {self.tau_min} is above tau_max {self.tau_max}")
+        if self.critical_c <= self.hot_c:
+            raise ValueError(f"critical_c {self.critical_c} must be above hot_c {self.hot_c}")
+        return self
+
+
+class TaskHint(Section):
+    name: str
+    pattern: str = Field(description="case-insensitive regular expression over the prompt")
+    penalty: float = Field(ge=0, le=1, description="taken off the predicted confidence")
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+def _default_hints() -> list[TaskHint]:
+    return [
+        TaskHint(
+            name="arithmetic",
+            pattern=r"\d{2,}\s*(?:[*x\u00d7/^]|times|divided by|to the power)\s*\d{2,}"
+            r"|square root|\bfactori[sz]e\b",
+            penalty=0.4,
+        ),
+        TaskHint(
+            name="code",
+            pattern=r"\b(?:write|implement|debug|fix)\b.{0,40}"
+            r"\b(?:code|function|program|script|class|regex|sql)\b",
+            penalty=0.4,
+        ),
+        TaskHint(
+            name="reasoning",
+            pattern=r"\bstep by step\b|\bprove\b|\bderive\b|\bwhy does\b",
+            penalty=0.3,
+        ),
+        TaskHint(
+            name="long-form",
+            pattern=r"\bin detail\b|\bessay\b|\breport\b|\bthorough",
+            penalty=0.4,
+        ),
+        TaskHint(name="translation", pattern=r"\btranslate\b", penalty=0.3),
+    ]
+
+
+class PreRouteSettings(Section):
+    enabled: bool = Field(default=True, description="skip the local model for hopeless prompts")
+    base: float = Field(default=0.7, ge=0, le=1, description="predicted confidence, plain prompt")
+    long_chars: int = Field(default=400, ge=1, description="prompt length that starts to count")
+    per_1000_chars: float = Field(default=0.15, ge=0, description="taken off per 1000 chars more")
+    skip_margin: float = Field(
+        default=0.2, ge=0, le=1, description="skip local when prediction < tau - this"
+    )
+    hints: list[TaskHint] = Field(default_factory=_default_hints)
+
+
+class AbortSettings(Section):
+    enabled: bool = Field(default=True, description="stop a local answer early when it goes badly")
+    min_tokens: int = Field(default=8, ge=1, description="tokens before the first check")
+    margin: float = Field(
+        default=0.25, ge=0, le=1, description="abort when running confidence < tau - this"
+    )
+
+
 class EdgeSettings(Section):
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    preroute: PreRouteSettings = Field(default_factory=PreRouteSettings)
+    abort: AbortSettings = Field(default_factory=AbortSettings)
 
 
 load_edge_settings = settings_loader(EdgeSettings, env_prefix=ENV_PREFIX, file_name="edge.toml")

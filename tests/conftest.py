@@ -83,6 +83,7 @@ def edge_env(model_store: ModelStore, tmp_path: Path) -> dict[str, str]:
         HOME=str(tmp_path / "home"),
         XDG_CONFIG_HOME=str(tmp_path / "config"),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
         RIDGELINE_EDGE_MODELS__STORE_DIR=str(model_store.root),
         RIDGELINE_BROKER_MODELS__STORE_DIR=str(model_store.root),
     )

@@ -1,0 +1,80 @@
+"""The decision record every answer carries: which path ran, why, and what it cost.
+
+``path`` is one of
+
+- ``local``: the local answer was good enough (confidence ≥ τ), or escalation was not an
+  option (mode ``local``, no broker configured, budget spent);
+- ``cloud``: the broker answered, after the local model ran (confidence below τ, or an early
+  abort) or because the mode is ``cloud``;
+- ``skipped-local``: pre-route judged the prompt too hard for the local model, so it never
+  ran and the broker answered;
+- ``local-degraded``: the answer should have come from the broker, but the broker failed,
+  was unreachable, missed the deadline or its circuit is open: this is the local answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["AbortInfo", "BrokerInfo", "Decision", "Path", "PreRouteInfo", "StageTimings"]
+
+Path = Literal["local", "cloud", "skipped-local", "local-degraded"]
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    decide_ms: float  # telemetry snapshot + threshold policy
+    preroute_ms: float | None
+    local_ms: float | None  # local generation (all runs of it), when it ran
+    broker_ms: float | None  # escalation, when a call went out
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class PreRouteInfo:
+    predicted: float
+    hints: list[str]
+    skipped_local: bool
+
+
+@dataclass(frozen=True)
+class AbortInfo:
+    at_token: int
+    running_confidence: float
+    limit: float  # the running confidence had to stay above this
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    address: str
+    model: str | None = None  # the model that answered
+    models_used: list[str] = field(default_factory=list)
+    attempts: int = 0
+    rtt_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None
+    circuit: str = "closed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    path: Path
+    mode: str
+    reason: str
+    confidence: float | None
+    threshold: float
+    threshold_raw: float
+    threshold_reason: str  # the telemetry that moved τ, in words
+    threshold_terms: list[dict[str, Any]]  # name, side, delta, why
+    telemetry: dict[str, Any]  # the snapshot's values
+    telemetry_sources: list[str]
+    gate: str | None  # why escalation was not allowed, if it was not
+    preroute: PreRouteInfo | None
+    aborted: AbortInfo | None
+    broker: BrokerInfo | None
+    timings: StageTimings
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
