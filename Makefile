@@ -4,18 +4,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_PROMPTS := "What is the capital of France?" \
-	"How many legs does a spider have?" \
-	"What is 17 times 23?"
+.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker clean
 
-.PHONY: demo test setup setup-dev lint proto bench bench-broker clean
-
-demo: setup
+# Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
+# through it, printing the reason for each (scripts/demo.py).
+demo: setup-demo
 	$(BIN)/edge-agent models pull
-	@for prompt in $(DEMO_PROMPTS); do \
-		echo; echo "> $$prompt"; \
-		$(BIN)/edge-agent ask "$$prompt" || exit $$?; \
-	done
+	$(BIN)/edge-agent models pull gemma3-270m
+	$(BIN)/python scripts/demo.py
 
 test: lint
 	$(BIN)/pytest
@@ -23,6 +19,8 @@ test: lint
 # The script is a no-op when .venv already has a build with the same flags, and
 # rebuilds when LLAMA_CMAKE_ARGS changes.
 setup: $(VENV)/.installed-edge
+	@scripts/install-llama-cpp.sh $(BIN)/python
+setup-demo: $(VENV)/.installed-demo
 	@scripts/install-llama-cpp.sh $(BIN)/python
 setup-dev: $(VENV)/.installed-dev
 	@scripts/install-llama-cpp.sh $(BIN)/python
@@ -35,8 +33,12 @@ $(VENV)/.installed-edge: pyproject.toml scripts/install-llama-cpp.sh | $(BIN)/py
 	$(BIN)/pip install --quiet -e '.[edge]'
 	touch $@
 
+$(VENV)/.installed-demo: $(VENV)/.installed-edge
+	$(BIN)/pip install --quiet -e '.[edge,broker]'
+	touch $@
+
 $(VENV)/.installed-dev: $(VENV)/.installed-edge
-	$(BIN)/pip install --quiet -e '.[edge,broker,dev]'
+	$(BIN)/pip install --quiet -e '.[edge,broker,plot,dev]'
 	touch $@
 
 lint: setup-dev

@@ -235,7 +235,8 @@ def simulate(
 ) -> None:
     """Replay a telemetry trace over prompts: τ, confidence and decisions over time.
 
-    The local model runs for real; escalations are recorded, not sent."""
+    The local model runs for real; escalations are recorded, not sent. The table goes to
+    stdout; simulation.csv (with each step's reason) and simulation.png go to --out."""
     from rich.console import Console
     from rich.table import Table
 
@@ -251,7 +252,7 @@ def simulate(
     steps = sim.simulate(settings, trace, prompts, max_tokens=max_tokens, on_step=on_step)
     out.mkdir(parents=True, exist_ok=True)
     sim.write_csv(steps, out / "simulation.csv")
-    table = Table("t", "τ", "raw τ", "confidence", "path", "prompt", "reason")
+    table = Table("t (s)", "τ", "raw τ", "confidence", "path", "prompt", box=None)
     for step in steps:
         table.add_row(
             f"{step.t:g}",
@@ -259,10 +260,9 @@ def simulate(
             f"{step.threshold_raw:.2f}",
             "-" if step.confidence is None else f"{step.confidence:.2f}",
             step.path,
-            step.prompt[:32],
-            step.reason[:60],
+            step.prompt if len(step.prompt) <= 40 else step.prompt[:39] + "…",
         )
-    Console().print(table)
+    Console(width=120).print(table)
     written = [out / "simulation.csv"]
     if not no_plot:
         sim.plot(steps, trace, out / "simulation.png")

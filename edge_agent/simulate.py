@@ -179,17 +179,25 @@ def plot(steps: Sequence[SimulationStep], trace_path: Path, path: Path) -> None:
     top.set_ylabel("confidence / τ")
     top.legend(loc="upper left", fontsize="small", ncol=3)
     top.set_title(f"{trace_path.name}: {len(steps)} steps, " + _counts(steps))
-    fields = sorted({key for _, row in trace.rows for key in row})
+    # Broker outages are shaded on both panels; the other fields are lines.
+    times = [row_t for row_t, _ in trace.rows]
+    for index, (row_t, row) in enumerate(trace.rows):
+        if row.get("broker_available") is False:
+            end = times[index + 1] if index + 1 < len(times) else row_t + 1
+            for axes in (top, bottom):
+                axes.axvspan(row_t, end, color="0.85", zorder=0, linewidth=0)
+    if any(row.get("broker_available") is False for _, row in trace.rows):
+        bottom.plot([], [], color="0.85", linewidth=8, label="broker down")
+    fields = sorted({key for _, row in trace.rows for key in row} - {"broker_available"})
     for field in fields:
         values = [row.get(field) for _, row in trace.rows]
         numeric = [float(v) if v is not None else float("nan") for v in values]
         scale = 100.0 if field == "battery_percent" else 1.0
         label = f"{field} / 100" if scale != 1.0 else field
-        bottom.step([r[0] for r in trace.rows], [v / scale for v in numeric], where="post",
-                    label=label)  # fmt: skip
+        bottom.step(times, [v / scale for v in numeric], where="post", label=label)
     bottom.set_xlabel("trace time (s)")
     bottom.set_ylabel("telemetry")
-    if fields:
+    if bottom.get_legend_handles_labels()[0]:
         bottom.legend(loc="upper left", fontsize="small", ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

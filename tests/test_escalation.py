@@ -438,3 +438,49 @@ def test_preroute_skips_local_for_arithmetic(
     preroute = answer.decision.preroute
     assert preroute is not None and preroute.skipped_local and "arithmetic" in preroute.hints
     assert answer.decision.timings.local_ms is None
+
+
+# -- simulate ------------------------------------------------------------------------
+
+
+def test_simulate_writes_a_table_csv_and_plot(
+    smollm2_path: Path, edge_env: dict[str, str], tmp_path: Path
+) -> None:
+    rows = [{"battery_percent": b, "power_plugged": False} for b in (80, 80, 5, 5, 5, 5)]
+    rows[-1]["broker_available"] = False
+    trace = write_trace(tmp_path / "trace.jsonl", rows)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"# a comment\n{EASY}\n\nWhat is 17 times 23?\n")
+    out = tmp_path / "sim"
+    result = run(
+        "edge-agent", "simulate", "--trace", str(trace), "--prompts", str(prompts),
+        "--out", str(out), "--max-tokens", "8", env=edge_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "skipped-local" in result.stdout and "What is 17 times 23?" in result.stdout
+    import csv
+
+    with (out / "simulation.csv").open() as handle:
+        steps = list(csv.DictReader(handle))
+    assert [float(step["t"]) for step in steps] == [0, 1, 2, 3, 4, 5]
+    assert steps[0]["path"] == "local"  # the easy prompt, full battery
+    assert steps[1]["path"] == "skipped-local"  # arithmetic
+    taus = [float(step["threshold"]) for step in steps]
+    assert taus[-1] > taus[0]  # the battery ran down
+    assert steps[-1]["path"] in ("local", "local-degraded")  # the broker is down: no cloud
+    assert "unavailable" in steps[-1]["reason"] or steps[-1]["path"] == "local"
+    assert (out / "simulation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_rejects_a_bad_trace_in_one_line(edge_env: dict[str, str], tmp_path: Path) -> None:
+    trace = tmp_path / "bad.jsonl"
+    trace.write_text('{"t": 0, "battery_percent": 50}\n{"t": 1, "batery": 3}\n')
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n")
+    result = run(
+        "edge-agent", "simulate", "--trace", str(trace), "--prompts", str(prompts),
+        "--out", str(tmp_path / "sim"), env=edge_env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{trace}:2" in result.stderr
