@@ -196,7 +196,18 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        items = (f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{ " + ", ".join(items) + " }"
     return json.dumps(value)
+
+
+def _toml_key(key: str) -> str:
+    return (
+        key
+        if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key)
+        else (_toml_value(key))
+    )
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
