@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker clean
+.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker bench-escalation clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -59,6 +59,12 @@ bench-broker: setup-dev
 	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && \
 		.venv-litellm/bin/pip install --quiet 'litellm[proxy]==1.108.7'; }
 	$(BIN)/python benchmarks/broker_overhead.py --litellm .venv-litellm/bin/litellm $(BENCH_ARGS)
+
+# What the edge agent's decision and escalation cost (stub broker on loopback), and what early
+# abort and pre-route save. Needs SmolLM2 in the store (edge-agent models pull).
+# Extra flags: make bench-escalation BENCH_ARGS="--store /tmp/st --quick"
+bench-escalation: setup-dev
+	$(BIN)/python benchmarks/escalation.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
