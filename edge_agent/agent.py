@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from ridgeline_core.client import BrokerClient, TlsOptions
-from ridgeline_core.errors import EmptyPromptError, RidgelineError
+from ridgeline_core.errors import EmptyPromptError, InvalidRequestError, RidgelineError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime import (
     ChatMessage,
@@ -50,6 +50,8 @@ from .telemetry import (
     TelemetryTrace,
     device_sources,
 )
+
+BROKER_RETRY_S = 30.0  # a broker that could not be set up (discovery, TLS files) is retried
 
 __all__ = [
     "Answer",
@@ -190,15 +192,17 @@ class EdgeAgent:
         self.broker_health = BrokerHealth(settings.telemetry.rtt_alpha)
         budget_file = settings.budget.state_file or state_dir() / "budget.json"
         self.budget = EscalationBudget(settings.budget, budget_file)
+        self.policy = ThresholdPolicy(settings.policy)
         self.sampler = sampler or self._make_sampler()
         self.sampler.sample_now()
-        self.policy = ThresholdPolicy(settings.policy)
+        self.sampler.on_sample = self.policy.evaluate  # τ follows the device between requests
         self.preroute = PreRoute(settings.preroute)
         self._background = background
         if background:
             self.sampler.start()
         self._escalator: BrokerLink | None = broker
         self._broker_missing: str | None = None  # why there is no broker, once known
+        self._broker_failed_at: float | None = None  # set when connecting failed: retry later
         self._broker_lock = threading.Lock()
 
     def _make_sampler(self) -> TelemetrySampler:
@@ -219,16 +223,25 @@ class EdgeAgent:
         """The broker link, connected on first use; None when there is none (see
         :attr:`broker_missing`)."""
         with self._broker_lock:
+            failed_at = self._broker_failed_at
+            if failed_at is not None and time.monotonic() - failed_at > BROKER_RETRY_S:
+                self._broker_missing = self._broker_failed_at = None  # try again
             if self._escalator is None and self._broker_missing is None:
                 try:
                     self._escalator = self._connect()
                 except RidgelineError as exc:
                     self._broker_missing = f"broker unusable: {exc}"
+                    self._broker_failed_at = time.monotonic()
             return self._escalator
 
     @property
     def broker_missing(self) -> str | None:
         return self._broker_missing
+
+    @property
+    def broker_failed(self) -> bool:
+        """True when a broker is configured (or discovery is on) but could not be used."""
+        return self._broker_failed_at is not None
 
     def _connect(self) -> BrokerLink | None:
         b = self.settings.broker
@@ -299,6 +312,12 @@ class EdgeAgent:
         text is abandoned because the broker failed mid-answer."""
         if not prompt.strip():
             raise EmptyPromptError("prompt is empty")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise InvalidRequestError(f"threshold {threshold} is not in [0, 1]")
+        if deadline_s is not None and not deadline_s > 0:
+            raise InvalidRequestError(f"deadline_s {deadline_s} must be positive")
+        if mode is not None and mode not in ("auto", "local", "cloud"):
+            raise InvalidRequestError(f"mode {mode!r} is not one of auto, local, cloud")
         return _Request(
             self,
             prompt,
@@ -365,7 +384,9 @@ class _Request:
         self.params = params
         self.messages = chat_messages(prompt, settings.generation.system_prompt)
         self.prompt = prompt
-        self.deadline_s = deadline_s or settings.escalation.deadline_s
+        self.deadline_s = settings.escalation.deadline_s if deadline_s is None else deadline_s
+        self.first_abort: AbortInfo | None = None  # kept when a later full run replaces it
+        self.skipped_local = False
         self.on_text = on_text
         self.on_reset = on_reset
         self.progress = progress
@@ -384,13 +405,14 @@ class _Request:
             return "mode local never escalates", False
         escalator = self.agent.broker()
         if escalator is None:
-            return self.agent.broker_missing or "no broker", self.agent.settings.broker.discover
+            return self.agent.broker_missing or "no broker", self.agent.broker_failed
         if self.th.gate == "the escalation budget is spent":
             return self.th.gate, False
         ok, why = escalator.available()
         if not ok:
             return why, True
-        if self.th.gate is not None:
+        # A half-open circuit wants one real call to find out: this request may be it.
+        if self.th.gate is not None and why != "half-open":
             return self.th.gate, True
         return None, False
 
@@ -414,6 +436,7 @@ class _Request:
         skip = self.agent.preroute.skips(self.prediction, self.tau)
         self.preroute_ms = (time.perf_counter() - t) * 1000
         if skip:
+            self.skipped_local = True
             margin = self.agent.settings.preroute.skip_margin
             why = f"pre-route {self.prediction.describe()} < τ {self.tau:.2f} - {margin:.2f}"
             return self._escalate(None, "skipped", why)
@@ -483,16 +506,18 @@ class _Request:
                 local.run.text, local.confidence, self.model, local.run.stats.completion_tokens
             )
         started = time.perf_counter()
-        remaining = self.deadline_s - (started - self.started)
-        streamed = []
+        streamed: list[str] = []
+        # Broker text streams live only to a caller that can be told to drop it again.
+        live = self.on_reset is not None
 
         def on_text(text: str) -> None:
             streamed.append(text)
-            self._emit(text)
+            if live:
+                self._emit(text)
 
         try:
             cloud = escalator.escalate(
-                self.messages, self.params, draft=draft, deadline_s=remaining, on_text=on_text
+                self.messages, self.params, draft=draft, deadline_s=self.deadline_s, on_text=on_text
             )
         except EscalationFailed as failure:
             self.broker_ms = (time.perf_counter() - started) * 1000
@@ -506,12 +531,16 @@ class _Request:
                 self.on_reset(f"the broker failed mid-answer ({failure.reason})")
             if local is None or local.abort is not None:
                 # No finished local answer: generate one now, to the end.
+                abort = None if local is None else local.abort
                 local = self._generate(abort=False, stream=False)
+                self.first_abort = abort
             self._emit(local.run.text)
             return self._local_answer(
                 "local-degraded", f"{why}; escalation failed ({failure.reason})"
             )
         self.broker_ms = (time.perf_counter() - started) * 1000
+        if not live:
+            self._emit(cloud.text)
         self.agent.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
         self.agent.sampler.refresh()
         self.broker_info = BrokerInfo(
@@ -549,10 +578,8 @@ class _Request:
             gate=self.gate,
             preroute=None
             if prediction is None
-            else PreRouteInfo(
-                prediction.confidence, list(prediction.hints), path == "skipped-local"
-            ),
-            aborted=None if local is None else local.abort,
+            else PreRouteInfo(prediction.confidence, list(prediction.hints), self.skipped_local),
+            aborted=self.first_abort or (None if local is None else local.abort),
             broker=self.broker_info,
             timings=StageTimings(
                 decide_ms=self.decide_ms,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
@@ -19,6 +20,8 @@ from .settings import BudgetSettings
 from .telemetry.snapshot import Reading
 
 __all__ = ["EscalationBudget"]
+
+log = logging.getLogger(__name__)
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -37,6 +40,7 @@ class EscalationBudget:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
+        self._mtime: float | None = None
         self._spent: list[tuple[float, int]] = self._load() if self.limited else []
 
     @property
@@ -52,6 +56,7 @@ class EscalationBudget:
         if not self.limited:
             return None
         now = self._clock()
+        self._reload_if_changed()
         with self._lock:
             spent = list(self._spent)
         s = self.settings
@@ -71,12 +76,37 @@ class EscalationBudget:
         if not self.limited:
             return
         now = self._clock()
-        with self._lock, self._file_lock():
-            stored = self._load() if self.path is not None else self._spent
-            spent = [entry for entry in stored if now - entry[0] < DAY_S]
-            spent.append((now, max(0, tokens)))
+        entry = (now, max(0, tokens))
+        with self._lock:
+            try:
+                with self._file_lock():
+                    stored = self._load() if self.path is not None else self._spent
+                    spent = [e for e in stored if now - e[0] < DAY_S] + [entry]
+                    self._save(spent)
+            except (OSError, ConfigError) as exc:
+                # An answer that already streamed must not fail for its bookkeeping:
+                # keep counting in memory and say why the file is not kept.
+                log.warning("escalation budget not saved (%s); counting in memory", exc)
+                spent = [e for e in self._spent if now - e[0] < DAY_S] + [entry]
             self._spent = spent
-            self._save(spent)
+
+    def _reload_if_changed(self) -> None:
+        """Pick up spending by other processes (``ask`` runs) that share the file."""
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            spent = self._load()
+        except ConfigError as exc:
+            log.warning("%s", exc)
+            return
+        with self._lock:
+            self._spent = spent
 
     def read(self) -> Reading:
         return {"budget_left": self.left()}
@@ -85,6 +115,7 @@ class EscalationBudget:
         if self.path is None or not self.path.exists():
             return []
         try:
+            self._mtime = self.path.stat().st_mtime
             data = json.loads(self.path.read_text())
             return [(float(at), int(tokens)) for at, tokens in data["escalations"]]
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -99,6 +130,7 @@ class EscalationBudget:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"escalations": spent}))
         os.replace(tmp, self.path)
+        self._mtime = self.path.stat().st_mtime
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:

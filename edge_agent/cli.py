@@ -169,8 +169,7 @@ def telemetry(
     settings = _check_dev(state, _broker_flags(broker, dev, trace), dev)
     with EdgeAgent(settings, background=False) as agent:
         escalator = agent.broker() if probe else None
-        if escalator is not None:
-            escalator.probe()
+        probed = escalator.probe() if escalator is not None else None
         snapshot = agent.sampler.snapshot()
         threshold = agent.decide_threshold()
         data = {
@@ -185,6 +184,7 @@ def telemetry(
             "gate": threshold.gate,
             "mode": settings.policy.mode,
             "broker": settings.broker.address or None,
+            "broker_probe": probed,  # health check just now: true, false, or null (none)
         }
         if escalator is None and agent.broker_missing:
             data["broker_missing"] = agent.broker_missing
@@ -199,6 +199,10 @@ def telemetry(
         click.echo(f"  {term['delta']:+.3f}  {term['why']}")
     if threshold.gate:
         click.echo(f"escalation blocked: {threshold.gate}")
+    if probed is not None:
+        click.echo(f"broker {data['broker']}: {'serving' if probed else 'not answering'}")
+    elif data.get("broker_missing"):
+        click.echo(str(data["broker_missing"]))
 
 
 @cli.command()

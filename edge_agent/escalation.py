@@ -165,32 +165,45 @@ class Escalator:
                 outage=False,
             )
         if not self.circuit.allow():
-            raise EscalationFailed(self.available()[1], started=False, attempts=0, outage=True)
+            reason = self.available()[1]
+            if self.circuit.state == "half-open":
+                reason = "a trial call to the broker is already in flight"
+            raise EscalationFailed(reason, started=False, attempts=0, outage=True)
         started = time.perf_counter()
         attempts = 0
-        request = self._request(messages, params, draft)
-        while True:
-            attempts += 1
-            remaining = deadline_s - (time.perf_counter() - started)
+        settled = False  # the circuit heard how this call ended
+        try:
             try:
-                return self._call(request, remaining, attempts, started, on_text)
-            except _Attempt as failure:
-                exc = failure.error
+                request = self._request(messages, params, draft)
+            except (errors.RidgelineError, ValueError) as bad:
+                raise EscalationFailed(
+                    f"the request cannot be sent: {bad}", started=False, attempts=0, outage=False
+                ) from bad
+            while True:
+                attempts += 1
                 remaining = deadline_s - (time.perf_counter() - started)
-                delay = self._retry_delay(exc, failure.started, attempts, remaining)
-                if delay is None:
-                    outage = _is_outage(exc)
-                    self._record_failure(exc, outage)
-                    raise EscalationFailed(
-                        f"{type(exc).__name__}: {exc}",
-                        started=failure.started,
-                        attempts=attempts,
-                        outage=outage,
-                    ) from exc
-                time.sleep(delay)
-            except Exception:
+                try:
+                    answer = self._call(request, remaining, attempts, started, on_text)
+                    settled = True
+                    return answer
+                except _Attempt as failure:
+                    exc = failure.error
+                    remaining = deadline_s - (time.perf_counter() - started)
+                    delay = self._retry_delay(exc, failure.started, attempts, remaining)
+                    if delay is None:
+                        outage = _is_outage(exc)
+                        self._record_failure(exc, outage)
+                        settled = outage
+                        raise EscalationFailed(
+                            f"{type(exc).__name__}: {exc}",
+                            started=failure.started,
+                            attempts=attempts,
+                            outage=outage,
+                        ) from exc
+                    time.sleep(delay)
+        finally:
+            if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
                 self.circuit.release()
-                raise
 
     def _request(
         self, messages: Sequence[ChatMessage], params: SamplingParams, draft: Draft | None
@@ -227,14 +240,19 @@ class Escalator:
         if remaining_s <= 0:
             raise _Attempt(errors.UnavailableError("the escalation deadline passed"), False)
         streamed = False
+        stream = None
+        result: broker_pb2.GenerateResult | None = None
         try:
+            connect_started = time.perf_counter()
             self.client.wait_ready(min(self.settings.connect_timeout_s, remaining_s))
             call_started = time.perf_counter()
+            remaining_s -= call_started - connect_started
+            if remaining_s <= 0:
+                raise errors.UnavailableError("the escalation deadline passed while connecting")
             stream = self.client.generate_request(request, timeout_s=remaining_s)
             parts: list[str] = []
             first_event: float | None = None
             first_text: float | None = None
-            result: broker_pb2.GenerateResult | None = None
             for event in stream:
                 now = time.perf_counter()
                 if first_event is None:
@@ -251,6 +269,12 @@ class Escalator:
                     result = event.result
         except errors.RidgelineError as exc:
             raise _Attempt(exc, streamed) from exc
+        except ValueError as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
+            closed = errors.UnavailableError(f"the broker link is closed ({exc})")
+            raise _Attempt(closed, streamed) from exc
+        finally:
+            if stream is not None and result is None:
+                stream.cancel()  # stop the broker's work at once, not at garbage collection
         if result is None:
             raise _Attempt(errors.UnavailableError("the stream ended without a result"), streamed)
         rtt = None
@@ -341,8 +365,12 @@ class Escalator:
                 self._wake.clear()
                 if self._stop.is_set():
                     return
-                if not woke:  # woken early: the circuit changed, so work out the wait again
+                if woke:  # woken early: the circuit changed, so work out the wait again
+                    continue
+                try:
                     self.probe()
+                except Exception:  # a bug must not end probing (the circuit would stay open)
+                    log.exception("broker %s: health probe failed unexpectedly", self.address)
 
         self._prober = threading.Thread(target=loop, name="ridgeline-broker-probe", daemon=True)
         self._prober.start()

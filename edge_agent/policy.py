@@ -18,6 +18,7 @@ Everything here is pure and cheap (a decision reads it on every request): no I/O
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 from .settings import PolicySettings
@@ -134,17 +135,27 @@ class ThresholdFilter:
 
 class ThresholdPolicy:
     """τ for the current snapshot. The filter advances once per distinct snapshot, so
-    however many requests read the same snapshot, they see the same τ."""
+    however many requests (threads) read the same snapshot, they see the same τ; the
+    agent's background sampler also evaluates each new sample, so τ follows the device
+    while no request comes."""
 
     def __init__(self, settings: PolicySettings) -> None:
         self.settings = settings
         self._filter = ThresholdFilter(settings.ewma_alpha, settings.hysteresis)
         self._last: tuple[Telemetry, Threshold] | None = None
+        self._lock = threading.Lock()
 
     def evaluate(self, snapshot: Telemetry) -> Threshold:
         last = self._last
-        if last is not None and last[0] is snapshot:
+        if last is not None and last[0] is snapshot:  # the common case: no lock
             return last[1]
+        with self._lock:
+            last = self._last
+            if last is not None and last[0] is snapshot:
+                return last[1]
+            return self._advance(snapshot)
+
+    def _advance(self, snapshot: Telemetry) -> Threshold:
         raw, terms = raw_threshold(snapshot, self.settings)
         smoothed = self._filter.update(raw) if math.isfinite(raw) else raw
         value = min(self.settings.tau_max, max(self.settings.tau_min, smoothed))

@@ -137,6 +137,16 @@ class BrokerSettings(Section):
         default=None, description="pinned brokers (default: <state dir>/brokers.json)"
     )
 
+    @field_validator("enrolled")
+    @classmethod
+    def _fingerprints(cls, values: list[str]) -> list[str]:
+        normalised = []
+        for value in values:
+            if not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", value.strip()):
+                raise ValueError(f"{value!r} is not sha256:<64 hex digits>")
+            normalised.append(value.strip().lower())
+        return normalised
+
     @model_validator(mode="after")
     def _check(self) -> BrokerSettings:
         if self.address:
@@ -182,6 +192,14 @@ class EscalationSettings(Section):
     )
     reset_max_s: float = Field(default=60.0, gt=0, le=86400, description="longest probe wait")
     probe_timeout_s: float = Field(default=1.0, gt=0, le=30, description="health probe limit")
+
+    @model_validator(mode="after")
+    def _check(self) -> EscalationSettings:
+        if self.reset_max_s < self.reset_after_s:
+            raise ValueError(
+                f"reset_max_s {self.reset_max_s} is below reset_after_s {self.reset_after_s}"
+            )
+        return self
 
 
 class BudgetSettings(Section):

@@ -195,3 +195,16 @@ def test_without_a_path_spending_is_kept_in_memory(clock: FakeClock) -> None:
     clock.advance(DAY_S + 1)
     limited.record(1)  # older than a day: dropped
     assert limited.left() == 0.5
+
+
+def test_an_unwritable_state_file_keeps_counting_in_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # the state file's parent is a file: no user can write there
+    budget = EscalationBudget(BudgetSettings(requests_per_hour=2), blocker / "budget.json")
+    budget.record(10)  # a cloud answer already streamed: this must not raise
+    assert budget.left() == 0.5
+    assert "not saved" in caplog.text
+    budget.record(10)
+    assert budget.left() == 0.0

@@ -55,6 +55,20 @@ def unavailable(message: str = "connection refused") -> errors.UnavailableError:
     return error
 
 
+class _Stream(Iterator[broker_pb2.GenerateResponse]):
+    """Like BrokerStream: an iterator of events with cancel()."""
+
+    def __init__(self, events: Iterator[broker_pb2.GenerateResponse]) -> None:
+        self._events = events
+        self.cancelled = False
+
+    def __next__(self) -> broker_pb2.GenerateResponse:
+        return next(self._events)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class FakeClient:
     """Stands in for BrokerClient: plays one scripted step per generate_request call."""
 
@@ -80,7 +94,7 @@ class FakeClient:
         step = self.steps.pop(0)
         if isinstance(step, errors.RidgelineError):
             raise step
-        return self._stream(step)
+        return _Stream(self._stream(step))
 
     @staticmethod
     def _stream(

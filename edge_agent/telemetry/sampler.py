@@ -53,6 +53,9 @@ class TelemetrySampler:
         self._warned: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Called with each background sample, so that whatever follows the telemetry over
+        # time (the threshold filter) advances with the clock, not only with requests.
+        self.on_sample: Callable[[Telemetry], object] | None = None
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -118,6 +121,8 @@ class TelemetrySampler:
         while not stop.wait(self.interval_s):
             try:
                 self.sample_now()
+                if self.on_sample is not None:
+                    self.on_sample(self._snapshot)
             except Exception:  # a bug in merging, not a sensor: log it, keep sampling
                 logger.exception("telemetry sampling failed")
 
