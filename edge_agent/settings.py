@@ -161,6 +161,8 @@ class BrokerSettings(Section):
                 )
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
+        if self.plaintext and self.discover and not self.address:
+            raise ValueError("discovered brokers are only used over TLS: plaintext is for --dev")
         return self
 
     def read_token(self) -> str | None:

@@ -224,6 +224,7 @@ class _Connectivity:
         self._changed = threading.Condition()
         self.state: grpc.ChannelConnectivity | None = None
         self._subscribed = False
+        self._closed = False
 
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         with self._changed:
@@ -234,6 +235,8 @@ class _Connectivity:
         ready = grpc.ChannelConnectivity.READY
         if self.state is ready:
             return
+        if self._closed:
+            raise errors.UnavailableError("the broker client is closed")
         # Subscribing with try_to_connect starts a connection attempt from IDLE.
         if not self._subscribed:
             self._channel.subscribe(self._on_state, try_to_connect=True)
@@ -264,6 +267,10 @@ class _Connectivity:
         if self._subscribed:
             self._channel.unsubscribe(self._on_state)
             self._subscribed = False
+        with self._changed:  # wake anyone waiting: the channel is going away
+            self._closed = True
+            self.state = grpc.ChannelConnectivity.SHUTDOWN
+            self._changed.notify_all()
 
 
 def _ignore_state(_: grpc.ChannelConnectivity) -> None:
