@@ -255,6 +255,7 @@ class EdgeAgent:
                 enrolled=b.enrolled,
                 pins=pins,
                 trust_on_first_use=b.trust_on_first_use,
+                interfaces=b.discover_interfaces or None,
             )
             if found is None:
                 raise RidgelineError("no trusted broker was discovered on the local network")

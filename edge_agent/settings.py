@@ -124,6 +124,9 @@ class BrokerSettings(Section):
     discover: bool = Field(
         default=False, description="find a broker by zeroconf when address is empty"
     )
+    discover_interfaces: list[str] = Field(
+        default_factory=list, description="addresses to browse on (empty: all interfaces)"
+    )
     discover_timeout_s: float = Field(
         default=2.0, gt=0, le=30, description="how long to browse for a broker"
     )

@@ -23,6 +23,7 @@ from certs import ServerIdentity, self_signed_pem, self_signed_server
 from conftest import SMOLLM2
 
 from cloud_broker.auth import TokenFile
+from edge_agent import EdgeAgent, EdgeSettings
 from edge_agent.certnames import certificate_names, expected_server_name
 from edge_agent.pinning import (
     PinStore,
@@ -519,3 +520,39 @@ def test_discover_broker_finds_and_trusts_a_real_broker_over_loopback_mdns(
     assert trusted.address == f"127.0.0.1:{broker.port}"
     assert SMOLLM2 in _list_models(trusted, broker.token, tmp_path)
     assert not pins.path.exists()
+
+
+@pytest.mark.model
+def test_the_agent_escalates_to_a_discovered_enrolled_broker(
+    discoverable_broker: DiscoverableBroker, model_store: ModelStore, tmp_path: Path
+) -> None:
+    broker = discoverable_broker
+    common = {
+        "models": {"store_dir": str(model_store.root)},
+        "generation": {"max_tokens": 8},
+        "budget": {"state_file": str(tmp_path / "budget.json")},
+        "telemetry": {"sources": []},
+    }
+    discovery = {
+        "discover": True,
+        "discover_interfaces": ["127.0.0.1"],
+        "discover_timeout_s": 1.5,
+        "token": broker.token,
+        "device_id": "device-1",
+        "pins_file": str(tmp_path / "brokers.json"),
+    }
+    trusted = EdgeSettings.model_validate(
+        {**common, "broker": {**discovery, "enrolled": [broker.identity.fingerprint]}}
+    )
+    with EdgeAgent(trusted, background=False) as agent:
+        answer = agent.ask("What is the capital of France?", mode="cloud")
+    assert answer.source == "cloud", answer.decision.reason
+    assert answer.decision.broker is not None
+    assert answer.decision.broker.address == f"127.0.0.1:{broker.port}"
+
+    # Nothing enrolled, no first-use pinning: the advert alone is not trusted.
+    untrusted = EdgeSettings.model_validate({**common, "broker": discovery})
+    with EdgeAgent(untrusted, background=False) as agent:
+        answer = agent.ask("What is the capital of France?", mode="cloud")
+    assert answer.source == "local-degraded"
+    assert "no trusted broker was discovered" in answer.decision.reason
