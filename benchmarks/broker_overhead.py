@@ -918,14 +918,18 @@ def _version(package: str, python: str | None = None) -> str | None:
     return None
 
 
-def machine(args: argparse.Namespace) -> dict[str, Any]:
-    _, litellm_python = litellm_command(Path(args.litellm))
-    model = ""
+def cpu_model() -> str:
+    """The CPU's model name on Linux, else empty."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def machine(args: argparse.Namespace) -> dict[str, Any]:
+    _, litellm_python = litellm_command(Path(args.litellm))
+    model = cpu_model()
     return {
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),

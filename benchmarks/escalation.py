@@ -57,7 +57,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-from broker_overhead import BROKER_TOML, RESULTS, ROOT, STUB, ServerProcess
+from broker_overhead import BROKER_TOML, RESULTS, ROOT, STUB, ServerProcess, cpu_model
 
 from edge_agent import Answer, EdgeAgent, EdgeSettings
 from edge_agent.settings import load_edge_settings
@@ -439,12 +439,7 @@ def edge_settings(store: Path, workdir: Path, address: str = "") -> EdgeSettings
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     return {
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),

@@ -40,7 +40,7 @@ from .confidence import Scorer, get_scorer
 from .decision import AbortInfo, BrokerInfo, Decision, Path, PreRouteInfo, StageTimings
 from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
 from .meters import BrokerHealth, LocalSpeed
-from .policy import Threshold, ThresholdPolicy
+from .policy import GATE_BUDGET_SPENT, Threshold, ThresholdPolicy
 from .preroute import Prediction, PreRoute
 from .settings import EdgeSettings, Mode, state_dir
 from .telemetry import (
@@ -407,7 +407,7 @@ class _Request:
         escalator = self.agent.broker()
         if escalator is None:
             return self.agent.broker_missing or "no broker", self.agent.broker_failed
-        if self.th.gate == "the escalation budget is spent":
+        if self.th.gate == GATE_BUDGET_SPENT:
             return self.th.gate, False
         ok, why = escalator.available()
         if not ok:

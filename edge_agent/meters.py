@@ -60,8 +60,5 @@ class BrokerHealth:
     def record_down(self) -> None:
         self.available = False
 
-    def record_up(self) -> None:
-        self.available = True
-
     def read(self) -> Reading:
         return {"broker_rtt_s": self._rtt.value, "broker_available": self.available}

@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from .settings import PolicySettings
 from .telemetry.snapshot import Telemetry
 
-__all__ = ["Threshold", "ThresholdFilter", "ThresholdPolicy", "ThresholdTerm", "raw_threshold"]
+__all__ = [
+    "GATE_BROKER_DOWN",
+    "GATE_BUDGET_SPENT",
+    "Threshold",
+    "ThresholdFilter",
+    "ThresholdPolicy",
+    "ThresholdTerm",
+    "raw_threshold",
+]
 
 
 @dataclass(frozen=True)
@@ -98,11 +106,15 @@ def raw_threshold(t: Telemetry, w: PolicySettings) -> tuple[float, list[Threshol
     return w.q_cloud - (c_cloud - c_local) / w.value, terms
 
 
+GATE_BROKER_DOWN = "the broker is unavailable"
+GATE_BUDGET_SPENT = "the escalation budget is spent"
+
+
 def gate(t: Telemetry) -> str | None:
     if t.broker_available is False:
-        return "the broker is unavailable"
+        return GATE_BROKER_DOWN
     if t.budget_left is not None and t.budget_left <= 0.0:
-        return "the escalation budget is spent"
+        return GATE_BUDGET_SPENT
     return None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from brokerproc import BrokerProcess
 from conftest import GEMMA, SMOLLM2
+from test_broker import _env as broker_env
 from test_cli import run
 
 from edge_agent import EdgeAgent, EdgeSettings
@@ -30,22 +31,9 @@ BAD = "Write a haiku about rust."  # SmolLM2 loops on "a thread of life" for all
 
 
 def gemma_broker(model_store: ModelStore, root: Path, listen: str = "127.0.0.1:0") -> BrokerProcess:
-    env = _broker_env(model_store, root)
+    env = broker_env(model_store, root)
     config = f'[models]\nserve = ["{GEMMA}"]\ndefault = "{GEMMA}"\n'
     return BrokerProcess(["serve", "--dev", "--listen", listen], env, config=config, tmp_path=root)
-
-
-def _broker_env(model_store: ModelStore, root: Path) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        RIDGELINE_BROKER_MODELS__STORE_DIR=str(model_store.root),
-        RIDGELINE_BROKER_METRICS__LISTEN="127.0.0.1:0",
-    )
-    return env
 
 
 @pytest.fixture(scope="module")
