@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker bench-escalation clean
+.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -65,6 +65,11 @@ bench-broker: setup-dev
 # Extra flags: make bench-escalation BENCH_ARGS="--store /tmp/st --quick"
 bench-escalation: setup-dev
 	$(BIN)/python benchmarks/escalation.py $(BENCH_ARGS)
+
+# How well each confidence variant predicts a right answer, and what it costs (about 25 min on
+# 2 cores: every probe over 497 questions). Extra flags: BENCH_ARGS="--limit 40"
+bench-confidence: setup-dev
+	$(BIN)/python benchmarks/confidence.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

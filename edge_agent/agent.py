@@ -36,9 +36,10 @@ from ridgeline_core.runtime import (
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
 from .budget import EscalationBudget
-from .confidence import Scorer, get_scorer
+from .calibrated import ConfidenceInfo, ModelConfidence, Scored, model_confidence
 from .decision import AbortInfo, BrokerInfo, Decision, Path, PreRouteInfo, StageTimings
 from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
+from .features import Evidence
 from .meters import BrokerHealth, LocalSpeed
 from .policy import GATE_BUDGET_SPENT, Threshold, ThresholdPolicy
 from .preroute import Prediction, PreRoute
@@ -128,6 +129,11 @@ class LocalRun:
     signals: list[TokenSignals]  # one per answer token
     stats: GenerationStats
     aborted_at: int | None = None  # answer tokens generated when should_abort said stop
+    pieces: list[str] = dataclasses.field(default_factory=list)  # text of each token
+
+    def evidence(self, prompt: str) -> Evidence:
+        """What the confidence features read (probes not yet run)."""
+        return Evidence(prompt, tuple(self.pieces), tuple(self.signals), self.stats.eog_signals)
 
 
 def run_local(
@@ -140,11 +146,15 @@ def run_local(
     """Generate to the end, or until ``should_abort(signals so far)`` says stop."""
     parts: list[str] = []
     signals: list[TokenSignals] = []
+    pieces: list[str] = []
     aborted_at = None
     with runtime.generate(messages, params) as stream:
         for token in stream:
             if token.signals is not None:
                 signals.append(token.signals)
+                pieces.append(token.text)
+            elif pieces:  # text held back and released at the end belongs to the last token
+                pieces[-1] += token.text
             if token.text:
                 parts.append(token.text)
                 if on_text is not None:
@@ -152,7 +162,7 @@ def run_local(
             if should_abort is not None and token.signals is not None and should_abort(signals):
                 aborted_at = len(signals)
                 break
-    return LocalRun("".join(parts), signals, stream.stats, aborted_at)
+    return LocalRun("".join(parts), signals, stream.stats, aborted_at, pieces)
 
 
 @dataclass
@@ -163,6 +173,7 @@ class _Local:
     confidence: float
     load_s: float
     abort: AbortInfo | None
+    info: ConfidenceInfo
 
 
 class EdgeAgent:
@@ -187,7 +198,8 @@ class EdgeAgent:
         self.store = store or settings.models.store()
         self._pool = RuntimePool(self.catalog, self.store, settings.runtime.load_options())
         self._scorer_name = settings.confidence.scorer
-        self._scorer: Scorer = get_scorer(self._scorer_name)
+        self._confidence: dict[str, ModelConfidence] = {}
+        self._confidence_lock = threading.Lock()
         self.local_speed = LocalSpeed(settings.telemetry.speed_alpha)
         self.broker_health = BrokerHealth(settings.telemetry.rtt_alpha)
         budget_file = settings.budget.state_file or state_dir() / "budget.json"
@@ -332,6 +344,31 @@ class EdgeAgent:
             progress,
         ).run()
 
+    def runtime(self, model: str, progress: Progress = NULL_PROGRESS) -> Runtime:
+        """The loaded local model (pulled and loaded on first use)."""
+        return self._pool.get(model, progress)
+
+    def confidence_for(self, model: str, runtime: Runtime) -> ModelConfidence:
+        """How ``model``'s answers get their confidence (its calibration, checked once)."""
+        with self._confidence_lock:
+            found = self._confidence.get(model)
+            if found is None:
+                c = self.settings.confidence
+                found = model_confidence(
+                    self.catalog.get(model),
+                    runtime,
+                    scorer_name=c.scorer,
+                    use_calibration=c.calibrated,
+                    calibration_file=c.calibration_file,
+                    system_prompt=self.settings.generation.system_prompt,
+                )
+                self._confidence[model] = found
+            return found
+
+    def score_local(self, model: str, runtime: Runtime, prompt: str, run: LocalRun) -> Scored:
+        """The confidence of a finished local answer (runs the probes its calibration needs)."""
+        return self.confidence_for(model, runtime).score(runtime, run.evidence(prompt))
+
     def decide_threshold(self) -> Threshold:
         """τ for the current telemetry (what ``edge-agent telemetry`` prints)."""
         return self.policy.evaluate(self.sampler.snapshot())
@@ -473,30 +510,42 @@ class _Request:
         started = time.perf_counter()
         runtime = agent._pool.get(self.model, self.progress)
         load_s = time.perf_counter() - started
-        should_abort = self._abort_check() if abort else None
+        confidence = agent.confidence_for(self.model, runtime)
+        should_abort = self._abort_check(confidence) if abort else None
         run = run_local(
             runtime, self.messages, self.params, self.on_text if stream else None, should_abort
         )
-        self.local_ms += (time.perf_counter() - started) * 1000
         agent.local_speed.record(run.stats.tokens_per_s, run.stats.time_to_first_token_s)
-        agent.sampler.refresh()
-        info = None
-        confidence = agent._scorer(run.signals)
         if run.aborted_at is not None:
-            info = AbortInfo(run.aborted_at, confidence, self._abort_limit())
-        self.local = _Local(run, confidence, load_s, info)
+            running = confidence.running(run.signals)
+            info = ConfidenceInfo(
+                confidence.calibrated,
+                "running" if confidence.calibrated else confidence.scorer_name,
+                confidence.scorer(run.signals),
+                None,
+                confidence.note,
+            )
+            abort_info = AbortInfo(run.aborted_at, running, self._abort_limit())
+            self.local = _Local(run, running, load_s, abort_info, info)
+        else:
+            scored = confidence.score(runtime, run.evidence(self.prompt))
+            self.local = _Local(run, scored.confidence, load_s, None, scored.info)
+        self.local_ms += (time.perf_counter() - started) * 1000
+        agent.sampler.refresh()
         return self.local
 
     def _abort_limit(self) -> float:
         return self.tau - self.agent.settings.abort.margin
 
-    def _abort_check(self) -> Callable[[list[TokenSignals]], bool] | None:
+    def _abort_check(
+        self, confidence: ModelConfidence
+    ) -> Callable[[list[TokenSignals]], bool] | None:
         s = self.agent.settings.abort
         if not s.enabled:
             return None
         limit = self._abort_limit()
-        scorer = self.agent._scorer
-        return lambda signals: len(signals) >= s.min_tokens and scorer(signals) < limit
+        running = confidence.running
+        return lambda signals: len(signals) >= s.min_tokens and running(signals) < limit
 
     def _escalate(self, local: _Local | None, local_state: str, why: str) -> Answer:
         escalator = self.agent.broker()
@@ -567,6 +616,7 @@ class _Request:
             mode=self.mode,
             reason=reason,
             confidence=None if local is None else local.confidence,
+            confidence_info=None if local is None else local.info,
             threshold=self.tau,
             threshold_raw=self.th.raw,
             threshold_reason=self.th.reason(),
@@ -600,7 +650,7 @@ class _Request:
             source=path,
             confidence=local.confidence,
             threshold=self.tau,
-            scorer=self.agent._scorer_name,
+            scorer=_scorer_label(local.info),
             model=self.model,
             finish_reason=stats.finish_reason.value if stats.finish_reason else "unknown",
             timings=_timings(local),
@@ -615,13 +665,17 @@ class _Request:
             source=path,
             confidence=None if local is None else local.confidence,
             threshold=self.tau,
-            scorer=self.agent._scorer_name,
+            scorer=self.agent._scorer_name if local is None else _scorer_label(local.info),
             model=cloud.model,
             finish_reason=cloud.finish_reason,
             timings=None if local is None else _timings(local),
             signals=None if local is None else SignalSummary.of(local.run.signals),
             decision=self._decision(path, reason),
         )
+
+
+def _scorer_label(info: ConfidenceInfo) -> str:
+    return f"calibrated:{info.method}" if info.calibrated else info.method
 
 
 def _timings(local: _Local) -> AnswerTimings:

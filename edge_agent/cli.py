@@ -4,14 +4,17 @@ the threshold it gives, replay traces, manage models, show settings."""
 from __future__ import annotations
 
 import json
+import math
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from ridgeline_core.cli import CliProgress, CliState, root_group
-from ridgeline_core.errors import ConfigError, RidgelineError
+from ridgeline_core.errors import ConfigError, RidgelineError, UnavailableError
 
 from .settings import load_edge_settings
 
@@ -272,6 +275,337 @@ def simulate(
         sim.plot(steps, trace, out / "simulation.png")
         written.append(out / "simulation.png")
     click.echo("wrote " + ", ".join(str(path) for path in written), err=True)
+
+
+dataset_option = click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='JSONL questions: {"prompt": ..., "answers": [...]} per line',
+)
+limit_option = click.option(
+    "--limit", type=click.IntRange(min=1), help="use only the first N questions"
+)
+calibrate_tokens_option = click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="answer length limit (the confidence features read the first sentence)",
+)
+
+
+def _questions(path: Path, limit: int | None) -> list[Any]:
+    from .evaluation.dataset import load_dataset
+
+    items = load_dataset(path)
+    return items[:limit] if limit else items
+
+
+@cli.command()
+@dataset_option
+@click.option("--model", help="local model name (default: models.default)")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "isotonic", "platt", "logistic-fast", "logistic"]),
+    default="auto",
+    show_default=True,
+    help="calibrator to save; auto: the lowest Brier score out of sample",
+)
+@click.option(
+    "--heldout",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="score the methods on this question set instead of cross-validating",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="calibration file (default: beside the model's manifest, where the agent looks)",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="reliability and coverage plot (default: <model>.calibration.png beside --out)",
+)
+@click.option("--no-plot", is_flag=True, help="skip the plot (no matplotlib needed)")
+@calibrate_tokens_option
+@limit_option
+@click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
+@click.pass_obj
+def calibrate(
+    state: CliState,
+    dataset: Path,
+    model: str | None,
+    method: str,
+    heldout: Path | None,
+    out: Path | None,
+    plot_path: Path | None,
+    no_plot: bool,
+    max_tokens: int,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Fit the local model's confidence calibration on labelled questions.
+
+    Answers every question with the agent's chat prompt, records the confidence evidence
+    and whether the answer was right, scores each method out of sample (AUROC, ECE,
+    Brier, accuracy at coverage), then fits the chosen one on all questions and saves it
+    where the agent finds it."""
+    from ridgeline_core.runtime import SamplingParams
+
+    from . import harness
+    from .agent import EdgeAgent
+    from .calibrated import calibration_path, prompt_style
+
+    items = _questions(dataset, limit)
+    held = _questions(heldout, None) if heldout else None
+    settings = state.load({"models.default": (model, f"--model {model}")} if model else None)
+    settings = settings.settings
+    name = settings.models.default
+    with EdgeAgent(settings, background=False) as agent:
+        manifest = agent.catalog.get(name)
+        target = out or calibration_path(manifest)
+        if target is None:
+            raise ConfigError(f"{name} has no manifest file to save beside; pass --out FILE")
+        _check_writable(target)
+        runtime = agent.runtime(name, CliProgress(lines=False))
+        methods = list(harness.METHODS.values())
+        probes = harness.probes_needed(methods)
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        system_prompt = settings.generation.system_prompt
+        progress = CliProgress(unit="items")
+        observations = harness.observe(
+            runtime, items, system_prompt=system_prompt, params=params, probes=probes,
+            progress=progress,
+        )  # fmt: skip
+        held_obs = None
+        if held is not None:
+            held_obs = harness.observe(
+                runtime, held, system_prompt=system_prompt, params=params, probes=probes,
+                progress=progress,
+            )  # fmt: skip
+        reports = harness.compare_methods(observations, methods, heldout=held_obs)
+        chosen_name = method
+        if method == "auto":
+            chosen_name = min(reports, key=lambda r: r.brier).method
+        chosen = harness.METHODS[chosen_name]
+        chosen_report = next(r for r in reports if r.method == chosen_name)
+        info = {
+            "dataset": str(dataset),
+            "questions": len(items),
+            "accuracy": sum(o.correct for o in observations) / len(observations),
+            "max_tokens": max_tokens,
+            "heldout": chosen_report.row(),
+            "methods": [r.row() for r in reports],
+            "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        fitted = harness.fit(
+            observations,
+            chosen,
+            model=name,
+            prompt_style=prompt_style(runtime, system_prompt),
+            info=info,
+        )
+        fitted.save(target)
+    plot_file = None
+    if not no_plot:
+        plot_file = plot_path or target.with_suffix(".png")
+        title = f"{name}: fitted on {dataset.name} ({len(items)} questions), {chosen_report.how}"
+        harness.plot_calibration(reports, plot_file, title)
+    report = {
+        "model": name,
+        "dataset": str(dataset),
+        "questions": len(items),
+        "local_accuracy": info["accuracy"],
+        "methods": [r.row() for r in reports],
+        "chosen": chosen_name,
+        "saved": str(target),
+        "plot": None if plot_file is None else str(plot_file),
+    }
+    if as_json:
+        click.echo(json.dumps(_json_safe(report), indent=2))
+        return
+    _print_methods(reports, chosen_name)
+    click.echo(f"accuracy of the local answers: {info['accuracy']:.3f} ({len(items)} questions)")
+    click.echo(f"saved {chosen_name} calibration to {target}")
+    if out is not None and out != calibration_path(manifest):
+        click.echo(f'  (the agent reads it with confidence.calibration_file = "{out}")')
+    if plot_file is not None:
+        click.echo(f"wrote {plot_file}")
+
+
+def _check_writable(target: Path) -> None:
+    """Fail before an hour of answering, not after it."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {target}: {exc.strerror or exc}; pass --out FILE"
+        ) from None
+
+
+def _print_methods(reports: list[Any], chosen: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .harness import coverage_points
+
+    table = Table(
+        "method", "AUROC", "ECE", "Brier", "s/answer", "acc@20%", "acc@50%", "acc@80%",
+        "acc@100%", box=None, title=f"out of sample: {reports[0].how}",
+    )  # fmt: skip
+    for r in reports:
+        at = dict(coverage_points(r.coverage, (0.2, 0.5, 0.8, 1.0)))
+        mark = " ←" if r.method == chosen else ""
+        table.add_row(
+            r.method + mark, f"{r.auroc:.3f}", f"{r.ece:.3f}", f"{r.brier:.3f}",
+            f"{r.seconds:.2f}", *(f"{at[c]:.2f}" for c in (0.2, 0.5, 0.8, 1.0)),
+        )  # fmt: skip
+    Console(width=120).print(table)
+
+
+@cli.command(name="eval")
+@dataset_option
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option(
+    "--strong",
+    type=click.Choice(["oracle", "broker"]),
+    default="oracle",
+    show_default=True,
+    help="the escalation side: always right (oracle), or ask the broker",
+)
+@click.option("--model", help="local model name (default: models.default)")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="τ (default: the policy's")
+@calibrate_tokens_option
+@limit_option
+@broker_option
+@dev_option
+@click.pass_obj
+def evaluate(
+    state: CliState,
+    dataset: Path,
+    as_json: bool,
+    strong: str,
+    model: str | None,
+    threshold: float | None,
+    max_tokens: int,
+    limit: int | None,
+    broker: str | None,
+    dev: bool,
+) -> None:
+    """Measure the whole decision on labelled questions: local accuracy, how well the
+    confidence ranks answers (AUROC, ECE), how many escalate at τ and the accuracy that
+    gives, and the routing curve (CPT50/80, APGR) against a random router."""
+    from ridgeline_core.runtime import SamplingParams
+
+    from . import harness
+    from .agent import EdgeAgent
+    from .policy import ThresholdPolicy
+    from .telemetry import Telemetry
+
+    items = _questions(dataset, limit)
+    flags = _broker_flags(broker, dev, None)
+    if model:
+        flags["models.default"] = (model, f"--model {model}")
+    settings = _check_dev(state, flags, dev)
+    name = settings.models.default
+    if threshold is None:  # the policy's τ with no telemetry pulling it either way
+        threshold = ThresholdPolicy(settings.policy).evaluate(Telemetry()).value
+    started = time.perf_counter()
+    with EdgeAgent(settings, background=False) as agent:
+        runtime = agent.runtime(name, CliProgress(lines=False))
+        confidence = agent.confidence_for(name, runtime)
+        probes = confidence.calibration.probes if confidence.calibration else set()
+        observations = harness.observe(
+            runtime, items, system_prompt=settings.generation.system_prompt,
+            params=SamplingParams(max_tokens=max_tokens, temperature=0.0), probes=probes,
+            progress=CliProgress(unit="items"),
+        )  # fmt: skip
+        if strong == "oracle":
+            strong_correct = [True] * len(items)
+        else:
+            strong_correct = _ask_broker(agent, items, max_tokens)
+        result = harness.evaluate(observations, confidence, runtime, strong_correct, threshold)
+    result = {
+        "model": name,
+        "dataset": str(dataset),
+        "strong": strong,
+        "calibrated": confidence.calibrated,
+        "confidence": confidence.describe(),
+        **result,
+        "seconds": time.perf_counter() - started,
+    }
+    if as_json:
+        click.echo(json.dumps(_json_safe(result), indent=2))
+        return
+    _print_eval(result)
+
+
+def _ask_broker(agent: Any, items: list[Any], max_tokens: int) -> list[bool]:
+    from .evaluation.matcher import is_correct
+
+    progress = CliProgress(unit="items")
+    progress.start(f"asking the broker {len(items)} questions", len(items))
+    correct = []
+    try:
+        for item in items:
+            answer = agent.ask(item.prompt, mode="cloud", max_tokens=max_tokens)
+            if answer.source != "cloud":
+                raise UnavailableError(
+                    f"the broker did not answer {item.id}: {answer.decision.reason}"
+                )
+            correct.append(is_correct(answer.text, item.answers))
+            progress.advance(1)
+    finally:
+        progress.finish()
+    return correct
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a metric that is undefined, e.g. AUROC with one class) becomes null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    random = result["random"]
+    table = Table("", "Ridgeline", "random router", box=None)
+    table.add_row("local accuracy", _f(result["local_accuracy"]), "")
+    table.add_row(f"strong accuracy ({result['strong']})", _f(result["strong_accuracy"]), "")
+    table.add_row("AUROC", _f(result["auroc"]), "0.500")
+    table.add_row("ECE", _f(result["ece"]), "")
+    table.add_row("Brier", _f(result["brier"]), "")
+    table.add_row(f"escalation rate at τ {result['threshold']:.2f}",
+                  _f(result["escalation_rate"]), _f(result["escalation_rate"]))  # fmt: skip
+    table.add_row("hybrid accuracy", _f(result["hybrid_accuracy"]),
+                  _f(random["hybrid_accuracy"]))  # fmt: skip
+    table.add_row("CPT50", _f(result["cpt50"]), _f(random["cpt50"]))
+    table.add_row("CPT80", _f(result["cpt80"]), _f(random["cpt80"]))
+    table.add_row("APGR", _f(result["apgr"]), _f(random["apgr"]))
+    console = Console(width=100)
+    console.print(
+        f"{result['model']} on {result['dataset']}: {result['n']} questions, "
+        f"confidence {result['confidence']}",
+        highlight=False,
+    )
+    console.print(table)
+
+
+def _f(value: Any) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{value:.3f}"
 
 
 def _format(value: Any) -> str:

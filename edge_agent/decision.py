@@ -17,7 +17,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AbortInfo", "BrokerInfo", "Decision", "Path", "PreRouteInfo", "StageTimings"]
+__all__ = [
+    "AbortInfo",
+    "BrokerInfo",
+    "ConfidenceInfo",
+    "Decision",
+    "Path",
+    "PreRouteInfo",
+    "StageTimings",
+]
 
 Path = Literal["local", "cloud", "skipped-local", "local-degraded"]
 
@@ -26,7 +34,7 @@ Path = Literal["local", "cloud", "skipped-local", "local-degraded"]
 class StageTimings:
     decide_ms: float  # telemetry snapshot + threshold policy
     preroute_ms: float | None
-    local_ms: float | None  # local generation (all runs of it), when it ran
+    local_ms: float | None  # local generation (all runs of it) and confidence probes
     broker_ms: float | None  # escalation, when a call went out
     total_ms: float
 
@@ -36,6 +44,17 @@ class PreRouteInfo:
     predicted: float
     hints: list[str]
     skipped_local: bool
+
+
+@dataclass(frozen=True)
+class ConfidenceInfo:
+    """How an answer's confidence was computed (part of the decision record)."""
+
+    calibrated: bool  # True: a probability from the model's calibration
+    method: str  # the calibrator kind, or the raw scorer's name
+    raw: float  # the raw scorer's value, for comparison
+    probes_ms: float | None  # model time the probes took, when any ran
+    note: str | None = None  # why the raw score was used, when it was
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,7 @@ class Decision:
     mode: str
     reason: str
     confidence: float | None
+    confidence_info: ConfidenceInfo | None  # when the local model ran
     threshold: float
     threshold_raw: float
     threshold_reason: str  # the telemetry that moved τ, in words

@@ -95,7 +95,15 @@ class GenerationSettings(Section):
 
 
 class ConfidenceSettings(Section):
-    scorer: str = Field(default="margin", description="how token signals become one score")
+    scorer: str = Field(
+        default="margin", description="raw score of token signals, used when uncalibrated"
+    )
+    calibrated: bool = Field(
+        default=True, description="use the model's calibration (edge-agent calibrate) if any"
+    )
+    calibration_file: Path | None = Field(
+        default=None, description="calibration JSON (default: beside the model's manifest)"
+    )
 
     @field_validator("scorer")
     @classmethod

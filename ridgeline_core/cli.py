@@ -96,10 +96,17 @@ class CliProgress:
     """A transient progress bar on a terminal; otherwise one line per phase, or silence.
 
     ``lines=False`` keeps logs quiet for commands whose long phases are rare
-    (``ask`` verifies a model before its first load).
+    (``ask`` verifies a model before its first load). ``unit="items"`` counts things
+    (questions answered) instead of bytes; off a terminal it then prints a line at every
+    tenth of the way.
     """
 
-    def __init__(self, console: Console | None = None, *, lines: bool = True) -> None:
+    def __init__(
+        self, console: Console | None = None, *, lines: bool = True, unit: str = "bytes"
+    ) -> None:
+        self._unit = unit
+        self._total: int | None = None
+        self._done = 0
         self._console = console or Console(stderr=True)
         self._bar = self._console.is_terminal
         self._lines = lines and not self._bar
@@ -110,14 +117,16 @@ class CliProgress:
 
     def start(self, description: str, total: int | None) -> None:
         self._description, self._started = description, time.monotonic()
+        self._total, self._done = total, 0
         if self._lines:
-            size = f" ({format_bytes(total)})" if total else ""
+            size = f" ({format_bytes(total)})" if total and self._unit == "bytes" else ""
             self._console.print(f"{description}{size}...", highlight=False)
         if not self._bar:
             return
         from rich.progress import (
             BarColumn,
             DownloadColumn,
+            MofNCompleteColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
@@ -125,12 +134,16 @@ class CliProgress:
             TransferSpeedColumn,
         )
 
+        amounts = (
+            (DownloadColumn(), TransferSpeedColumn())
+            if self._unit == "bytes"
+            else (MofNCompleteColumn(),)
+        )
         self._progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            *amounts,
             TimeRemainingColumn(),
             console=self._console,
             transient=True,
@@ -141,6 +154,11 @@ class CliProgress:
     def advance(self, amount: int) -> None:
         if self._progress is not None:
             self._progress.advance(self._task, amount)
+        before, self._done = self._done, self._done + amount
+        total = self._total
+        counting = self._lines and self._unit != "bytes"
+        if counting and total and before * 10 // total != self._done * 10 // total:
+            self._console.print(f"  {self._done}/{total}", highlight=False)
 
     def finish(self) -> None:
         if self._progress is not None:

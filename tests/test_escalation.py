@@ -194,7 +194,9 @@ def test_telemetry_command_shows_snapshot_and_threshold(
 
 # -- scenarios over traces (in-process agent, real model, real broker) ----------------
 
-PROMPTS = [EASY, "Who wrote Hamlet?"]
+# Calibrated confidences of SmolLM2's answers to these (24 tokens): about 0.72 and 0.71.
+# Above the neutral τ (0.55), below τ on a drained battery (0.79 and rising).
+PROMPTS = ["What year did the Berlin wall fall?", "What is the largest planet in the solar system?"]
 
 
 def _run_trace(agent: EdgeAgent, source: StepReplaySource, sampler: TelemetrySampler,
@@ -233,9 +235,11 @@ def test_battery_falling_unplugged_raises_tau_and_escalates_more(
 def test_rtt_rising_lowers_tau_and_escalates_less(
     broker: BrokerProcess, model_store: ModelStore, tmp_path: Path
 ) -> None:
-    rtts = [0.0, 0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    rtts = [0.0, 0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
     trace = write_trace(tmp_path / "rtt.jsonl", [{"broker_rtt_s": r} for r in rtts])
-    hard = ["How many legs does a spider have?", "What year did the Berlin wall fall?"]
+    # Doubtful answers (calibrated confidence about 0.41 and 0.28): below the neutral τ,
+    # above τ on a 2 s link (about 0.2).
+    hard = ["Is a tomato a fruit?", "What is the boiling point of water in Fahrenheit?"]
     edge = settings(model_store, tmp_path, broker.address, preroute={"enabled": False})
     agent, source, sampler = replay_agent(edge, trace)
     with agent:
@@ -317,8 +321,12 @@ def test_broker_killed_mid_stream_gives_local_degraded_within_deadline(
     assert timings.broker_ms is not None and timings.local_ms is not None
     assert timings.broker_ms < deadline_s * 1000
     # The finished local draft is the answer: no second local run after the failure.
+    # (local_ms is the load, the generation and the confidence probes.)
     assert answer.timings is not None
-    assert timings.local_ms < answer.timings.total_s * 1000 + answer.timings.load_s * 1000 + 50
+    info = decision.confidence_info
+    assert info is not None
+    generation_ms = (answer.timings.total_s + answer.timings.load_s) * 1000
+    assert timings.local_ms < generation_ms + (info.probes_ms or 0.0) + 50
 
 
 def test_dead_broker_opens_the_circuit_and_later_requests_wait_for_nothing(

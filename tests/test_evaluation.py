@@ -396,7 +396,7 @@ def test_to_dict_round_trips_through_json() -> None:
 def test_load_calibrator_refuses_bad_dicts() -> None:
     with pytest.raises(ValueError, match="unknown calibrator kind"):
         load_calibrator({"kind": "magic"})
-    with pytest.raises(ValueError, match="'a' must be a number"):
+    with pytest.raises(ValueError, match="'a' must be a finite number"):
         load_calibrator({"kind": "platt", "b": 0.0})
     with pytest.raises(ValueError, match="equal, non-empty"):
         load_calibrator({"kind": "isotonic", "thresholds": [0.0, 1.0], "values": [0.5]})

@@ -21,6 +21,7 @@ classes are separable.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -72,16 +73,16 @@ def _labels(y: npt.ArrayLike, n: int) -> FloatArray:
 def _float_list(data: dict[str, Any], key: str) -> list[float]:
     value = data.get(key)
     if not isinstance(value, list) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
     ):
-        raise ValueError(f"calibrator field {key!r} must be a list of numbers")
+        raise ValueError(f"calibrator field {key!r} must be a list of finite numbers")
     return [float(v) for v in value]
 
 
 def _float(data: dict[str, Any], key: str) -> float:
     value = data.get(key)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"calibrator field {key!r} must be a number")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"calibrator field {key!r} must be a finite number")
     return float(value)
 
 

@@ -93,6 +93,12 @@ class Runtime(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in this model's vocabulary."""
 
+    def next_token_probs(
+        self, messages: Sequence[ChatMessage], candidates: Sequence[str]
+    ) -> list[float]:
+        """For a chat whose assistant turn is about to start, the probability that the
+        answer's first token is the first token of each candidate (one forward pass)."""
+
     def close(self) -> None:
         """Free the model's memory; the runtime is unusable afterwards."""
 

@@ -149,6 +149,33 @@ class LlamaCppRuntime:
         with self._using_model():
             return len(self._tokenize(text, add_special=False))
 
+    def next_token_probs(
+        self, messages: Sequence[ChatMessage], candidates: Sequence[str]
+    ) -> list[float]:
+        with self._using_model():
+            tokens = self._chat_tokens(messages)
+            if len(tokens) >= self.context_length:
+                raise PromptTooLongError(len(tokens), self.context_length)
+            firsts = []
+            for candidate in candidates:
+                ids = self._tokenize(candidate, add_special=False)
+                if not ids:
+                    raise ValueError(f"candidate {candidate!r} has no tokens")
+                firsts.append(ids[0])
+            llm = self._llm
+            try:
+                llm.reset()
+                llm.eval(tokens)
+            except RuntimeError as exc:
+                raise ModelError(f"{self.manifest.name}: evaluation failed: {exc}") from exc
+            logits = np.ctypeslib.as_array(
+                self._lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(self._n_vocab,)
+            ).astype(np.float64)
+        logits -= logits.max()
+        probs = np.exp(logits)
+        probs /= probs.sum()
+        return [float(probs[token]) for token in firsts]
+
     def close(self) -> None:
         """Free the model once no generation is running (waits up to a minute for one)."""
         self._closed = True

@@ -1,0 +1,290 @@
+"""A calibrated confidence model: named features of a local answer -> P(answer is correct).
+
+``edge-agent calibrate`` fits one per model and saves it as JSON next to the model's
+manifest (``<manifest dir>/<model>.calibration.json``); the agent loads it with the model
+and compares its probability with τ. It holds:
+
+* ``features`` and a ``calibrator`` over them (a learned combination, or one score
+  calibrated by isotonic or Platt scaling);
+* ``running``: a Platt calibration of the streaming score (the ``margin`` of the tokens so
+  far), which early abort uses while the answer is still being written;
+* ``prompt_style``: a fingerprint of the chat prompt the model was calibrated with (system
+  prompt and template). Confidence measured under another prompt style is not the same
+  quantity, so a mismatch makes the agent fall back to the raw score and say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ridgeline_core.errors import ConfigError
+from ridgeline_core.runtime import ChatMessage, Runtime, TokenSignals
+from ridgeline_core.store.manifest import ModelManifest
+
+from .confidence import Scorer, get_scorer
+from .decision import ConfidenceInfo
+from .evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
+from .features import Evidence, feature_values, probes_for, run_probes
+
+__all__ = [
+    "FORMAT",
+    "CalibrationError",
+    "ConfidenceInfo",
+    "ConfidenceModel",
+    "ModelConfidence",
+    "Scored",
+    "calibration_path",
+    "model_confidence",
+    "prompt_style",
+    "running_score",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ridgeline-calibration/1"
+_STYLE_PROBE = "\ue000question\ue001"
+
+
+class CalibrationError(ConfigError):
+    """A calibration file is missing a field, malformed, or for something else."""
+
+
+def calibration_path(manifest: ModelManifest) -> Path | None:
+    """Where a model's calibration lives: beside its manifest (None without a manifest file)."""
+    if manifest.origin is None:
+        return None
+    return manifest.origin.parent / f"{manifest.name}.calibration.json"
+
+
+def prompt_style(runtime: Runtime, system_prompt: str | None) -> str:
+    """Fingerprint of the chat prompt around a question: template plus system prompt."""
+    messages = [ChatMessage("user", _STYLE_PROBE)]
+    if system_prompt:
+        messages.insert(0, ChatMessage("system", system_prompt))
+    rendered = runtime.render(messages)
+    return hashlib.sha256(rendered.encode("utf-8")).hexdigest()[:16]
+
+
+def running_score(signals: Sequence[TokenSignals]) -> float:
+    """The streaming score early abort watches: mean margin of the tokens so far."""
+    return sum(s.margin for s in signals) / len(signals) if signals else 0.0
+
+
+@dataclass
+class ConfidenceModel:
+    model: str
+    features: tuple[str, ...]
+    calibrator: Calibrator
+    running: PlattCalibrator
+    prompt_style: str
+    info: dict[str, Any] = field(default_factory=dict)  # dataset, n, metrics, when
+
+    def __post_init__(self) -> None:
+        if not self.features:
+            raise CalibrationError("a confidence model needs at least one feature")
+        try:
+            probes_for(self.features)
+        except KeyError as exc:
+            raise CalibrationError(str(exc.args[0])) from None
+        if self.calibrator.kind != "logistic" and len(self.features) != 1:
+            raise CalibrationError(
+                f"a {self.calibrator.kind} calibrator takes one feature, got {len(self.features)}"
+            )
+
+    @property
+    def probes(self) -> set[str]:
+        return probes_for(self.features)
+
+    @property
+    def method(self) -> str:
+        return self.calibrator.kind
+
+    def probability(self, evidence: Evidence) -> float:
+        return float(self.predict(np.asarray([feature_values(evidence, self.features)]))[0])
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Probabilities for rows of feature values (n, len(features))."""
+        x = rows if self.calibrator.kind == "logistic" else rows[:, 0]
+        return np.clip(self.calibrator.predict(x), 0.0, 1.0)
+
+    def running_probability(self, signals: Sequence[TokenSignals]) -> float:
+        return float(self.running.predict(np.asarray([running_score(signals)]))[0])
+
+    # -- files ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model,
+            "features": list(self.features),
+            "calibrator": self.calibrator.to_dict(),
+            "running": self.running.to_dict(),
+            "prompt_style": self.prompt_style,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "calibration") -> ConfidenceModel:
+        if not isinstance(data, dict):
+            raise CalibrationError(f"{where}: expected a JSON object")
+        if data.get("format") != FORMAT:
+            raise CalibrationError(
+                f"{where}: format {data.get('format')!r} is not {FORMAT!r} "
+                "(refit it with edge-agent calibrate)"
+            )
+        try:
+            model = data["model"]
+            features = data["features"]
+            style = data["prompt_style"]
+            if not isinstance(model, str) or not isinstance(style, str):
+                raise CalibrationError(f"{where}: model and prompt_style must be strings")
+            if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+                raise CalibrationError(f"{where}: features must be a list of names")
+            calibrator = load_calibrator(data["calibrator"])
+            running = load_calibrator(data["running"])
+        except KeyError as exc:
+            raise CalibrationError(f"{where}: missing field {exc.args[0]!r}") from None
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, CalibrationError):
+                raise
+            raise CalibrationError(f"{where}: {exc}") from None
+        if not isinstance(running, PlattCalibrator):
+            raise CalibrationError(f"{where}: the running calibrator must be platt")
+        info = data.get("info", {})
+        try:
+            return cls(
+                model,
+                tuple(features),
+                calibrator,
+                running,
+                style,
+                info if isinstance(info, dict) else {},
+            )
+        except CalibrationError as exc:
+            raise CalibrationError(f"{where}: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        """Write atomically (a reader never sees half a file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path) -> ConfidenceModel:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"cannot read calibration {path}: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise CalibrationError(f"calibration {path} is not JSON: {exc}") from None
+        return cls.from_dict(data, where=f"calibration {path}")
+
+    def describe(self) -> str:
+        feats = self.features[0] if len(self.features) == 1 else f"{len(self.features)} features"
+        auroc = self.info.get("heldout", {}).get("auroc")
+        measured = f", held-out AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
+        return f"{self.method} over {feats}{measured}"
+
+
+@dataclass(frozen=True)
+class Scored:
+    confidence: float
+    info: ConfidenceInfo
+    evidence: Evidence
+
+
+class ModelConfidence:
+    """One model's confidence: its calibration when usable, else the raw scorer."""
+
+    def __init__(
+        self,
+        scorer_name: str,
+        scorer: Scorer,
+        calibration: ConfidenceModel | None,
+        note: str | None,
+    ) -> None:
+        self.scorer_name = scorer_name
+        self.scorer = scorer
+        self.calibration = calibration
+        self.note = note
+
+    @property
+    def calibrated(self) -> bool:
+        return self.calibration is not None
+
+    def describe(self) -> str:
+        if self.calibration is None:
+            return f"raw {self.scorer_name} score ({self.note})"
+        return f"calibrated: {self.calibration.describe()}"
+
+    def running(self, signals: Sequence[TokenSignals]) -> float:
+        """The streaming confidence early abort compares with τ - abort.margin."""
+        if self.calibration is None:
+            return self.scorer(signals)
+        return self.calibration.running_probability(signals)
+
+    def score(self, runtime: Runtime, evidence: Evidence) -> Scored:
+        """The confidence of a finished answer, running the probes it needs."""
+        raw = self.scorer(evidence.signals)
+        c = self.calibration
+        if c is None:
+            info = ConfidenceInfo(False, self.scorer_name, raw, None, self.note)
+            return Scored(raw, info, evidence)
+        probes_ms = None
+        if c.probes:
+            started = time.perf_counter()
+            evidence = run_probes(runtime, evidence, c.probes)
+            probes_ms = (time.perf_counter() - started) * 1000
+        info = ConfidenceInfo(True, c.method, raw, probes_ms)
+        return Scored(c.probability(evidence), info, evidence)
+
+
+def model_confidence(
+    manifest: ModelManifest,
+    runtime: Runtime,
+    *,
+    scorer_name: str,
+    use_calibration: bool,
+    calibration_file: Path | None,
+    system_prompt: str | None,
+) -> ModelConfidence:
+    """Find, check and load a model's calibration; explain in ``note`` when it is not used."""
+    scorer = get_scorer(scorer_name)
+    if not use_calibration:
+        return ModelConfidence(scorer_name, scorer, None, "calibration is off")
+    path = calibration_file or calibration_path(manifest)
+    if path is None or not path.is_file():
+        note = f"{manifest.name} is not calibrated (run edge-agent calibrate)"
+        return ModelConfidence(scorer_name, scorer, None, note)
+    try:
+        calibration = ConfidenceModel.load(path)
+    except CalibrationError as exc:
+        log.warning("%s; using the raw %s score", exc, scorer_name)
+        return ModelConfidence(scorer_name, scorer, None, str(exc))
+    if calibration.model != manifest.name:
+        note = f"{path} calibrates {calibration.model}, not {manifest.name}"
+        log.warning("%s; using the raw %s score", note, scorer_name)
+        return ModelConfidence(scorer_name, scorer, None, note)
+    style = prompt_style(runtime, system_prompt)
+    if calibration.prompt_style != style:
+        note = (
+            f"{path} was fitted with another chat prompt (system prompt or template); "
+            "recalibrate with the prompt in use"
+        )
+        log.warning("%s; using the raw %s score", note, scorer_name)
+        return ModelConfidence(scorer_name, scorer, None, note)
+    return ModelConfidence(scorer_name, scorer, calibration, None)
