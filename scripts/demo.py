@@ -29,16 +29,16 @@ PROMPTS: list[tuple[str, dict[str, Any] | None, str]] = [
     ("What is the capital of France?", None, "an easy question"),
     ("What is 17 times 23?", None, "arithmetic: pre-route skips the local model"),
     ("Write a haiku about rust.", None, "the local model starts badly: early abort"),
-    ("Who wrote Hamlet?", None, "a middling answer"),
+    ("Is a tomato a fruit?", None, "a doubtful answer: escalated"),
     (
         "What is the capital of France?",
         {"battery_percent": 8, "power_plugged": False},
         "the easy question again, on 8% battery, unplugged",
     ),
     (
-        "What year did the Berlin wall fall?",
+        "Is a tomato a fruit?",
         {"broker_rtt_s": 2.0},
-        "a doubtful answer over a 2-second link",
+        "the doubtful answer again, over a 2-second link: kept",
     ),
 ]
 
