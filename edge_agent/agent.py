@@ -518,14 +518,8 @@ class _Request:
         agent.local_speed.record(run.stats.tokens_per_s, run.stats.time_to_first_token_s)
         if run.aborted_at is not None:
             running = confidence.running(run.signals)
-            info = ConfidenceInfo(
-                confidence.calibrated,
-                "running" if confidence.calibrated else confidence.scorer_name,
-                confidence.scorer(run.signals),
-                None,
-                confidence.note,
-            )
             abort_info = AbortInfo(run.aborted_at, running, self._abort_limit())
+            info = confidence.running_info(run.signals)
             self.local = _Local(run, running, load_s, abort_info, info)
         else:
             scored = confidence.score(runtime, run.evidence(self.prompt))

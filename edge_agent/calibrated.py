@@ -31,7 +31,7 @@ from ridgeline_core.errors import ConfigError
 from ridgeline_core.runtime import ChatMessage, Runtime, TokenSignals
 from ridgeline_core.store.manifest import ModelManifest
 
-from .confidence import Scorer, get_scorer
+from .confidence import Scorer, get_scorer, margin
 from .decision import ConfidenceInfo
 from .evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
 from .features import Evidence, feature_values, probes_for, run_probes
@@ -75,9 +75,8 @@ def prompt_style(runtime: Runtime, system_prompt: str | None) -> str:
     return hashlib.sha256(rendered.encode("utf-8")).hexdigest()[:16]
 
 
-def running_score(signals: Sequence[TokenSignals]) -> float:
-    """The streaming score early abort watches: mean margin of the tokens so far."""
-    return sum(s.margin for s in signals) / len(signals) if signals else 0.0
+# The streaming score early abort watches: the mean margin of the tokens so far.
+running_score = margin
 
 
 @dataclass
@@ -155,8 +154,6 @@ class ConfidenceModel:
         except KeyError as exc:
             raise CalibrationError(f"{where}: missing field {exc.args[0]!r}") from None
         except (ValueError, TypeError) as exc:
-            if isinstance(exc, CalibrationError):
-                raise
             raise CalibrationError(f"{where}: {exc}") from None
         if not isinstance(running, PlattCalibrator):
             raise CalibrationError(f"{where}: the running calibrator must be platt")
@@ -236,6 +233,11 @@ class ModelConfidence:
         if self.calibration is None:
             return self.scorer(signals)
         return self.calibration.running_probability(signals)
+
+    def running_info(self, signals: Sequence[TokenSignals]) -> ConfidenceInfo:
+        """How the confidence of an answer stopped early was computed."""
+        method = "running" if self.calibrated else self.scorer_name
+        return ConfidenceInfo(self.calibrated, method, self.scorer(signals), None, self.note)
 
     def score(self, runtime: Runtime, evidence: Evidence) -> Scored:
         """The confidence of a finished answer, running the probes it needs."""

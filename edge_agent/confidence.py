@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from ridgeline_core.runtime import TokenSignals
 
-__all__ = ["Scorer", "get_scorer", "register_scorer", "scorer_names"]
+__all__ = ["Scorer", "geometric_mean", "get_scorer", "register_scorer", "scorer_names"]
 
 Scorer = Callable[[Sequence[TokenSignals]], float]
 
@@ -49,7 +49,10 @@ def scorer_names() -> list[str]:
     return sorted(_SCORERS)
 
 
-def _geometric_mean(probs: Sequence[float]) -> float:
+def geometric_mean(probs: Sequence[float]) -> float:
+    """exp(mean log p), 0 for no probabilities (p floored at 1e-12)."""
+    if not probs:
+        return 0.0
     return math.exp(sum(math.log(max(p, 1e-12)) for p in probs) / len(probs))
 
 
@@ -59,13 +62,13 @@ def tail(signals: Sequence[TokenSignals]) -> float:
     if not signals:
         return 0.0
     probs = sorted(s.prob for s in signals)
-    return _geometric_mean(probs[: max(1, math.ceil(0.2 * len(probs)))])
+    return geometric_mean(probs[: max(1, math.ceil(0.2 * len(probs)))])
 
 
 @register_scorer("geomean")
 def geomean(signals: Sequence[TokenSignals]) -> float:
     """exp(mean log-probability): the length-normalised likelihood of the answer."""
-    return _geometric_mean([s.prob for s in signals]) if signals else 0.0
+    return geometric_mean([s.prob for s in signals]) if signals else 0.0
 
 
 @register_scorer("mean")

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field, replace
 
 from ridgeline_core.runtime import ChatMessage, Runtime, SamplingParams, TokenSignals
 
+from . import confidence
+from .confidence import geometric_mean
 from .evaluation.matcher import is_correct, normalise
 
 __all__ = [
@@ -174,12 +176,6 @@ def _feature(
     return register
 
 
-def _geomean(probs: Sequence[float]) -> float:
-    if not probs:
-        return 0.0
-    return math.exp(sum(math.log(max(p, 1e-12)) for p in probs) / len(probs))
-
-
 def _mean(values: Sequence[float], empty: float) -> float:
     return sum(values) / len(values) if values else empty
 
@@ -210,25 +206,27 @@ def _content(e: Evidence) -> list[TokenSignals]:
 # -- whole reply -------------------------------------------------------------------------
 
 
+# The v0 scorers (edge_agent.confidence) over the whole reply.
+
+
 @_feature("whole", "mean top-1 minus top-2 probability over the reply")
 def _margin(e: Evidence) -> float:
-    return _mean([s.margin for s in e.signals], 0.0)
+    return confidence.margin(e.signals)
 
 
 @_feature("whole", "geometric mean token probability over the reply")
 def _geomean_prob(e: Evidence) -> float:
-    return _geomean([s.prob for s in e.signals])
+    return confidence.geomean(e.signals)
 
 
 @_feature("whole", "least probable token of the reply")
 def _min_prob(e: Evidence) -> float:
-    return min((s.prob for s in e.signals), default=0.0)
+    return confidence.minimum(e.signals)
 
 
 @_feature("whole", "geometric mean of the lowest 20% of token probabilities")
 def _tail_prob(e: Evidence) -> float:
-    probs = sorted(s.prob for s in e.signals)
-    return _geomean(probs[: max(1, math.ceil(0.2 * len(probs)))]) if probs else 0.0
+    return confidence.tail(e.signals)
 
 
 @_feature("whole", "minus the mean entropy of the next-token distribution")
@@ -270,8 +268,8 @@ def _sentence_min(e: Evidence) -> float:
 
 
 @_feature("span", "geometric mean token probability of the first sentence")
-def _sentence_geomean(e: Evidence) -> float:
-    return _geomean([s.prob for s in e.signals[: _sentence(e)]])
+def _sentencegeometric_mean(e: Evidence) -> float:
+    return geometric_mean([s.prob for s in e.signals[: _sentence(e)]])
 
 
 @_feature("span", "least probability among the first sentence's new words")
@@ -280,9 +278,9 @@ def _span_min(e: Evidence) -> float:
 
 
 @_feature("span", "geometric mean probability of the first sentence's new words")
-def _span_geomean(e: Evidence) -> float:
+def _spangeometric_mean(e: Evidence) -> float:
     content = _content(e)
-    return _geomean([s.prob for s in content]) if content else 1.0
+    return geometric_mean([s.prob for s in content]) if content else 1.0
 
 
 @_feature("span", "probability of the first new word")
@@ -318,8 +316,8 @@ def _agrees(reply: str, short: ShortAnswer) -> float:
 
 
 @_feature("probe", "geometric mean token probability of the short answer", "short")
-def _short_geomean(e: Evidence) -> float:
-    return _geomean([s.prob for s in _short(e).signals])
+def _shortgeometric_mean(e: Evidence) -> float:
+    return geometric_mean([s.prob for s in _short(e).signals])
 
 
 @_feature("probe", "least token probability of the short answer", "short")
@@ -365,13 +363,13 @@ def _agree3(e: Evidence) -> float:
 
 
 @_feature("consistency", "geometric mean token probability, second frame", "short2")
-def _short2_geomean(e: Evidence) -> float:
-    return _geomean([s.prob for s in _short(e, "short2").signals])
+def _short2geometric_mean(e: Evidence) -> float:
+    return geometric_mean([s.prob for s in _short(e, "short2").signals])
 
 
 @_feature("consistency", "geometric mean token probability, third frame", "short3")
-def _short3_geomean(e: Evidence) -> float:
-    return _geomean([s.prob for s in _short(e, "short3").signals])
+def _short3geometric_mean(e: Evidence) -> float:
+    return geometric_mean([s.prob for s in _short(e, "short3").signals])
 
 
 @_feature(

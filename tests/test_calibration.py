@@ -4,7 +4,6 @@ a small slice of the project's question set, and a real broker for ``--strong br
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from brokerproc import BrokerProcess
 from conftest import SMOLLM2
+from test_broker import _env as broker_env
 from test_cli import run
 from test_escalation import gemma_broker
 
@@ -37,11 +37,9 @@ def _slice(source: Path, target: Path, n: int) -> Path:
 
 
 def _env(model_store: ModelStore, root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
+    """The broker tests' clean environment, plus the edge agent's store and state."""
+    env = broker_env(model_store, root)
     env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_CACHE_HOME=str(root / "cache"),
         XDG_STATE_HOME=str(root / "state"),
         RIDGELINE_EDGE_MODELS__STORE_DIR=str(model_store.root),
         RIDGELINE_EDGE_RUNTIME__THREADS="2",
