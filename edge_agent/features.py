@@ -268,7 +268,7 @@ def _sentence_min(e: Evidence) -> float:
 
 
 @_feature("span", "geometric mean token probability of the first sentence")
-def _sentencegeometric_mean(e: Evidence) -> float:
+def _sentence_geomean(e: Evidence) -> float:
     return geometric_mean([s.prob for s in e.signals[: _sentence(e)]])
 
 
@@ -278,7 +278,7 @@ def _span_min(e: Evidence) -> float:
 
 
 @_feature("span", "geometric mean probability of the first sentence's new words")
-def _spangeometric_mean(e: Evidence) -> float:
+def _span_geomean(e: Evidence) -> float:
     content = _content(e)
     return geometric_mean([s.prob for s in content]) if content else 1.0
 
@@ -316,7 +316,7 @@ def _agrees(reply: str, short: ShortAnswer) -> float:
 
 
 @_feature("probe", "geometric mean token probability of the short answer", "short")
-def _shortgeometric_mean(e: Evidence) -> float:
+def _short_geomean(e: Evidence) -> float:
     return geometric_mean([s.prob for s in _short(e).signals])
 
 
@@ -363,12 +363,12 @@ def _agree3(e: Evidence) -> float:
 
 
 @_feature("consistency", "geometric mean token probability, second frame", "short2")
-def _short2geometric_mean(e: Evidence) -> float:
+def _short2_geomean(e: Evidence) -> float:
     return geometric_mean([s.prob for s in _short(e, "short2").signals])
 
 
 @_feature("consistency", "geometric mean token probability, third frame", "short3")
-def _short3geometric_mean(e: Evidence) -> float:
+def _short3_geomean(e: Evidence) -> float:
     return geometric_mean([s.prob for s in _short(e, "short3").signals])
 
 

@@ -219,3 +219,15 @@ def test_compare_methods_scores_out_of_fold() -> None:
         assert report.seconds == pytest.approx(1.0)  # margin needs no probe
     with pytest.raises(InvalidRequestError, match="needs both"):
         compare_methods([_Obs(PARIS, True)] * 10, [METHODS["platt"]])  # type: ignore[list-item]
+
+
+def test_the_shipped_calibration_loads_with_todays_features() -> None:
+    """A renamed or removed feature would silently turn the bundled calibration off."""
+    from edge_agent.calibrated import calibration_path
+    from ridgeline_core.store import ManifestCatalog
+
+    path = calibration_path(ManifestCatalog.with_bundled().get("smollm2-135m-instruct"))
+    assert path is not None and path.is_file()
+    shipped = ConfidenceModel.load(path)
+    assert shipped.features == DEFAULT_FEATURES
+    assert shipped.method == "logistic"
