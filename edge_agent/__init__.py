@@ -4,13 +4,25 @@ Importing this package loads no model and opens no socket.
 """
 
 from .agent import Answer, AnswerTimings, EdgeAgent, SignalSummary
+from .api import Answerer, AskOptions, Done, ModelInfo, Reset, StreamEvent, TextChunk
+from .client import EdgeClient
+from .decision import Decision
 from .settings import EdgeSettings, load_edge_settings
 
 __all__ = [
     "Answer",
     "AnswerTimings",
+    "Answerer",
+    "AskOptions",
+    "Decision",
+    "Done",
     "EdgeAgent",
+    "EdgeClient",
     "EdgeSettings",
+    "ModelInfo",
+    "Reset",
     "SignalSummary",
+    "StreamEvent",
+    "TextChunk",
     "load_edge_settings",
 ]

@@ -15,13 +15,18 @@ Every answer carries a :class:`~edge_agent.decision.Decision` saying which path 
 from __future__ import annotations
 
 import dataclasses
+import os
+import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Unpack
+
+from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import BrokerClient, TlsOptions
 from ridgeline_core.errors import EmptyPromptError, InvalidRequestError, RidgelineError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
@@ -35,9 +40,18 @@ from ridgeline_core.runtime import (
 )
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
+from .api import Answerer, AskOptions, ModelInfo, Prompt, StreamEvent, threaded_stream
 from .budget import EscalationBudget
 from .calibrated import ConfidenceInfo, ModelConfidence, Scored, model_confidence
-from .decision import AbortInfo, BrokerInfo, Decision, Path, PreRouteInfo, StageTimings
+from .decision import (
+    AbortInfo,
+    BrokerInfo,
+    Decision,
+    Path,
+    PreRouteInfo,
+    StageTimings,
+    known_fields,
+)
 from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
 from .features import Evidence
 from .meters import BrokerHealth, LocalSpeed
@@ -67,7 +81,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AnswerTimings:
-    load_s: float  # verifying and loading the model; 0 when it was already loaded
+    load_s: float  # loading the model, or waiting for a free copy; ~0 when one was ready
     time_to_first_token_s: float | None
     total_s: float  # generation, from request to last token
     tokens_per_s: float | None  # decode speed after the first token
@@ -113,6 +127,17 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Answer:
+        """The answer :meth:`to_dict` wrote (what a daemon sends an ``EdgeClient``)."""
+        fields = known_fields(cls, data)
+        if fields.get("timings") is not None:
+            fields["timings"] = AnswerTimings(**known_fields(AnswerTimings, fields["timings"]))
+        if fields.get("signals") is not None:
+            fields["signals"] = SignalSummary(**known_fields(SignalSummary, fields["signals"]))
+        fields["decision"] = Decision.from_dict(fields["decision"])
+        return cls(**fields)
+
 
 def chat_messages(prompt: str, system_prompt: str | None) -> list[ChatMessage]:
     """The conversation a prompt becomes; without a system prompt the model's manifest
@@ -121,6 +146,50 @@ def chat_messages(prompt: str, system_prompt: str | None) -> list[ChatMessage]:
     if system_prompt:
         messages.insert(0, ChatMessage("system", system_prompt))
     return messages
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def conversation(prompt: Prompt, system_prompt: str | None) -> tuple[list[ChatMessage], str]:
+    """The messages to answer and the question they end with.
+
+    ``prompt`` is one user message, or a whole chat (``ChatMessage`` objects or
+    ``{"role", "content"}`` mappings) ending with the user's turn. A chat that brings its
+    own system message keeps it; otherwise ``system_prompt`` (or the manifest's) is added.
+    The question, the last user message, is what confidence features and pre-route read.
+    """
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise EmptyPromptError("prompt is empty")
+        return chat_messages(prompt, system_prompt), prompt
+    messages: list[ChatMessage] = []
+    for index, item in enumerate(prompt):
+        role: Any
+        content: Any
+        if isinstance(item, ChatMessage):
+            role, content = item.role, item.content
+        elif isinstance(item, Mapping):
+            role, content = item.get("role"), item.get("content")
+        else:
+            raise InvalidRequestError(f"message {index} is not a chat message")
+        if role not in ROLES:
+            raise InvalidRequestError(
+                f"message {index} has role {role!r}; roles are {', '.join(ROLES)}"
+            )
+        if not isinstance(content, str):
+            raise InvalidRequestError(f"message {index} has no text content")
+        messages.append(ChatMessage(role, content))
+    if not messages:
+        raise EmptyPromptError("the conversation has no messages")
+    if messages[-1].role != "user":
+        raise InvalidRequestError("the last message must be the user's")
+    question = messages[-1].content
+    if not question.strip():
+        raise EmptyPromptError("the last user message is empty")
+    if system_prompt and not any(m.role == "system" for m in messages):
+        messages.insert(0, ChatMessage("system", system_prompt))
+    return messages, question
 
 
 @dataclass(frozen=True)
@@ -142,14 +211,19 @@ def run_local(
     params: SamplingParams,
     on_text: Callable[[str], None] | None = None,
     should_abort: Callable[[list[TokenSignals]], bool] | None = None,
+    cancel: CancelToken | None = None,
 ) -> LocalRun:
-    """Generate to the end, or until ``should_abort(signals so far)`` says stop."""
+    """Generate to the end, or until ``should_abort(signals so far)`` says stop.
+
+    A cancelled ``cancel`` stops the generation at the next token (RequestCancelledError)."""
     parts: list[str] = []
     signals: list[TokenSignals] = []
     pieces: list[str] = []
     aborted_at = None
     with runtime.generate(messages, params) as stream:
         for token in stream:
+            if cancel is not None:
+                cancel.check()
             if token.signals is not None:
                 signals.append(token.signals)
                 pieces.append(token.text)
@@ -176,7 +250,7 @@ class _Local:
     info: ConfidenceInfo
 
 
-class EdgeAgent:
+class EdgeAgent(Answerer):
     """Answers prompts on the device and escalates to the broker when that is worth it.
 
     Loads each model once, on first use; connects to the broker on the first escalation.
@@ -192,11 +266,22 @@ class EdgeAgent:
         sampler: TelemetrySampler | None = None,
         broker: BrokerLink | None = None,
         background: bool = True,
+        parallel: int = 1,
+        pool: RuntimePool | None = None,
     ) -> None:
+        """``parallel``: copies of each model that generate at once (threads are split
+        between them). ``pool``: share loaded models with another agent (a daemon
+        reloading its settings); the agent then leaves closing it to the caller."""
         self.settings = settings
         self.catalog = catalog or settings.models.catalog()
         self.store = store or settings.models.store()
-        self._pool = RuntimePool(self.catalog, self.store, settings.runtime.load_options())
+        self._owns_pool = pool is None
+        self._pool = pool or RuntimePool(
+            self.catalog,
+            self.store,
+            settings.runtime.load_options(parallel),
+            instances=parallel,
+        )
         self._scorer_name = settings.confidence.scorer
         self._confidence: dict[str, ModelConfidence] = {}
         self._confidence_lock = threading.Lock()
@@ -216,6 +301,15 @@ class EdgeAgent:
         self._broker_missing: str | None = None  # why there is no broker, once known
         self._broker_failed_at: float | None = None  # set when connecting failed: retry later
         self._broker_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config_file: pathlib.Path | None = None, **kwargs: Any) -> EdgeAgent:
+        """An agent with the settings ``edge-agent`` would use: ``config_file`` (default
+        ``$RIDGELINE_EDGE_CONFIG`` or the user's edge.toml), then ``RIDGELINE_EDGE_*``."""
+        from .settings import load_edge_settings
+
+        loaded = load_edge_settings(config_file=config_file, env=os.environ)
+        return cls(loaded.settings, **kwargs)
 
     def _make_sampler(self) -> TelemetrySampler:
         t = self.settings.telemetry
@@ -307,46 +401,125 @@ class EdgeAgent:
 
     def ask(
         self,
-        prompt: str,
+        prompt: Prompt,
         *,
         model: str | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
         mode: Mode | None = None,
         threshold: float | None = None,
         deadline_s: float | None = None,
         on_text: Callable[[str], None] | None = None,
         on_reset: Callable[[str], None] | None = None,
         progress: Progress = NULL_PROGRESS,
+        cancel: CancelToken | None = None,
     ) -> Answer:
-        """Answer ``prompt``. ``mode`` and ``threshold`` override the policy for this request;
-        ``deadline_s`` bounds the broker call (default ``escalation.deadline_s``).
+        """Answer ``prompt`` (a question, or a chat ending with the user's turn; see
+        :func:`conversation`).
+
+        ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop`` override
+        ``generation`` settings; ``mode`` and ``threshold`` override the policy for this
+        request; ``deadline_s`` bounds the broker call (default ``escalation.deadline_s``).
         ``on_text`` receives the answer's text as it becomes final (local text streams live
         only when it cannot be replaced); ``on_reset(reason)`` is called when streamed broker
-        text is abandoned because the broker failed mid-answer."""
-        if not prompt.strip():
-            raise EmptyPromptError("prompt is empty")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise InvalidRequestError(f"threshold {threshold} is not in [0, 1]")
-        if deadline_s is not None and not deadline_s > 0:
-            raise InvalidRequestError(f"deadline_s {deadline_s} must be positive")
-        if mode is not None and mode not in ("auto", "local", "cloud"):
-            raise InvalidRequestError(f"mode {mode!r} is not one of auto, local, cloud")
+        text is abandoned because the broker failed mid-answer. Cancelling ``cancel`` stops
+        the work at the next token or broker event with RequestCancelledError."""
+        messages, question, params = self._checked(
+            prompt, model, max_tokens, temperature, top_p, seed, stop, mode, threshold, deadline_s
+        )
         return _Request(
             self,
-            prompt,
+            messages,
+            question,
             model,
-            max_tokens,
+            params,
             mode,
             threshold,
             deadline_s,
             on_text,
             on_reset,
             progress,
+            cancel,
         ).run()
+
+    def check(self, prompt: Prompt, **options: Unpack[AskOptions]) -> None:
+        """Raise what :meth:`ask` would raise for a malformed request, without doing any
+        work (a daemon answers 400 before it admits the request)."""
+        self._checked(
+            prompt,
+            options.get("model"),
+            options.get("max_tokens"),
+            options.get("temperature"),
+            options.get("top_p"),
+            options.get("seed"),
+            options.get("stop"),
+            options.get("mode"),
+            options.get("threshold"),
+            options.get("deadline_s"),
+        )
+
+    def _checked(
+        self,
+        prompt: Prompt,
+        model: str | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        seed: int | None,
+        stop: Sequence[str] | None,
+        mode: str | None,
+        threshold: float | None,
+        deadline_s: float | None,
+    ) -> tuple[list[ChatMessage], str, SamplingParams]:
+        messages, question = conversation(prompt, self.settings.generation.system_prompt)
+        if model is not None:
+            self.catalog.get(model)  # UnknownModelError, or ManifestError for a path-like name
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise InvalidRequestError(f"threshold {threshold} is not in [0, 1]")
+        if deadline_s is not None and not deadline_s > 0:
+            raise InvalidRequestError(f"deadline_s {deadline_s} must be positive")
+        if mode is not None and mode not in ("auto", "local", "cloud"):
+            raise InvalidRequestError(f"mode {mode!r} is not one of auto, local, cloud")
+        params = _sampling(
+            self.settings.generation.sampling(), max_tokens, temperature, top_p, seed, stop
+        )
+        return messages, question, params
+
+    def _events(
+        self, prompt: Prompt, cancel: CancelToken, options: AskOptions
+    ) -> Iterator[StreamEvent]:
+        def run(on_text: Callable[[str], None], on_reset: Callable[[str], None]) -> Answer:
+            return self.ask(prompt, on_text=on_text, on_reset=on_reset, cancel=cancel, **options)
+
+        return threaded_stream(run, cancel)
+
+    def models(self) -> list[ModelInfo]:
+        loaded = set(self._pool.loaded())
+        default = self.settings.models.default
+        return [
+            ModelInfo(
+                name=m.name,
+                runtime=m.runtime,
+                role=m.role,
+                context_length=m.context_length,
+                pulled=self.store.is_present(m),
+                loaded=m.name in loaded,
+                default=m.name == default,
+            )
+            for m in self.catalog
+        ]
 
     def runtime(self, model: str, progress: Progress = NULL_PROGRESS) -> Runtime:
         """The loaded local model (pulled and loaded on first use)."""
         return self._pool.get(model, progress)
+
+    @property
+    def pool(self) -> RuntimePool:
+        """The loaded models (a daemon unloads idle ones through it)."""
+        return self._pool
 
     def confidence_for(self, model: str, runtime: Runtime) -> ModelConfidence:
         """How ``model``'s answers get their confidence (its calibration, checked once)."""
@@ -377,7 +550,8 @@ class EdgeAgent:
         self.sampler.close()
         if self._escalator is not None:
             self._escalator.close()
-        self._pool.close()
+        if self._owns_pool:
+            self._pool.close()
 
     def __enter__(self) -> EdgeAgent:
         return self
@@ -397,15 +571,17 @@ class _Request:
     def __init__(
         self,
         agent: EdgeAgent,
-        prompt: str,
+        messages: list[ChatMessage],
+        question: str,
         model: str | None,
-        max_tokens: int | None,
+        params: SamplingParams,
         mode: Mode | None,
         threshold: float | None,
         deadline_s: float | None,
         on_text: Callable[[str], None] | None,
         on_reset: Callable[[str], None] | None,
         progress: Progress,
+        cancel: CancelToken | None,
     ) -> None:
         self.agent = agent
         settings = agent.settings
@@ -416,18 +592,16 @@ class _Request:
         self.mode: Mode = mode or settings.policy.mode
         self.decide_ms = (time.perf_counter() - self.started) * 1000
         self.model = model or settings.models.default
-        params = settings.generation.sampling()
-        if max_tokens is not None:
-            params = dataclasses.replace(params, max_tokens=max_tokens)
         self.params = params
-        self.messages = chat_messages(prompt, settings.generation.system_prompt)
-        self.prompt = prompt
+        self.messages = messages
+        self.prompt = question
         self.deadline_s = settings.escalation.deadline_s if deadline_s is None else deadline_s
         self.first_abort: AbortInfo | None = None  # kept when a later full run replaces it
         self.skipped_local = False
         self.on_text = on_text
         self.on_reset = on_reset
         self.progress = progress
+        self.cancel = cancel
         self.preroute_ms: float | None = None
         self.prediction: Prediction | None = None
         self.local_ms = 0.0
@@ -458,7 +632,10 @@ class _Request:
         block, block_is_failure = self._escalation_block()
         self.gate = block
         if block is not None:
-            local = self._generate(abort=False, stream=True)
+            # The route no longer depends on the confidence unless a broker that should
+            # have answered is failing (local vs local-degraded): skip the probes then.
+            deciding = self.mode == "auto" and block_is_failure
+            local = self._generate(abort=False, stream=True, probes=deciding)
             wanted = self.mode == "cloud" or local.confidence < self.tau
             if wanted and block_is_failure:
                 return self._local_answer(
@@ -505,25 +682,39 @@ class _Request:
         if self.on_text is not None and text:
             self.on_text(text)
 
-    def _generate(self, *, abort: bool, stream: bool) -> _Local:
+    def _generate(self, *, abort: bool, stream: bool, probes: bool = True) -> _Local:
         agent = self.agent
+        if self.cancel is not None:
+            self.cancel.check()
         started = time.perf_counter()
-        runtime = agent._pool.get(self.model, self.progress)
-        load_s = time.perf_counter() - started
-        confidence = agent.confidence_for(self.model, runtime)
-        should_abort = self._abort_check(confidence) if abort else None
-        run = run_local(
-            runtime, self.messages, self.params, self.on_text if stream else None, should_abort
-        )
-        agent.local_speed.record(run.stats.tokens_per_s, run.stats.time_to_first_token_s)
-        if run.aborted_at is not None:
-            running = confidence.running(run.signals)
-            abort_info = AbortInfo(run.aborted_at, running, self._abort_limit())
-            info = confidence.running_info(run.signals)
-            self.local = _Local(run, running, load_s, abort_info, info)
-        else:
-            scored = confidence.score(runtime, run.evidence(self.prompt))
-            self.local = _Local(run, scored.confidence, load_s, None, scored.info)
+        with agent.pool.lease(self.model, self.progress, self.cancel) as runtime:
+            load_s = time.perf_counter() - started
+            confidence = agent.confidence_for(self.model, runtime)
+            should_abort = self._abort_check(confidence) if abort else None
+            run = run_local(
+                runtime,
+                self.messages,
+                self.params,
+                self.on_text if stream else None,
+                should_abort,
+                self.cancel,
+            )
+            agent.local_speed.record(run.stats.tokens_per_s, run.stats.time_to_first_token_s)
+            if run.aborted_at is not None:
+                running = confidence.running(run.signals)
+                abort_info = AbortInfo(run.aborted_at, running, self._abort_limit())
+                info = confidence.running_info(run.signals)
+                self.local = _Local(run, running, load_s, abort_info, info)
+            elif probes or self.agent.settings.confidence.probes == "always":
+                if self.cancel is not None:
+                    self.cancel.check()
+                scored = confidence.score(runtime, run.evidence(self.prompt))
+                self.local = _Local(run, scored.confidence, load_s, None, scored.info)
+            else:
+                info = confidence.running_info(run.signals)
+                why = f"probes skipped: {self.gate or 'the route does not depend on it'}"
+                info = dataclasses.replace(info, note=f"{info.note}; {why}" if info.note else why)
+                self.local = _Local(run, confidence.running(run.signals), load_s, None, info)
         self.local_ms += (time.perf_counter() - started) * 1000
         agent.sampler.refresh()
         return self.local
@@ -559,9 +750,16 @@ class _Request:
             if live:
                 self._emit(text)
 
+        if self.cancel is not None:
+            self.cancel.check()
         try:
             cloud = escalator.escalate(
-                self.messages, self.params, draft=draft, deadline_s=self.deadline_s, on_text=on_text
+                self.messages,
+                self.params,
+                draft=draft,
+                deadline_s=self.deadline_s,
+                on_text=on_text,
+                cancel=self.cancel,
             )
         except EscalationFailed as failure:
             self.broker_ms = (time.perf_counter() - started) * 1000
@@ -666,6 +864,41 @@ class _Request:
             signals=None if local is None else SignalSummary.of(local.run.signals),
             decision=self._decision(path, reason),
         )
+
+
+def _sampling(
+    base: SamplingParams,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: Sequence[str] | None,
+) -> SamplingParams:
+    """``base`` with a request's overrides, each checked against the settings' bounds."""
+    changes: dict[str, Any] = {}
+    if max_tokens is not None:
+        if not 1 <= max_tokens <= 32768:
+            raise InvalidRequestError(f"max_tokens {max_tokens} is not in [1, 32768]")
+        changes["max_tokens"] = max_tokens
+    if temperature is not None:
+        if not 0.0 <= temperature <= 2.0:
+            raise InvalidRequestError(f"temperature {temperature} is not in [0, 2]")
+        changes["temperature"] = temperature
+    if top_p is not None:
+        if not 0.0 < top_p <= 1.0:
+            raise InvalidRequestError(f"top_p {top_p} is not in (0, 1]")
+        changes["top_p"] = top_p
+    if seed is not None:
+        if not 0 <= seed <= 2**32 - 1:
+            raise InvalidRequestError(f"seed {seed} is not in [0, 2**32 - 1]")
+        changes["seed"] = seed
+    if stop is not None:
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(x, str) and x for x in stop):
+            raise InvalidRequestError("stop must be a list of non-empty strings")
+        if len(stop) > 8:
+            raise InvalidRequestError(f"stop has {len(stop)} sequences; at most 8")
+        changes["stop"] = (*base.stop, *stop)
+    return dataclasses.replace(base, **changes) if changes else base
 
 
 def _scorer_label(info: ConfidenceInfo) -> str:

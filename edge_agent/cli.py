@@ -157,6 +157,58 @@ def _echo_reset(reason: str) -> None:
 
 
 @cli.command()
+@click.option("--http", metavar="HOST:PORT", help="OpenAI-compatible API (default: daemon.http)")
+@click.option("--grpc", metavar="unix:PATH|HOST:PORT", help="gRPC edge service (daemon.grpc)")
+@click.option("--slots", type=click.IntRange(1, 64), help="requests answered at once")
+@click.option("--queue", type=click.IntRange(0, 4096), help="requests waiting beyond the slots")
+@click.option(
+    "--idle-unload", type=click.FloatRange(min=0), help="unload a model unused this many seconds"
+)
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="file holding the API key (required to bind a non-loopback address)",
+)
+@broker_option
+@dev_option
+@trace_option
+@click.pass_obj
+def serve(
+    state: CliState,
+    http: str | None,
+    grpc: str | None,
+    slots: int | None,
+    queue: int | None,
+    idle_unload: float | None,
+    api_key_file: Path | None,
+    broker: str | None,
+    dev: bool,
+    trace: Path | None,
+) -> None:
+    """Run the edge daemon until SIGTERM or Ctrl-C (SIGHUP reloads the settings).
+
+    Serves an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
+    /v1/models, /health, /metrics) and the gRPC edge service that EdgeClient uses.
+    Prints "http listening on URL" and "grpc listening on TARGET", then "ready".
+    """
+    from .daemon import run
+
+    flags = _broker_flags(broker, dev, trace)
+    for key, value, flag in (
+        ("daemon.http", http, "--http"),
+        ("daemon.grpc", grpc, "--grpc"),
+        ("daemon.slots", slots, "--slots"),
+        ("daemon.queue", queue, "--queue"),
+        ("daemon.idle_unload_s", idle_unload, "--idle-unload"),
+        ("daemon.api_key_file", api_key_file, "--api-key-file"),
+    ):
+        if value is not None:
+            flags[key] = (value, f"{flag} {value}")
+    settings = _check_dev(state, flags, dev)
+    run(settings, reload=lambda: state.load(flags).settings)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 @click.option("--probe/--no-probe", default=True, help="check the broker's health first")
 @broker_option

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = [
@@ -98,3 +98,28 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        """The record :meth:`to_dict` wrote (a daemon's answer, read by a client)."""
+        fields = known_fields(cls, data)
+        for key, kind in _PARTS.items():
+            if fields.get(key) is not None:
+                fields[key] = kind(**known_fields(kind, fields[key]))
+        fields["timings"] = StageTimings(**known_fields(StageTimings, fields["timings"]))
+        return cls(**fields)
+
+
+def known_fields(kind: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that ``kind`` (a dataclass) has fields for: a newer daemon
+    may send more, and an older client keeps working."""
+    names = {f.name for f in fields(kind)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+_PARTS: dict[str, Any] = {
+    "confidence_info": ConfidenceInfo,
+    "preroute": PreRouteInfo,
+    "aborted": AbortInfo,
+    "broker": BrokerInfo,
+}

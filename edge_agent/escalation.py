@@ -20,6 +20,7 @@ from typing import Protocol
 
 from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
+from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import BrokerClient, build_request
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
@@ -100,6 +101,7 @@ class BrokerLink(Protocol):
         draft: Draft | None,
         deadline_s: float,
         on_text: Callable[[str], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> CloudAnswer: ...
 
     def probe(self) -> bool: ...
@@ -153,8 +155,10 @@ class Escalator:
         draft: Draft | None,
         deadline_s: float,
         on_text: Callable[[str], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> CloudAnswer:
-        """The broker's answer, or :class:`EscalationFailed` (never another exception)."""
+        """The broker's answer, or :class:`EscalationFailed`; RequestCancelledError when
+        ``cancel`` is cancelled (the call is stopped on the broker at once)."""
         if deadline_s <= 0:
             # The caller's time ran out before the call (a slow local generation): no fault
             # of the broker's, so it neither counts towards the circuit nor takes a trial.
@@ -183,7 +187,7 @@ class Escalator:
                 attempts += 1
                 remaining = deadline_s - (time.perf_counter() - started)
                 try:
-                    answer = self._call(request, remaining, attempts, started, on_text)
+                    answer = self._call(request, remaining, attempts, started, on_text, cancel)
                     settled = True
                     return answer
                 except _Attempt as failure:
@@ -200,7 +204,10 @@ class Escalator:
                             attempts=attempts,
                             outage=outage,
                         ) from exc
-                    time.sleep(delay)
+                    if cancel is not None and cancel.wait(delay):
+                        cancel.check()
+                    elif cancel is None:
+                        time.sleep(delay)
         finally:
             if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
                 self.circuit.release()
@@ -236,12 +243,14 @@ class Escalator:
         attempts: int,
         started: float,
         on_text: Callable[[str], None] | None,
+        cancel: CancelToken | None,
     ) -> CloudAnswer:
         if remaining_s <= 0:
             raise _Attempt(errors.UnavailableError("the escalation deadline passed"), False)
         streamed = False
         stream = None
         result: broker_pb2.GenerateResult | None = None
+        forget: Callable[[], None] | None = None
         try:
             connect_started = time.perf_counter()
             self.client.wait_ready(min(self.settings.connect_timeout_s, remaining_s))
@@ -249,7 +258,11 @@ class Escalator:
             remaining_s -= call_started - connect_started
             if remaining_s <= 0:
                 raise errors.UnavailableError("the escalation deadline passed while connecting")
+            if cancel is not None:
+                cancel.check()
             stream = self.client.generate_request(request, timeout_s=remaining_s)
+            if cancel is not None:
+                forget = cancel.on_cancel(stream.cancel)
             parts: list[str] = []
             first_event: float | None = None
             first_text: float | None = None
@@ -268,11 +281,15 @@ class Escalator:
                 else:
                     result = event.result
         except errors.RidgelineError as exc:
+            if cancel is not None and cancel.cancelled:
+                raise errors.RequestCancelledError(cancel.reason) from exc
             raise _Attempt(exc, streamed) from exc
         except ValueError as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
             closed = errors.UnavailableError(f"the broker link is closed ({exc})")
             raise _Attempt(closed, streamed) from exc
         finally:
+            if forget is not None:
+                forget()
             if stream is not None and result is None:
                 stream.cancel()  # stop the broker's work at once, not at garbage collection
         if result is None:

@@ -8,6 +8,7 @@ environment variables ``RIDGELINE_EDGE_<SECTION>__<KEY>``, command-line flags.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,7 @@ __all__ = [
     "AbortSettings",
     "BrokerSettings",
     "BudgetSettings",
+    "DaemonSettings",
     "EdgeSettings",
     "EscalationSettings",
     "Mode",
@@ -62,11 +64,18 @@ class RuntimeSettings(Section):
         default=0, ge=-1, description="layers offloaded to a GPU (-1: all; CUDA/Metal builds)"
     )
 
-    def load_options(self) -> LoadOptions:
+    def load_options(self, parallel: int = 1) -> LoadOptions:
+        """How to load a model of which ``parallel`` copies generate at once: unless
+        ``threads`` is set, the physical cores are split between the copies."""
+        threads = self.threads
+        if threads is None and parallel > 1:
+            from ridgeline_core.runtime.llama_cpp import default_threads
+
+            threads = max(1, default_threads() // parallel)
         return LoadOptions(
             n_ctx=self.n_ctx,
-            n_threads=self.threads,
-            n_threads_batch=self.threads_batch,
+            n_threads=threads,
+            n_threads_batch=self.threads_batch or threads,
             n_batch=self.n_batch,
             n_gpu_layers=self.n_gpu_layers,
         )
@@ -103,6 +112,11 @@ class ConfidenceSettings(Section):
     )
     calibration_file: Path | None = Field(
         default=None, description="calibration JSON (default: beside the model's manifest)"
+    )
+    probes: Literal["deciding", "always"] = Field(
+        default="deciding",
+        description="run the calibration's probes (~1 s on a Pi-class CPU) only when the "
+        "confidence decides the route, or always (to report it)",
     )
 
     @field_validator("scorer")
@@ -347,6 +361,98 @@ class AbortSettings(Section):
     )
 
 
+def _default_grpc() -> str:
+    with warnings.catch_warnings():  # no XDG_RUNTIME_DIR (no login session): /tmp/runtime-UID
+        warnings.simplefilter("ignore")
+        runtime_dir = platformdirs.user_runtime_dir("ridgeline")
+    return f"unix:{Path(runtime_dir) / 'edge.sock'}"
+
+
+def grpc_target(value: str) -> tuple[str, Path | None]:
+    """``unix:PATH`` or ``HOST:PORT`` to (gRPC target, socket path or None)."""
+    if value.startswith("unix:"):
+        path = Path(value[len("unix:") :]).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(f"{value!r}: the socket path must be absolute (unix:/path)")
+        return f"unix:{path}", path
+    split_host_port(value)
+    return value, None
+
+
+class DaemonSettings(Section):
+    """``edge-agent serve``: where it listens, who may call it, how much it takes on."""
+
+    http: str = Field(
+        default="127.0.0.1:8177",
+        description="OpenAI-compatible HTTP API HOST:PORT (empty: none; port 0 picks one)",
+    )
+    grpc: str = Field(
+        default_factory=_default_grpc,
+        description="gRPC edge service, unix:PATH or HOST:PORT (empty: none)",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="key clients send as 'Authorization: Bearer KEY'"
+    )
+    api_key_file: Path | None = Field(default=None, description="file holding the API key")
+    slots: int = Field(
+        default=1, ge=1, le=64, description="requests answered at once (model copies per model)"
+    )
+    queue: int = Field(
+        default=8, ge=0, le=4096, description="requests waiting beyond the slots (then 503)"
+    )
+    idle_unload_s: float = Field(
+        default=300.0, ge=0, description="unload a model unused this long (0: never)"
+    )
+    drain_s: float = Field(
+        default=30.0, ge=0, le=3600, description="on SIGTERM, how long running requests may finish"
+    )
+    max_request_bytes: int = Field(
+        default=1 << 20, ge=1024, le=64 << 20, description="largest HTTP request body"
+    )
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        if value:
+            try:
+                split_host_port(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("grpc")
+    @classmethod
+    def _check_grpc(cls, value: str) -> str:
+        if value:
+            try:
+                grpc_target(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def read_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value() or None
+        if self.api_key_file is not None:
+            try:
+                return self.api_key_file.read_text().strip() or None
+            except OSError as exc:
+                raise ConfigError(
+                    f"daemon.api_key_file {self.api_key_file}: {exc.strerror}"
+                ) from exc
+        return None
+
+    def public_binds(self) -> list[str]:
+        """The addresses this daemon would serve beyond this machine."""
+        public = []
+        if self.http and not is_loopback(split_host_port(self.http)[0]):
+            public.append(f"http {self.http}")
+        grpc_tcp = self.grpc and not self.grpc.startswith("unix:")
+        if grpc_tcp and not is_loopback(split_host_port(self.grpc)[0]):
+            public.append(f"grpc {self.grpc}")
+        return public
+
+
 class EdgeSettings(Section):
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
@@ -359,6 +465,7 @@ class EdgeSettings(Section):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     preroute: PreRouteSettings = Field(default_factory=PreRouteSettings)
     abort: AbortSettings = Field(default_factory=AbortSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
 
 
 load_edge_settings = settings_loader(EdgeSettings, env_prefix=ENV_PREFIX, file_name="edge.toml")

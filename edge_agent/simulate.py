@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ridgeline_core.cancel import CancelToken
 from ridgeline_core.errors import InvalidRequestError, MissingDependencyError
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
@@ -67,6 +68,7 @@ class DryRunBroker:
         draft: Draft | None,
         deadline_s: float,
         on_text: Callable[[str], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> CloudAnswer:
         return CloudAnswer("", "(broker)", (), "stop", 0, 0, None, None, 0.0, 1)
 

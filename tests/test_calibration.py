@@ -100,6 +100,7 @@ def test_ask_uses_the_calibrated_probability(calibrated: dict[str, Any]) -> None
     env = {
         **calibrated["env"],
         CALIBRATION_FILE: str(calibrated["out"]),
+        "RIDGELINE_EDGE_CONFIDENCE__PROBES": "always",  # mode local would skip them
     }
     result = run("edge-agent", "ask", "--json", "--mode", "local", "What is 2 plus 2?", env=env)
     assert result.returncode == 0, result.stderr
@@ -111,6 +112,19 @@ def test_ask_uses_the_calibrated_probability(calibrated: dict[str, Any]) -> None
     assert answer["scorer"] == "calibrated:logistic"
     assert 0.0 <= answer["confidence"] <= 1.0
     assert answer["confidence"] != pytest.approx(info["raw"])  # a probability, not the margin
+
+
+def test_mode_local_skips_the_probes_it_does_not_need(calibrated: dict[str, Any]) -> None:
+    env = {**calibrated["env"], CALIBRATION_FILE: str(calibrated["out"])}
+    result = run("edge-agent", "ask", "--json", "--mode", "local", "What is 2 plus 2?", env=env)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    info = answer["decision"]["confidence_info"]
+    assert info["calibrated"] is True
+    assert info["method"] == "running"  # the calibrated running probability, no probes
+    assert info["probes_ms"] is None
+    assert "probes skipped: mode local never escalates" in info["note"]
+    assert 0.0 <= answer["confidence"] <= 1.0
 
 
 def test_another_prompt_style_falls_back_to_the_raw_score(calibrated: dict[str, Any]) -> None:

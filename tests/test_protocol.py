@@ -46,7 +46,7 @@ def test_a_changed_proto_is_detected(tmp_path: Path) -> None:
 
 def test_type_stubs_are_generated() -> None:
     stubs = {p.name for p in (ROOT / "ridgeline" / "v1").glob("*.pyi")}
-    assert stubs == {"broker_pb2.pyi", "broker_pb2_grpc.pyi"}
+    assert stubs == {"broker_pb2.pyi", "broker_pb2_grpc.pyi", "edge_pb2.pyi", "edge_pb2_grpc.pyi"}
     assert (ROOT / "ridgeline" / "v1" / "py.typed").exists()
 
 

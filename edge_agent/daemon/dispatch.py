@@ -1,0 +1,205 @@
+"""From an API request to the agent on a worker thread, within the daemon's capacity.
+
+:class:`Admission` holds ``slots`` requests running and ``queue`` more waiting; one more
+is refused at once (QueueFullError: 503 / RESOURCE_EXHAUSTED) rather than left to time
+out. A slot is freed when its worker thread ends, not when its client leaves, so a
+cancelled request holds its slot only until its generation notices (the next token).
+
+:class:`Dispatcher` checks a request, admits it, runs it and hands its events to the
+event loop; both APIs (HTTP and gRPC) go through it. It counts the requests each agent
+is serving, so that an agent replaced by a reload is closed once its last one ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from ridgeline_core.cancel import CancelToken
+from ridgeline_core.errors import QueueFullError, RequestCancelledError, UnavailableError
+
+from ..agent import Answer, EdgeAgent
+from ..api import AskOptions, Done, Prompt, Reset, StreamEvent, TextChunk
+
+__all__ = ["Admission", "Dispatcher", "Job"]
+
+RETRY_AFTER_S = 1.0
+SHUTTING_DOWN = "the daemon is shutting down"
+
+
+class Admission:
+    """Slots and a bounded queue, on the event loop (not thread-safe by design)."""
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self.slots = slots
+        self.queue = queue
+        self.running = 0
+        self.waiting = 0
+        self._freed = asyncio.Condition()
+
+    async def resize(self, slots: int, queue: int) -> None:
+        async with self._freed:
+            self.slots, self.queue = slots, queue
+            self._freed.notify_all()  # more slots: waiters may go now
+
+    async def enter(self) -> None:
+        """Take a slot, waiting in the queue if need be; QueueFullError when full."""
+        if self.running + self.waiting >= self.slots + self.queue:
+            raise QueueFullError(
+                f"the daemon is busy: {self.running} running, {self.waiting} queued "
+                f"(daemon.slots {self.slots}, daemon.queue {self.queue}); retry shortly",
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.waiting += 1
+        try:
+            async with self._freed:
+                await self._freed.wait_for(lambda: self.running < self.slots)
+                self.running += 1
+        finally:
+            self.waiting -= 1
+
+    async def leave(self) -> None:
+        async with self._freed:
+            self.running -= 1
+            self._freed.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self.running + self.waiting
+
+
+@dataclass
+class Job:
+    """One admitted request. Iterate its events; leaving the iteration early, or
+    :meth:`close`, cancels it."""
+
+    events: asyncio.Queue[StreamEvent | BaseException]
+    cancel: CancelToken
+    draining: Callable[[], bool]
+    started: float = field(default_factory=time.perf_counter)
+    finished: bool = False
+
+    async def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        try:
+            while True:
+                event = await self.events.get()
+                if isinstance(event, BaseException):
+                    self.finished = True
+                    if isinstance(event, RequestCancelledError) and self.draining():
+                        # cancelled by the shutdown, not by its client: tell the client why
+                        raise UnavailableError(f"{SHUTTING_DOWN}; retry") from event
+                    raise event
+                if isinstance(event, Done):
+                    self.finished = True
+                yield event
+                if self.finished:
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.cancel.cancel("the client went away")
+
+    async def answer(self) -> Answer:
+        try:
+            async for event in self:
+                if isinstance(event, Done):
+                    return event.answer
+        finally:
+            self.close()
+        raise RuntimeError("the request ended without an answer")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        agent: Callable[[], EdgeAgent],
+        admission: Admission,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        on_answer: Callable[[Answer, float], None],
+        on_cancelled: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._agent = agent  # the current agent (a reload replaces it)
+        self.admission = admission
+        self._executor = executor
+        self._on_answer = on_answer
+        self._on_cancelled = on_cancelled  # counted here: the client is gone by then
+        self.draining = False
+        self._active: set[CancelToken] = set()
+        self.serving: Counter[EdgeAgent] = Counter()  # requests admitted, per agent
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, prompt: Prompt, options: AskOptions, *, live: bool = False) -> Job:
+        """Check and admit the request and start it. Raises at once (before any response
+        is sent) when the request is malformed, or the daemon is full or draining."""
+        self._agent().check(prompt, **options)
+        if self.draining:
+            raise UnavailableError(SHUTTING_DOWN)
+        await self.admission.enter()
+        if self.draining:  # it waited in the queue while the shutdown began
+            await self.admission.leave()
+            raise UnavailableError(SHUTTING_DOWN)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
+        cancel = CancelToken()
+        agent = self._agent()
+        started = time.perf_counter()
+
+        def push(event: StreamEvent | BaseException) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        def work() -> None:
+            try:
+                answer = agent.ask(
+                    prompt,
+                    on_text=lambda text: push(TextChunk(text)),
+                    on_reset=(lambda reason: push(Reset(reason))) if live else None,
+                    cancel=cancel,
+                    **options,
+                )
+            except BaseException as exc:
+                if isinstance(exc, RequestCancelledError):
+                    self._on_cancelled()
+                push(exc)
+            else:
+                self._on_answer(answer, time.perf_counter() - started)
+                push(Done(answer))
+
+        self.serving[agent] += 1
+        self._active.add(cancel)
+        future = loop.run_in_executor(self._executor, work)
+
+        def done(_: object) -> None:
+            task = loop.create_task(self._finished(agent, cancel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        future.add_done_callback(done)
+        return Job(events, cancel, lambda: self.draining, started)
+
+    def cancel_all(self, reason: str) -> None:
+        for cancel in list(self._active):
+            cancel.cancel(reason)
+
+    async def _finished(self, agent: EdgeAgent, cancel: CancelToken) -> None:
+        self._active.discard(cancel)
+        self.serving[agent] -= 1
+        if self.serving[agent] <= 0:
+            del self.serving[agent]
+        await self.admission.leave()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests and wait for admitted ones; False when time ran out."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while self.admission.in_flight:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True

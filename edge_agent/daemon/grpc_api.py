@@ -1,0 +1,183 @@
+"""The gRPC edge service (``ridgeline.v1.Edge``): what ``EdgeClient`` calls.
+
+Thin: protobuf to :class:`AskOptions` at the boundary, events back to protobuf. Errors
+are mapped to status codes in one place, :func:`abort_with`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from ridgeline.v1 import broker_pb2, edge_pb2, edge_pb2_grpc
+from ridgeline_core import errors
+from ridgeline_core.client import ERROR_KIND_KEY
+from ridgeline_core.transport import RETRY_AFTER_KEY
+
+from ..agent import EdgeAgent
+from ..api import AskOptions, Done, Reset, TextChunk
+from .dispatch import Dispatcher
+
+__all__ = ["STATUS", "EdgeService", "KeyInterceptor"]
+
+SERVICE_NAME = "ridgeline.v1.Edge"
+
+_ROLES = {
+    broker_pb2.ROLE_SYSTEM: "system",
+    broker_pb2.ROLE_USER: "user",
+    broker_pb2.ROLE_ASSISTANT: "assistant",
+}
+
+STATUS: dict[str, grpc.StatusCode] = {
+    "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
+    "empty_prompt": grpc.StatusCode.INVALID_ARGUMENT,
+    "prompt_too_long": grpc.StatusCode.INVALID_ARGUMENT,
+    "unsupported": grpc.StatusCode.INVALID_ARGUMENT,
+    "unknown_model": grpc.StatusCode.NOT_FOUND,
+    "model_not_pulled": grpc.StatusCode.NOT_FOUND,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
+    "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "cancelled": grpc.StatusCode.CANCELLED,
+}
+
+
+async def abort_with(context: Any, error: errors.RidgelineError) -> None:
+    """End the call with the error's status code; the trailing metadata names its kind
+    (and the retry delay), so the client raises the same error class."""
+    code = STATUS.get(error.kind, grpc.StatusCode.INTERNAL)
+    trailing = [(ERROR_KIND_KEY, error.kind)]
+    if isinstance(error, errors.OverloadedError):
+        trailing.append((RETRY_AFTER_KEY, str(int(error.retry_after_s * 1000))))
+    context.set_trailing_metadata(tuple(trailing))
+    await context.abort(code, str(error))
+
+
+def options_of(request: edge_pb2.AskRequest) -> AskOptions:
+    options: AskOptions = {"model": request.model or None, "stop": list(request.stop) or None}
+    if request.HasField("max_tokens"):
+        options["max_tokens"] = request.max_tokens
+    if request.HasField("temperature"):
+        options["temperature"] = request.temperature
+    if request.HasField("top_p"):
+        options["top_p"] = request.top_p
+    if request.HasField("seed"):
+        options["seed"] = request.seed
+    if request.mode:
+        if request.mode not in ("auto", "local", "cloud"):
+            raise errors.InvalidRequestError(f"mode {request.mode!r} is not auto, local or cloud")
+        options["mode"] = request.mode  # type: ignore[typeddict-item]
+    if request.HasField("threshold"):
+        options["threshold"] = request.threshold
+    if request.HasField("deadline_s"):
+        options["deadline_s"] = request.deadline_s
+    return options
+
+
+class EdgeService(edge_pb2_grpc.EdgeServicer):
+    def __init__(
+        self,
+        agent: Callable[[], EdgeAgent],
+        dispatcher: Dispatcher,
+        on_error: Callable[[str], None],
+    ) -> None:
+        self._agent = agent
+        self._dispatcher = dispatcher
+        self._on_error = on_error
+
+    async def Ask(
+        self, request: edge_pb2.AskRequest, context: Any
+    ) -> AsyncIterator[edge_pb2.AskEvent]:
+        try:
+            messages = []
+            for index, m in enumerate(request.messages):
+                role = _ROLES.get(m.role)
+                if role is None:
+                    raise errors.InvalidRequestError(f"messages[{index}] has no role")
+                messages.append({"role": role, "content": m.content})
+            job = await self._dispatcher.start(messages, options_of(request), live=request.live)
+        except errors.RidgelineError as error:
+            self._on_error(error.kind)
+            await abort_with(context, error)
+            return
+        try:
+            async for event in job:
+                if isinstance(event, TextChunk):
+                    yield edge_pb2.AskEvent(delta=broker_pb2.TextDelta(text=event.text))
+                elif isinstance(event, Reset):
+                    yield edge_pb2.AskEvent(reset=edge_pb2.AskReset(reason=event.reason))
+                elif isinstance(event, Done):
+                    data = json.dumps(event.answer.to_dict())
+                    yield edge_pb2.AskEvent(answer=edge_pb2.AskAnswer(answer_json=data))
+        except errors.RidgelineError as error:
+            if not isinstance(error, errors.RequestCancelledError):
+                self._on_error(error.kind)
+            await abort_with(context, error)
+        finally:
+            job.close()  # a client that left cancels the generation
+
+    async def ListLocalModels(
+        self, request: edge_pb2.ListLocalModelsRequest, context: Any
+    ) -> edge_pb2.ListLocalModelsResponse:
+        return edge_pb2.ListLocalModelsResponse(
+            models=[
+                edge_pb2.LocalModel(
+                    name=m.name,
+                    runtime=m.runtime,
+                    role=m.role,
+                    context_length=m.context_length or 0,
+                    pulled=m.pulled,
+                    loaded=m.loaded,
+                    default=m.default,
+                )
+                for m in self._agent().models()
+            ]
+        )
+
+
+class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requires ``authorization: Bearer KEY`` on every call except health checks."""
+
+    def __init__(self, key: Callable[[], str | None]) -> None:
+        self._key = key
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        key = self._key()
+        if key is None or details.method.startswith("/grpc.health.v1.Health/"):
+            return await continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        scheme, _, token = str(given).partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), key.encode()):
+            return await continuation(details)
+        handler = await continuation(details)
+        return _refuse(handler)
+
+
+def _refuse(handler: Any) -> Any:
+    async def unary(request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
+
+    async def stream(request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
+        yield  # pragma: no cover
+
+    if handler is None:
+        return None
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.unary_unary_rpc_method_handler(
+        unary,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

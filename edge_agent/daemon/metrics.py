@@ -1,0 +1,100 @@
+"""Prometheus metrics of the daemon, in a registry of its own (no global state).
+
+Counters and histograms are updated as answers finish; gauges (τ, telemetry, queue,
+loaded models, local speed) are read from the live agent when scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ridgeline_core.errors import MissingDependencyError
+
+from ..agent import Answer, EdgeAgent
+from .dispatch import Admission
+
+__all__ = ["DaemonMetrics"]
+
+PATHS = ("local", "cloud", "skipped-local", "local-degraded")
+
+
+class DaemonMetrics:
+    def __init__(self, agent: Callable[[], EdgeAgent], admission: Admission) -> None:
+        try:
+            import prometheus_client as prom
+            from prometheus_client.core import GaugeMetricFamily
+        except ImportError:
+            raise MissingDependencyError("prometheus-client", "edge") from None
+        self._prom = prom
+        self._agent = agent
+        self._admission = admission
+        self.registry = prom.CollectorRegistry(auto_describe=True)
+        self.requests = prom.Counter(
+            "ridgeline_edge_requests",
+            "Answers by the path that produced them",
+            ["path"],
+            registry=self.registry,
+        )
+        for path in PATHS:
+            self.requests.labels(path)
+        self.errors = prom.Counter(
+            "ridgeline_edge_request_errors",
+            "Requests that ended in an error, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.seconds = prom.Histogram(
+            "ridgeline_edge_request_seconds",
+            "Time from admission to answer, by path",
+            ["path"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.tokens = prom.Counter(
+            "ridgeline_edge_local_tokens",
+            "Tokens the local model generated",
+            registry=self.registry,
+        )
+        gauge = GaugeMetricFamily
+        daemon = self
+
+        class Live:
+            def collect(self) -> Iterator[Any]:
+                yield from daemon._live(gauge)
+
+        self.registry.register(Live())
+
+    def record(self, answer: Answer, seconds: float) -> None:
+        self.requests.labels(answer.source).inc()
+        self.seconds.labels(answer.source).observe(seconds)
+        if answer.timings is not None:
+            self.tokens.inc(answer.timings.completion_tokens)
+
+    def record_error(self, kind: str) -> None:
+        self.errors.labels(kind).inc()
+
+    def _live(self, gauge: Any) -> Iterator[Any]:
+        agent = self._agent()
+        admission = self._admission
+        yield gauge(
+            "ridgeline_edge_threshold", "Current threshold τ", agent.decide_threshold().value
+        )
+        yield gauge("ridgeline_edge_queue_depth", "Requests waiting for a slot", admission.waiting)
+        yield gauge("ridgeline_edge_requests_running", "Requests in a slot", admission.running)
+        yield gauge("ridgeline_edge_slots", "Requests answered at once", admission.slots)
+        yield gauge("ridgeline_edge_models_loaded", "Models in memory", len(agent.pool.loaded()))
+        speed = agent.local_speed.read().get("local_tokens_per_s")
+        if speed is not None:
+            yield gauge("ridgeline_edge_local_tokens_per_second", "Local decode speed", speed)
+        telemetry = gauge(
+            "ridgeline_edge_telemetry", "Telemetry readings that set τ", labels=["name"]
+        )
+        for name, value in agent.sampler.snapshot().values().items():
+            if isinstance(value, (bool, int, float)):
+                telemetry.add_metric([name], float(value))
+        yield telemetry
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
