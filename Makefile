@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence clean
+.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -70,6 +70,11 @@ bench-escalation: setup-dev
 # 2 cores: every probe over 497 questions). Extra flags: BENCH_ARGS="--limit 40"
 bench-confidence: setup-dev
 	$(BIN)/python benchmarks/confidence.py $(BENCH_ARGS)
+
+# The edge daemon: HTTP overhead against the in-process SDK (and a bare aiohttp floor),
+# memory, and 4-client throughput next to llama_cpp.server (about 5 min on 2 cores).
+bench-daemon: setup-dev
+	$(BIN)/python benchmarks/daemon.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,7 @@ import pathlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -51,6 +51,7 @@ from .decision import (
     PreRouteInfo,
     StageTimings,
     known_fields,
+    plain,
 )
 from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
 from .features import Evidence
@@ -125,7 +126,7 @@ class Answer:
     decision: Decision
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Answer:

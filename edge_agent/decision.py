@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 __all__ = [
@@ -97,7 +97,7 @@ class Decision:
     timings: StageTimings
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return plain(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
@@ -108,6 +108,19 @@ class Decision:
                 fields[key] = kind(**known_fields(kind, fields[key]))
         fields["timings"] = StageTimings(**known_fields(StageTimings, fields["timings"]))
         return cls(**fields)
+
+
+def plain(value: Any) -> Any:
+    """``dataclasses.asdict`` without its deep copies: JSON-ready dicts and lists of the
+    record's values. A daemon serialises one record per answer, so this is on its hot
+    path, and asdict deep-copies every leaf)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
 
 
 def known_fields(kind: Any, data: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from edge_agent.agent import _sampling, conversation
-from edge_agent.api import ModelInfo
 from edge_agent.daemon import openai_api
 from edge_agent.daemon.dispatch import Admission
 from edge_agent.daemon.server import check_binds
@@ -23,10 +22,7 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.runtime import ChatMessage, RuntimePool, SamplingParams
 from ridgeline_core.runtime import pool as pool_module
 
-MODELS = {
-    "smol": ModelInfo("smol", "llama.cpp", "chat", 2048, True, False, True),
-    "minilm": ModelInfo("minilm", "onnx", "embedding", 256, True, False, False),
-}
+MODELS = {"smol": "chat", "minilm": "embedding"}
 
 
 def chat(**body: Any) -> openai_api.Call:
@@ -152,7 +148,7 @@ def test_admission_queues_then_refuses_at_once() -> None:
         with pytest.raises(errors.QueueFullError, match=r"daemon.slots 1, daemon.queue 1"):
             await admission.enter()
         log.append("refused")
-        await admission.leave()
+        admission.leave()
         await asyncio.wait_for(waiter, 1)
         log.append("admitted")
         assert (admission.running, admission.waiting) == (1, 0)
@@ -162,6 +158,9 @@ def test_admission_queues_then_refuses_at_once() -> None:
         with pytest.raises(asyncio.CancelledError):
             await waiter2
         assert admission.waiting == 0
+        admission.resize(slots=2, queue=0)  # one more slot: the next caller goes at once
+        await asyncio.wait_for(admission.enter(), 1)
+        assert admission.running == 2
         return log
 
     assert asyncio.run(scenario()) == ["refused", "admitted"]

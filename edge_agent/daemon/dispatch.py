@@ -13,6 +13,7 @@ is serving, so that an agent replaced by a reload is closed once its last one en
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import time
 from collections import Counter
@@ -32,40 +33,57 @@ SHUTTING_DOWN = "the daemon is shutting down"
 
 
 class Admission:
-    """Slots and a bounded queue, on the event loop (not thread-safe by design)."""
+    """Slots and a bounded queue, on the event loop (not thread-safe by design).
+
+    Waiters are futures in arrival order; :meth:`leave` hands its slot to the first one
+    directly, so that releasing a slot is a plain call (no task, no lock)."""
 
     def __init__(self, slots: int, queue: int) -> None:
         self.slots = slots
         self.queue = queue
         self.running = 0
-        self.waiting = 0
-        self._freed = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    async def resize(self, slots: int, queue: int) -> None:
-        async with self._freed:
-            self.slots, self.queue = slots, queue
-            self._freed.notify_all()  # more slots: waiters may go now
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def resize(self, slots: int, queue: int) -> None:
+        self.slots, self.queue = slots, queue
+        self._wake()  # more slots: waiters may go now
 
     async def enter(self) -> None:
         """Take a slot, waiting in the queue if need be; QueueFullError when full."""
+        if self.running < self.slots and not self._waiters:
+            self.running += 1
+            return
         if self.running + self.waiting >= self.slots + self.queue:
             raise QueueFullError(
                 f"the daemon is busy: {self.running} running, {self.waiting} queued "
                 f"(daemon.slots {self.slots}, daemon.queue {self.queue}); retry shortly",
                 retry_after_s=RETRY_AFTER_S,
             )
-        self.waiting += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            async with self._freed:
-                await self._freed.wait_for(lambda: self.running < self.slots)
-                self.running += 1
-        finally:
-            self.waiting -= 1
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # granted just as its client left: pass the slot on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
-    async def leave(self) -> None:
-        async with self._freed:
-            self.running -= 1
-            self._freed.notify_all()
+    def leave(self) -> None:
+        self.running -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.running < self.slots:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.running += 1
+                waiter.set_result(None)
 
     @property
     def in_flight(self) -> int:
@@ -133,17 +151,21 @@ class Dispatcher:
         self.draining = False
         self._active: set[CancelToken] = set()
         self.serving: Counter[EdgeAgent] = Counter()  # requests admitted, per agent
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, prompt: Prompt, options: AskOptions, *, live: bool = False) -> Job:
+    async def start(
+        self, prompt: Prompt, options: AskOptions, *, text: bool = True, live: bool = False
+    ) -> Job:
         """Check and admit the request and start it. Raises at once (before any response
-        is sent) when the request is malformed, or the daemon is full or draining."""
+        is sent) when the request is malformed, or the daemon is full or draining.
+
+        ``text``: deliver ``TextChunk`` events (a non-streaming caller needs only the
+        answer); ``live``: stream broker text as it arrives, with ``Reset`` if it fails."""
         self._agent().check(prompt, **options)
         if self.draining:
             raise UnavailableError(SHUTTING_DOWN)
         await self.admission.enter()
         if self.draining:  # it waited in the queue while the shutdown began
-            await self.admission.leave()
+            self.admission.leave()
             raise UnavailableError(SHUTTING_DOWN)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
@@ -154,11 +176,15 @@ class Dispatcher:
         def push(event: StreamEvent | BaseException) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
+        def last(event: StreamEvent | BaseException) -> None:  # on the loop: one wake-up
+            events.put_nowait(event)
+            self._finished(agent, cancel)
+
         def work() -> None:
             try:
                 answer = agent.ask(
                     prompt,
-                    on_text=lambda text: push(TextChunk(text)),
+                    on_text=(lambda text: push(TextChunk(text))) if text else None,
                     on_reset=(lambda reason: push(Reset(reason))) if live else None,
                     cancel=cancel,
                     **options,
@@ -166,33 +192,30 @@ class Dispatcher:
             except BaseException as exc:
                 if isinstance(exc, RequestCancelledError):
                     self._on_cancelled()
-                push(exc)
+                loop.call_soon_threadsafe(last, exc)
             else:
                 self._on_answer(answer, time.perf_counter() - started)
-                push(Done(answer))
+                loop.call_soon_threadsafe(last, Done(answer))
 
         self.serving[agent] += 1
         self._active.add(cancel)
-        future = loop.run_in_executor(self._executor, work)
-
-        def done(_: object) -> None:
-            task = loop.create_task(self._finished(agent, cancel))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        future.add_done_callback(done)
+        try:
+            self._executor.submit(work)
+        except RuntimeError:  # the executor is shut down: the daemon is stopping
+            self._finished(agent, cancel)
+            raise UnavailableError(SHUTTING_DOWN) from None
         return Job(events, cancel, lambda: self.draining, started)
 
     def cancel_all(self, reason: str) -> None:
         for cancel in list(self._active):
             cancel.cancel(reason)
 
-    async def _finished(self, agent: EdgeAgent, cancel: CancelToken) -> None:
+    def _finished(self, agent: EdgeAgent, cancel: CancelToken) -> None:
         self._active.discard(cancel)
         self.serving[agent] -= 1
         if self.serving[agent] <= 0:
             del self.serving[agent]
-        await self.admission.leave()
+        self.admission.leave()
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new requests and wait for admitted ones; False when time ran out."""

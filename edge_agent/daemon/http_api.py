@@ -11,13 +11,14 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ridgeline_core import errors
 
 from ..agent import EdgeAgent
-from ..api import Done, ModelInfo, TextChunk
+from ..api import Done, TextChunk
 from . import openai_api
 from .dispatch import Dispatcher, Job
 from .metrics import DaemonMetrics
@@ -51,6 +52,7 @@ def build_app(
 
     @web.middleware
     async def errors_and_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["started"] = time.perf_counter()
         try:
             if request.path != "/health":
                 key = api_key()
@@ -89,16 +91,22 @@ def build_app(
         except (ValueError, UnicodeDecodeError) as exc:
             raise errors.InvalidRequestError(f"the request body is not valid JSON: {exc}") from exc
 
-    def known_models() -> dict[str, ModelInfo]:
-        return {m.name: m for m in agent().models()}
+    def roles() -> dict[str, str]:
+        return {m.name: m.role for m in agent().catalog}  # no file checks per request
 
     async def answer(request: web.Request, call: openai_api.Call, chat: bool) -> web.StreamResponse:
-        job = await dispatcher.start(call.prompt, call.options)
+        job = await dispatcher.start(call.prompt, call.options, text=call.stream)
         if call.stream:
             return await stream(request, call, job, chat)
         result = await job.answer()
         body = (openai_api.chat_response if chat else openai_api.completion_response)(call, result)
-        return web.json_response(body, headers=openai_api.decision_headers(result))
+        headers = openai_api.decision_headers(result)
+        # the daemon's time for this request and the pipeline's part (browsers' dev tools
+        # and curl -v show it; benchmarks/daemon.py splits the overhead with it)
+        handled = (time.perf_counter() - request["started"]) * 1000
+        pipeline = result.decision.timings.total_ms
+        headers["Server-Timing"] = f"daemon;dur={handled:.2f}, pipeline;dur={pipeline:.2f}"
+        return web.json_response(body, headers=headers)
 
     async def stream(
         request: web.Request, call: openai_api.Call, job: Job, chat: bool
@@ -154,13 +162,11 @@ def build_app(
         return response
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
-        call = openai_api.parse_chat(await read_json(request), request.headers, known_models())
+        call = openai_api.parse_chat(await read_json(request), request.headers, roles())
         return await answer(request, call, chat=True)
 
     async def completions(request: web.Request) -> web.StreamResponse:
-        call = openai_api.parse_completion(
-            await read_json(request), request.headers, known_models()
-        )
+        call = openai_api.parse_completion(await read_json(request), request.headers, roles())
         return await answer(request, call, chat=False)
 
     async def models(request: web.Request) -> web.Response:
@@ -168,7 +174,7 @@ def build_app(
 
     async def model(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        found = known_models().get(name)
+        found = {m.name: m for m in agent().models()}.get(name)
         if found is None:
             raise errors.UnknownModelError(f"The model {name!r} does not exist")
         return web.json_response(openai_api.models_response([found])["data"][0])

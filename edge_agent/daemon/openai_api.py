@@ -116,7 +116,7 @@ def _number(body: Mapping[str, Any], key: str, kind: type = float) -> Any:
 
 
 def _options(
-    body: Mapping[str, Any], headers: Mapping[str, str], models: Mapping[str, ModelInfo]
+    body: Mapping[str, Any], headers: Mapping[str, str], models: Mapping[str, str]
 ) -> tuple[AskOptions, str]:
     unknown = sorted(set(body) - _IGNORED - {"tools", "tool_choice", "functions"})
     if unknown:
@@ -137,16 +137,15 @@ def _options(
         raise _bad("model must be a string", "model")
     model = None
     if requested not in DEFAULT_MODEL_ALIASES:
-        info = models.get(requested)
-        if info is None:
+        role = models.get(requested)
+        if role is None:
             known = ", ".join(sorted(models)) or "none"
-            error = errors.UnknownModelError(
+            raise errors.UnknownModelError(
                 f"The model {requested!r} does not exist (local models: {known}; "
                 "'default' picks models.default)"
             )
-            raise error
-        if info.role not in ("chat", "base"):
-            raise errors.UnsupportedError(f"{requested} is a {info.role} model, not a chat model")
+        if role not in ("chat", "base"):
+            raise errors.UnsupportedError(f"{requested} is a {role} model, not a chat model")
         model = requested
     options: AskOptions = {"model": model}
     max_tokens = _number(body, "max_completion_tokens", int)
@@ -210,8 +209,8 @@ def _text_content(content: Any, index: int) -> str:
     raise _bad(f"messages[{index}].content must be a string or a list of text parts")
 
 
-def parse_chat(raw: Any, headers: Mapping[str, str], models: Mapping[str, ModelInfo]) -> Call:
-    """A ``/v1/chat/completions`` body to a :class:`Call`."""
+def parse_chat(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) -> Call:
+    """A ``/v1/chat/completions`` body to a :class:`Call` (``models``: name to role)."""
     body = _object(raw)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -232,7 +231,7 @@ def parse_chat(raw: Any, headers: Mapping[str, str], models: Mapping[str, ModelI
     return Call(chat, options, _stream(body), _include_usage(body), requested)
 
 
-def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, ModelInfo]) -> Call:
+def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) -> Call:
     """A ``/v1/completions`` body to a :class:`Call`: the prompt is answered as one user
     turn, since confidence and escalation judge answers, not raw continuations."""
     body = _object(raw)

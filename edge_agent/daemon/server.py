@@ -272,7 +272,7 @@ class Daemon:
         if pool is not self.pool:
             self._retired.append(self.pool)
         self.pool, self.agent, self.settings, self._key = pool, agent, new, key
-        await self.admission.resize(new.daemon.slots, new.daemon.queue)
+        self.admission.resize(new.daemon.slots, new.daemon.queue)
         await self._close_retired()
         sd_notify("READY=1")
         self._out("reloaded")
