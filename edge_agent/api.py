@@ -142,30 +142,47 @@ class Answerer(ABC):
     async def stream_async(
         self, prompt: Prompt, **options: Unpack[AskOptions]
     ) -> AsyncIterator[StreamEvent]:
-        """:meth:`stream` as an async iterator; leaving it early cancels the request."""
+        """:meth:`stream` as an async iterator; leaving it early cancels the request.
+
+        Each stream is pumped by a thread of its own (not the loop's default executor,
+        whose few threads would cap how many requests an app can have in flight)."""
         cancel = CancelToken()
-        events = self._events(prompt, cancel, options)
         loop = asyncio.get_running_loop()
+        events: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()
+
+        def deliver(item: StreamEvent | BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                cancel.cancel("the event loop closed")
+
+        def pump() -> None:
+            try:
+                for event in self._events(prompt, cancel, options):
+                    deliver(event)
+            except BaseException as exc:
+                deliver(exc)
+            else:
+                deliver(None)
+
+        threading.Thread(target=pump, name="ridgeline-stream", daemon=True).start()
         finished = False
         try:
             while True:
-                item = await loop.run_in_executor(None, _next_or_end, events)
+                item = await events.get()
                 if item is None:
                     finished = True
                     return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
                 yield item
         finally:
             if not finished:
-                # The worker stops at its next token or broker event; it may be inside
-                # next() right now, so the generator ends itself rather than being closed.
                 cancel.cancel("the stream was closed before its end")
 
     async def models_async(self) -> list[ModelInfo]:
         return await asyncio.to_thread(self.models)
-
-
-def _next_or_end(events: Iterator[StreamEvent]) -> StreamEvent | None:
-    return next(events, None)
 
 
 def _answer_of(events: Iterator[StreamEvent]) -> Answer:

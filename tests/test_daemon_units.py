@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge_agent.agent import _sampling, conversation
+from edge_agent.api import Answerer, AskOptions, Done, Prompt, TextChunk
 from edge_agent.daemon import openai_api
 from edge_agent.daemon.dispatch import Admission
 from edge_agent.daemon.server import check_binds
@@ -320,3 +321,58 @@ def test_pool_lends_each_copy_to_one_request(loads: list[FakeRuntime]) -> None:
         pool.close()
         assert not again.closed  # closed when its request gives it back
     assert again.closed
+
+
+# -- the SDK's async methods --------------------------------------------------------------
+
+
+class Gated(Answerer):
+    """Streams one chunk, then waits for the gate (or its cancel) before answering."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.cancelled: list[str] = []
+
+    def _events(self, prompt: Prompt, cancel: CancelToken, options: AskOptions) -> Any:
+        yield TextChunk(str(prompt))
+        while not self.gate.wait(0.01):
+            if cancel.cancelled:
+                self.cancelled.append(cancel.reason)
+                cancel.check()
+        yield Done(answer=str(prompt))  # type: ignore[arg-type]
+
+    def models(self) -> list[Any]:
+        return []
+
+
+def test_many_async_streams_run_at_once_and_leaving_one_cancels_it() -> None:
+    gated = Gated()
+
+    async def first_chunk(index: int) -> str:
+        async for event in gated.stream_async(f"q{index}"):
+            assert isinstance(event, TextChunk)
+            return event.text  # leaving early cancels this request
+        raise AssertionError("no event")
+
+    async def scenario() -> list[str]:
+        # more than the default executor's threads (cores + 4): none may wait for another
+        return await asyncio.wait_for(asyncio.gather(*(first_chunk(i) for i in range(24))), 10)
+
+    assert asyncio.run(scenario()) == [f"q{i}" for i in range(24)]
+    assert wait_for(lambda: len(gated.cancelled) == 24, 5.0)
+    assert set(gated.cancelled) == {"the stream was closed before its end"}
+
+
+def test_ask_async_returns_the_answer() -> None:
+    gated = Gated()
+    gated.gate.set()
+    assert asyncio.run(gated.ask_async("hello")) == "hello"
+
+
+def wait_for(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
