@@ -26,7 +26,7 @@ import grpc
 from ridgeline.v1 import broker_pb2, edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
-from ridgeline_core.client import ERROR_KIND_KEY, error_from_rpc
+from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES, error_from_rpc
 from ridgeline_core.transport import channel_options
 
 from .agent import Answer, conversation
@@ -34,12 +34,6 @@ from .api import Answerer, AskOptions, Done, ModelInfo, Prompt, Reset, StreamEve
 from .settings import grpc_target, load_edge_settings
 
 __all__ = ["EdgeClient"]
-
-_ROLES = {
-    "system": broker_pb2.ROLE_SYSTEM,
-    "user": broker_pb2.ROLE_USER,
-    "assistant": broker_pb2.ROLE_ASSISTANT,
-}
 
 
 class EdgeClient(Answerer):
@@ -77,7 +71,7 @@ class EdgeClient(Answerer):
         messages, _ = conversation(prompt, None)  # the daemon adds its system prompt
         request = edge_pb2.AskRequest(
             messages=[
-                broker_pb2.ChatMessage(role=_ROLES[m.role], content=m.content) for m in messages
+                broker_pb2.ChatMessage(role=ROLE_CODES[m.role], content=m.content) for m in messages
             ],
             model=options.get("model") or "",
             mode=options.get("mode") or "",

@@ -204,10 +204,10 @@ class Escalator:
                             attempts=attempts,
                             outage=outage,
                         ) from exc
-                    if cancel is not None and cancel.wait(delay):
-                        cancel.check()
-                    elif cancel is None:
+                    if cancel is None:
                         time.sleep(delay)
+                    elif cancel.wait(delay):
+                        cancel.check()
         finally:
             if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
                 self.circuit.release()

@@ -36,6 +36,7 @@ from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 from . import errors, transport
 
 __all__ = [
+    "ROLE_CODES",
     "AsyncBrokerClient",
     "BrokerAnswer",
     "BrokerClient",
@@ -46,7 +47,7 @@ __all__ = [
 
 ERROR_KIND_KEY = "ridgeline-error-kind"
 
-_ROLES = {
+ROLE_CODES = {  # chat role name -> protocol enum (the edge service uses it too)
     "system": broker_pb2.ROLE_SYSTEM,
     "user": broker_pb2.ROLE_USER,
     "assistant": broker_pb2.ROLE_ASSISTANT,
@@ -121,10 +122,10 @@ def build_request(
             if isinstance(message, broker_pb2.ChatMessage):
                 chat.append(message)
                 continue
-            role = _ROLES.get(message.get("role", ""))
+            role = ROLE_CODES.get(message.get("role", ""))
             if role is None:
                 raise errors.InvalidRequestError(
-                    f"message role {message.get('role')!r} is not one of {', '.join(_ROLES)}"
+                    f"message role {message.get('role')!r} is not one of {', '.join(ROLE_CODES)}"
                 )
             chat.append(broker_pb2.ChatMessage(role=role, content=message.get("content", "")))
     params = broker_pb2.SamplingParams(stop=list(stop))

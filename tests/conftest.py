@@ -68,33 +68,42 @@ def smollm2(smollm2_manifest: ModelManifest, smollm2_path: Path) -> Iterator[Run
     runtime.close()
 
 
-@pytest.fixture
-def edge_env(model_store: ModelStore, tmp_path: Path) -> dict[str, str]:
-    """Environment for running the edge-agent CLI against the session store.
-
-    HOME and the XDG dirs point into tmp_path so no user config file is read.
-    """
+def isolated_env(model_store: ModelStore, root: Path) -> dict[str, str]:
+    """This process's environment for a Ridgeline command against the session store:
+    no Ridgeline settings from outside, and HOME and the XDG dirs under ``root``, so no
+    user config file is read."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("RIDGELINE_EDGE_", "RIDGELINE_BROKER_"))
     }
     env.update(
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
+        HOME=str(root / "home"),
+        XDG_CONFIG_HOME=str(root / "config"),
+        XDG_CACHE_HOME=str(root / "cache"),
+        XDG_STATE_HOME=str(root / "state"),
         RIDGELINE_EDGE_MODELS__STORE_DIR=str(model_store.root),
         RIDGELINE_BROKER_MODELS__STORE_DIR=str(model_store.root),
     )
     return env
 
 
+def without_proxies(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without proxy variables: loopback calls must not go through a proxy."""
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.fixture
+def edge_env(model_store: ModelStore, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the edge-agent CLI against the session store."""
+    return isolated_env(model_store, tmp_path)
+
+
 @pytest.fixture
 def broker_env(edge_env: dict[str, str]) -> dict[str, str]:
     """Environment for a broker process: the session store, no user config, no proxies."""
-    env = dict(edge_env)
-    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
-        env.pop(key, None)
+    env = without_proxies(dict(edge_env))
     env["RIDGELINE_BROKER_METRICS__LISTEN"] = "127.0.0.1:0"
     return env

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import shutil
 import signal
@@ -24,7 +23,7 @@ import grpc
 import openai
 import pytest
 from brokerproc import BrokerProcess
-from conftest import SMOLLM2
+from conftest import SMOLLM2, isolated_env, without_proxies
 from daemonproc import DaemonProcess
 from test_cli import run
 from test_escalation import BAD, EASY, gemma_broker
@@ -39,17 +38,7 @@ COUNTING = "Count from 1 to 1000, separated by commas."  # SmolLM2 counts for a 
 
 
 def daemon_env(model_store: ModelStore, root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
-    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
-        env.pop(key, None)
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_CACHE_HOME=str(root / "cache"),
-        XDG_STATE_HOME=str(root / "state"),
-        RIDGELINE_EDGE_MODELS__STORE_DIR=str(model_store.root),
-    )
-    return env
+    return without_proxies(isolated_env(model_store, root))
 
 
 def config(root: Path, extra: str = "") -> str:

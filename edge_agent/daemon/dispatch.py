@@ -18,7 +18,7 @@ import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ridgeline_core.cancel import CancelToken
 from ridgeline_core.errors import QueueFullError, RequestCancelledError, UnavailableError
@@ -98,7 +98,6 @@ class Job:
     events: asyncio.Queue[StreamEvent | BaseException]
     cancel: CancelToken
     draining: Callable[[], bool]
-    started: float = field(default_factory=time.perf_counter)
     finished: bool = False
 
     async def __aiter__(self) -> AsyncIterator[StreamEvent]:
@@ -204,7 +203,7 @@ class Dispatcher:
         except RuntimeError:  # the executor is shut down: the daemon is stopping
             self._finished(agent, cancel)
             raise UnavailableError(SHUTTING_DOWN) from None
-        return Job(events, cancel, lambda: self.draining, started)
+        return Job(events, cancel, lambda: self.draining)
 
     def cancel_all(self, reason: str) -> None:
         for cancel in list(self._active):

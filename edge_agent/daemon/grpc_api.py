@@ -15,7 +15,7 @@ import grpc
 
 from ridgeline.v1 import broker_pb2, edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
-from ridgeline_core.client import ERROR_KIND_KEY
+from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES
 from ridgeline_core.transport import RETRY_AFTER_KEY
 
 from ..agent import EdgeAgent
@@ -26,11 +26,7 @@ __all__ = ["STATUS", "EdgeService", "KeyInterceptor"]
 
 SERVICE_NAME = "ridgeline.v1.Edge"
 
-_ROLES = {
-    broker_pb2.ROLE_SYSTEM: "system",
-    broker_pb2.ROLE_USER: "user",
-    broker_pb2.ROLE_ASSISTANT: "assistant",
-}
+_ROLES = {code: name for name, code in ROLE_CODES.items()}
 
 STATUS: dict[str, grpc.StatusCode] = {
     "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,

@@ -41,8 +41,9 @@ __all__ = [
 
 DEFAULT_MODEL_ALIASES = frozenset({"", "default", "ridgeline", "auto"})
 
-# OpenAI fields we accept and ignore: they do not change a single greedy answer.
-_IGNORED = frozenset(
+# The OpenAI fields we accept: those we use, and those we ignore because they do not change
+# one answer of a local model (user, penalties, metadata, ...).
+_KNOWN_FIELDS = frozenset(
     {
         "user",
         "frequency_penalty",
@@ -118,7 +119,7 @@ def _number(body: Mapping[str, Any], key: str, kind: type = float) -> Any:
 def _options(
     body: Mapping[str, Any], headers: Mapping[str, str], models: Mapping[str, str]
 ) -> tuple[AskOptions, str]:
-    unknown = sorted(set(body) - _IGNORED - {"tools", "tool_choice", "functions"})
+    unknown = sorted(set(body) - _KNOWN_FIELDS - {"tools", "tool_choice", "functions"})
     if unknown:
         raise _bad(f"unknown field {unknown[0]!r}", unknown[0])
     for key in ("tools", "functions"):
