@@ -38,7 +38,7 @@ $(VENV)/.installed-demo: $(VENV)/.installed-edge
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed-edge
-	$(BIN)/pip install --quiet -e '.[edge,broker,plot,dev]'
+	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev]'
 	touch $@
 
 lint: setup-dev

@@ -254,11 +254,11 @@ def _open_models(state: CliState) -> tuple[ManifestCatalog, ModelStore, str]:
 
 
 def _models_group() -> click.Group:
-    """``models list | pull | verify | rm``."""
+    """``models list | pull | build | verify | rm``."""
 
     @click.group("models", cls=RidgelineGroup)
     def models() -> None:
-        """List, pull, verify and remove models in the local store."""
+        """List, pull, build, verify and remove models in the local store."""
 
     @models.command("list")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
@@ -275,6 +275,8 @@ def _models_group() -> click.Group:
             table.add_column(column, no_wrap=True)
         for row in rows:
             status = "pulled" if row["pulled"] else "not pulled"
+            if row["built"] is not None:
+                status += ", built" if row["built"] else ", not built"
             table.add_row(
                 row["name"] + (" *" if row["default"] else ""), row["role"], row["runtime"],
                 format_bytes(row["size"]), status, row["license"],
@@ -301,6 +303,26 @@ def _models_group() -> click.Group:
                 f"sha256 {manifest.sha256[:12]}) in {result.seconds:.1f} s"
             )
 
+    @models.command("build")
+    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
+    @click.option("--force", is_flag=True, help="build again even if an up-to-date build exists")
+    @click.pass_obj
+    def build(state: CliState, names: tuple[str, ...], force: bool) -> None:
+        """Make the files a model's runtime loads (ONNX fp32 and int8 from safetensors),
+        pulling the model first if needed, and store them with their sha256."""
+        from .store.build import build_model
+
+        catalog, store, _ = _open_models(state)
+        for name in names:
+            manifest = catalog.get(name)
+            result = build_model(store, manifest, CliProgress(), force=force)
+            what = "built" if result.built else "already built:"
+            variants = ", ".join(
+                f"{variant} {format_bytes(built.size)} sha256 {built.sha256[:12]}"
+                for variant, built in result.record.artifacts.items()
+            )
+            click.echo(f"{what} {manifest.name} ({variants}) in {result.seconds:.1f} s")
+
     @models.command("verify")
     @click.argument("names", nargs=-1, required=True, metavar="NAME...")
     @click.pass_obj
@@ -311,6 +333,10 @@ def _models_group() -> click.Group:
             manifest = catalog.get(name)
             store.verify(manifest, CliProgress())
             click.echo(f"ok: {manifest.name} matches sha256 {manifest.sha256}")
+            if manifest.build is not None and store.build_record(manifest) is not None:
+                for variant in manifest.build.variants:
+                    store.open_built(manifest, variant, full=True)
+                    click.echo(f"ok: {manifest.name} {variant} build")
 
     @models.command("rm")
     @click.argument("names", nargs=-1, required=True, metavar="NAME...")
@@ -339,6 +365,8 @@ def _model_row(manifest: ModelManifest, store: ModelStore, default: str) -> dict
         "size": manifest.size,
         "sha256": manifest.sha256,
         "pulled": store.is_present(manifest),
+        # None: nothing to build; otherwise whether an up-to-date build is stored
+        "built": None if manifest.build is None else store.build_record(manifest) is not None,
         "default": manifest.name == default,
     }
 

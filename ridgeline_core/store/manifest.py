@@ -35,8 +35,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "BuildSpec",
     "HuggingFaceSource",
     "ManifestCatalog",
+    "ModelFile",
     "ModelManifest",
     "PartsSource",
     "PathSource",
@@ -48,6 +50,7 @@ __all__ = [
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -167,6 +170,41 @@ Source = Annotated[
 ]
 
 
+class ModelFile(_Strict):
+    """A file that goes with the model (its tokenizer, its config), stored and verified
+    like the model file itself."""
+
+    name: str = Field(pattern=FILE_NAME_PATTERN, description="the file's name, e.g. tokenizer.json")
+    sha256: Digest
+    size: int = Field(gt=0)
+    source: Part
+
+
+Variant = Literal["fp32", "int8"]
+VARIANTS: tuple[Variant, ...] = ("fp32", "int8")
+
+
+class BuildSpec(_Strict):
+    """How ``models build`` turns the stored weights into files a runtime loads."""
+
+    kind: Literal["bert-onnx"] = Field(
+        description="bert-onnx: a BERT encoder's safetensors to an ONNX graph (fp32, int8)"
+    )
+    variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS))
+    default_variant: Variant = "int8"
+    max_length: int = Field(default=256, gt=0, le=8192, description="tokens per input")
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+
+    @model_validator(mode="after")
+    def _default_is_built(self) -> BuildSpec:
+        if self.default_variant not in self.variants:
+            raise ValueError(f"default_variant {self.default_variant!r} is not in variants")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants are listed twice")
+        return self
+
+
 class ModelManifest(_Strict):
     name: str
     description: str = ""
@@ -185,8 +223,14 @@ class ModelManifest(_Strict):
     )
     stop: list[str] = Field(default_factory=list, description="extra stop sequences")
     source: Source
+    files: list[ModelFile] = Field(
+        default_factory=list, description="files that go with the model (tokenizer, config)"
+    )
+    build: BuildSpec | None = Field(default=None, description="how `models build` converts it")
     # Where the manifest was read from; set by the catalog, not by the file.
     origin: Path | None = Field(default=None, exclude=True)
+    # Set on the store's per-file views of a manifest (see ModelManifest.parts).
+    file_label: str | None = Field(default=None, exclude=True)
 
     @field_validator("name")
     @classmethod
@@ -205,6 +249,48 @@ class ModelManifest(_Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _files_and_build(self) -> ModelManifest:
+        names = [f.name for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError(f"files: a name is listed twice: {names}")
+        if self.build is not None:
+            if self.format != "safetensors" or self.runtime != "onnx":
+                raise ValueError("build is for runtime 'onnx' models in format 'safetensors'")
+            missing = {"config.json", "tokenizer.json"} - set(names)
+            if missing:
+                raise ValueError(f"a bert-onnx build needs files {sorted(missing)}")
+        elif self.format == "safetensors":
+            raise ValueError("a safetensors model needs a [build] section to become runnable")
+        return self
+
+    def parts(self) -> list[ModelManifest]:
+        """The model file, then each of ``files``, each as a manifest of one file.
+
+        The store fetches and verifies every part the same way; a part's messages name
+        the model and, for a companion file, the file (``file_label``).
+        """
+        views = [self]
+        for extra in self.files:
+            views.append(
+                self.model_copy(
+                    update={
+                        "sha256": extra.sha256,
+                        "size": extra.size,
+                        "source": extra.source,
+                        "files": [],
+                        "build": None,
+                        "file_label": extra.name,
+                    }
+                )
+            )
+        return views
+
+    @property
+    def label(self) -> str:
+        """The model's name, and the file's for a companion file view."""
+        return f"{self.name} ({self.file_label})" if self.file_label else self.name
+
     @classmethod
     def from_file(cls, path: Path) -> ModelManifest:
         try:
@@ -216,8 +302,9 @@ class ModelManifest(_Strict):
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: Path | None = None) -> ModelManifest:
         where = f"manifest {origin}" if origin else "manifest"
-        if "origin" in data:
-            raise ManifestError(f"{where}: 'origin' is not a manifest field")
+        for internal in ("origin", "file_label"):
+            if internal in data:
+                raise ManifestError(f"{where}: {internal!r} is not a manifest field")
         try:
             return cls.model_validate({**data, "origin": origin})
         except ValidationError as exc:

@@ -1,0 +1,336 @@
+"""ONNX Runtime adapter: sentence encoders and small classifier heads.
+
+:class:`OnnxEncoder` runs a BERT-style encoder (ours from
+:mod:`ridgeline_core.runtime.onnx_build`, or one exported by other tools) with a Hugging
+Face ``tokenizer.json``, and pools its token states into one unit vector per text.
+:class:`OnnxClassifierHead` turns such vectors into label probabilities.
+
+``onnxruntime`` and ``tokenizers`` (the ``onnx`` extra) are imported when a model is
+loaded, never when this module is. ONNX Runtime sessions and ``tokenizers`` are safe to
+call from several threads at once, so one encoder serves concurrent :meth:`embed` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import (
+    EmptyPromptError,
+    InvalidRequestError,
+    MissingDependencyError,
+    ModelError,
+    ModelLoadError,
+)
+
+__all__ = ["OnnxClassifierHead", "OnnxEncoder"]
+
+log = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+Pooling = Literal["mean", "cls"]
+
+# The token inputs an encoder may declare; anything else is refused at load.
+_TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+# A 2-D output with this name is BERT's tanh-projected [CLS] state, not a sentence embedding.
+_NOT_POOLED = {"pooler_output"}
+_NUMPY_INTS = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "onnx") from exc
+    return onnxruntime
+
+
+def _threads(threads: int | None) -> int:
+    if threads is not None and threads > 0:
+        return threads
+    from .llama_cpp import default_threads  # here: that module imports the chat template stack
+
+    return default_threads()
+
+
+def _session(model: Path, threads: int, what: str) -> Any:
+    """An ONNX Runtime CPU session; a file it cannot load is a ModelLoadError."""
+    ort = _import_onnxruntime()
+    if not Path(model).is_file():
+        raise ModelLoadError(f"{what}: no ONNX file at {model}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: warnings go to stderr, not to logging
+    try:
+        return ort.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    # onnxruntime's errors (InvalidProtobuf, InvalidGraph, Fail, ...) derive from Exception
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{what}: ONNX Runtime could not load {model}: {exc} (the file is damaged or not "
+            "an ONNX model; for a store model run `edge-agent models build --force`)"
+        ) from exc
+
+
+class OnnxEncoder:
+    """Text to unit vectors with an ONNX encoder: ``embed(["a", "b"])`` is float32 [2, dim].
+
+    Inputs longer than ``max_length`` tokens (special tokens included) are cut there
+    silently; :attr:`last_truncated` says how many were in the last call.
+    """
+
+    def __init__(
+        self,
+        model: Path,
+        tokenizer: Path,
+        *,
+        name: str,
+        max_length: int = 256,
+        threads: int | None = None,
+        pooling: Pooling = "mean",
+        normalize: bool = True,
+    ) -> None:
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (for [CLS] and [SEP]): {max_length}")
+        self.name = name
+        self.pooling: Pooling = pooling
+        self.normalize = normalize
+        self.threads = _threads(threads)
+        self._session = _session(model, self.threads, name)
+        self._inputs = self._token_inputs(model)
+        self._output, self._pooled = self._embedding_output(model)
+        self._max_length = self._cap_length(max_length)
+        self._tokenizer = self._load_tokenizer(tokenizer)
+        self._dim = self._output_dim()
+        self.last_truncated = 0
+
+    # -- loading ---------------------------------------------------------------------
+
+    def _token_inputs(self, model: Path) -> dict[str, type[np.integer[Any]]]:
+        inputs: dict[str, type[np.integer[Any]]] = {}
+        for node in self._session.get_inputs():
+            if node.name not in _TOKEN_INPUTS or node.type not in _NUMPY_INTS:
+                raise ModelLoadError(
+                    f"{self.name}: {model} has input {node.name!r} ({node.type}); a text "
+                    f"encoder takes integer inputs among {', '.join(_TOKEN_INPUTS)}"
+                )
+            inputs[node.name] = _NUMPY_INTS[node.type]
+        if "input_ids" not in inputs:
+            raise ModelLoadError(f"{self.name}: {model} has no input_ids input")
+        return inputs
+
+    def _embedding_output(self, model: Path) -> tuple[str, bool]:
+        """The output to read, and whether it is already one vector per text."""
+        outputs = self._session.get_outputs()
+        for node in outputs:
+            if len(node.shape) == 2 and node.name not in _NOT_POOLED:
+                return node.name, True
+        for node in outputs:
+            if len(node.shape) == 3:
+                return node.name, False
+        raise ModelLoadError(
+            f"{self.name}: {model} has no [batch, sequence, hidden] or [batch, dim] output "
+            f"(outputs: {', '.join(f'{o.name} {o.shape}' for o in outputs)})"
+        )
+
+    def _cap_length(self, max_length: int) -> int:
+        props = self._session.get_modelmeta().custom_metadata_map
+        positions = props.get("max_position_embeddings")
+        if positions is not None and positions.isdigit() and int(positions) < max_length:
+            log.warning(
+                "%s: max_length %d exceeds the model's %s positions; inputs are cut there",
+                self.name,
+                max_length,
+                positions,
+            )
+            return int(positions)
+        return max_length
+
+    def _load_tokenizer(self, path: Path) -> Any:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise MissingDependencyError("tokenizers", "onnx") from exc
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception
+            raise ModelLoadError(
+                f"{self.name}: cannot load tokenizer {path}: {exc} (a Hugging Face "
+                "tokenizer.json is needed)"
+            ) from exc
+        # the file's own settings (all-MiniLM-L6-v2's pads and cuts at 128) are replaced:
+        # we cut at max_length and pad each batch to its longest item ourselves
+        padding = tokenizer.padding
+        pad_id = padding["pad_id"] if padding else tokenizer.token_to_id("[PAD]")
+        self._pad_id = int(pad_id or 0)  # padded positions are masked out anyway
+        tokenizer.enable_truncation(max_length=self._max_length)
+        tokenizer.no_padding()
+        return tokenizer
+
+    def _output_dim(self) -> int:
+        node = next(o for o in self._session.get_outputs() if o.name == self._output)
+        last = node.shape[-1]
+        if isinstance(last, int) and last > 0:
+            return last
+        return int(self._run([self._tokenizer.encode("dimension probe")]).shape[1])
+
+    # -- embedding -------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per input, special tokens included; longer inputs are cut."""
+        return self._max_length
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> Vectors:
+        """One float32 row per text, in order (unit length when ``normalize``)."""
+        if isinstance(texts, str):
+            raise InvalidRequestError("embed takes a list of texts; use embed_one for one text")
+        if batch_size < 1:
+            raise InvalidRequestError(f"batch_size must be at least 1, not {batch_size}")
+        texts = list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidRequestError(
+                    f"text {index} is a {type(text).__name__}, not a str; only text can be embedded"
+                )
+            if not text.strip():
+                raise EmptyPromptError(
+                    f"text {index} is empty or only whitespace; there is nothing to embed"
+                )
+        if not texts:
+            self.last_truncated = 0
+            return np.zeros((0, self._dim), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(texts)
+        self.last_truncated = sum(1 for e in encodings if e.overflowing)
+        # longest first, so each batch pads to nearly its own length
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        result = np.empty((len(texts), self._dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            result[rows] = self._run([encodings[i] for i in rows])
+        return result
+
+    def embed_one(self, text: str) -> npt.NDArray[np.float32]:
+        """The vector of one text: float32 [dim]."""
+        vector: Vectors = self.embed([text])[0]
+        return vector
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the encoder reads for ``texts``, special tokens included, after the cut at
+        :attr:`max_length` (what an embeddings API reports as usage)."""
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
+
+    def _run(self, encodings: Sequence[Any]) -> Vectors:
+        session = self._session
+        if session is None:
+            raise ModelError(f"{self.name} was closed")
+        length = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), length), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), length), dtype=np.int64)
+        types = np.zeros((len(encodings), length), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        available = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": types,
+            "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), ids.shape),
+        }
+        feed = {name: available[name].astype(dtype) for name, dtype in self._inputs.items()}
+        (states,) = session.run([self._output], feed)
+        vectors = states if self._pooled else self._pool(states, mask)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return vectors
+
+    def _pool(self, states: Vectors, mask: npt.NDArray[np.int64]) -> Vectors:
+        if self.pooling == "cls":
+            first: Vectors = states[:, 0]
+            return first
+        weights = mask[:, :, None].astype(np.float32)
+        mean: Vectors = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return mean
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the session; calls in flight finish, later ones raise ModelError."""
+        self._session = None
+
+    def __enter__(self) -> OnnxEncoder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class OnnxClassifierHead:
+    """Embeddings to label probabilities: a graph from ``embedding`` float32 [batch, dim]
+    to ``probabilities`` float32 [batch, n_labels] (see ``onnx_build.build_softmax_head``).
+    """
+
+    def __init__(self, model: Path, labels: Sequence[str], *, threads: int | None = 1) -> None:
+        self.labels = list(labels)
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be distinct: {self.labels}")
+        self._session = _session(model, _threads(threads), "classifier head")
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 2 or len(outputs) != 1:
+            raise ModelLoadError(
+                f"classifier head {model} must have one [batch, dim] input and one output"
+            )
+        self._input = inputs[0].name
+        self._output = outputs[0].name
+        dim, n_labels = inputs[0].shape[1], outputs[0].shape[-1]
+        self.dim = dim if isinstance(dim, int) else None
+        if n_labels != len(self.labels):
+            raise ModelLoadError(
+                f"classifier head {model} outputs {n_labels} probabilities but "
+                f"{len(self.labels)} labels were given ({', '.join(self.labels)}); "
+                "the head and its labels come from different trainings"
+            )
+
+    def predict_proba(self, embeddings: npt.NDArray[np.floating[Any]]) -> Vectors:
+        """float32 [batch, n_labels] for embeddings [batch, dim]; one vector [dim] is a batch
+        of one."""
+        session = self._session
+        if session is None:
+            raise ModelError("the classifier head was closed")
+        batch = np.asarray(embeddings, dtype=np.float32)
+        if batch.ndim == 1:
+            batch = batch[None, :]
+        if batch.ndim != 2 or (self.dim is not None and batch.shape[1] != self.dim):
+            raise InvalidRequestError(
+                f"embeddings must be [batch, {self.dim}], got shape {list(batch.shape)}"
+            )
+        (probs,) = session.run([self._output], {self._input: np.ascontiguousarray(batch)})
+        return np.asarray(probs, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None
