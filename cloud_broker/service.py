@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 from ridgeline_core import errors
 from ridgeline_core.runtime import ChatMessage, FinishReason, SamplingParams
+from ridgeline_core.runtime.choices import check_choices
 
 from .auth import check_device_id, current_device
 from .backends import Backend, BackendRequest, Outcome
@@ -230,6 +231,8 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                     f"stop sequences must be 1-{_MAX_STOP_CHARS} characters"
                 )
             sampling["stop"] = tuple(params.stop)
+        if params.choices:
+            sampling["choices"] = check_choices(params.choices, "params.choices")
         return SamplingParams(**sampling)
 
     # -- calls ------------------------------------------------------------------------------

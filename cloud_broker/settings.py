@@ -9,7 +9,7 @@ variables ``RIDGELINE_BROKER_<SECTION>__<KEY>``, command-line flags. The README'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -176,6 +176,15 @@ class OpenAIBackendSettings(Section):
     slots: int = Field(default=64, ge=1, description="requests in flight upstream")
     queue: int = Field(default=256, ge=0, description="requests waiting beyond slots")
     context_length: int = Field(default=0, ge=0, description="advertised in ListModels")
+    choices: Literal["json_schema", "grammar", "off"] = Field(
+        default="json_schema",
+        description=(
+            "how an answer limited to choices is asked for upstream: json_schema "
+            "(response_format with an enum; OpenAI, vLLM, llama-server, Ollama), grammar "
+            "(a GBNF `grammar` field; llama-server, llama-cpp-python's server), or off "
+            "(the upstream cannot: such requests are refused UNIMPLEMENTED)"
+        ),
+    )
 
     @field_validator("name")
     @classmethod

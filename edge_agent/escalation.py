@@ -232,6 +232,7 @@ class Escalator:
             top_k=params.top_k or None,
             seed=params.seed,
             stop=params.stop,
+            choices=params.choices,
             device_id=self.device_id,
             local_draft=pb_draft,
         )

@@ -108,12 +108,13 @@ def build_request(
     top_k: int | None = None,
     seed: int | None = None,
     stop: Sequence[str] = (),
+    choices: Sequence[str] = (),
     request_id: str | None = None,
     device_id: str = "",
     local_draft: broker_pb2.LocalDraft | None = None,
 ) -> broker_pb2.GenerateRequest:
     """A ``GenerateRequest`` from a prompt or chat messages; unset params take the
-    broker's defaults."""
+    broker's defaults. ``choices``: the answer must be exactly one of these strings."""
     if isinstance(messages, str):
         chat = [broker_pb2.ChatMessage(role=broker_pb2.ROLE_USER, content=messages)]
     else:
@@ -128,7 +129,7 @@ def build_request(
                     f"message role {message.get('role')!r} is not one of {', '.join(ROLE_CODES)}"
                 )
             chat.append(broker_pb2.ChatMessage(role=role, content=message.get("content", "")))
-    params = broker_pb2.SamplingParams(stop=list(stop))
+    params = broker_pb2.SamplingParams(stop=list(stop), choices=list(choices))
     if max_tokens is not None:
         params.max_tokens = max_tokens
     if temperature is not None:

@@ -18,9 +18,13 @@ from conftest import GEMMA, SMOLLM2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_broker.auth import TokenFile
+from edge_agent.escalation import EscalationFailed, Escalator
+from edge_agent.meters import BrokerHealth
+from edge_agent.settings import EscalationSettings
 from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
 from ridgeline_core.client import BrokerClient, build_request
+from ridgeline_core.runtime import ChatMessage, SamplingParams
 from ridgeline_core.store import ModelStore
 
 pytestmark = pytest.mark.model
@@ -202,6 +206,11 @@ def _status(excinfo: pytest.ExceptionInfo[errors.RidgelineError]) -> str | None:
         ({"top_p": 0.0}, "top_p", "INVALID_ARGUMENT"),
         ({"seed": 2**40}, "seed", "INVALID_ARGUMENT"),
         ({"stop": [""]}, "stop sequences", "INVALID_ARGUMENT"),
+        ({"choices": [f"c{i}" for i in range(65)]}, "65 strings; at most 64", "INVALID_ARGUMENT"),
+        ({"choices": ["yes", ""]}, "choices[1] is 0 characters", "INVALID_ARGUMENT"),
+        ({"choices": ["yes", "no", "yes"]}, "choices[2] 'yes' is a duplicate", "INVALID_ARGUMENT"),
+        ({"choices": ["yes", "n" * 65]}, "choices[1] is 65 characters", "INVALID_ARGUMENT"),
+        ({"choices": ["new\nline"]}, "control character", "INVALID_ARGUMENT"),
         ({"request_id": "r" * 129}, "request_id", "INVALID_ARGUMENT"),
         ({"device_id": "../etc/passwd"}, "invalid device id", "INVALID_ARGUMENT"),
         ({"model": "gpt-9"}, "unknown model 'gpt-9'", "NOT_FOUND"),
@@ -218,6 +227,93 @@ def test_bad_requests_get_precise_errors(
         list(client.generate_request(request))
     assert excinfo.value.status == status
     assert message in str(excinfo.value)
+
+
+# -- answers limited to choices ---------------------------------------------------------------
+
+LABELS = ["lights_on", "lights_off", "set_timer", "play_music", "weather"]
+
+
+def _classify(request: str) -> str:
+    return (
+        f"Classify the request into exactly one of: {', '.join(LABELS)}.\n"
+        f"Request: {request}\nLabel:"
+    )
+
+
+@pytest.mark.parametrize("model", [GEMMA, SMOLLM2])
+def test_choices_answer_is_exactly_one_of_them(client: BrokerClient, model: str) -> None:
+    for request in (
+        "Turn on the lights in the kitchen",
+        "Set a timer for ten minutes",
+        "Will it rain tomorrow?",
+        "Play some jazz",
+    ):
+        deltas: list[str] = []
+        results: list[broker_pb2.GenerateResult] = []
+        # max_tokens does not cut a choice short; stop does not apply
+        events = client.generate(
+            _classify(request), model=model, choices=LABELS, max_tokens=1, stop=["_"]
+        )
+        for event in events:
+            if event.HasField("delta"):
+                deltas.append(event.delta.text)
+            else:
+                results.append(event.result)
+        assert "".join(deltas) in LABELS, (request, deltas)
+        assert len(results) == 1
+        assert results[0].finish_reason == broker_pb2.FINISH_REASON_STOP
+        assert results[0].usage.completion_tokens >= 1
+
+
+def test_choices_at_temperature_zero_repeat(client: BrokerClient) -> None:
+    answers = {
+        client.ask(_classify("Switch the lamp off"), choices=LABELS, temperature=0.0).text
+        for _ in range(3)
+    }
+    assert len(answers) == 1 and answers <= set(LABELS), answers
+    sampled = {
+        client.ask(_classify("Dim the lights"), choices=LABELS, temperature=1.5, seed=seed).text
+        for seed in range(4)
+    }
+    assert sampled <= set(LABELS), sampled
+
+
+AWKWARD = ['say "hi"', "back\\slash", "a b.c", "café", "日本語", "🙂 ok", "[x]|y*"]
+
+
+def test_choices_that_need_escaping_come_back_exactly(client: BrokerClient) -> None:
+    """Alone, each choice is the only answer the grammar allows; together, the answer is
+    still one of them, character for character."""
+    for choice in AWKWARD:
+        answer = client.ask(f"Repeat: {choice}", choices=[choice], temperature=0.0)
+        assert answer.text == choice
+    for choice in AWKWARD:
+        answer = client.ask(f"Answer with exactly this text: {choice}", choices=AWKWARD)
+        assert answer.text in AWKWARD
+
+
+def test_choices_through_the_edge_escalator(dev_broker: BrokerProcess) -> None:
+    """The edge's escalation path carries choices to the broker, and reports a bad set
+    as the request's fault, not an outage."""
+    with BrokerClient(dev_broker.address, plaintext=True) as broker_client:
+        escalator = Escalator(
+            broker_client,
+            EscalationSettings(deadline_s=120),
+            BrokerHealth(alpha=0.5),
+            address=dev_broker.address,
+            model=GEMMA,
+        )
+        messages = [ChatMessage("user", _classify("Start a five minute timer"))]
+        params = SamplingParams(max_tokens=64, choices=tuple(LABELS))
+        answer = escalator.escalate(messages, params, draft=None, deadline_s=120)
+        assert answer.text in LABELS
+        assert answer.model == GEMMA and answer.finish_reason == "stop"
+        bad = SamplingParams(choices=("a", "a"))
+        with pytest.raises(EscalationFailed, match="duplicate") as excinfo:
+            escalator.escalate(messages, bad, draft=None, deadline_s=120)
+        assert not excinfo.value.outage
+        assert escalator.circuit.state == "closed"
 
 
 def test_prompt_longer_than_the_context_is_invalid(client: BrokerClient) -> None:

@@ -158,8 +158,8 @@ def closed_port() -> Iterator[int]:
 def broker(
     upstream: Upstream, closed_port: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BrokerProcess]:
-    """Dev mode, no local models: "upstream" in front of llama_cpp.server, "down" in front
-    of a closed port."""
+    """Dev mode, no local models: "upstream" in front of llama_cpp.server, "upstream-gbnf"
+    too but with choices sent as a GBNF grammar, "down" in front of a closed port."""
     root = tmp_path_factory.mktemp("openai-broker")
     env = _clean_env(root)
     env.update(
@@ -181,6 +181,14 @@ base_url = "{upstream.base_url}"
 model = "{UPSTREAM_ALIAS}"
 api_key_env = "{API_KEY_ENV}"
 timeout_s = 120
+
+[[openai]]
+name = "upstream-gbnf"
+base_url = "{upstream.base_url}"
+model = "{UPSTREAM_ALIAS}"
+api_key_env = "{API_KEY_ENV}"
+timeout_s = 120
+choices = "grammar"
 
 [[openai]]
 name = "down"
@@ -214,7 +222,7 @@ def test_list_models_shows_the_openai_backends(client: BrokerClient) -> None:
     listing = client.list_models()
     assert listing.default_model == "upstream"
     by_name = {model.name: model for model in listing.models}
-    assert set(by_name) == {"upstream", "down"}
+    assert set(by_name) == {"upstream", "upstream-gbnf", "down"}
     assert by_name["upstream"].backend == "openai"
     assert by_name["upstream"].role == "chat"
     assert by_name["down"].backend == "openai"
@@ -317,3 +325,35 @@ def test_client_cancel_stops_the_upstream(
     took = time.monotonic() - started
     assert answer.result.usage.completion_tokens > 0
     assert took < 8, f"the follow-up took {took:.1f} s: the upstream was still busy"
+
+
+LABELS = ["lights_on", "lights_off", "set_timer", "weather"]
+AWKWARD = ['say "hi"', "back\\slash", "café", "日本語", "🙂 ok"]
+
+
+def test_choices_through_a_grammar_upstream(client: BrokerClient) -> None:
+    """llama_cpp.server takes llama.cpp's `grammar` extension: the answer is a choice."""
+    for request in ("Turn the lights off", "Set a timer for 5 minutes", "Is it sunny?"):
+        prompt = f"Classify into one of {', '.join(LABELS)}.\nRequest: {request}\nLabel:"
+        deltas: list[str] = []
+        results: list[broker_pb2.GenerateResult] = []
+        for event in client.generate(prompt, model="upstream-gbnf", choices=LABELS, max_tokens=1):
+            if event.HasField("delta"):
+                deltas.append(event.delta.text)
+            else:
+                results.append(event.result)
+        assert len(deltas) == 1 and deltas[0] in LABELS, deltas
+        assert results[0].finish_reason == broker_pb2.FINISH_REASON_STOP
+    for choice in AWKWARD:  # alone, each is the only answer the grammar allows
+        answer = client.ask(f"Say {choice}", model="upstream-gbnf", choices=[choice])
+        assert answer.text == choice
+
+
+def test_json_schema_choices_are_refused_by_llama_cpp_server(client: BrokerClient) -> None:
+    """llama_cpp.server knows only response_format types "text" and "json_object", so a
+    backend left at choices = "json_schema" in front of it fails the request (its HTTP 500
+    is UNAVAILABLE) instead of answering unconstrained."""
+    with pytest.raises(errors.UnavailableError) as excinfo:
+        client.ask("Turn the lights off", model="upstream", choices=LABELS)
+    assert excinfo.value.status == "UNAVAILABLE"
+    assert "json_object" in str(excinfo.value)

@@ -5,6 +5,8 @@ A backend streams one request as text pieces (``str``) followed by exactly one
 them through the model's :class:`~cloud_broker.admission.Admission`, and turns
 what a backend yields into ``ridgeline.v1`` messages. Closing the stream early
 (the client cancelled, or its deadline passed) must stop the work upstream.
+With ``params.choices`` the text a backend yields must be exactly one of them; a
+backend that cannot guarantee that raises UnsupportedError rather than ignore it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,14 @@ One pooled aiohttp session per backend; each request is a streaming
 ``POST {base_url}/chat/completions`` read as server-sent events. Cancelling the
 stream closes the upstream response, which is how such servers learn that the
 client left and stop generating.
+
+A request with ``choices`` is constrained upstream as the ``choices`` setting says:
+``json_schema`` asks for ``{"choice": <one of the choices>}`` through
+``response_format`` (an ``enum`` in a strict JSON schema) and takes the value out;
+``grammar`` sends a GBNF grammar whose only sentences are the choices (the
+``grammar`` extension of llama.cpp's servers) and takes the text as it is. Either
+way the answer is held back until it is complete and checked: text that is not
+one of the choices fails the request (UNAVAILABLE) instead of reaching the caller.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ from ridgeline_core.errors import (
     MissingDependencyError,
     OverloadedError,
     UnavailableError,
+    UnsupportedError,
 )
 from ridgeline_core.runtime import FinishReason
+from ridgeline_core.runtime.choices import choices_grammar
 
 from ..admission import Admission
 from ..settings import OpenAIBackendSettings
@@ -36,6 +46,8 @@ _FINISH = {
     "content_filter": FinishReason.STOP,
     "tool_calls": FinishReason.STOP,
 }
+_CHOICE_KEY = "choice"  # the one property of the JSON object a json_schema answer is
+_CHOICE_SLACK_TOKENS = 48  # room for the JSON object around the value, and whitespace
 
 
 class OpenAIBackend:
@@ -92,15 +104,60 @@ class OpenAIBackend:
         }
         if params.seed is not None:
             body["seed"] = params.seed
-        if params.stop:
+        if params.choices:
+            body.update(self._choices_payload(params.choices))
+        elif params.stop:
             body["stop"] = list(params.stop)
         return json.dumps(body).encode()
+
+    def _choices_payload(self, choices: tuple[str, ...]) -> dict[str, Any]:
+        """The fields that limit the answer to ``choices``. max_tokens covers the longest
+        choice however it is written (JSON escapes included), so none is cut short."""
+        longest = max(len(json.dumps(choice)) for choice in choices)
+        fields: dict[str, Any] = {"max_tokens": longest + _CHOICE_SLACK_TOKENS}
+        if self._settings.choices == "grammar":
+            fields["grammar"] = choices_grammar(choices)
+        else:
+            schema = {
+                "type": "object",
+                "properties": {_CHOICE_KEY: {"type": "string", "enum": list(choices)}},
+                "required": [_CHOICE_KEY],
+                "additionalProperties": False,
+            }
+            fields["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "choice", "strict": True, "schema": schema},
+            }
+        return fields
+
+    def _chosen(self, text: str, choices: tuple[str, ...]) -> str:
+        """The choice a complete constrained answer names, or UnavailableError."""
+        chosen: object = text
+        if self._settings.choices == "json_schema":
+            try:
+                chosen = json.loads(text)[_CHOICE_KEY]
+            except (ValueError, KeyError, TypeError):
+                chosen = None
+        if not isinstance(chosen, str) or chosen not in choices:
+            raise UnavailableError(
+                f"model {self.name!r}: {self._settings.base_url} answered {text[:120]!r}, "
+                f"which is not one of the {len(choices)} choices (does it support "
+                f"choices = {self._settings.choices!r}?)"
+            )
+        return chosen
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         import aiohttp
 
         if self._session is None:
             raise RuntimeError(f"backend {self.name} is not started")
+        choices = request.params.choices
+        if choices and self._settings.choices == "off":
+            raise UnsupportedError(
+                f"model {self.name!r} cannot limit its answer to choices "
+                '(its [[openai]] table says choices = "off")'
+            )
+        held: list[str] = []  # a choices answer, until it is complete and checked
         self.running += 1
         try:
             async with self._session.post(self._url, data=self._payload(request)) as response:
@@ -141,13 +198,18 @@ class OpenAIBackend:
                             if reason:
                                 finish = _FINISH.get(reason, FinishReason.STOP)
                                 finished = True
-                    if texts:
+                    if texts and choices:
+                        held += texts
+                    elif texts:
                         yield "".join(texts)
                 if not (done or finished):
                     raise UnavailableError(
                         f"model {self.name!r}: {self._settings.base_url} ended the stream "
                         "before the answer was complete"
                     )
+                if choices:
+                    yield self._chosen("".join(held), choices)
+                    finish = FinishReason.STOP
                 if not prompt_tokens:  # not reported: estimate, so token limits still hold
                     chars = sum(len(m.content) for m in request.messages)
                     prompt_tokens = (chars + 3) // 4

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AskRequest(_message.Message):
-    __slots__ = ("messages", "model", "max_tokens", "temperature", "top_p", "seed", "stop", "mode", "threshold", "deadline_s", "live")
+    __slots__ = ("messages", "model", "max_tokens", "temperature", "top_p", "seed", "stop", "mode", "threshold", "deadline_s", "live", "private")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class AskRequest(_message.Message):
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_broker_pb2.ChatMessage]
     model: str
     max_tokens: int
@@ -31,7 +32,8 @@ class AskRequest(_message.Message):
     threshold: float
     deadline_s: float
     live: bool
-    def __init__(self, messages: _Optional[_Iterable[_Union[_broker_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[str] = ..., threshold: _Optional[float] = ..., deadline_s: _Optional[float] = ..., live: _Optional[bool] = ...) -> None: ...
+    private: bool
+    def __init__(self, messages: _Optional[_Iterable[_Union[_broker_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[str] = ..., threshold: _Optional[float] = ..., deadline_s: _Optional[float] = ..., live: _Optional[bool] = ..., private: _Optional[bool] = ...) -> None: ...
 
 class AskReset(_message.Message):
     __slots__ = ("reason",)

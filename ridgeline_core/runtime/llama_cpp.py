@@ -34,6 +34,7 @@ from ..errors import (
 )
 from ..store.manifest import ModelManifest
 from .base import Generation
+from .choices import ChoiceHolder, check_choices, choices_grammar
 from .signals import SignalComputer
 from .template import ChatTemplate
 from .text import StopMatcher, Utf8Stream
@@ -303,20 +304,36 @@ class LlamaCppRuntime:
     ) -> Generation:
         if len(tokens) >= self.context_length:
             raise PromptTooLongError(len(tokens), self.context_length)
+        grammar = self._choices_grammar(params.choices) if params.choices else None
         stats = GenerationStats(prompt_tokens=len(tokens))
-        return Generation(self._run(tokens, params, stops, stats), stats)
+        return Generation(self._run(tokens, params, stops, grammar, stats), stats)
+
+    def _choices_grammar(self, choices: Sequence[str]) -> Any:
+        """A ``LlamaGrammar`` for exactly one of ``choices``, checked to parse here:
+        llama-cpp-python adds a grammar that llama.cpp refused to its sampler chain
+        unchecked, which would crash the process rather than fail the request."""
+        text = choices_grammar(check_choices(choices))
+        with self._using_model():
+            sampler = self._lib.llama_sampler_init_grammar(
+                self._vocab, text.encode("utf-8"), b"root"
+            )
+        if not sampler:
+            raise ModelError(f"{self.manifest.name}: llama.cpp refused the choices grammar")
+        self._lib.llama_sampler_free(sampler)
+        return self._lib.LlamaGrammar.from_string(text, verbose=False)
 
     def _run(
         self,
         prompt_tokens: list[int],
         params: SamplingParams,
         stops: Sequence[str],
+        grammar: Any,
         stats: GenerationStats,
     ) -> Iterator[Token]:
         with self._using_model():
             self._owner = threading.get_ident()
             try:
-                yield from self._decode(prompt_tokens, params, stops, stats)
+                yield from self._decode(prompt_tokens, params, stops, grammar, stats)
             finally:
                 self._owner = None
 
@@ -335,13 +352,23 @@ class LlamaCppRuntime:
         prompt_tokens: list[int],
         params: SamplingParams,
         stops: Sequence[str],
+        grammar: Any,
         stats: GenerationStats,
     ) -> Iterator[Token]:
+        """Tokens of the answer. With ``grammar`` (a choices answer) the grammar ends the
+        answer once a choice is complete, so max_tokens and stop sequences do not apply,
+        and the text is held back until it is known to be a whole choice."""
         lib, llm, signals = self._lib, self._llm, self._signals
-        budget = min(params.max_tokens, self.context_length - len(prompt_tokens))
+        room = self.context_length - len(prompt_tokens)
+        budget = room if grammar is not None else min(params.max_tokens, room)
         llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
         ctx, n_vocab = llm._ctx.ctx, self._n_vocab
-        utf8, matcher, held = Utf8Stream(), StopMatcher(stops), _HeldTokens()
+        matcher: StopMatcher | ChoiceHolder = (
+            ChoiceHolder(params.choices, self.manifest.name)
+            if grammar is not None
+            else StopMatcher(stops)
+        )
+        utf8, held = Utf8Stream(), _HeldTokens()
         finish = FinishReason.LENGTH
         started = time.perf_counter()
         tokens = llm.generate(
@@ -353,6 +380,7 @@ class LlamaCppRuntime:
             temp=params.temperature,
             repeat_penalty=1.0,
             reset=True,
+            grammar=grammar,
         )
         try:
             for token_id in tokens:
@@ -381,6 +409,9 @@ class LlamaCppRuntime:
                     break
                 if stats.completion_tokens >= budget:
                     break
+            if grammar is not None and finish is FinishReason.LENGTH:
+                # the context filled up before the choice was complete
+                raise PromptTooLongError(len(prompt_tokens), self.context_length)
             if finish is not FinishReason.STOP_SEQUENCE:
                 tail = utf8.flush()
                 held.extend_last(len(tail))

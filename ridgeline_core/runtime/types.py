@@ -27,7 +27,13 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-request sampling. ``temperature == 0`` is greedy (deterministic)."""
+    """Per-request sampling. ``temperature == 0`` is greedy (deterministic).
+
+    ``choices``: when not empty, the answer is exactly one of these strings (see
+    :mod:`ridgeline_core.runtime.choices` for the limits); stop sequences are then
+    ignored, and ``max_tokens`` does not cut a choice short. A runtime or backend that
+    cannot constrain its output raises UnsupportedError rather than ignore it.
+    """
 
     max_tokens: int = 256
     temperature: float = 0.0
@@ -35,6 +41,7 @@ class SamplingParams:
     top_k: int = 40
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
