@@ -15,6 +15,9 @@ Every answer carries a :class:`~edge_agent.decision.Decision` saying which path 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import os
 import pathlib
 import threading
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
@@ -46,6 +49,7 @@ from .calibrated import ConfidenceInfo, ModelConfidence, Scored, model_confidenc
 from .decision import (
     AbortInfo,
     BrokerInfo,
+    CacheInfo,
     Decision,
     Path,
     PreRouteInfo,
@@ -53,12 +57,15 @@ from .decision import (
     known_fields,
     plain,
 )
+from .embeddings import Embedder
 from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
 from .features import Evidence
+from .memory import Outcome, OutcomeMemory, Vectors
 from .meters import BrokerHealth, LocalSpeed
 from .policy import GATE_BUDGET_SPENT, Threshold, ThresholdPolicy
 from .preroute import Prediction, PreRoute
 from .settings import EdgeSettings, Mode, state_dir
+from .specialists import SpecialistRegistry
 from .telemetry import (
     ReplaySource,
     TelemetrySampler,
@@ -66,6 +73,12 @@ from .telemetry import (
     TelemetryTrace,
     device_sources,
 )
+
+if TYPE_CHECKING:
+    from .cache import CacheHit, SemanticCache
+    from .classify import Classification
+
+log = logging.getLogger(__name__)
 
 BROKER_RETRY_S = 30.0  # a broker that could not be set up (discovery, TLS files) is retried
 
@@ -294,10 +307,21 @@ class EdgeAgent(Answerer):
         self.sampler = sampler or self._make_sampler()
         self.sampler.sample_now()
         self.sampler.on_sample = self.policy.evaluate  # τ follows the device between requests
-        self.preroute = PreRoute(settings.preroute)
         self._background = background
         if background:
             self.sampler.start()
+        self.embedder = Embedder(settings.embeddings, self.catalog, self.store)
+        # The outcome memory reads its file and embeds its prompts on first use, not here.
+        remembered = settings.preroute.memory
+        self.memory = OutcomeMemory(
+            remembered, self.embedder.embed, remembered.path or state_dir() / "outcome-memory.jsonl"
+        )
+        self.preroute = PreRoute(settings.preroute, self.memory if remembered.enabled else None)
+        self.specialists = SpecialistRegistry(
+            settings.specialists.dir or state_dir() / "specialists", self.store, self.embedder
+        )
+        self._cache: SemanticCache | None = None
+        self._cache_lock = threading.Lock()
         self._escalator: BrokerLink | None = broker
         self._broker_missing: str | None = None  # why there is no broker, once known
         self._broker_failed_at: float | None = None  # set when connecting failed: retry later
@@ -413,6 +437,7 @@ class EdgeAgent(Answerer):
         mode: Mode | None = None,
         threshold: float | None = None,
         deadline_s: float | None = None,
+        private: bool = False,
         on_text: Callable[[str], None] | None = None,
         on_reset: Callable[[str], None] | None = None,
         progress: Progress = NULL_PROGRESS,
@@ -424,6 +449,7 @@ class EdgeAgent(Answerer):
         ``max_tokens``, ``temperature``, ``top_p``, ``seed`` and ``stop`` override
         ``generation`` settings; ``mode`` and ``threshold`` override the policy for this
         request; ``deadline_s`` bounds the broker call (default ``escalation.deadline_s``).
+        ``private`` keeps the prompt and its answer out of the semantic answer cache.
         ``on_text`` receives the answer's text as it becomes final (local text streams live
         only when it cannot be replaced); ``on_reset(reason)`` is called when streamed broker
         text is abandoned because the broker failed mid-answer. Cancelling ``cancel`` stops
@@ -440,11 +466,59 @@ class EdgeAgent(Answerer):
             mode,
             threshold,
             deadline_s,
+            private,
             on_text,
             on_reset,
             progress,
             cancel,
         ).run()
+
+    def classify(
+        self,
+        specialist: str,
+        text: str,
+        *,
+        threshold: float | None = None,
+        mode: Mode | None = None,
+        deadline_s: float | None = None,
+    ) -> Classification:
+        """The specialist's label for ``text``; below its threshold the broker's model
+        chooses among the same labels (see :mod:`edge_agent.classify`)."""
+        from .classify import classify
+
+        return classify(
+            self, specialist, text, threshold=threshold, mode=mode, deadline_s=deadline_s
+        )
+
+    @property
+    def cache(self) -> SemanticCache | None:
+        """The semantic answer cache, opened on first use; None unless ``cache.enabled``."""
+        c = self.settings.cache
+        if not c.enabled:
+            return None
+        with self._cache_lock:
+            if self._cache is None:
+                from .cache import SemanticCache
+
+                self._cache = SemanticCache(
+                    c.path or state_dir() / "answer-cache.sqlite",
+                    self.embedder.embed_one,
+                    encoder=f"{self.embedder.name}/{self.embedder.variant}",
+                    similarity=c.similarity,
+                    ttl_s=c.ttl_s,
+                    max_entries=c.max_entries,
+                )
+            return self._cache
+
+    def feedback(self, prompt: str, right: bool, model: str | None = None) -> Outcome:
+        """Record whether ``model``'s (default: ``models.default``) local answer to
+        ``prompt`` was right. The outcome memory keeps it; with ``preroute.memory.enabled``
+        it moves the pre-route's prediction for similar prompts."""
+        if not prompt.strip():
+            raise EmptyPromptError("prompt is empty")
+        name = model or self.settings.models.default
+        self.catalog.get(name)  # UnknownModelError
+        return self.memory.add(name, prompt, right, "feedback")
 
     def check(self, prompt: Prompt, **options: Unpack[AskOptions]) -> None:
         """Raise what :meth:`ask` would raise for a malformed request, without doing any
@@ -551,6 +625,12 @@ class EdgeAgent(Answerer):
         self.sampler.close()
         if self._escalator is not None:
             self._escalator.close()
+        with self._cache_lock:
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
+        self.specialists.close()
+        self.embedder.close()
         if self._owns_pool:
             self._pool.close()
 
@@ -579,12 +659,14 @@ class _Request:
         mode: Mode | None,
         threshold: float | None,
         deadline_s: float | None,
+        private: bool,
         on_text: Callable[[str], None] | None,
         on_reset: Callable[[str], None] | None,
         progress: Progress,
         cancel: CancelToken | None,
     ) -> None:
         self.agent = agent
+        self.private = private
         settings = agent.settings
         self.started = time.perf_counter()
         self.snapshot = agent.sampler.snapshot()
@@ -610,6 +692,9 @@ class _Request:
         self.broker_info: BrokerInfo | None = None
         self.local: _Local | None = None
         self.gate: str | None = None
+        self.cache_ms: float | None = None
+        self.cache_info: CacheInfo | None = None
+        self.vector: Vectors | None = None  # the prompt's embedding (cache, pre-route memory)
 
     # The escalation options, checked once per request before any work.
     def _escalation_block(self) -> tuple[str | None, bool]:
@@ -630,6 +715,72 @@ class _Request:
         return None, False
 
     def run(self) -> Answer:
+        cache = None if self.private or self.mode == "local" else self.agent.cache
+        if cache is None:
+            return self._route()
+        scope = self._cache_scope()
+        vector = None
+        t = time.perf_counter()
+        try:
+            vector = self.vector = self.agent.embedder.embed_one(self.prompt)
+            hit = cache.lookup(self.prompt, scope, vector=vector)
+        except (RidgelineError, ValueError) as exc:  # the cache must never stop an answer
+            log.warning("semantic cache unavailable: %s", exc)
+            hit = None
+        self.cache_ms = (time.perf_counter() - t) * 1000
+        if hit is not None:
+            return self._cached_answer(hit)
+        answer = self._route()
+        if vector is not None and self._worth_caching(answer):
+            stored = {"text": answer.text, "model": answer.model, "source": answer.source}
+            try:
+                cache.put(self.prompt, scope, stored, vector=vector)
+            except (RidgelineError, ValueError) as exc:  # the answer is already made
+                log.warning("could not store the answer in the semantic cache: %s", exc)
+        return answer
+
+    def _cache_scope(self) -> str:
+        """Answers are shared between requests with the same model and the same
+        conversation before the last question (the system prompt included)."""
+        before = [(m.role, m.content) for m in self.messages[:-1]]
+        return hashlib.sha256(json.dumps([self.model, before]).encode()).hexdigest()
+
+    def _worth_caching(self, answer: Answer) -> bool:
+        if answer.finish_reason not in ("stop", "stop_sequence"):
+            return False  # cut at max_tokens, or cancelled: not an answer to reuse
+        if answer.source in ("cloud", "skipped-local"):
+            return True
+        return answer.source == "local" and self.agent.settings.cache.store == "all"
+
+    def _cached_answer(self, hit: CacheHit) -> Answer:
+        stored = hit.answer
+        text, model = str(stored.get("text", "")), str(stored.get("model", ""))
+        self.cache_info = CacheInfo(
+            similarity=hit.similarity,
+            age_s=hit.age_s,
+            prompt=hit.prompt,
+            source=str(stored.get("source", "")),
+            threshold=self.agent.settings.cache.similarity,
+        )
+        self._emit(text)
+        reason = (
+            f"a cached answer to a similar prompt (similarity {hit.similarity:.3f} ≥ "
+            f"{self.agent.settings.cache.similarity:.2f}, {hit.age_s:.0f} s old)"
+        )
+        return Answer(
+            text=text,
+            source="cache",
+            confidence=None,
+            threshold=self.tau,
+            scorer="cache",
+            model=model,
+            finish_reason="stop",
+            timings=None,
+            signals=None,
+            decision=self._decision("cache", reason),
+        )
+
+    def _route(self) -> Answer:
         block, block_is_failure = self._escalation_block()
         self.gate = block
         if block is not None:
@@ -648,7 +799,7 @@ class _Request:
         if self.mode == "cloud":
             return self._escalate(None, "skipped", "mode cloud always escalates")
         t = time.perf_counter()
-        self.prediction = self.agent.preroute.predict(self.prompt)
+        self.prediction = self._predict()
         skip = self.agent.preroute.skips(self.prediction, self.tau)
         self.preroute_ms = (time.perf_counter() - t) * 1000
         if skip:
@@ -668,6 +819,21 @@ class _Request:
             self._emit(local.run.text)
             return self._local_answer("local", self._why_local(local))
         return self._escalate(local, "ran", self._why_escalate(local))
+
+    def _predict(self) -> Prediction:
+        """The pre-route's prediction; with the outcome memory on, from the prompt's
+        embedding too (the one the cache made, if any). The memory is advice: when the
+        embedder or the memory fails, the rules predict alone."""
+        preroute = self.agent.preroute
+        if preroute.memory is None:
+            return preroute.predict(self.prompt)
+        try:
+            if self.vector is None:
+                self.vector = self.agent.embedder.embed_one(self.prompt)
+            return preroute.predict(self.prompt, self.vector, self.model)
+        except Exception as exc:  # whatever the embedder raised, an answer still comes
+            log.warning("pre-route memory unavailable: %s: %s", type(exc).__name__, exc)
+            return preroute.predict(self.prompt)
 
     def _why_local(self, local: _Local) -> str:
         if self.mode == "local":
@@ -820,12 +986,12 @@ class _Request:
             telemetry=self.snapshot.values(),
             telemetry_sources=list(self.snapshot.sources),
             gate=self.gate,
-            preroute=None
-            if prediction is None
-            else PreRouteInfo(prediction.confidence, list(prediction.hints), self.skipped_local),
+            preroute=None if prediction is None else _preroute_info(prediction, self.skipped_local),
             aborted=self.first_abort or (None if local is None else local.abort),
             broker=self.broker_info,
+            cache=self.cache_info,
             timings=StageTimings(
+                cache_ms=self.cache_ms,
                 decide_ms=self.decide_ms,
                 preroute_ms=self.preroute_ms,
                 local_ms=self.local_ms if local is not None else None,
@@ -900,6 +1066,21 @@ def _sampling(
             raise InvalidRequestError(f"stop has {len(stop)} sequences; at most 8")
         changes["stop"] = (*base.stop, *stop)
     return dataclasses.replace(base, **changes) if changes else base
+
+
+def _preroute_info(prediction: Prediction, skipped_local: bool) -> PreRouteInfo:
+    memory = prediction.memory
+    if memory is None:
+        return PreRouteInfo(prediction.confidence, list(prediction.hints), skipped_local)
+    return PreRouteInfo(
+        prediction.confidence,
+        list(prediction.hints),
+        skipped_local,
+        rules=prediction.rules,
+        memory=memory.probability,
+        memory_support=memory.support,
+        memory_neighbours=memory.neighbours,
+    )
 
 
 def _scorer_label(info: ConfidenceInfo) -> str:

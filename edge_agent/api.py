@@ -51,6 +51,7 @@ class AskOptions(TypedDict, total=False):
     mode: Literal["auto", "local", "cloud"] | None
     threshold: float | None  # a fixed τ instead of the policy's
     deadline_s: float | None  # longest wait for the broker
+    private: bool  # never store this prompt or its answer in the semantic cache
 
 
 @dataclass(frozen=True)

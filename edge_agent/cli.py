@@ -16,6 +16,14 @@ import click
 from ridgeline_core.cli import CliProgress, CliState, root_group
 from ridgeline_core.errors import ConfigError, RidgelineError, UnavailableError
 
+from .cli_options import (
+    MODES,
+    broker_flags,
+    broker_option,
+    check_dev,
+    dev_option,
+    trace_option,
+)
 from .settings import load_edge_settings
 
 if TYPE_CHECKING:
@@ -29,38 +37,6 @@ cli = root_group(
     load_edge_settings,
 )
 
-MODES = click.Choice(["auto", "local", "cloud"])
-
-
-def _broker_flags(broker: str | None, dev: bool, trace: Path | None) -> dict[str, tuple[Any, str]]:
-    flags: dict[str, tuple[Any, str]] = {}
-    if broker is not None:
-        flags["broker.address"] = (broker, f"--broker {broker}")
-    if dev:
-        flags["broker.plaintext"] = (True, "--dev")
-    if trace is not None:
-        flags["telemetry.trace"] = (trace, f"--telemetry-trace {trace}")
-    return flags
-
-
-def _check_dev(state: CliState, flags: dict[str, tuple[Any, str]], dev: bool) -> Any:
-    settings = state.load(flags).settings
-    if dev and not settings.broker.address:
-        raise ConfigError("--dev needs a broker address: --broker 127.0.0.1:PORT")
-    return settings
-
-
-broker_option = click.option("--broker", metavar="HOST:PORT", help="broker address")
-dev_option = click.option(
-    "--dev", is_flag=True, help="plaintext, no token: a loopback `cloud-broker serve --dev`"
-)
-trace_option = click.option(
-    "--telemetry-trace",
-    "trace",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="replay telemetry from a JSONL/CSV trace instead of this device",
-)
-
 
 @cli.command()
 @click.argument("prompt")
@@ -72,6 +48,7 @@ trace_option = click.option(
 @click.option("--mode", type=MODES, help="auto (default), local: never escalate, cloud: always")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="fixed τ for this request")
 @click.option("--deadline", type=click.FloatRange(min=0.1), help="broker deadline, seconds")
+@click.option("--private", is_flag=True, help="keep it out of the semantic answer cache")
 @broker_option
 @dev_option
 @trace_option
@@ -87,6 +64,7 @@ def ask(
     mode: str | None,
     threshold: float | None,
     deadline: float | None,
+    private: bool,
     broker: str | None,
     dev: bool,
     trace: Path | None,
@@ -96,7 +74,7 @@ def ask(
 
     if prompt == "-":
         prompt = sys.stdin.read()
-    flags = _broker_flags(broker, dev, trace)
+    flags = broker_flags(broker, dev, trace)
     for key, value, flag in (
         ("models.default", model, "--model"),
         ("generation.max_tokens", max_tokens, "--max-tokens"),
@@ -106,12 +84,13 @@ def ask(
         if value is not None:
             flags[key] = (value, f"{flag} {value}")
     try:
-        settings = _check_dev(state, flags, dev)
+        settings = check_dev(state, flags, dev)
         with EdgeAgent(settings, background=False) as agent:
             options: dict[str, Any] = {
                 "mode": mode,
                 "threshold": threshold,
                 "deadline_s": deadline,
+                "private": private,
                 "progress": CliProgress(lines=False),
             }
             if as_json:
@@ -193,7 +172,7 @@ def serve(
     """
     from .daemon import run
 
-    flags = _broker_flags(broker, dev, trace)
+    flags = broker_flags(broker, dev, trace)
     for key, value, flag in (
         ("daemon.http", http, "--http"),
         ("daemon.grpc", grpc, "--grpc"),
@@ -204,7 +183,7 @@ def serve(
     ):
         if value is not None:
             flags[key] = (value, f"{flag} {value}")
-    settings = _check_dev(state, flags, dev)
+    settings = check_dev(state, flags, dev)
     run(settings, reload=lambda: state.load(flags).settings)
 
 
@@ -221,7 +200,7 @@ def telemetry(
     """Print the live telemetry snapshot and the threshold τ it gives."""
     from .agent import EdgeAgent
 
-    settings = _check_dev(state, _broker_flags(broker, dev, trace), dev)
+    settings = check_dev(state, broker_flags(broker, dev, trace), dev)
     with EdgeAgent(settings, background=False) as agent:
         escalator = agent.broker() if probe else None
         probed = escalator.probe() if escalator is not None else None
@@ -381,6 +360,11 @@ def _questions(path: Path, limit: int | None) -> list[Any]:
     help="reliability and coverage plot (default: <model>.calibration.png beside --out)",
 )
 @click.option("--no-plot", is_flag=True, help="skip the plot (no matplotlib needed)")
+@click.option(
+    "--remember",
+    is_flag=True,
+    help="also keep whether each answer was right in the pre-route memory (preroute.memory)",
+)
 @calibrate_tokens_option
 @limit_option
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
@@ -394,6 +378,7 @@ def calibrate(
     out: Path | None,
     plot_path: Path | None,
     no_plot: bool,
+    remember: bool,
     max_tokens: int,
     limit: int | None,
     as_json: bool,
@@ -403,7 +388,8 @@ def calibrate(
     Answers every question with the agent's chat prompt, records the confidence evidence
     and whether the answer was right, scores each method out of sample (AUROC, ECE,
     Brier, accuracy at coverage), then fits the chosen one on all questions and saves it
-    where the agent finds it."""
+    where the agent finds it. With --remember, each question and whether its answer was
+    right also go to the pre-route's outcome memory."""
     from ridgeline_core.runtime import SamplingParams
 
     from . import harness
@@ -460,6 +446,7 @@ def calibrate(
             info=info,
         )
         fitted.save(target)
+        remembered = _remember(agent, name, observations) if remember else None
     plot_file = None
     if not no_plot:
         plot_file = plot_path or target.with_suffix(".png")
@@ -474,6 +461,7 @@ def calibrate(
         "chosen": chosen_name,
         "saved": str(target),
         "plot": None if plot_file is None else str(plot_file),
+        "remembered": remembered,
     }
     if as_json:
         click.echo(json.dumps(_json_safe(report), indent=2))
@@ -485,6 +473,43 @@ def calibrate(
         click.echo(f'  (the agent reads it with confidence.calibration_file = "{out}")')
     if plot_file is not None:
         click.echo(f"wrote {plot_file}")
+    if remembered is not None:
+        click.echo(f"remembered {len(items)} outcomes in {remembered}")
+
+
+def _remember(agent: Any, model: str, observations: list[Any]) -> str:
+    """Keep each observed question's outcome in the agent's outcome memory; its path."""
+    from .memory import Outcome
+
+    now = time.time()
+    agent.memory.extend(
+        [Outcome(o.item.prompt, model, o.correct, "calibration", now) for o in observations]
+    )
+    return str(agent.memory.path)
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--right", "verdict", flag_value="right", help="the local answer was right")
+@click.option("--wrong", "verdict", flag_value="wrong", help="the local answer was wrong")
+@click.option("--model", help="the local model that answered (default: models.default)")
+@click.pass_obj
+def feedback(state: CliState, prompt: str, verdict: str | None, model: str | None) -> None:
+    """Remember whether the local model answered PROMPT right (--right or --wrong): the
+    pre-route's outcome memory (preroute.memory) then expects the same of similar prompts."""
+    from .agent import EdgeAgent
+
+    if verdict is None:
+        raise click.UsageError("say whether the answer was right: --right or --wrong")
+    settings = state.load(None).settings
+    with EdgeAgent(settings, background=False) as agent:
+        outcome = agent.feedback(prompt, verdict == "right", model)
+        path = agent.memory.path
+        enabled = settings.preroute.memory.enabled
+    verdict = "right" if outcome.right else "wrong"
+    click.echo(f"remembered: {outcome.model} answered {verdict} (in {path})")
+    if not enabled:
+        click.echo("  (pre-route reads it once preroute.memory.enabled = true)", err=True)
 
 
 def _check_writable(target: Path) -> None:
@@ -559,10 +584,10 @@ def evaluate(
     from .telemetry import Telemetry
 
     items = _questions(dataset, limit)
-    flags = _broker_flags(broker, dev, None)
+    flags = broker_flags(broker, dev, None)
     if model:
         flags["models.default"] = (model, f"--model {model}")
-    settings = _check_dev(state, flags, dev)
+    settings = check_dev(state, flags, dev)
     name = settings.models.default
     if threshold is None:  # the policy's τ with no telemetry pulling it either way
         threshold = ThresholdPolicy(settings.policy).evaluate(Telemetry()).value
@@ -670,3 +695,10 @@ def _format(value: Any) -> str:
 
 def main() -> None:
     cli(prog_name="edge-agent")
+
+
+# Commands of the ONNX specialists, in their own module (it imports the helpers above).
+from .cli_specialists import cache, classify, specialists  # noqa: E402
+
+for _command in (specialists, classify, cache):
+    cli.add_command(_command)

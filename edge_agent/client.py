@@ -77,6 +77,7 @@ class EdgeClient(Answerer):
             mode=options.get("mode") or "",
             stop=list(options.get("stop") or ()),
             live=True,
+            private=bool(options.get("private")),
         )
         for key in ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s"):
             value = options.get(key)

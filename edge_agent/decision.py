@@ -9,7 +9,9 @@
 - ``skipped-local``: pre-route judged the prompt too hard for the local model, so it never
   ran and the broker answered;
 - ``local-degraded``: the answer should have come from the broker, but the broker failed,
-  was unreachable, missed the deadline or its circuit is open: this is the local answer.
+  was unreachable, missed the deadline or its circuit is open: this is the local answer;
+- ``cache``: the semantic answer cache held an answer to a prompt similar enough (see
+  ``cache`` in the record): neither model ran.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Literal
 __all__ = [
     "AbortInfo",
     "BrokerInfo",
+    "CacheInfo",
     "ConfidenceInfo",
     "Decision",
     "Path",
@@ -27,7 +30,7 @@ __all__ = [
     "StageTimings",
 ]
 
-Path = Literal["local", "cloud", "skipped-local", "local-degraded"]
+Path = Literal["local", "cloud", "skipped-local", "local-degraded", "cache"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,18 @@ class StageTimings:
     local_ms: float | None  # local generation (all runs of it) and confidence probes
     broker_ms: float | None  # escalation, when a call went out
     total_ms: float
+    cache_ms: float | None = None  # embedding the prompt and looking it up, when the cache is on
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """Where a cached answer came from."""
+
+    similarity: float  # cosine similarity of the prompt to the cached one
+    threshold: float  # the similarity a hit needs (cache.similarity)
+    age_s: float
+    prompt: str  # the cached prompt
+    source: str  # the path that first answered it (cloud, local, ...)
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,13 @@ class PreRouteInfo:
     predicted: float
     hints: list[str]
     skipped_local: bool
+    # With the outcome memory (preroute.memory): the rules' own prediction, the memory's
+    # P(right) from similar past prompts, its support (neighbours' worth of evidence) and
+    # how many past prompts counted. None when the memory had no estimate.
+    rules: float | None = None
+    memory: float | None = None
+    memory_support: float | None = None
+    memory_neighbours: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,7 @@ class Decision:
     aborted: AbortInfo | None
     broker: BrokerInfo | None
     timings: StageTimings
+    cache: CacheInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # type: ignore[no-any-return]
@@ -135,4 +158,5 @@ _PARTS: dict[str, Any] = {
     "preroute": PreRouteInfo,
     "aborted": AbortInfo,
     "broker": BrokerInfo,
+    "cache": CacheInfo,
 }

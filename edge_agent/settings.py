@@ -28,12 +28,16 @@ __all__ = [
     "AbortSettings",
     "BrokerSettings",
     "BudgetSettings",
+    "CacheSettings",
     "DaemonSettings",
     "EdgeSettings",
+    "EmbeddingSettings",
     "EscalationSettings",
+    "MemorySettings",
     "Mode",
     "PolicySettings",
     "PreRouteSettings",
+    "SpecialistSettings",
     "TaskHint",
     "TelemetrySettings",
     "load_edge_settings",
@@ -342,6 +346,35 @@ def _default_hints() -> list[TaskHint]:
     ]
 
 
+class MemorySettings(Section):
+    """Pre-route memory: prompts whose local answers were judged right or wrong (from
+    ``edge-agent calibrate --remember`` and ``edge-agent feedback``); a new prompt's nearest
+    ones move the pre-route's prediction (edge_agent.memory, edge_agent.preroute). The
+    defaults were chosen by cross-validation on ridgeline-qa-v1's train split
+    (benchmarks/preroute_memory.py)."""
+
+    enabled: bool = Field(
+        default=False, description="use the memory in pre-route (needs the embedding model built)"
+    )
+    k: int = Field(default=40, ge=1, le=1000, description="nearest past prompts that count")
+    min_similarity: float = Field(
+        default=0.0, ge=0, lt=1, description="cosine similarity below which a prompt counts 0"
+    )
+    prior: float = Field(
+        default=1.0, gt=0, description="pseudo-neighbours at the base rate (shrinkage)"
+    )
+    weight: float = Field(
+        default=1.5, ge=0, description="how strongly the memory moves the rule prediction"
+    )
+    min_outcomes: int = Field(
+        default=20, ge=1, description="outcomes a model needs before its memory is used"
+    )
+    max_entries: int = Field(default=5000, ge=1, description="the oldest outcomes go first")
+    path: Path | None = Field(
+        default=None, description="its JSONL file (default: <state dir>/outcome-memory.jsonl)"
+    )
+
+
 class PreRouteSettings(Section):
     enabled: bool = Field(default=True, description="skip the local model for hopeless prompts")
     base: float = Field(default=0.7, ge=0, le=1, description="predicted confidence, plain prompt")
@@ -351,6 +384,50 @@ class PreRouteSettings(Section):
         default=0.2, ge=0, le=1, description="skip local when prediction < tau - this"
     )
     hints: list[TaskHint] = Field(default_factory=_default_hints)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+
+
+class EmbeddingSettings(Section):
+    """The sentence encoder behind specialists, the answer cache and pre-route memory."""
+
+    model: str = Field(
+        default="all-minilm-l6-v2", description="embedding model (run `models build` first)"
+    )
+    variant: Literal["fp32", "int8"] | None = Field(
+        default=None, description="built variant to load (default: the manifest's, int8)"
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="ONNX Runtime threads (default: physical cores)"
+    )
+
+
+class CacheSettings(Section):
+    """The semantic answer cache: a prompt close enough to an earlier one gets its answer."""
+
+    enabled: bool = Field(default=False, description="answer from and store to the cache")
+    path: Path | None = Field(
+        default=None, description="its SQLite file (default: <state dir>/answer-cache.sqlite)"
+    )
+    similarity: float = Field(
+        default=0.9, gt=0, le=1, description="cosine similarity a cached prompt needs"
+    )
+    ttl_s: float = Field(default=7 * 86400, gt=0, description="how long an answer stays valid")
+    max_entries: int = Field(default=10_000, ge=1, description="oldest-used entries go first")
+    store: Literal["escalated", "all"] = Field(
+        default="escalated",
+        description="escalated: cache broker answers only (the expensive ones); all: local too",
+    )
+
+
+class SpecialistSettings(Section):
+    dir: Path | None = Field(
+        default=None,
+        description="where trained specialists live (default: <state dir>/specialists)",
+    )
+    threshold: float | None = Field(
+        default=None, ge=0, le=1,
+        description="escalate below this probability (default: the one chosen at training)",
+    )  # fmt: skip
 
 
 class AbortSettings(Section):
@@ -466,6 +543,9 @@ class EdgeSettings(Section):
     preroute: PreRouteSettings = Field(default_factory=PreRouteSettings)
     abort: AbortSettings = Field(default_factory=AbortSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    specialists: SpecialistSettings = Field(default_factory=SpecialistSettings)
 
 
 load_edge_settings = settings_loader(EdgeSettings, env_prefix=ENV_PREFIX, file_name="edge.toml")

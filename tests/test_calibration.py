@@ -58,11 +58,23 @@ def calibrated(
     out, plot = root / "cal.json", root / "cal.png"
     result = run(
         "edge-agent", "calibrate", "--dataset", str(data), "--method", "logistic",
-        "--out", str(out), "--plot", str(plot), "--json", env=env,
+        "--out", str(out), "--plot", str(plot), "--remember", "--json", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     yield {"env": env, "root": root, "out": out, "plot": plot, "data": data,
            "report": json.loads(result.stdout), "stderr": result.stderr}  # fmt: skip
+
+
+def test_calibrate_remember_keeps_each_outcome_for_the_preroute(
+    calibrated: dict[str, Any],
+) -> None:
+    report = calibrated["report"]
+    path = Path(report["remembered"])
+    assert path == calibrated["root"] / "state" / "ridgeline" / "outcome-memory.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in rows] == [q.prompt for q in load_dataset(calibrated["data"])]
+    assert {(r["model"], r["source"]) for r in rows} == {(SMOLLM2, "calibration")}
+    assert sum(r["right"] for r in rows) == round(report["local_accuracy"] * len(rows))
 
 
 def test_calibrate_reports_every_method_and_saves_the_chosen_one(

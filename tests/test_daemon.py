@@ -23,12 +23,12 @@ import grpc
 import openai
 import pytest
 from brokerproc import BrokerProcess
-from conftest import SMOLLM2, isolated_env, without_proxies
+from conftest import MINILM, SMOLLM2, MiniLM, isolated_env, without_proxies
 from daemonproc import DaemonProcess
 from test_cli import run
 from test_escalation import BAD, EASY, gemma_broker
 
-from edge_agent import Done, EdgeAgent, EdgeClient, TextChunk, load_edge_settings
+from edge_agent import Done, EdgeAgent, EdgeClient, EdgeSettings, TextChunk, load_edge_settings
 from ridgeline_core.errors import QueueFullError, UnavailableError, UnknownModelError
 from ridgeline_core.store import ModelStore
 
@@ -197,8 +197,10 @@ def test_malformed_and_oversized_requests(daemon: DaemonProcess) -> None:
         "/v1/chat/completions", None, raw=b'{"messages": [], "max_tokens": Infinity}'
     )
     assert status == 400 and "Infinity" in body["error"]["message"]
-    status, _, body = daemon.post("/v1/embeddings", {"input": "hi"})
-    assert status == 400 and "embedding" in body["error"]["message"]
+    status, _, body = daemon.post("/v1/embeddings", {"input": ["hi", "  "]})
+    assert status == 400 and body["error"]["message"] == "input[1] is empty"
+    status, _, body = daemon.post("/v1/classify", {"specialist": "x", "text": 5})
+    assert status == 400 and body["error"]["param"] == "text"
     status, _, body = daemon.post("/v1/nothing", {})
     assert status == 404 and body["error"]["message"]
     status, _, body = daemon.post(
@@ -631,5 +633,76 @@ def test_sdk_in_process_and_client_give_the_same_answer_and_decision(
                 if mine.broker is not None and theirs.broker is not None:
                     assert theirs.broker.model == mine.broker.model
         assert sources == {"local", "cloud"}  # both paths were compared
+    finally:
+        daemon.stop()
+
+
+# -- the ONNX endpoints: embeddings and specialists ---------------------------------------
+
+
+def test_embeddings_classify_and_private_over_http(
+    minilm: MiniLM, smollm2_path: Path, model_store: ModelStore, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from edge_agent.specialists import load_examples, train_specialist
+
+    examples = Path(__file__).resolve().parent.parent / "examples/specialists/home-intents"
+    chosen = {"lights_on", "weather_query", "set_timer"}
+    train = [e for e in load_examples(examples / "train.jsonl") if e.label in chosen]
+    extra = (
+        f'[specialists]\ndir = "{tmp_path / "specialists"}"\n'
+        f"[embeddings]\nthreads = 2\n"
+        f'[cache]\nenabled = true\npath = "{tmp_path / "cache.sqlite"}"\nstore = "all"\n'
+    )
+    settings = EdgeSettings.model_validate(
+        {
+            "models": {"store_dir": str(model_store.root)},
+            "specialists": {"dir": str(tmp_path / "specialists")},
+            "embeddings": {"threads": 2},
+            "budget": {"state_file": str(tmp_path / "budget.json")},
+            "telemetry": {"sources": []},
+        }
+    )
+    with EdgeAgent(settings, background=False) as agent:
+        train_specialist("three", train, agent.embedder, agent.store, tmp_path / "specialists")
+        reference = agent.embedder.embed(["turn on the lights", "is it going to rain"])
+    daemon = start(model_store, tmp_path / "daemon", extra)
+    try:
+        api = client(daemon)
+        result = api.embeddings.create(  # the official client asks for base64
+            model=MINILM, input=["turn on the lights", "is it going to rain"]
+        )
+        vectors = np.array([item.embedding for item in result.data])
+        assert vectors.shape == (2, 384)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert np.allclose(vectors, reference, atol=1e-5)
+        assert result.model == MINILM and result.usage.prompt_tokens > 4
+        status, _, body = daemon.post("/v1/embeddings", {"input": "lights", "model": "default"})
+        assert status == 200 and len(body["data"][0]["embedding"]) == 384
+        status, _, body = daemon.post("/v1/embeddings", {"input": "x", "model": SMOLLM2})
+        assert status == 400 and "not the daemon's embedding model" in body["error"]["message"]
+        status, _, body = daemon.post("/v1/embeddings", {"input": "x", "model": "nope"})
+        assert status == 404 and body["error"]["code"] == "model_not_found"
+
+        status, _, body = daemon.post(
+            "/v1/classify", {"specialist": "three", "text": "set a timer for 5 minutes"}
+        )
+        assert status == 200, body
+        assert body["label"] == "set_timer" and body["source"] in ("local", "local-degraded")
+        assert body["decision"]["top"][0]["label"] == "set_timer"
+        status, _, body = daemon.post("/v1/classify", {"specialist": "nope", "text": "hi"})
+        assert status == 404 and "unknown specialist" in body["error"]["message"]
+        status, _, body = daemon.post("/v1/classify", {"specialist": "three", "text": " "})
+        assert status == 400 and "empty" in body["error"]["message"]
+
+        # a private request is neither answered from nor stored in the answer cache
+        question = {"messages": ask(EASY), "max_tokens": 24, "ridgeline": {"private": True}}
+        status, _, body = daemon.post("/v1/chat/completions", question)
+        assert status == 200 and body["ridgeline"]["decision"]["timings"]["cache_ms"] is None
+        status, _, body = daemon.post("/v1/chat/completions", {**question, "ridgeline": {}})
+        assert status == 200 and body["ridgeline"]["source"] == "local"  # stored now
+        status, _, body = daemon.post("/v1/chat/completions", {**question, "ridgeline": {}})
+        assert status == 200 and body["ridgeline"]["source"] == "cache"
     finally:
         daemon.stop()

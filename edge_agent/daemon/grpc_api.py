@@ -74,6 +74,8 @@ def options_of(request: edge_pb2.AskRequest) -> AskOptions:
         options["threshold"] = request.threshold
     if request.HasField("deadline_s"):
         options["deadline_s"] = request.deadline_s
+    if request.private:
+        options["private"] = True
     return options
 
 

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP API, ``/health`` and ``/metrics`` (aiohttp).
+"""The OpenAI-compatible HTTP API, ``/v1/classify``, ``/health`` and ``/metrics`` (aiohttp).
 
 Handlers are thin: parse with :mod:`.openai_api`, run through the :class:`Dispatcher`,
 format the answer. Errors become OpenAI error bodies with precise statuses in one
@@ -8,6 +8,7 @@ the job's token stops the generation at its next token).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -19,7 +20,7 @@ from ridgeline_core import errors
 
 from ..agent import EdgeAgent
 from ..api import Done, TextChunk
-from . import openai_api
+from . import openai_api, specialist_api
 from .dispatch import Dispatcher, Job
 from .metrics import DaemonMetrics
 
@@ -180,10 +181,32 @@ def build_app(
         return web.json_response(openai_api.models_response([found])["data"][0])
 
     async def embeddings(request: web.Request) -> web.Response:
-        raise errors.UnsupportedError(
-            "no embedding model is configured: /v1/embeddings serves embedding models, "
-            "which arrive with the ONNX runtime"
+        call = specialist_api.parse_embeddings(await read_json(request))
+        a = agent()
+        name = a.embedder.name
+        if call.model not in openai_api.DEFAULT_MODEL_ALIASES and call.model != name:
+            a.catalog.get(call.model)  # unknown (or a path-like name): a clear error
+            raise errors.UnsupportedError(
+                f"{call.model} is not the daemon's embedding model; it serves {name} "
+                "(embeddings.model)"
+            )
+        # ONNX Runtime releases the GIL: off the event loop, on a worker thread
+        vectors, tokens = await asyncio.to_thread(a.embedder.embed_counted, call.texts)
+        return web.json_response(
+            specialist_api.embeddings_response(name, vectors, tokens, call.encoding_format)
         )
+
+    async def classify(request: web.Request) -> web.Response:
+        call = specialist_api.parse_classify(await read_json(request))
+        result = await asyncio.to_thread(
+            agent().classify,
+            call.specialist,
+            call.text,
+            threshold=call.threshold,
+            mode=call.mode,  # type: ignore[arg-type]  # parse_classify checked it
+            deadline_s=call.deadline_s,
+        )
+        return web.json_response(result.to_dict())
 
     async def health(request: web.Request) -> web.Response:
         a = agent()
@@ -208,6 +231,7 @@ def build_app(
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/classify", classify)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{name}", model)
     app.router.add_get("/health", health)

@@ -6,7 +6,8 @@ Pure functions, no I/O: the HTTP server calls them at its boundary.
 The decision record rides in an extension field ``ridgeline`` (plain clients ignore
 unknown fields) and, for non-streaming answers, in ``X-Ridgeline-*`` headers. Ridgeline
 options come in the same way: a ``ridgeline`` object in the body (the OpenAI client's
-``extra_body``) or ``X-Ridgeline-Mode``/``X-Ridgeline-Threshold`` headers.
+``extra_body``) or ``X-Ridgeline-Mode``/``X-Ridgeline-Threshold``/``X-Ridgeline-Private``
+headers.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _options(
     extension = body.get("ridgeline") or {}
     if not isinstance(extension, Mapping):
         raise _bad("ridgeline must be an object of Ridgeline options", "ridgeline")
-    allowed = {"mode", "threshold", "deadline_s"}
+    allowed = {"mode", "threshold", "deadline_s", "private"}
     extra = sorted(set(extension) - allowed)
     if extra:
         raise _bad(f"unknown Ridgeline option {extra[0]!r} (known: {', '.join(sorted(allowed))})")
@@ -188,6 +189,13 @@ def _options(
     deadline = _number(extension, "deadline_s")
     if deadline is not None:
         options["deadline_s"] = deadline
+    private = extension.get("private", headers.get("x-ridgeline-private"))
+    if private is not None:
+        if isinstance(private, str) and private.lower() in ("true", "1", "false", "0"):
+            private = private.lower() in ("true", "1")
+        if not isinstance(private, bool):
+            raise _bad("private must be true or false", "ridgeline.private")
+        options["private"] = private
     return options, requested
 
 
