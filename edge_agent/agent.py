@@ -715,35 +715,46 @@ class _Request:
         return None, False
 
     def run(self) -> Answer:
-        cache = None if self.private or self.mode == "local" else self.agent.cache
-        if cache is None:
+        if self.private or self.mode == "local" or not self.agent.settings.cache.enabled:
             return self._route()
         scope = self._cache_scope()
-        vector = None
+        cache, vector, hit = None, None, None
         t = time.perf_counter()
         try:
-            vector = self.vector = self.agent.embedder.embed_one(self.prompt)
-            hit = cache.lookup(self.prompt, scope, vector=vector)
-        except (RidgelineError, ValueError) as exc:  # the cache must never stop an answer
-            log.warning("semantic cache unavailable: %s", exc)
-            hit = None
+            cache = self.agent.cache
+            if cache is not None:
+                vector = self.vector = self.agent.embedder.embed_one(self.prompt)
+                hit = cache.lookup(self.prompt, scope, vector=vector)
+        # The cache must never stop an answer: whatever the store, the encoder or ONNX
+        # Runtime raised, the request goes on without it.
+        except Exception as exc:
+            log.warning("semantic cache unavailable: %s: %s", type(exc).__name__, exc)
+            cache, hit = None, None
         self.cache_ms = (time.perf_counter() - t) * 1000
+        cloud_only = self.mode == "cloud"  # mode cloud wants a broker's answer, cached or not
+        if hit is not None and cloud_only and hit.answer.get("source") == "local":
+            hit = None
         if hit is not None:
             return self._cached_answer(hit)
+        if cache is None:
+            return self._route()
         answer = self._route()
         if vector is not None and self._worth_caching(answer):
             stored = {"text": answer.text, "model": answer.model, "source": answer.source}
             try:
                 cache.put(self.prompt, scope, stored, vector=vector)
-            except (RidgelineError, ValueError) as exc:  # the answer is already made
+            except Exception as exc:  # the answer is already made
                 log.warning("could not store the answer in the semantic cache: %s", exc)
         return answer
 
     def _cache_scope(self) -> str:
-        """Answers are shared between requests with the same model and the same
-        conversation before the last question (the system prompt included)."""
+        """Answers are shared between requests with the same model, the same conversation
+        before the last question (the system prompt included) and the same options that
+        shape an answer's text (length, stop sequences, sampling)."""
         before = [(m.role, m.content) for m in self.messages[:-1]]
-        return hashlib.sha256(json.dumps([self.model, before]).encode()).hexdigest()
+        p = self.params
+        shape = [p.max_tokens, list(p.stop), p.temperature, p.top_p, p.seed]
+        return hashlib.sha256(json.dumps([self.model, before, shape]).encode()).hexdigest()
 
     def _worth_caching(self, answer: Answer) -> bool:
         if answer.finish_reason not in ("stop", "stop_sequence"):
@@ -825,7 +836,7 @@ class _Request:
         embedding too (the one the cache made, if any). The memory is advice: when the
         embedder or the memory fails, the rules predict alone."""
         preroute = self.agent.preroute
-        if preroute.memory is None:
+        if preroute.memory is None or self.private:  # a private prompt is never embedded
             return preroute.predict(self.prompt)
         try:
             if self.vector is None:

@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from ridgeline_core.errors import EmptyPromptError, InvalidRequestError
+from ridgeline_core.errors import EmptyPromptError, InvalidRequestError, ManifestError
 from ridgeline_core.runtime import ChatMessage, SamplingParams
+from ridgeline_core.store import check_name
 
 from .decision import BrokerInfo, plain
 from .escalation import Draft, EscalationFailed
+from .policy import GATE_BUDGET_SPENT
 
 if TYPE_CHECKING:
     from .agent import EdgeAgent
@@ -89,6 +91,12 @@ def classify(
         raise InvalidRequestError(f"text is {len(text)} characters; at most {MAX_TEXT_CHARS}")
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise InvalidRequestError(f"threshold {threshold} is not in [0, 1]")
+    if deadline_s is not None and not deadline_s > 0:
+        raise InvalidRequestError(f"deadline_s {deadline_s} must be positive")
+    try:
+        check_name(name)
+    except ManifestError as exc:  # a name from the request: a bad request, not a bad model
+        raise InvalidRequestError(str(exc)) from None
     mode = mode or agent.settings.policy.mode
     if mode not in ("auto", "local", "cloud"):
         raise InvalidRequestError(f"mode {mode!r} is not one of auto, local, cloud")
@@ -113,6 +121,9 @@ def classify(
     escalator = agent.broker()
     if escalator is None:
         return run.local("local-degraded", f"{why}, but {agent.broker_missing or 'no broker'}")
+    gate = agent.policy.evaluate(agent.sampler.snapshot()).gate
+    if gate == GATE_BUDGET_SPENT:
+        return run.local("local", f"{why}, but {gate}")
     ok, blocked = escalator.available()
     if not ok:
         return run.local("local-degraded", f"{why}, but {blocked}")

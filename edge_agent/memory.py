@@ -356,8 +356,10 @@ class OutcomeMemory:
             json.dumps(asdict(o), ensure_ascii=False).encode() + b"\n" for o in outcomes
         )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("ab") as handle:
+            # past prompts can be sensitive: only this user reads them
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(descriptor, "ab") as handle:
                 start = handle.tell()
                 handle.write(data)
                 stat = os.fstat(handle.fileno())

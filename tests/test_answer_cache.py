@@ -109,6 +109,25 @@ def test_local_answers_are_cached_only_when_asked_and_mode_local_skips_the_cache
         assert first.source == "local"
         assert agent.ask(PARAPHRASE, threshold=0.0).source == "cache"
         assert agent.ask(PARAPHRASE, mode="local").source == "local"
+        # other options that shape the text: another scope
+        assert agent.ask(PARAPHRASE, threshold=0.0, max_tokens=5).source != "cache"
+        # mode cloud is not answered with a cached local answer
+        assert agent.ask(PARAPHRASE, mode="cloud").source == "cloud"
+
+
+def test_a_cache_that_cannot_open_does_not_stop_answers(
+    smollm2_path: Path, model_store: ModelStore, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    edge = edge_settings(model_store, tmp_path, "")
+    edge = edge.model_copy(
+        update={"cache": edge.cache.model_copy(update={"path": blocker / "cache.sqlite"})}
+    )
+    with EdgeAgent(edge, background=False) as agent:
+        answer = agent.ask(QUESTION, threshold=0.0)
+        assert answer.source == "local" and "Paris" in answer.text
+        assert answer.decision.cache is None
 
 
 def test_cli_cache_stats_and_clear(

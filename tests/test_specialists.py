@@ -192,10 +192,12 @@ def test_bad_requests_are_refused_clearly(
             agent.classify("home-intents", "   ")
         with pytest.raises(UnknownModelError, match="unknown specialist 'nope'"):
             agent.classify("nope", "hello")
-        with pytest.raises(Exception, match="invalid model name"):
+        with pytest.raises(InvalidRequestError, match="invalid model name"):
             agent.classify("../etc/passwd", "hello")
         with pytest.raises(InvalidRequestError, match="threshold"):
             agent.classify("home-intents", "hello", threshold=1.5)
+        with pytest.raises(InvalidRequestError, match="deadline_s"):
+            agent.classify("home-intents", "hello", deadline_s=0)
 
 
 def test_a_specialist_trained_on_another_encoder_is_refused(

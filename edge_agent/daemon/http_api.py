@@ -185,7 +185,10 @@ def build_app(
         a = agent()
         name = a.embedder.name
         if call.model not in openai_api.DEFAULT_MODEL_ALIASES and call.model != name:
-            a.catalog.get(call.model)  # unknown (or a path-like name): a clear error
+            try:
+                a.catalog.get(call.model)  # unknown: 404 model_not_found
+            except errors.ManifestError as exc:  # a path-like name: the request is wrong
+                raise errors.InvalidRequestError(str(exc)) from None
             raise errors.UnsupportedError(
                 f"{call.model} is not the daemon's embedding model; it serves {name} "
                 "(embeddings.model)"

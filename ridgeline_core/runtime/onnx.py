@@ -77,8 +77,9 @@ def _session(model: Path, threads: int, what: str) -> Any:
     # onnxruntime's errors (InvalidProtobuf, InvalidGraph, Fail, ...) derive from Exception
     except Exception as exc:
         raise ModelLoadError(
-            f"{what}: ONNX Runtime could not load {model}: {exc} (the file is damaged or not "
-            "an ONNX model; for a store model run `edge-agent models build --force`)"
+            f"{what}: ONNX Runtime could not load {model}: {exc} (the file is damaged, not an "
+            "ONNX model, or needs a newer onnxruntime than this one; for a store model run "
+            "`edge-agent models build NAME --force`)"
         ) from exc
 
 
