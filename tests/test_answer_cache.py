@@ -31,7 +31,10 @@ UNRELATED = "How many legs does a spider have?"  # 0.11
 
 @pytest.fixture(scope="module")
 def broker(
-    gemma_path: Path, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+    gemma_path: Path,
+    smollm2_path: Path,  # the local model, for the tests that answer locally
+    model_store: ModelStore,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BrokerProcess]:
     process = gemma_broker(model_store, tmp_path_factory.mktemp("cache-broker"))
     yield process
