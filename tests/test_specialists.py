@@ -251,3 +251,17 @@ def test_the_shipped_examples_are_well_formed() -> None:
         assert sum(e.label == label for e in train) >= 40
     assert {e.label for e in heldout} == labels
     assert not {e.text.lower() for e in train} & {e.text.lower() for e in heldout}
+
+
+def test_a_spent_budget_keeps_unsure_classifications_local(
+    trained: tuple[Path, SpecialistRecord], model_store: ModelStore, broker: BrokerProcess
+) -> None:
+    root, _ = trained
+    edge = edge_settings(
+        model_store, root, broker.address, budget={"requests_per_hour": 0}
+    )  # nothing may escalate
+    with EdgeAgent(edge, background=False) as agent:
+        result = agent.classify("home-intents", "hmm, can you do the thing", threshold=1.0)
+    assert result.source == "local"
+    assert result.decision.broker is None
+    assert "budget is spent" in result.decision.reason
