@@ -670,9 +670,10 @@ def test_embeddings_classify_and_private_over_http(
     daemon = start(model_store, tmp_path / "daemon", extra)
     try:
         api = client(daemon)
-        result = api.embeddings.create(  # the official client asks for base64
-            model=MINILM, input=["turn on the lights", "is it going to rain"]
-        )
+        with api:  # closes its connections
+            result = api.embeddings.create(  # the official client asks for base64
+                model=MINILM, input=["turn on the lights", "is it going to rain"]
+            )
         vectors = np.array([item.embedding for item in result.data])
         assert vectors.shape == (2, 384)
         assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
