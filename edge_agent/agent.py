@@ -58,7 +58,15 @@ from .decision import (
     plain,
 )
 from .embeddings import Embedder
-from .escalation import BrokerLink, CloudAnswer, Draft, EscalationFailed, Escalator
+from .escalation import (
+    BrokerLink,
+    CloudAnswer,
+    Draft,
+    EscalationFailed,
+    Escalator,
+    answered_info,
+    failed_info,
+)
 from .features import Evidence
 from .memory import Outcome, OutcomeMemory, Vectors
 from .meters import BrokerHealth, LocalSpeed
@@ -941,12 +949,7 @@ class _Request:
             )
         except EscalationFailed as failure:
             self.broker_ms = (time.perf_counter() - started) * 1000
-            self.broker_info = BrokerInfo(
-                address=escalator.address,
-                attempts=failure.attempts,
-                error=failure.reason,
-                circuit=escalator.circuit.state,
-            )
+            self.broker_info = failed_info(escalator, failure)
             if streamed and self.on_reset is not None:
                 self.on_reset(f"the broker failed mid-answer ({failure.reason})")
             if local is None or local.abort is not None:
@@ -963,16 +966,7 @@ class _Request:
             self._emit(cloud.text)
         self.agent.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
         self.agent.sampler.refresh()
-        self.broker_info = BrokerInfo(
-            address=escalator.address,
-            model=cloud.model,
-            models_used=list(cloud.models_used),
-            attempts=cloud.attempts,
-            rtt_ms=None if cloud.rtt_s is None else cloud.rtt_s * 1000,
-            prompt_tokens=cloud.prompt_tokens,
-            completion_tokens=cloud.completion_tokens,
-            circuit=escalator.circuit.state,
-        )
+        self.broker_info = answered_info(escalator, cloud)
         path: Path = (
             "skipped-local" if local_state == "skipped" and self.mode != "cloud" else "cloud"
         )

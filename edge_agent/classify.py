@@ -17,7 +17,7 @@ from ridgeline_core.runtime import ChatMessage, SamplingParams
 from ridgeline_core.store import check_name
 
 from .decision import BrokerInfo, plain
-from .escalation import Draft, EscalationFailed
+from .escalation import Draft, EscalationFailed, answered_info, failed_info
 from .policy import GATE_BUDGET_SPENT
 
 if TYPE_CHECKING:
@@ -138,25 +138,11 @@ def classify(
         )
     except EscalationFailed as failure:
         run.broker_ms = (time.perf_counter() - broker_started) * 1000
-        run.broker = BrokerInfo(
-            address=escalator.address,
-            attempts=failure.attempts,
-            error=failure.reason,
-            circuit=escalator.circuit.state,
-        )
+        run.broker = failed_info(escalator, failure)
         return run.local("local-degraded", f"{why}; escalation failed ({failure.reason})")
     run.broker_ms = (time.perf_counter() - broker_started) * 1000
     agent.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
-    run.broker = BrokerInfo(
-        address=escalator.address,
-        model=cloud.model,
-        models_used=list(cloud.models_used),
-        attempts=cloud.attempts,
-        rtt_ms=None if cloud.rtt_s is None else cloud.rtt_s * 1000,
-        prompt_tokens=cloud.prompt_tokens,
-        completion_tokens=cloud.completion_tokens,
-        circuit=escalator.circuit.state,
-    )
+    run.broker = answered_info(escalator, cloud)
     label = cloud.text.strip()
     if label not in specialist.labels:  # the broker promised one of the choices
         return run.local(

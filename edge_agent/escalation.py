@@ -25,6 +25,7 @@ from ridgeline_core.client import BrokerClient, build_request
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
 from .circuit import CircuitBreaker
+from .decision import BrokerInfo
 from .meters import BrokerHealth
 from .settings import EscalationSettings
 
@@ -406,3 +407,27 @@ class _Attempt(Exception):
         super().__init__(str(error))
         self.error = error
         self.started = started
+
+
+def answered_info(link: BrokerLink, cloud: CloudAnswer) -> BrokerInfo:
+    """The decision record's broker part for an answer the broker gave."""
+    return BrokerInfo(
+        address=link.address,
+        model=cloud.model,
+        models_used=list(cloud.models_used),
+        attempts=cloud.attempts,
+        rtt_ms=None if cloud.rtt_s is None else cloud.rtt_s * 1000,
+        prompt_tokens=cloud.prompt_tokens,
+        completion_tokens=cloud.completion_tokens,
+        circuit=link.circuit.state,
+    )
+
+
+def failed_info(link: BrokerLink, failure: EscalationFailed) -> BrokerInfo:
+    """The decision record's broker part for an escalation that failed."""
+    return BrokerInfo(
+        address=link.address,
+        attempts=failure.attempts,
+        error=failure.reason,
+        circuit=link.circuit.state,
+    )

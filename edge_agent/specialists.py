@@ -21,10 +21,9 @@ import json
 import math
 import os
 import re
-import tempfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,9 +326,8 @@ def _embed_all(embedder: Embedder, texts: Sequence[str], progress: Progress) -> 
 def _export_head(head: _Head, store: ModelStore) -> tuple[str, int]:
     from ridgeline_core.runtime.onnx_build import build_softmax_head
 
-    store.root.joinpath("tmp").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=store.root / "tmp", prefix="head-") as scratch:
-        path = Path(scratch) / "head.onnx"
+    with store.scratch("head-") as scratch:
+        path = scratch / "head.onnx"
         build_softmax_head(
             head.weights.astype(np.float32),
             head.bias.astype(np.float32),
@@ -374,9 +372,7 @@ class Specialist:
         return Prediction(ranked[0][0], ranked[0][1], ranked)
 
     def close(self) -> None:
-        close: Callable[[], None] | None = getattr(self._head, "close", None)
-        if close is not None:
-            close()
+        self._head.close()
 
 
 class SpecialistRegistry:

