@@ -5,9 +5,9 @@ the way the agent does (its chat prompt and system prompt, greedy, ``--max-token
 every probe (``short``, ``short2``, ``short3``: few-shot short answers; ``selfcheck``:
 P(True)), then for each variant fits its calibrator on train and scores it on test:
 AUROC, ECE, Brier, and the mean model time per answer the variant needs (the answer plus
-the probes it reads). Variants are
-groups of ``edge_agent.features``; a single-feature variant uses Platt scaling, the rest a
-logistic regression (L2 = ``harness.LOGISTIC_L2``).
+the probes it reads). Variants are groups of ``edge_agent.confidence.features``; a
+single-feature variant uses Platt scaling, the rest a logistic regression
+(L2 = ``harness.LOGISTIC_L2``).
 
     .venv/bin/python benchmarks/confidence.py [--store DIR] [--limit N] [--max-tokens 64]
 
@@ -29,12 +29,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent import harness  # noqa: E402
 from edge_agent.agent import EdgeAgent  # noqa: E402
+from edge_agent.confidence.features import FEATURES, PROBES, probes_for  # noqa: E402
+from edge_agent.evaluation import harness  # noqa: E402
 from edge_agent.evaluation.calibration import LogisticCalibrator, PlattCalibrator  # noqa: E402
 from edge_agent.evaluation.dataset import load_dataset  # noqa: E402
 from edge_agent.evaluation.metrics import auroc, brier, ece  # noqa: E402
-from edge_agent.features import FEATURES, PROBES, probes_for  # noqa: E402
 from edge_agent.settings import load_edge_settings  # noqa: E402
 from ridgeline_core.runtime import SamplingParams  # noqa: E402
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.agent import chat_messages, run_local
-from edge_agent.confidence import get_scorer, scorer_names
+from edge_agent.confidence.scorers import get_scorer, scorer_names
 from edge_agent.settings import load_edge_settings
 from ridgeline_core.runtime import RuntimePool
 

@@ -52,9 +52,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edge_agent import harness  # noqa: E402
 from edge_agent.agent import EdgeAgent  # noqa: E402
-from edge_agent.embeddings import Embedder  # noqa: E402
+from edge_agent.evaluation import harness  # noqa: E402
 from edge_agent.evaluation.dataset import load_dataset  # noqa: E402
 from edge_agent.evaluation.metrics import (  # noqa: E402
     apgr,
@@ -64,9 +63,10 @@ from edge_agent.evaluation.metrics import (  # noqa: E402
     random_router_baseline,
     routing_curve,
 )
-from edge_agent.memory import Outcome, OutcomeMemory  # noqa: E402
-from edge_agent.policy import ThresholdPolicy  # noqa: E402
-from edge_agent.preroute import PreRoute, combine  # noqa: E402
+from edge_agent.knowledge.embeddings import Embedder  # noqa: E402
+from edge_agent.knowledge.memory import Outcome, OutcomeMemory  # noqa: E402
+from edge_agent.routing.policy import ThresholdPolicy  # noqa: E402
+from edge_agent.routing.preroute import PreRoute, combine  # noqa: E402
 from edge_agent.settings import (  # noqa: E402
     EdgeSettings,
     MemorySettings,
@@ -192,7 +192,7 @@ def estimates(
 
 
 def log_odds(rules: np.ndarray, mem: np.ndarray, base: np.ndarray, w: float) -> np.ndarray:
-    """What ``PreRoute.predict`` does (``edge_agent.preroute.combine``)."""
+    """What ``PreRoute.predict`` does (``edge_agent.routing.preroute.combine``)."""
     return np.array([combine(r, m, b, w) for r, m, b in zip(rules, mem, base, strict=True)])
 
 

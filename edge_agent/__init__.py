@@ -4,9 +4,9 @@ Importing this package loads no model and opens no socket.
 """
 
 from .agent import Answer, AnswerTimings, EdgeAgent, SignalSummary
-from .api import Answerer, AskOptions, Done, ModelInfo, Reset, StreamEvent, TextChunk
-from .client import EdgeClient
-from .decision import Decision
+from .request.decision import Decision
+from .sdk.api import Answerer, AskOptions, Done, ModelInfo, Reset, StreamEvent, TextChunk
+from .sdk.client import EdgeClient
 from .settings import EdgeSettings, load_edge_settings
 
 __all__ = [

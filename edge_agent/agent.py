@@ -9,7 +9,7 @@ One request goes through the pipeline of ARCHITECTURE.md:
 4. keep the local answer when its confidence ≥ τ, else escalate to the broker with the
    draft; when the broker fails, answer with the local draft marked ``local-degraded``.
 
-Every answer carries a :class:`~edge_agent.decision.Decision` saying which path ran and why.
+Every answer carries a :class:`~edge_agent.request.decision.Decision` saying which path ran and why.
 """
 
 from __future__ import annotations
@@ -43,10 +43,21 @@ from ridgeline_core.runtime import (
 )
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
-from .api import Answerer, AskOptions, ModelInfo, Prompt, StreamEvent, threaded_stream
-from .budget import EscalationBudget
-from .calibrated import ConfidenceInfo, ModelConfidence, Scored, model_confidence
-from .decision import (
+from .confidence.calibrated import ConfidenceInfo, ModelConfidence, Scored, model_confidence
+from .confidence.features import Evidence
+from .knowledge.embeddings import Embedder
+from .knowledge.memory import Outcome, OutcomeMemory, Vectors
+from .knowledge.specialists import SpecialistRegistry
+from .link.escalation import (
+    BrokerLink,
+    CloudAnswer,
+    Draft,
+    EscalationFailed,
+    Escalator,
+    answered_info,
+    failed_info,
+)
+from .request.decision import (
     AbortInfo,
     BrokerInfo,
     CacheInfo,
@@ -57,23 +68,11 @@ from .decision import (
     known_fields,
     plain,
 )
-from .embeddings import Embedder
-from .escalation import (
-    BrokerLink,
-    CloudAnswer,
-    Draft,
-    EscalationFailed,
-    Escalator,
-    answered_info,
-    failed_info,
-)
-from .features import Evidence
-from .memory import Outcome, OutcomeMemory, Vectors
-from .meters import BrokerHealth, LocalSpeed
-from .policy import GATE_BUDGET_SPENT, Threshold, ThresholdPolicy
-from .preroute import Prediction, PreRoute
+from .routing.budget import EscalationBudget
+from .routing.policy import GATE_BUDGET_SPENT, Threshold, ThresholdPolicy
+from .routing.preroute import Prediction, PreRoute
+from .sdk.api import Answerer, AskOptions, ModelInfo, Prompt, StreamEvent, threaded_stream
 from .settings import EdgeSettings, Mode, state_dir
-from .specialists import SpecialistRegistry
 from .telemetry import (
     ReplaySource,
     TelemetrySampler,
@@ -81,10 +80,11 @@ from .telemetry import (
     TelemetryTrace,
     device_sources,
 )
+from .telemetry.meters import BrokerHealth, LocalSpeed
 
 if TYPE_CHECKING:
-    from .cache import CacheHit, SemanticCache
-    from .classify import Classification
+    from .knowledge.cache import CacheHit, SemanticCache
+    from .knowledge.classify import Classification
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class SignalSummary:
 @dataclass(frozen=True)
 class Answer:
     text: str
-    source: Path  # the path that produced the text (see edge_agent.decision)
+    source: Path  # the path that produced the text (see edge_agent.request.decision)
     confidence: float | None  # of the local answer; None when the local model did not run
     threshold: float  # τ this request was held to
     scorer: str
@@ -386,7 +386,7 @@ class EdgeAgent(Answerer):
         b = self.settings.broker
         address, tls = b.address, None
         if not address and b.discover:
-            from .pinning import PinStore, discover_broker
+            from .link.pinning import PinStore, discover_broker
 
             pins = PinStore(b.pins_file or state_dir() / "brokers.json")
             found = discover_broker(
@@ -491,8 +491,8 @@ class EdgeAgent(Answerer):
         deadline_s: float | None = None,
     ) -> Classification:
         """The specialist's label for ``text``; below its threshold the broker's model
-        chooses among the same labels (see :mod:`edge_agent.classify`)."""
-        from .classify import classify
+        chooses among the same labels (see :mod:`edge_agent.knowledge.classify`)."""
+        from .knowledge.classify import classify
 
         return classify(
             self, specialist, text, threshold=threshold, mode=mode, deadline_s=deadline_s
@@ -506,7 +506,7 @@ class EdgeAgent(Answerer):
             return None
         with self._cache_lock:
             if self._cache is None:
-                from .cache import SemanticCache
+                from .knowledge.cache import SemanticCache
 
                 self._cache = SemanticCache(
                     c.path or state_dir() / "answer-cache.sqlite",

@@ -21,7 +21,7 @@ from ridgeline_core.runtime import LoadOptions, SamplingParams
 from ridgeline_core.store import ModelsSettings
 from ridgeline_core.transport import is_loopback, split_host_port
 
-from .confidence import scorer_names
+from .confidence.scorers import scorer_names
 
 __all__ = [
     "ENV_PREFIX",
@@ -349,9 +349,9 @@ def _default_hints() -> list[TaskHint]:
 class MemorySettings(Section):
     """Pre-route memory: prompts whose local answers were judged right or wrong (from
     ``edge-agent calibrate --remember`` and ``edge-agent feedback``); a new prompt's nearest
-    ones move the pre-route's prediction (edge_agent.memory, edge_agent.preroute). The
-    defaults were chosen by cross-validation on ridgeline-qa-v1's train split
-    (benchmarks/preroute_memory.py)."""
+    ones move the pre-route's prediction (edge_agent.knowledge.memory,
+    edge_agent.routing.preroute). The defaults were chosen by cross-validation on
+    ridgeline-qa-v1's train split (benchmarks/preroute_memory.py)."""
 
     enabled: bool = Field(
         default=False, description="use the memory in pre-route (needs the embedding model built)"

@@ -16,7 +16,7 @@ prints the same digest with colons) and pin it deliberately; it must never be tr
 because it arrived in an advertisement. A client that connects to a discovered broker still
 verifies TLS against its configured CA bundle or pinned certificate and still authenticates
 with its device token, exactly as it would for an address typed by hand
-(``edge_agent.pinning`` decides which discovered broker, if any, is trusted).
+(``edge_agent.link.pinning`` decides which discovered broker, if any, is trusted).
 
 The advertising side and the browsing side both import this module, so the wire format is
 defined once. Importing it opens no socket and does not import zeroconf; the functions that

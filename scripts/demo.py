@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import EdgeAgent, load_edge_settings
-from edge_agent.cli import summary
+from edge_agent.cli.main import summary
 
 BROKER_MODEL = "gemma3-270m"
 

@@ -18,9 +18,9 @@ from conftest import GEMMA, SMOLLM2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_broker.auth import TokenFile
-from edge_agent.escalation import EscalationFailed, Escalator
-from edge_agent.meters import BrokerHealth
+from edge_agent.link.escalation import EscalationFailed, Escalator
 from edge_agent.settings import EscalationSettings
+from edge_agent.telemetry.meters import BrokerHealth
 from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
 from ridgeline_core.client import BrokerClient, build_request

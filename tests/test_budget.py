@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.budget import DAY_S, HOUR_S, EscalationBudget
+from edge_agent.routing.budget import DAY_S, HOUR_S, EscalationBudget
 from edge_agent.settings import BudgetSettings
 from ridgeline_core.errors import ConfigError
 

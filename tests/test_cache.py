@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge_agent.cache import SemanticCache, _ScopeIndex
+from edge_agent.knowledge.cache import SemanticCache, _ScopeIndex
 from ridgeline_core.errors import StoreError
 
 T0 = 1_700_000_000.0
@@ -238,7 +238,7 @@ def test_encoder_change_drops_entries(
     old = open_cache(encoder="bow/256")
     old.put("What is the capital of France?", SCOPE, ANSWER)
     old.close()
-    with caplog.at_level(logging.INFO, logger="edge_agent.cache"):
+    with caplog.at_level(logging.INFO, logger="edge_agent.knowledge.cache"):
         new = open_cache(encoder="minilm/int8", embed=BagOfWords(dim=64))
     assert "bow/256" in caplog.text and "dropped its 1 entries" in caplog.text
     assert new.stats()["entries"] == 0
@@ -253,7 +253,7 @@ def test_corrupt_file_is_moved_aside(
     path.parent.mkdir(mode=0o700)
     garbage = b"this is not a database\x00\xff" * 200
     path.write_bytes(garbage)
-    with caplog.at_level(logging.WARNING, logger="edge_agent.cache"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
         cache = open_cache()
     assert "unreadable" in caplog.text
     aside = list(path.parent.glob(f"{path.name}.corrupt-*"))
@@ -420,7 +420,7 @@ def test_corruption_found_in_use_is_recovered(
 
     cache = open_cache()  # the metadata still reads fine
     assert list(path.parent.glob("*.corrupt-*")) == []
-    with caplog.at_level(logging.WARNING, logger="edge_agent.cache"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
         assert cache.lookup("question number 7", SCOPE) is None  # the entries are not
     assert "malformed" in caplog.text
     assert len(list(path.parent.glob(f"{path.name}.corrupt-*"))) == 1

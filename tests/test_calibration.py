@@ -15,7 +15,7 @@ from test_broker import _env as broker_env
 from test_cli import run
 from test_escalation import gemma_broker
 
-from edge_agent.calibrated import ConfidenceModel, prompt_style
+from edge_agent.confidence.calibrated import ConfidenceModel, prompt_style
 from edge_agent.evaluation.dataset import load_dataset
 from ridgeline_core.runtime import Runtime
 from ridgeline_core.store import ModelStore

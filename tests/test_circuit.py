@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_agent.circuit import CircuitBreaker
+from edge_agent.link.circuit import CircuitBreaker
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edge_agent.confidence import get_scorer, scorer_names
+from edge_agent.confidence.scorers import get_scorer, scorer_names
 from ridgeline_core.runtime import TokenSignals
 
 

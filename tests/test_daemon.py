@@ -645,7 +645,7 @@ def test_embeddings_classify_and_private_over_http(
 ) -> None:
     import numpy as np
 
-    from edge_agent.specialists import load_examples, train_specialist
+    from edge_agent.knowledge.specialists import load_examples, train_specialist
 
     examples = Path(__file__).resolve().parent.parent / "examples/specialists/home-intents"
     chosen = {"lights_on", "weather_query", "set_timer"}

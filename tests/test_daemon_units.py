@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from edge_agent.agent import _sampling, conversation
-from edge_agent.api import Answerer, AskOptions, Done, Prompt, TextChunk
 from edge_agent.daemon import openai_api
 from edge_agent.daemon.dispatch import Admission
 from edge_agent.daemon.server import check_binds
+from edge_agent.sdk.api import Answerer, AskOptions, Done, Prompt, TextChunk
 from edge_agent.settings import EdgeSettings, grpc_target
 from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken

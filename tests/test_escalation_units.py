@@ -11,10 +11,10 @@ from typing import cast
 
 import pytest
 
-from edge_agent.circuit import CircuitBreaker
-from edge_agent.escalation import CloudAnswer, Draft, EscalationFailed, Escalator
-from edge_agent.meters import BrokerHealth
+from edge_agent.link.circuit import CircuitBreaker
+from edge_agent.link.escalation import CloudAnswer, Draft, EscalationFailed, Escalator
 from edge_agent.settings import EscalationSettings
+from edge_agent.telemetry.meters import BrokerHealth
 from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
 from ridgeline_core.client import BrokerClient

@@ -9,16 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.calibrated import (
+from edge_agent.confidence.calibrated import (
     FORMAT,
     CalibrationError,
     ConfidenceModel,
     ModelConfidence,
     running_score,
 )
-from edge_agent.confidence import get_scorer
-from edge_agent.evaluation.calibration import LogisticCalibrator, PlattCalibrator
-from edge_agent.features import (
+from edge_agent.confidence.features import (
     FEATURES,
     SHORT_PROBES,
     Evidence,
@@ -26,7 +24,9 @@ from edge_agent.features import (
     feature_values,
     probes_for,
 )
-from edge_agent.harness import DEFAULT_FEATURES, FAST_FEATURES, METHODS, compare_methods
+from edge_agent.confidence.scorers import get_scorer
+from edge_agent.evaluation.calibration import LogisticCalibrator, PlattCalibrator
+from edge_agent.evaluation.harness import DEFAULT_FEATURES, FAST_FEATURES, METHODS, compare_methods
 from ridgeline_core.errors import InvalidRequestError
 from ridgeline_core.runtime import TokenSignals
 
@@ -223,7 +223,7 @@ def test_compare_methods_scores_out_of_fold() -> None:
 
 def test_the_shipped_calibration_loads_with_todays_features() -> None:
     """A renamed or removed feature would silently turn the bundled calibration off."""
-    from edge_agent.calibrated import calibration_path
+    from edge_agent.confidence.calibrated import calibration_path
     from ridgeline_core.store import ManifestCatalog
 
     path = calibration_path(ManifestCatalog.with_bundled().get("smollm2-135m-instruct"))

@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge_agent.decision import Decision, PreRouteInfo
-from edge_agent.memory import Outcome, OutcomeMemory
-from edge_agent.preroute import PreRoute, combine
+from edge_agent.knowledge.memory import Outcome, OutcomeMemory
+from edge_agent.request.decision import Decision, PreRouteInfo
+from edge_agent.routing.preroute import PreRoute, combine
 from edge_agent.settings import EdgeSettings, MemorySettings, PreRouteSettings, load_edge_settings
 
 DIM = 64
@@ -252,7 +252,7 @@ def test_malformed_lines_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFi
         + json.dumps({**good, "prompt": "unfinished"})  # no newline: still being written
     )  # fmt: skip
     m = memory(MemorySettings(min_outcomes=1), path)
-    with caplog.at_level(logging.WARNING, logger="edge_agent.memory"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.memory"):
         assert [o.prompt for o in m.outcomes()] == ["fine"]
     assert "skipped 3 malformed lines" in caplog.text
 
@@ -394,7 +394,7 @@ def test_an_embedder_failure_leaves_the_rules(
 ) -> None:
     """An empty store: the embedding model is not there, the answer still comes."""
     from edge_agent import EdgeAgent
-    from edge_agent.simulate import DryRunBroker
+    from edge_agent.evaluation.simulate import DryRunBroker
 
     settings = agent_settings(tmp_path / "empty-store", tmp_path, enabled=True)
     with (
@@ -416,7 +416,7 @@ def test_feedback_moves_the_prediction_for_a_paraphrase(
 ) -> None:
     """Real encoder, real agent: judged prompts move the pre-route for a similar one."""
     from edge_agent import EdgeAgent
-    from edge_agent.simulate import DryRunBroker
+    from edge_agent.evaluation.simulate import DryRunBroker
 
     wrong = [
         "Write a haiku about rust.",

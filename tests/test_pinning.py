@@ -24,8 +24,8 @@ from conftest import SMOLLM2
 
 from cloud_broker.auth import TokenFile
 from edge_agent import EdgeAgent, EdgeSettings
-from edge_agent.certnames import certificate_names, expected_server_name
-from edge_agent.pinning import (
+from edge_agent.link.certnames import certificate_names, expected_server_name
+from edge_agent.link.pinning import (
     PinStore,
     TrustedBroker,
     discover_broker,
@@ -265,7 +265,7 @@ def test_trust_on_first_use_pins_then_refuses_another_certificate(
     server, identity = tls_server
     pins_file = tmp_path / "state" / "brokers.json"
     advert = _advert(server.port, fingerprint=identity.fingerprint)
-    with caplog.at_level(logging.WARNING, logger="edge_agent.pinning"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.link.pinning"):
         first = resolve_discovered(
             [advert], enrolled=[], pins=PinStore(pins_file), trust_on_first_use=True
         )
@@ -288,7 +288,7 @@ def test_trust_on_first_use_pins_then_refuses_another_certificate(
     other = TlsServer(impostor)
     caplog.clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="edge_agent.pinning"):
+        with caplog.at_level(logging.WARNING, logger="edge_agent.link.pinning"):
             refused = resolve_discovered(
                 [_advert(other.port, fingerprint=impostor.fingerprint)],
                 enrolled=[],
@@ -311,7 +311,7 @@ def test_advertised_fingerprint_that_disagrees_is_skipped(
 ) -> None:
     server, identity = tls_server
     pins = PinStore(tmp_path / "brokers.json")
-    with caplog.at_level(logging.WARNING, logger="edge_agent.pinning"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.link.pinning"):
         trusted = resolve_discovered(
             [_advert(server.port, fingerprint="sha256:" + "ab" * 32)],
             enrolled=[identity.fingerprint],  # even an enrolled certificate
@@ -326,7 +326,7 @@ def test_advertised_fingerprint_that_disagrees_is_skipped(
 def test_plaintext_advertisement_is_never_used(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="edge_agent.pinning"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.link.pinning"):
         trusted = resolve_discovered(
             [_advert(50051, plaintext=True)],
             enrolled=[],
@@ -345,7 +345,7 @@ def test_nothing_enrolled_and_no_first_use_trust_is_none(
 ) -> None:
     server, identity = tls_server
     pins = PinStore(tmp_path / "brokers.json")
-    with caplog.at_level(logging.WARNING, logger="edge_agent.pinning"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.link.pinning"):
         trusted = resolve_discovered(
             [_advert(server.port, fingerprint=identity.fingerprint)],
             enrolled=[],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.policy import (
+from edge_agent.routing.policy import (
     Threshold,
     ThresholdFilter,
     ThresholdPolicy,

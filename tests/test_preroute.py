@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.preroute import Prediction, PreRoute
+from edge_agent.routing.preroute import Prediction, PreRoute
 from edge_agent.settings import PreRouteSettings, TaskHint, load_edge_settings
 from ridgeline_core.errors import ConfigError
 

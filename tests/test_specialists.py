@@ -16,7 +16,7 @@ from test_cli import run
 from test_escalation import gemma_broker
 
 from edge_agent import EdgeAgent, EdgeSettings
-from edge_agent.specialists import (
+from edge_agent.knowledge.specialists import (
     Example,
     SpecialistRecord,
     TrainOptions,

@@ -24,7 +24,7 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.errors import QueueFullError, RequestCancelledError, UnavailableError
 
 from ..agent import Answer, EdgeAgent
-from ..api import AskOptions, Done, Prompt, Reset, StreamEvent, TextChunk
+from ..sdk.api import AskOptions, Done, Prompt, Reset, StreamEvent, TextChunk
 
 __all__ = ["Admission", "Dispatcher", "Job"]
 

@@ -19,7 +19,7 @@ from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES
 from ridgeline_core.transport import RETRY_AFTER_KEY
 
 from ..agent import EdgeAgent
-from ..api import AskOptions, Done, Reset, TextChunk
+from ..sdk.api import AskOptions, Done, Reset, TextChunk
 from .dispatch import Dispatcher
 
 __all__ = ["STATUS", "EdgeService", "KeyInterceptor"]

@@ -19,7 +19,7 @@ from typing import Any
 from ridgeline_core import errors
 
 from ..agent import EdgeAgent
-from ..api import Done, TextChunk
+from ..sdk.api import Done, TextChunk
 from . import openai_api, specialist_api
 from .dispatch import Dispatcher, Job
 from .metrics import DaemonMetrics

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from ridgeline_core import errors
 
 from ..agent import Answer
-from ..api import AskOptions, ModelInfo
+from ..sdk.api import AskOptions, ModelInfo
 
 __all__ = [
     "Call",

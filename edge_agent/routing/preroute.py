@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy.typing as npt
 
-from .settings import PreRouteSettings
+from ..settings import PreRouteSettings
 
 if TYPE_CHECKING:
-    from .memory import MemoryEstimate, OutcomeMemory
+    from ..knowledge.memory import MemoryEstimate, OutcomeMemory
 
 __all__ = ["PreRoute", "Prediction", "combine"]
 
@@ -59,7 +59,7 @@ def combine(rules: float, memory: float, base_rate: float, weight: float) -> flo
 
 
 class PreRoute:
-    """The pre-route's score; ``memory`` (an :class:`~edge_agent.memory.OutcomeMemory`)
+    """The pre-route's score; ``memory`` (an :class:`~edge_agent.knowledge.memory.OutcomeMemory`)
     adds the similar-prompt evidence when a prediction is given the prompt's embedding."""
 
     def __init__(self, settings: PreRouteSettings, memory: OutcomeMemory | None = None) -> None:

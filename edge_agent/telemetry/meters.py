@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from .telemetry.snapshot import Reading
+from .snapshot import Reading
 
 __all__ = ["BrokerHealth", "Ewma", "LocalSpeed"]
 

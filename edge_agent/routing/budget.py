@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ridgeline_core.errors import ConfigError
 
-from .settings import BudgetSettings
-from .telemetry.snapshot import Reading
+from ..settings import BudgetSettings
+from ..telemetry.snapshot import Reading
 
 __all__ = ["EscalationBudget"]
 

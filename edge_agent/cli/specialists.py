@@ -13,13 +13,13 @@ from rich.table import Table
 from ridgeline_core.cli import CliProgress, CliState, RidgelineGroup, echo_json
 from ridgeline_core.errors import RidgelineError
 
-from .cli_options import MODES, broker_flags, broker_option, check_dev, dev_option
+from .options import MODES, broker_flags, broker_option, check_dev, dev_option
 
 __all__ = ["cache", "classify", "specialists"]
 
 
 def _agent(state: CliState, flags: dict[str, tuple[Any, str]] | None = None) -> Any:
-    from .agent import EdgeAgent
+    from ..agent import EdgeAgent
 
     return EdgeAgent(state.load(flags).settings, background=False)
 
@@ -62,7 +62,7 @@ def train(
     as_json: bool,
 ) -> None:
     """Train specialist NAME on labelled examples and register it."""
-    from .specialists import TrainOptions, load_examples, train_specialist
+    from ..knowledge.specialists import TrainOptions, load_examples, train_specialist
 
     train_set = load_examples(examples)
     held = load_examples(heldout) if heldout is not None else []
@@ -178,7 +178,7 @@ def classify(
     """Label TEXT ("-" reads stdin) with specialist NAME; the broker decides when unsure."""
     import sys
 
-    from .agent import EdgeAgent
+    from ..agent import EdgeAgent
 
     if text == "-":
         text = sys.stdin.read()
@@ -215,9 +215,9 @@ def cache() -> None:
 
 
 def _open_cache(state: CliState) -> Any:
-    from .cache import SemanticCache
-    from .embeddings import Embedder
-    from .settings import state_dir
+    from ..knowledge.cache import SemanticCache
+    from ..knowledge.embeddings import Embedder
+    from ..settings import state_dir
 
     settings = state.load().settings
     c = settings.cache

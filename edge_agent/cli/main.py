@@ -16,7 +16,8 @@ import click
 from ridgeline_core.cli import CliProgress, CliState, root_group
 from ridgeline_core.errors import ConfigError, RidgelineError, UnavailableError
 
-from .cli_options import (
+from ..settings import load_edge_settings
+from .options import (
     MODES,
     broker_flags,
     broker_option,
@@ -24,10 +25,9 @@ from .cli_options import (
     dev_option,
     trace_option,
 )
-from .settings import load_edge_settings
 
 if TYPE_CHECKING:
-    from .agent import Answer
+    from ..agent import Answer
 
 __all__ = ["cli", "main"]
 
@@ -70,7 +70,7 @@ def ask(
     trace: Path | None,
 ) -> None:
     """Answer PROMPT ("-" reads it from stdin): locally when confident, else by the broker."""
-    from .agent import EdgeAgent
+    from ..agent import EdgeAgent
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -170,7 +170,7 @@ def serve(
     /v1/models, /health, /metrics) and the gRPC edge service that EdgeClient uses.
     Prints "http listening on URL" and "grpc listening on TARGET", then "ready".
     """
-    from .daemon import run
+    from ..daemon import run
 
     flags = broker_flags(broker, dev, trace)
     for key, value, flag in (
@@ -198,7 +198,7 @@ def telemetry(
     state: CliState, as_json: bool, probe: bool, broker: str | None, dev: bool, trace: Path | None
 ) -> None:
     """Print the live telemetry snapshot and the threshold τ it gives."""
-    from .agent import EdgeAgent
+    from ..agent import EdgeAgent
 
     settings = check_dev(state, broker_flags(broker, dev, trace), dev)
     with EdgeAgent(settings, background=False) as agent:
@@ -278,7 +278,7 @@ def simulate(
     from rich.console import Console
     from rich.table import Table
 
-    from . import simulate as sim
+    from ..evaluation import simulate as sim
 
     prompts = sim.load_prompts(prompts_file)
     settings = state.load().settings
@@ -327,7 +327,7 @@ calibrate_tokens_option = click.option(
 
 
 def _questions(path: Path, limit: int | None) -> list[Any]:
-    from .evaluation.dataset import load_dataset
+    from ..evaluation.dataset import load_dataset
 
     items = load_dataset(path)
     return items[:limit] if limit else items
@@ -392,9 +392,9 @@ def calibrate(
     right also go to the pre-route's outcome memory."""
     from ridgeline_core.runtime import SamplingParams
 
-    from . import harness
-    from .agent import EdgeAgent
-    from .calibrated import calibration_path, prompt_style
+    from ..agent import EdgeAgent
+    from ..confidence.calibrated import calibration_path, prompt_style
+    from ..evaluation import harness
 
     items = _questions(dataset, limit)
     held = _questions(heldout, None) if heldout else None
@@ -479,7 +479,7 @@ def calibrate(
 
 def _remember(agent: Any, model: str, observations: list[Any]) -> str:
     """Keep each observed question's outcome in the agent's outcome memory; its path."""
-    from .memory import Outcome
+    from ..knowledge.memory import Outcome
 
     now = time.time()
     agent.memory.extend(
@@ -497,7 +497,7 @@ def _remember(agent: Any, model: str, observations: list[Any]) -> str:
 def feedback(state: CliState, prompt: str, verdict: str | None, model: str | None) -> None:
     """Remember whether the local model answered PROMPT right (--right or --wrong): the
     pre-route's outcome memory (preroute.memory) then expects the same of similar prompts."""
-    from .agent import EdgeAgent
+    from ..agent import EdgeAgent
 
     if verdict is None:
         raise click.UsageError("say whether the answer was right: --right or --wrong")
@@ -528,7 +528,7 @@ def _print_methods(reports: list[Any], chosen: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .harness import coverage_points
+    from ..evaluation.harness import coverage_points
 
     table = Table(
         "method", "AUROC", "ECE", "Brier", "s/answer", "acc@20%", "acc@50%", "acc@80%",
@@ -578,10 +578,10 @@ def evaluate(
     gives, and the routing curve (CPT50/80, APGR) against a random router."""
     from ridgeline_core.runtime import SamplingParams
 
-    from . import harness
-    from .agent import EdgeAgent
-    from .policy import ThresholdPolicy
-    from .telemetry import Telemetry
+    from ..agent import EdgeAgent
+    from ..evaluation import harness
+    from ..routing.policy import ThresholdPolicy
+    from ..telemetry import Telemetry
 
     items = _questions(dataset, limit)
     flags = broker_flags(broker, dev, None)
@@ -622,7 +622,7 @@ def evaluate(
 
 
 def _ask_broker(agent: Any, items: list[Any], max_tokens: int) -> list[bool]:
-    from .evaluation.matcher import is_correct
+    from ..evaluation.matcher import is_correct
 
     progress = CliProgress(unit="items")
     progress.start(f"asking the broker {len(items)} questions", len(items))
@@ -698,7 +698,7 @@ def main() -> None:
 
 
 # Commands of the ONNX specialists, in their own module (it imports the helpers above).
-from .cli_specialists import cache, classify, specialists  # noqa: E402
+from .specialists import cache, classify, specialists  # noqa: E402
 
 for _command in (specialists, classify, cache):
     cli.add_command(_command)

@@ -23,13 +23,13 @@ from ridgeline_core.errors import InvalidRequestError, MissingDependencyError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime import Runtime, SamplingParams
 
-from .agent import chat_messages, run_local
-from .calibrated import ConfidenceModel, ModelConfidence, running_score
-from .evaluation.calibration import CALIBRATORS, Calibrator, LogisticCalibrator, PlattCalibrator
-from .evaluation.dataset import QAItem
-from .evaluation.matcher import is_correct
-from .evaluation.metrics import auroc, brier, coverage_accuracy, ece, summarise
-from .features import FEATURES, Evidence, feature_values, probes_for, run_probes
+from ..agent import chat_messages, run_local
+from ..confidence.calibrated import ConfidenceModel, ModelConfidence, running_score
+from ..confidence.features import FEATURES, Evidence, feature_values, probes_for, run_probes
+from .calibration import CALIBRATORS, Calibrator, LogisticCalibrator, PlattCalibrator
+from .dataset import QAItem
+from .matcher import is_correct
+from .metrics import auroc, brier, coverage_accuracy, ece, summarise
 
 __all__ = [
     "DEFAULT_FEATURES",

@@ -16,12 +16,12 @@ from ridgeline_core.errors import EmptyPromptError, InvalidRequestError, Manifes
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 from ridgeline_core.store import check_name
 
-from .decision import BrokerInfo, plain
-from .escalation import Draft, EscalationFailed, answered_info, failed_info
-from .policy import GATE_BUDGET_SPENT
+from ..link.escalation import Draft, EscalationFailed, answered_info, failed_info
+from ..request.decision import BrokerInfo, plain
+from ..routing.policy import GATE_BUDGET_SPENT
 
 if TYPE_CHECKING:
-    from .agent import EdgeAgent
+    from ..agent import EdgeAgent
     from .specialists import Prediction, Specialist
 
 __all__ = ["Classification", "ClassifyDecision", "classify"]

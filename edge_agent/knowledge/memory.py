@@ -3,7 +3,7 @@ and a k-nearest-neighbour estimate of P(right) for a new prompt from the most si
 
 Outcomes come from calibration data (``edge-agent calibrate --remember``) and from feedback
 (``EdgeAgent.feedback``, ``edge-agent feedback``). The pre-route reads the estimate
-(edge_agent.preroute).
+(edge_agent.routing.preroute).
 
 The estimate for a prompt with unit embedding ``v``, over the model's outcomes ``i`` with
 unit embeddings ``u_i`` and outcomes ``y_i`` (1 right, 0 wrong)::
@@ -49,7 +49,7 @@ import numpy.typing as npt
 
 from ridgeline_core.errors import InvalidRequestError, StoreError
 
-from .settings import MemorySettings
+from ..settings import MemorySettings
 
 __all__ = ["EmbedFn", "MemoryEstimate", "Outcome", "OutcomeMemory", "Source", "Vectors"]
 

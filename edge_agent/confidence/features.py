@@ -3,7 +3,7 @@
 A local answer leaves *evidence*: the prompt, the answer's tokens with their signals, the
 end-of-generation token's signals, and the results of optional *probes* that cost extra
 model time. Each feature is a pure function of the evidence; a calibrated confidence model
-(``edge_agent.calibrated``) names the features it was fitted on, and the agent runs only
+(``edge_agent.confidence.calibrated``) names the features it was fitted on, and the agent runs only
 the probes those features need.
 
 Groups (README "How confidence is computed" has the measured value of each):
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field, replace
 
 from ridgeline_core.runtime import ChatMessage, Runtime, SamplingParams, TokenSignals
 
-from . import confidence
-from .confidence import geometric_mean
-from .evaluation.matcher import is_correct, normalise
+from ..evaluation.matcher import is_correct, normalise
+from . import scorers as confidence
+from .scorers import geometric_mean
 
 __all__ = [
     "FEATURES",
@@ -206,7 +206,7 @@ def _content(e: Evidence) -> list[TokenSignals]:
 # -- whole reply -------------------------------------------------------------------------
 
 
-# The v0 scorers (edge_agent.confidence) over the whole reply.
+# The v0 scorers (edge_agent.confidence.scorers) over the whole reply.
 
 
 @_feature("whole", "mean top-1 minus top-2 probability over the reply")

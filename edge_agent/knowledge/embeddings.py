@@ -18,7 +18,7 @@ import numpy.typing as npt
 from ridgeline_core.errors import ModelError, ModelNotPulledError
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
-from .settings import EmbeddingSettings
+from ..settings import EmbeddingSettings
 
 if TYPE_CHECKING:
     from ridgeline_core.runtime.onnx import OnnxEncoder

@@ -18,11 +18,11 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.errors import InvalidRequestError, MissingDependencyError
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
-from .agent import EdgeAgent
-from .circuit import CircuitBreaker
-from .escalation import CloudAnswer, Draft
-from .settings import BudgetSettings, EdgeSettings
-from .telemetry import StepReplaySource, TelemetrySampler, TelemetryTrace
+from ..agent import EdgeAgent
+from ..link.circuit import CircuitBreaker
+from ..link.escalation import CloudAnswer, Draft
+from ..settings import BudgetSettings, EdgeSettings
+from ..telemetry import StepReplaySource, TelemetrySampler, TelemetryTrace
 
 __all__ = ["DryRunBroker", "SimulationStep", "load_prompts", "plot", "simulate", "write_csv"]
 

@@ -21,8 +21,8 @@ import math
 import threading
 from dataclasses import dataclass
 
-from .settings import PolicySettings
-from .telemetry.snapshot import Telemetry
+from ..settings import PolicySettings
+from ..telemetry.snapshot import Telemetry
 
 __all__ = [
     "GATE_BROKER_DOWN",

@@ -1,6 +1,6 @@
 """The methods the in-process agent and the daemon client share.
 
-:class:`~edge_agent.agent.EdgeAgent` answers in this process; :class:`~edge_agent.client.
+:class:`~edge_agent.agent.EdgeAgent` answers in this process; :class:`~edge_agent.sdk.client.
 EdgeClient` asks a running ``edge-agent serve``. Both are :class:`Answerer`: the same
 ``ask``, ``stream`` and ``models``, each with an ``_async`` twin, the same options and the
 same typed results, so an app can move between the two by changing one line.
@@ -22,7 +22,7 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.runtime import ChatMessage
 
 if TYPE_CHECKING:
-    from .agent import Answer
+    from ..agent import Answer
 
 __all__ = [
     "Answerer",

@@ -29,9 +29,9 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES, error_from_rpc
 from ridgeline_core.transport import channel_options
 
-from .agent import Answer, conversation
+from ..agent import Answer, conversation
+from ..settings import grpc_target, load_edge_settings
 from .api import Answerer, AskOptions, Done, ModelInfo, Prompt, Reset, StreamEvent, TextChunk
-from .settings import grpc_target, load_edge_settings
 
 __all__ = ["EdgeClient"]
 

@@ -1,7 +1,7 @@
 """Specialist classifiers: a softmax head on sentence embeddings, trained on the device.
 
 ``edge-agent specialists train NAME --examples FILE.jsonl`` embeds labelled examples with
-the agent's encoder (:mod:`edge_agent.embeddings`), fits a multinomial logistic regression
+the agent's encoder (:mod:`edge_agent.knowledge.embeddings`), fits a multinomial logistic regression
 (full batch, Adam, L2), calibrates it with one temperature fitted on out-of-fold
 predictions (k-fold cross-validation on the training examples), and picks the escalation
 threshold from those same out-of-fold predictions: the lowest probability at which the
@@ -228,7 +228,7 @@ def _train_head(
 
 
 def _figures(probs: Matrix, y: npt.NDArray[np.int64], threshold: float) -> dict[str, float]:
-    from .evaluation.metrics import ece
+    from ..evaluation.metrics import ece
 
     predicted = probs.argmax(axis=1)
     correct = predicted == y
