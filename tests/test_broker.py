@@ -567,7 +567,9 @@ queue = 2
 
         options = transport.channel_options(keepalive_s=1.0, keepalive_timeout_s=5)
         with BrokerClient(broker.address, plaintext=True) as busy:
-            blocker = busy.generate(LONG_PROMPT, model=SMOLLM2, **STORY)
+            # long enough to hold the slot past the timer on a fast machine (400 tokens took
+            # under 4 s on a quiet one, and the queued call then waited less than asserted)
+            blocker = busy.generate(LONG_PROMPT, model=SMOLLM2, **dict(STORY, max_tokens=1024))
             next(blocker)
             with grpc.insecure_channel(broker.address, options=options) as channel:
                 from ridgeline.v1 import broker_pb2_grpc
