@@ -3,9 +3,12 @@
 Importing this package loads no model and opens no socket.
 """
 
-from .agent import Answer, AnswerTimings, EdgeAgent, SignalSummary
+from .agent import EdgeAgent
+from .request.answer import Answer, AnswerTimings, SignalSummary
 from .request.decision import Decision
-from .sdk.api import Answerer, AskOptions, Done, ModelInfo, Reset, StreamEvent, TextChunk
+from .request.events import Decided, Done, Reset, TextChunk
+from .request.options import AskOptions, RequestOptions
+from .sdk.api import Answerer, ModelInfo, StreamEvent
 from .sdk.client import EdgeClient
 from .settings import EdgeSettings, load_edge_settings
 
@@ -14,12 +17,14 @@ __all__ = [
     "AnswerTimings",
     "Answerer",
     "AskOptions",
+    "Decided",
     "Decision",
     "Done",
     "EdgeAgent",
     "EdgeClient",
     "EdgeSettings",
     "ModelInfo",
+    "RequestOptions",
     "Reset",
     "SignalSummary",
     "StreamEvent",

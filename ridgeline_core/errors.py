@@ -67,6 +67,10 @@ class RidgelineError(Exception):
     # the gRPC status name when the error came from (or goes to) the broker
     status: str | None = None
 
+    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault, when there is one
+
 
 class ConfigError(RidgelineError):
     exit_code = 2

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import _sampling, conversation
+from edge_agent import RequestOptions
 from edge_agent.daemon import openai_api
 from edge_agent.daemon.dispatch import Admission
 from edge_agent.daemon.server import check_binds
-from edge_agent.sdk.api import Answerer, AskOptions, Done, Prompt, TextChunk
+from edge_agent.request.conversation import conversation
+from edge_agent.sdk.api import Answerer, Done, Prompt, TextChunk
 from edge_agent.settings import EdgeSettings, grpc_target
 from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
@@ -45,27 +46,27 @@ def test_chat_options_map_to_the_agent() -> None:
         stop="END",
         ridgeline={"mode": "cloud", "threshold": 0.3, "deadline_s": 5},
     )
-    assert call.options == {
-        "model": "smol",
-        "max_tokens": 20,  # the newer name wins
-        "temperature": 0.5,
-        "top_p": 0.9,
-        "seed": 7,
-        "stop": ["END"],
-        "mode": "cloud",
-        "threshold": 0.3,
-        "deadline_s": 5.0,
-    }
+    assert call.options == RequestOptions(
+        model="smol",
+        max_tokens=20,  # the newer name wins
+        temperature=0.5,
+        top_p=0.9,
+        seed=7,
+        stop=["END"],
+        mode="cloud",
+        threshold=0.3,
+        deadline_s=5.0,
+    )
     assert not call.stream
 
 
 def test_default_model_aliases_and_header_mode() -> None:
     for alias in ("", "default", "ridgeline", "auto"):
-        assert chat(model=alias).options["model"] is None
+        assert chat(model=alias).options.model is None
     call = openai_api.parse_chat(
         {"messages": [{"role": "user", "content": "hi"}]}, {"x-ridgeline-mode": "local"}, MODELS
     )
-    assert call.options["mode"] == "local"
+    assert call.options.mode == "local"
 
 
 def test_message_content_parts_and_roles() -> None:
@@ -216,7 +217,12 @@ def test_conversation_keeps_a_chat_and_finds_the_question() -> None:
 
 def test_request_sampling_overrides_are_checked() -> None:
     base = SamplingParams(max_tokens=64, stop=("</s>",))
-    changed = _sampling(base, 8, 0.7, 0.5, 3, ["END"])
+
+    def _sampling(*args: Any) -> SamplingParams:
+        keys = ("max_tokens", "temperature", "top_p", "seed", "stop")
+        return RequestOptions.parse(dict(zip(keys, args, strict=True))).sampling(base)
+
+    changed = _sampling(8, 0.7, 0.5, 3, ["END"])
     assert (changed.max_tokens, changed.temperature, changed.top_p, changed.seed) == (
         8,
         0.7,
@@ -224,7 +230,7 @@ def test_request_sampling_overrides_are_checked() -> None:
         3,
     )
     assert changed.stop == ("</s>", "END")
-    assert _sampling(base, None, None, None, None, None) is base
+    assert _sampling(None, None, None, None, None) is base
     for args, text in [
         ((0, None, None, None, None), "max_tokens"),
         ((None, 3.0, None, None, None), "temperature"),
@@ -233,7 +239,7 @@ def test_request_sampling_overrides_are_checked() -> None:
         ((None, None, None, None, "END"), "list of non-empty strings"),
     ]:
         with pytest.raises(errors.InvalidRequestError, match=text):
-            _sampling(base, *args)  # type: ignore[arg-type]
+            _sampling(*args)
 
 
 # -- binding rules ------------------------------------------------------------------------
@@ -333,7 +339,7 @@ class Gated(Answerer):
         self.gate = threading.Event()
         self.cancelled: list[str] = []
 
-    def _events(self, prompt: Prompt, cancel: CancelToken, options: AskOptions) -> Any:
+    def _events(self, prompt: Prompt, cancel: CancelToken, options: RequestOptions) -> Any:
         yield TextChunk(str(prompt))
         while not self.gate.wait(0.01):
             if cancel.cancelled:

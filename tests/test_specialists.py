@@ -140,13 +140,15 @@ def test_an_unsure_classification_escalates_to_the_broker_llm_within_the_labels(
     assert "< τ 1.00" in decision.reason and "chose among the labels" in decision.reason
 
 
-def test_without_a_broker_an_unsure_answer_is_local_degraded(
+def test_without_a_broker_an_unsure_answer_is_local(
     trained: tuple[Path, SpecialistRecord], model_store: ModelStore
 ) -> None:
+    # One route() for ask and classify: a device with no broker configured works alone, so
+    # its answers are local (local-degraded is for a broker that should have answered).
     root, _ = trained
     with EdgeAgent(edge_settings(model_store, root), background=False) as agent:
         result = agent.classify("home-intents", "do the thing", threshold=1.0)
-    assert result.source == "local-degraded"
+    assert result.source == "local"
     assert "no broker is configured" in result.decision.reason
 
 

@@ -27,7 +27,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..agent import Answer
+    from ..request.answer import Answer
+    from ..request.pipeline import Pipeline
 
 __all__ = ["cli", "main"]
 
@@ -71,6 +72,7 @@ def ask(
 ) -> None:
     """Answer PROMPT ("-" reads it from stdin): locally when confident, else by the broker."""
     from ..agent import EdgeAgent
+    from ..request.options import RequestOptions
 
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -85,19 +87,16 @@ def ask(
             flags[key] = (value, f"{flag} {value}")
     try:
         settings = check_dev(state, flags, dev)
+        options = RequestOptions.parse(
+            {"mode": mode, "threshold": threshold, "deadline_s": deadline, "private": private}
+        )
         with EdgeAgent(settings, background=False) as agent:
-            options: dict[str, Any] = {
-                "mode": mode,
-                "threshold": threshold,
-                "deadline_s": deadline,
-                "private": private,
-                "progress": CliProgress(lines=False),
-            }
+            progress = CliProgress(lines=False)
             if as_json:
-                answer = agent.ask(prompt, **options)
+                answer = agent.ask(prompt, progress=progress, **options.model_dump())
                 click.echo(json.dumps(answer.to_dict(), indent=2))
                 return
-            answer = agent.ask(prompt, on_text=_echo_streamed, on_reset=_echo_reset, **options)
+            answer = _echo_events(agent.pipeline(prompt, options, live=True, progress=progress))
     except RidgelineError as exc:
         if as_json:
             click.echo(json.dumps({"error": {"kind": exc.kind, "message": str(exc)}}))
@@ -125,14 +124,20 @@ def summary(answer: Answer) -> str:
     return " · ".join(parts) + f" — {answer.decision.reason}"
 
 
-def _echo_streamed(text: str) -> None:
-    click.echo(text, nl=False)
-    sys.stdout.flush()
+def _echo_events(pipeline: Pipeline) -> Answer:
+    """Print the answer's text as it streams; return the answer."""
+    from ..request.events import Done, Reset, TextChunk
 
-
-def _echo_reset(reason: str) -> None:
-    click.echo()
-    click.secho(f"[{reason}; the local answer follows]", err=True, dim=True)
+    for event in pipeline.events():
+        if isinstance(event, TextChunk):
+            click.echo(event.text, nl=False)
+            sys.stdout.flush()
+        elif isinstance(event, Reset):
+            click.echo()
+            click.secho(f"[{event.reason}; the local answer follows]", err=True, dim=True)
+        elif isinstance(event, Done):
+            return event.answer
+    raise RuntimeError("the pipeline ended without an answer")
 
 
 @cli.command()

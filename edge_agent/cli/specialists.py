@@ -184,14 +184,13 @@ def classify(
         text = sys.stdin.read()
     try:
         settings = check_dev(state, broker_flags(broker, dev, None), dev)
+        from ..request.options import RequestOptions
+
+        options = RequestOptions.parse(
+            {"threshold": threshold, "mode": mode, "deadline_s": deadline}
+        )
         with EdgeAgent(settings, background=False) as agent:
-            result = agent.classify(
-                name,
-                text,
-                threshold=threshold,
-                mode=mode,  # type: ignore[arg-type]  # click checked it against MODES
-                deadline_s=deadline,
-            )
+            result = agent.classify(name, text, options)
     except RidgelineError as exc:
         if as_json:
             click.echo(json.dumps({"error": {"kind": exc.kind, "message": str(exc)}}))

@@ -23,8 +23,13 @@ from dataclasses import dataclass
 from ridgeline_core.cancel import CancelToken
 from ridgeline_core.errors import QueueFullError, RequestCancelledError, UnavailableError
 
-from ..agent import Answer, EdgeAgent
-from ..sdk.api import AskOptions, Done, Prompt, Reset, StreamEvent, TextChunk
+from ..agent import EdgeAgent
+from ..request.answer import Answer
+from ..request.conversation import Prompt
+from ..request.events import Decided, Done, Reset, TextChunk
+from ..request.options import RequestOptions
+from ..request.pipeline import PreparedRequest
+from ..sdk.api import StreamEvent
 
 __all__ = ["Admission", "Dispatcher", "Job"]
 
@@ -152,50 +157,25 @@ class Dispatcher:
         self.serving: Counter[EdgeAgent] = Counter()  # requests admitted, per agent
 
     async def start(
-        self, prompt: Prompt, options: AskOptions, *, text: bool = True, live: bool = False
+        self, prompt: Prompt, options: RequestOptions, *, text: bool = True, live: bool = False
     ) -> Job:
         """Check and admit the request and start it. Raises at once (before any response
         is sent) when the request is malformed, or the daemon is full or draining.
 
         ``text``: deliver ``TextChunk`` events (a non-streaming caller needs only the
-        answer); ``live``: stream broker text as it arrives, with ``Reset`` if it fails."""
-        self._agent().check(prompt, **options)
+        answer); ``live``: stream broker text as it arrives, with ``Reset`` if it fails,
+        and the ``Decided`` events."""
+        request = self._agent().prepare(prompt, options)
         if self.draining:
             raise UnavailableError(SHUTTING_DOWN)
         await self.admission.enter()
         if self.draining:  # it waited in the queue while the shutdown began
             self.admission.leave()
             raise UnavailableError(SHUTTING_DOWN)
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
         cancel = CancelToken()
         agent = self._agent()
-        started = time.perf_counter()
-
-        def push(event: StreamEvent | BaseException) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        def last(event: StreamEvent | BaseException) -> None:  # on the loop: one wake-up
-            events.put_nowait(event)
-            self._finished(agent, cancel)
-
-        def work() -> None:
-            try:
-                answer = agent.ask(
-                    prompt,
-                    on_text=(lambda text: push(TextChunk(text))) if text else None,
-                    on_reset=(lambda reason: push(Reset(reason))) if live else None,
-                    cancel=cancel,
-                    **options,
-                )
-            except BaseException as exc:
-                if isinstance(exc, RequestCancelledError):
-                    self._on_cancelled()
-                loop.call_soon_threadsafe(last, exc)
-            else:
-                self._on_answer(answer, time.perf_counter() - started)
-                loop.call_soon_threadsafe(last, Done(answer))
-
+        work = self._work(agent, request, events, cancel, text=text, live=live)
         self.serving[agent] += 1
         self._active.add(cancel)
         try:
@@ -204,6 +184,45 @@ class Dispatcher:
             self._finished(agent, cancel)
             raise UnavailableError(SHUTTING_DOWN) from None
         return Job(events, cancel, lambda: self.draining)
+
+    def _work(
+        self,
+        agent: EdgeAgent,
+        request: PreparedRequest,
+        events: asyncio.Queue[StreamEvent | BaseException],
+        cancel: CancelToken,
+        *,
+        text: bool,
+        live: bool,
+    ) -> Callable[[], None]:
+        """What a worker thread runs: the request's pipeline, each event it wants handed
+        to the event loop."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        wanted: tuple[type, ...] = ((TextChunk,) if text else ()) + (
+            (Reset, Decided) if live else ()
+        )
+
+        def last(event: StreamEvent | BaseException) -> None:  # on the loop: one wake-up
+            events.put_nowait(event)
+            self._finished(agent, cancel)
+
+        def work() -> None:
+            try:
+                for event in agent.run(request, live=live, cancel=cancel).events():
+                    if isinstance(event, Done):
+                        self._on_answer(event.answer, time.perf_counter() - started)
+                        loop.call_soon_threadsafe(last, event)
+                        return
+                    if isinstance(event, wanted):
+                        loop.call_soon_threadsafe(events.put_nowait, event)
+                raise RuntimeError("the pipeline ended without an answer")
+            except BaseException as exc:
+                if isinstance(exc, RequestCancelledError):
+                    self._on_cancelled()
+                loop.call_soon_threadsafe(last, exc)
+
+        return work
 
     def cancel_all(self, reason: str) -> None:
         for cancel in list(self._active):

@@ -19,7 +19,8 @@ from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES
 from ridgeline_core.transport import RETRY_AFTER_KEY
 
 from ..agent import EdgeAgent
-from ..sdk.api import AskOptions, Done, Reset, TextChunk
+from ..request.events import Decided, Done, Reset, TextChunk
+from ..request.options import RequestOptions
 from .dispatch import Dispatcher
 
 __all__ = ["STATUS", "EdgeService", "KeyInterceptor"]
@@ -56,27 +57,18 @@ async def abort_with(context: Any, error: errors.RidgelineError) -> None:
     await context.abort(code, str(error))
 
 
-def options_of(request: edge_pb2.AskRequest) -> AskOptions:
-    options: AskOptions = {"model": request.model or None, "stop": list(request.stop) or None}
-    if request.HasField("max_tokens"):
-        options["max_tokens"] = request.max_tokens
-    if request.HasField("temperature"):
-        options["temperature"] = request.temperature
-    if request.HasField("top_p"):
-        options["top_p"] = request.top_p
-    if request.HasField("seed"):
-        options["seed"] = request.seed
-    if request.mode:
-        if request.mode not in ("auto", "local", "cloud"):
-            raise errors.InvalidRequestError(f"mode {request.mode!r} is not auto, local or cloud")
-        options["mode"] = request.mode  # type: ignore[typeddict-item]
-    if request.HasField("threshold"):
-        options["threshold"] = request.threshold
-    if request.HasField("deadline_s"):
-        options["deadline_s"] = request.deadline_s
-    if request.private:
-        options["private"] = True
-    return options
+def options_of(request: edge_pb2.AskRequest) -> RequestOptions:
+    """The request's options, parsed and checked like every entry point's."""
+    optional = ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s")
+    return RequestOptions.parse(
+        {
+            "model": request.model or None,
+            "stop": list(request.stop) or None,
+            "mode": request.mode or None,
+            "private": request.private,
+            **{key: getattr(request, key) for key in optional if request.HasField(key)},
+        }
+    )
 
 
 class EdgeService(edge_pb2_grpc.EdgeServicer):
@@ -111,6 +103,9 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
                     yield edge_pb2.AskEvent(delta=broker_pb2.TextDelta(text=event.text))
                 elif isinstance(event, Reset):
                     yield edge_pb2.AskEvent(reset=edge_pb2.AskReset(reason=event.reason))
+                elif isinstance(event, Decided):
+                    decided = edge_pb2.AskDecided(path=event.path, reason=event.reason)
+                    yield edge_pb2.AskEvent(decided=decided)
                 elif isinstance(event, Done):
                     data = json.dumps(event.answer.to_dict())
                     yield edge_pb2.AskEvent(answer=edge_pb2.AskAnswer(answer_json=data))

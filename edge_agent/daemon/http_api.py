@@ -19,7 +19,7 @@ from typing import Any
 from ridgeline_core import errors
 
 from ..agent import EdgeAgent
-from ..sdk.api import Done, TextChunk
+from ..request.events import Done, TextChunk
 from . import openai_api, specialist_api
 from .dispatch import Dispatcher, Job
 from .metrics import DaemonMetrics
@@ -121,7 +121,7 @@ def build_app(
                 "X-Accel-Buffering": "no",
             }
         )
-        model = call.options.get("model") or agent().settings.models.default
+        model = call.options.model or agent().settings.models.default
 
         async def send(data: dict[str, Any]) -> None:
             if not response.prepared:
@@ -201,14 +201,7 @@ def build_app(
 
     async def classify(request: web.Request) -> web.Response:
         call = specialist_api.parse_classify(await read_json(request))
-        result = await asyncio.to_thread(
-            agent().classify,
-            call.specialist,
-            call.text,
-            threshold=call.threshold,
-            mode=call.mode,  # type: ignore[arg-type]  # parse_classify checked it
-            deadline_s=call.deadline_s,
-        )
+        result = await asyncio.to_thread(agent().classify, call.specialist, call.text, call.options)
         return web.json_response(result.to_dict())
 
     async def health(request: web.Request) -> web.Response:

@@ -12,7 +12,6 @@ headers.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,8 +21,10 @@ from urllib.parse import quote
 
 from ridgeline_core import errors
 
-from ..agent import Answer
-from ..sdk.api import AskOptions, ModelInfo
+from ..request.answer import Answer
+from ..request.options import RequestOptions
+from ..sdk.api import ModelInfo
+from .bodies import ChatBody, CompletionBody, parse_body
 
 __all__ = [
     "Call",
@@ -42,47 +43,13 @@ __all__ = [
 
 DEFAULT_MODEL_ALIASES = frozenset({"", "default", "ridgeline", "auto"})
 
-# The OpenAI fields we accept: those we use, and those we ignore because they do not change
-# one answer of a local model (user, penalties, metadata, ...).
-_KNOWN_FIELDS = frozenset(
-    {
-        "user",
-        "frequency_penalty",
-        "presence_penalty",
-        "logit_bias",
-        "metadata",
-        "store",
-        "parallel_tool_calls",
-        "service_tier",
-        "stream_options",
-        "ridgeline",
-        "model",
-        "stream",
-        "n",
-        "max_tokens",
-        "max_completion_tokens",
-        "temperature",
-        "top_p",
-        "seed",
-        "stop",
-        "messages",
-        "prompt",
-        "response_format",
-        "echo",
-        "suffix",
-        "best_of",
-        "logprobs",
-        "top_logprobs",
-    }
-)
-
 
 @dataclass
 class Call:
-    """One request, ready for ``Answerer.ask``."""
+    """One request, ready for the agent."""
 
     prompt: str | list[dict[str, str]]
-    options: AskOptions
+    options: RequestOptions
     stream: bool
     include_usage: bool
     requested_model: str
@@ -90,181 +57,40 @@ class Call:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def _bad(message: str, param: str | None = None) -> errors.InvalidRequestError:
-    error = errors.InvalidRequestError(message)
-    error.param = param  # type: ignore[attr-defined]
-    return error
-
-
-def _object(body: Any) -> Mapping[str, Any]:
-    if not isinstance(body, Mapping):
-        raise _bad("the request body must be a JSON object")
-    return body
-
-
-def _number(body: Mapping[str, Any], key: str, kind: type = float) -> Any:
-    value = body.get(key)
-    if value is None:
+def local_model(requested: str, models: Mapping[str, str]) -> str | None:
+    """The local chat model a request names (None: the default), from ``models`` (name to
+    role); UnknownModelError names the models there are."""
+    if requested in DEFAULT_MODEL_ALIASES:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad(f"{key} must be a number", key)
-    if not math.isfinite(value):
-        raise _bad(f"{key} must be a finite number", key)
-    if kind is int:
-        if value != int(value):
-            raise _bad(f"{key} must be an integer", key)
-        return int(value)
-    return float(value)
-
-
-def _options(
-    body: Mapping[str, Any], headers: Mapping[str, str], models: Mapping[str, str]
-) -> tuple[AskOptions, str]:
-    unknown = sorted(set(body) - _KNOWN_FIELDS - {"tools", "tool_choice", "functions"})
-    if unknown:
-        raise _bad(f"unknown field {unknown[0]!r}", unknown[0])
-    for key in ("tools", "functions"):
-        if body.get(key):
-            raise errors.UnsupportedError(f"{key} are not supported by the local models")
-    if body.get("response_format") not in (None, {"type": "text"}):
-        raise errors.UnsupportedError("response_format other than text is not supported")
-    for key in ("logprobs", "echo"):
-        if body.get(key):
-            raise errors.UnsupportedError(f"{key} is not supported")
-    n = _number(body, "n", int)
-    if n not in (None, 1):
-        raise errors.UnsupportedError("n must be 1: one answer per request")
-    requested = body.get("model", "")
-    if not isinstance(requested, str):
-        raise _bad("model must be a string", "model")
-    model = None
-    if requested not in DEFAULT_MODEL_ALIASES:
-        role = models.get(requested)
-        if role is None:
-            known = ", ".join(sorted(models)) or "none"
-            raise errors.UnknownModelError(
-                f"The model {requested!r} does not exist (local models: {known}; "
-                "'default' picks models.default)"
-            )
-        if role not in ("chat", "base"):
-            raise errors.UnsupportedError(f"{requested} is a {role} model, not a chat model")
-        model = requested
-    options: AskOptions = {"model": model}
-    max_tokens = _number(body, "max_completion_tokens", int)
-    if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", int)
-    if max_tokens is not None:
-        options["max_tokens"] = max_tokens
-    for key in ("temperature", "top_p"):
-        value = _number(body, key)
-        if value is not None:
-            options[key] = value  # type: ignore[literal-required]
-    seed = _number(body, "seed", int)
-    if seed is not None:
-        options["seed"] = seed
-    stop = body.get("stop")
-    if stop is not None:
-        stops = [stop] if isinstance(stop, str) else stop
-        if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
-            raise _bad("stop must be a string or a list of non-empty strings", "stop")
-        options["stop"] = stops
-    extension = body.get("ridgeline") or {}
-    if not isinstance(extension, Mapping):
-        raise _bad("ridgeline must be an object of Ridgeline options", "ridgeline")
-    allowed = {"mode", "threshold", "deadline_s", "private"}
-    extra = sorted(set(extension) - allowed)
-    if extra:
-        raise _bad(f"unknown Ridgeline option {extra[0]!r} (known: {', '.join(sorted(allowed))})")
-    mode = extension.get("mode", headers.get("x-ridgeline-mode"))
-    if mode is not None:
-        if mode not in ("auto", "local", "cloud"):
-            raise _bad(f"mode {mode!r} is not one of auto, local, cloud", "ridgeline.mode")
-        options["mode"] = mode
-    threshold = extension.get("threshold", headers.get("x-ridgeline-threshold"))
-    if threshold is not None:
-        try:
-            options["threshold"] = float(threshold)
-        except (TypeError, ValueError):
-            raise _bad("threshold must be a number in [0, 1]", "ridgeline.threshold") from None
-    deadline = _number(extension, "deadline_s")
-    if deadline is not None:
-        options["deadline_s"] = deadline
-    private = extension.get("private", headers.get("x-ridgeline-private"))
-    if private is not None:
-        if isinstance(private, str) and private.lower() in ("true", "1", "false", "0"):
-            private = private.lower() in ("true", "1")
-        if not isinstance(private, bool):
-            raise _bad("private must be true or false", "ridgeline.private")
-        options["private"] = private
-    return options, requested
-
-
-def _text_content(content: Any, index: int) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise errors.UnsupportedError(
-                    f"messages[{index}] has a {kind!r} part; the local models read text only"
-                )
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise _bad(f"messages[{index}] has a text part without text")
-            parts.append(text)
-        return "".join(parts)
-    raise _bad(f"messages[{index}].content must be a string or a list of text parts")
+    role = models.get(requested)
+    if role is None:
+        known = ", ".join(sorted(models)) or "none"
+        raise errors.UnknownModelError(
+            f"The model {requested!r} does not exist (local models: {known}; "
+            "'default' picks models.default)"
+        )
+    if role not in ("chat", "base"):
+        raise errors.UnsupportedError(f"{requested} is a {role} model, not a chat model")
+    return requested
 
 
 def parse_chat(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) -> Call:
     """A ``/v1/chat/completions`` body to a :class:`Call` (``models``: name to role)."""
-    body = _object(raw)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("messages must be a non-empty list", "messages")
-    chat = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise _bad(f"messages[{index}] must be an object", "messages")
-        role = message.get("role")
-        if role == "developer":  # the newer name of the system role
-            role = "system"
-        if role not in ("system", "user", "assistant"):
-            raise errors.UnsupportedError(
-                f"messages[{index}] has role {role!r}; supported: system, user, assistant"
-            )
-        chat.append({"role": role, "content": _text_content(message.get("content"), index)})
-    options, requested = _options(body, headers, models)
-    return Call(chat, options, _stream(body), _include_usage(body), requested)
+    body: ChatBody = parse_body(ChatBody, raw)
+    body.refuse_unsupported()
+    options = body.options(local_model(body.model, models), headers)
+    return Call(list(body.messages), options, body.stream, body.include_usage, body.model)
 
 
 def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) -> Call:
     """A ``/v1/completions`` body to a :class:`Call`: the prompt is answered as one user
     turn, since confidence and escalation judge answers, not raw continuations."""
-    body = _object(raw)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise _bad("prompt must be a string (one prompt per request)", "prompt")
-    options, requested = _options(body, headers, models)
-    call = Call(prompt, options, _stream(body), _include_usage(body), requested)
+    body: CompletionBody = parse_body(CompletionBody, raw)
+    body.refuse_unsupported()
+    options = body.options(local_model(body.model, models), headers)
+    call = Call(body.prompt, options, body.stream, body.include_usage, body.model)
     call.id = f"cmpl-{uuid.uuid4().hex[:24]}"
     return call
-
-
-def _stream(body: Mapping[str, Any]) -> bool:
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise _bad("stream must be true or false", "stream")
-    return stream
-
-
-def _include_usage(body: Mapping[str, Any]) -> bool:
-    options = body.get("stream_options") or {}
-    return isinstance(options, Mapping) and bool(options.get("include_usage"))
 
 
 # -- responses -------------------------------------------------------------------------

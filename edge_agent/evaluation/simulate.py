@@ -10,7 +10,7 @@ availability, round trip and budget come from the trace.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from ridgeline_core.runtime import ChatMessage, SamplingParams
 
 from ..agent import EdgeAgent
 from ..link.circuit import CircuitBreaker
-from ..link.escalation import CloudAnswer, Draft
+from ..link.escalation import CloudAnswer, Draft, drain
 from ..settings import BudgetSettings, EdgeSettings
 from ..telemetry import StepReplaySource, TelemetrySampler, TelemetryTrace
 
@@ -60,6 +60,18 @@ class DryRunBroker:
     def available(self) -> tuple[bool, str]:
         return True, "closed"
 
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        draft: Draft | None,
+        deadline_s: float,
+        cancel: CancelToken | None = None,
+    ) -> Generator[str, None, CloudAnswer]:
+        return CloudAnswer("", "(broker)", (), "stop", 0, 0, None, None, 0.0, 1)
+        yield  # a generator that answers at once  # pragma: no cover
+
     def escalate(
         self,
         messages: Sequence[ChatMessage],
@@ -67,10 +79,9 @@ class DryRunBroker:
         *,
         draft: Draft | None,
         deadline_s: float,
-        on_text: Callable[[str], None] | None = None,
         cancel: CancelToken | None = None,
     ) -> CloudAnswer:
-        return CloudAnswer("", "(broker)", (), "stop", 0, 0, None, None, 0.0, 1)
+        return drain(self.stream(messages, params, draft=draft, deadline_s=deadline_s))
 
     def probe(self) -> bool:
         return True

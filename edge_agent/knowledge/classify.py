@@ -18,10 +18,11 @@ from ridgeline_core.store import check_name
 
 from ..link.escalation import Draft, EscalationFailed, answered_info, failed_info
 from ..request.decision import BrokerInfo, plain
-from ..routing.policy import GATE_BUDGET_SPENT
+from ..request.options import RequestOptions
+from ..routing.route import Judged, LinkState, Route, route
 
 if TYPE_CHECKING:
-    from ..agent import EdgeAgent
+    from ..parts import EdgeParts
     from .specialists import Prediction, Specialist
 
 __all__ = ["Classification", "ClassifyDecision", "classify"]
@@ -73,99 +74,84 @@ def broker_messages(specialist: Specialist, text: str) -> list[ChatMessage]:
     ]
 
 
-def classify(
-    agent: EdgeAgent,
-    name: str,
-    text: str,
-    *,
-    threshold: float | None = None,
-    mode: str | None = None,
-    deadline_s: float | None = None,
-) -> Classification:
+def classify(parts: EdgeParts, name: str, text: str, options: RequestOptions) -> Classification:
+    """The specialist ``name``'s label for ``text``, or the broker's choice among its labels
+    when :func:`~edge_agent.routing.route.route` says escalate (``options``: ``mode``,
+    ``threshold``, ``deadline_s``)."""
     started = time.perf_counter()
+    _check_text(text)
+    try:
+        check_name(name)
+    except ManifestError as exc:  # a name from the request: a bad request, not a bad model
+        raise InvalidRequestError(str(exc)) from None
+    settings = parts.settings
+    mode = options.mode or settings.policy.mode
+    specialist = parts.specialists.get(name)
+    tau = options.threshold
+    if tau is None:
+        tau = settings.specialists.threshold
+    if tau is None:
+        tau = specialist.record.threshold
+    prediction = specialist.predict(text)
+    local_ms = (time.perf_counter() - started) * 1000
+    run = _Run(specialist, prediction, tau, mode, local_ms, started)
+    gate = parts.policy.evaluate(parts.sampler.snapshot()).gate
+    link = LinkState("none") if mode == "local" else parts.link.state()
+    evidence = Judged(prediction.probability, "probability")
+    decided = route(evidence, tau=tau, mode=mode, link=link, gate=gate)
+    if decided.action != "escalate":
+        return run.local(decided)
+    deadline_s = options.deadline_s or settings.escalation.deadline_s
+    return _escalate(parts, run, decided, text, deadline_s)
+
+
+def _check_text(text: str) -> None:
     if not isinstance(text, str):
         raise InvalidRequestError("text must be a string")
     if not text.strip():
         raise EmptyPromptError("the text to classify is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidRequestError(f"text is {len(text)} characters; at most {MAX_TEXT_CHARS}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InvalidRequestError(f"threshold {threshold} is not in [0, 1]")
-    if deadline_s is not None and not deadline_s > 0:
-        raise InvalidRequestError(f"deadline_s {deadline_s} must be positive")
-    try:
-        check_name(name)
-    except ManifestError as exc:  # a name from the request: a bad request, not a bad model
-        raise InvalidRequestError(str(exc)) from None
-    mode = mode or agent.settings.policy.mode
-    if mode not in ("auto", "local", "cloud"):
-        raise InvalidRequestError(f"mode {mode!r} is not one of auto, local, cloud")
-    specialist = agent.specialists.get(name)
-    tau = threshold
-    if tau is None:
-        tau = agent.settings.specialists.threshold
-    if tau is None:
-        tau = specialist.record.threshold
-    prediction = specialist.predict(text)
-    local_ms = (time.perf_counter() - started) * 1000
-    run = _Run(agent, specialist, text, prediction, tau, mode, local_ms, started)
-    if mode == "local":
-        return run.local("local", "mode local never escalates")
-    if mode == "auto" and prediction.probability >= tau:
-        return run.local("local", f"probability {prediction.probability:.2f} ≥ τ {tau:.2f}")
-    why = (
-        "mode cloud always escalates"
-        if mode == "cloud"
-        else f"probability {prediction.probability:.2f} < τ {tau:.2f}"
-    )
-    escalator = agent.broker()
-    if escalator is None:
-        return run.local("local-degraded", f"{why}, but {agent.broker_missing or 'no broker'}")
-    gate = agent.policy.evaluate(agent.sampler.snapshot()).gate
-    if gate == GATE_BUDGET_SPENT:
-        return run.local("local", f"{why}, but {gate}")
-    ok, blocked = escalator.available()
-    if not ok:
-        return run.local("local-degraded", f"{why}, but {blocked}")
+
+
+def _escalate(
+    parts: EdgeParts, run: _Run, decided: Route, text: str, deadline_s: float
+) -> Classification:
+    link = parts.link.link()
+    assert link is not None, "route() escalates only over a usable link"
+    specialist, prediction = run.specialist, run.prediction
     broker_started = time.perf_counter()
     params = SamplingParams(max_tokens=32, temperature=0.0, choices=tuple(specialist.labels))
+    draft = Draft(prediction.label, prediction.probability, f"specialist:{specialist.name}", 1)
     try:
-        cloud = escalator.escalate(
-            broker_messages(specialist, text),
-            params,
-            draft=Draft(prediction.label, prediction.probability, f"specialist:{name}", 1),
-            deadline_s=agent.settings.escalation.deadline_s if deadline_s is None else deadline_s,
+        cloud = link.escalate(
+            broker_messages(specialist, text), params, draft=draft, deadline_s=deadline_s
         )
     except EscalationFailed as failure:
         run.broker_ms = (time.perf_counter() - broker_started) * 1000
-        run.broker = failed_info(escalator, failure)
-        return run.local("local-degraded", f"{why}; escalation failed ({failure.reason})")
+        run.broker = failed_info(link, failure)
+        return run.local(decided.failed(f"escalation failed ({failure.reason})"))
     run.broker_ms = (time.perf_counter() - broker_started) * 1000
-    agent.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
-    run.broker = answered_info(escalator, cloud)
+    parts.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
+    run.broker = answered_info(link, cloud)
     label = cloud.text.strip()
     if label not in specialist.labels:  # the broker promised one of the choices
-        return run.local(
-            "local-degraded", f"{why}; the broker answered {label!r}, not one of the labels"
-        )
-    return run.answer(label, None, "cloud", f"{why}: {cloud.model} chose among the labels")
+        return run.local(decided.failed(f"the broker answered {label!r}, not one of the labels"))
+    done = decided.escalated(f"{cloud.model} chose among the labels")
+    return run.answer(label, None, "cloud", done.reason)
 
 
 class _Run:
     def __init__(
         self,
-        agent: EdgeAgent,
         specialist: Specialist,
-        text: str,
         prediction: Prediction,
         tau: float,
         mode: str,
         local_ms: float,
         started: float,
     ) -> None:
-        self.agent = agent
         self.specialist = specialist
-        self.text = text
         self.prediction = prediction
         self.tau = tau
         self.mode = mode
@@ -174,9 +160,10 @@ class _Run:
         self.broker: BrokerInfo | None = None
         self.broker_ms: float | None = None
 
-    def local(self, path: ClassifyPath, reason: str) -> Classification:
+    def local(self, decided: Route) -> Classification:
         p = self.prediction
-        return self.answer(p.label, p.probability, path, reason)
+        path: ClassifyPath = "local-degraded" if decided.path == "local-degraded" else "local"
+        return self.answer(p.label, p.probability, path, decided.reason)
 
     def answer(
         self, label: str, probability: float | None, path: ClassifyPath, reason: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,7 +29,7 @@ from ..settings import EscalationSettings
 from ..telemetry.meters import BrokerHealth
 from .circuit import CircuitBreaker
 
-__all__ = ["BrokerLink", "CloudAnswer", "Draft", "EscalationFailed", "Escalator"]
+__all__ = ["BrokerLink", "CloudAnswer", "Draft", "EscalationFailed", "Escalator", "drain"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,19 @@ class BrokerLink(Protocol):
 
     def available(self) -> tuple[bool, str]: ...
 
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        draft: Draft | None,
+        deadline_s: float,
+        cancel: CancelToken | None = None,
+    ) -> Generator[str, None, CloudAnswer]:
+        """Yield the broker's text as it arrives; return the whole answer, or raise
+        :class:`EscalationFailed`. Closing the generator stops the call."""
+        ...
+
     def escalate(
         self,
         messages: Sequence[ChatMessage],
@@ -101,9 +114,10 @@ class BrokerLink(Protocol):
         *,
         draft: Draft | None,
         deadline_s: float,
-        on_text: Callable[[str], None] | None = None,
         cancel: CancelToken | None = None,
-    ) -> CloudAnswer: ...
+    ) -> CloudAnswer:
+        """:meth:`stream` to its end."""
+        ...
 
     def probe(self) -> bool: ...
 
@@ -158,8 +172,22 @@ class Escalator:
         on_text: Callable[[str], None] | None = None,
         cancel: CancelToken | None = None,
     ) -> CloudAnswer:
-        """The broker's answer, or :class:`EscalationFailed`; RequestCancelledError when
-        ``cancel`` is cancelled (the call is stopped on the broker at once)."""
+        """:meth:`stream` to its end, handing each piece of text to ``on_text``."""
+        steps = self.stream(messages, params, draft=draft, deadline_s=deadline_s, cancel=cancel)
+        return drain(steps, on_text)
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        draft: Draft | None,
+        deadline_s: float,
+        cancel: CancelToken | None = None,
+    ) -> Generator[str, None, CloudAnswer]:
+        """Yield the broker's text as it arrives and return its answer, or raise
+        :class:`EscalationFailed`; RequestCancelledError when ``cancel`` is cancelled.
+        Cancelling, or closing the generator, stops the call on the broker at once."""
         if deadline_s <= 0:
             # The caller's time ran out before the call (a slow local generation): no fault
             # of the broker's, so it neither counts towards the circuit nor takes a trial.
@@ -188,7 +216,7 @@ class Escalator:
                 attempts += 1
                 remaining = deadline_s - (time.perf_counter() - started)
                 try:
-                    answer = self._call(request, remaining, attempts, started, on_text, cancel)
+                    answer = yield from self._call(request, remaining, attempts, started, cancel)
                     settled = True
                     return answer
                 except _Attempt as failure:
@@ -244,9 +272,8 @@ class Escalator:
         remaining_s: float,
         attempts: int,
         started: float,
-        on_text: Callable[[str], None] | None,
         cancel: CancelToken | None,
-    ) -> CloudAnswer:
+    ) -> Generator[str, None, CloudAnswer]:
         if remaining_s <= 0:
             raise _Attempt(errors.UnavailableError("the escalation deadline passed"), False)
         streamed = False
@@ -278,8 +305,7 @@ class Escalator:
                             first_text = now
                         streamed = True
                         parts.append(event.delta.text)
-                        if on_text is not None:
-                            on_text(event.delta.text)
+                        yield event.delta.text
                 else:
                     result = event.result
         except errors.RidgelineError as exc:
@@ -431,3 +457,21 @@ def failed_info(link: BrokerLink, failure: EscalationFailed) -> BrokerInfo:
         error=failure.reason,
         circuit=link.circuit.state,
     )
+
+
+def drain(
+    steps: Generator[str, None, CloudAnswer], on_text: Callable[[str], None] | None = None
+) -> CloudAnswer:
+    """Run a broker link's :meth:`~BrokerLink.stream` to its end; ``on_text`` gets each
+    piece of text. A callback that raises stops the call at once."""
+    try:
+        while True:
+            try:
+                text = next(steps)
+            except StopIteration as done:
+                answer: CloudAnswer = done.value
+                return answer
+            if on_text is not None:
+                on_text(text)
+    finally:
+        steps.close()

@@ -9,74 +9,34 @@ same typed results, so an app can move between the two by changing one line.
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import Any
 
 from typing_extensions import Unpack
 
 from ridgeline_core.cancel import CancelToken
-from ridgeline_core.runtime import ChatMessage
 
-if TYPE_CHECKING:
-    from ..agent import Answer
+from ..request.answer import Answer
+from ..request.conversation import Prompt
+from ..request.events import Decided, Done, Event, Reset, TextChunk
+from ..request.options import AskOptions, RequestOptions
 
 __all__ = [
     "Answerer",
     "AskOptions",
+    "Decided",
     "Done",
     "ModelInfo",
     "Prompt",
     "Reset",
     "StreamEvent",
     "TextChunk",
-    "threaded_stream",
 ]
 
-Prompt = str | Sequence[ChatMessage] | Sequence[Mapping[str, str]]
-
-
-class AskOptions(TypedDict, total=False):
-    """Per-request options; unset ones come from the settings."""
-
-    model: str | None  # local model (default: models.default)
-    max_tokens: int | None
-    temperature: float | None
-    top_p: float | None
-    seed: int | None
-    stop: Sequence[str] | None  # added to the model's and the settings' stop sequences
-    mode: Literal["auto", "local", "cloud"] | None
-    threshold: float | None  # a fixed τ instead of the policy's
-    deadline_s: float | None  # longest wait for the broker
-    private: bool  # never store this prompt or its answer in the semantic cache
-
-
-@dataclass(frozen=True)
-class TextChunk:
-    """More of the answer's text."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Reset:
-    """The broker failed mid-answer: drop the text streamed so far; the local answer
-    follows."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Done:
-    """The end of the stream: the whole answer with its decision record."""
-
-    answer: Answer
-
-
-StreamEvent = TextChunk | Reset | Done
+StreamEvent = Event
 
 
 @dataclass(frozen=True)
@@ -95,11 +55,12 @@ class ModelInfo:
 
 class Answerer(ABC):
     """``ask``/``stream``/``models`` and their async twins, over one primitive:
-    :meth:`_events`, the stream of one request that stops when its token is cancelled."""
+    :meth:`_events`, the events of one request, which stops when its token is cancelled.
+    Options are parsed once, here, into :class:`RequestOptions`."""
 
     @abstractmethod
     def _events(
-        self, prompt: Prompt, cancel: CancelToken, options: AskOptions
+        self, prompt: Prompt, cancel: CancelToken, options: RequestOptions
     ) -> Iterator[StreamEvent]: ...
 
     @abstractmethod
@@ -108,13 +69,22 @@ class Answerer(ABC):
 
     def ask(self, prompt: Prompt, **options: Unpack[AskOptions]) -> Answer:
         """Answer ``prompt`` (a question, or a chat ending with the user's turn)."""
-        return _answer_of(self._events(prompt, CancelToken(), options))
+        events = self._events(prompt, CancelToken(), RequestOptions.parse(options))
+        for event in events:
+            if isinstance(event, Done):
+                return event.answer
+        raise RuntimeError("the stream ended without an answer")
 
     def stream(self, prompt: Prompt, **options: Unpack[AskOptions]) -> Iterator[StreamEvent]:
-        """The answer as it becomes final: ``TextChunk``s, a ``Reset`` when streamed broker
-        text must be dropped, and ``Done`` with the answer. Closing the iterator before
+        """The answer as it becomes final: ``TextChunk``s, ``Decided`` when the route is
+        chosen, a ``Reset`` when streamed broker text must be dropped, and ``Done`` with
+        the answer. The work runs in the iterating thread. Closing the iterator before
         ``Done`` cancels the request."""
-        cancel = CancelToken()
+        return self._stream(prompt, CancelToken(), RequestOptions.parse(options))
+
+    def _stream(
+        self, prompt: Prompt, cancel: CancelToken, options: RequestOptions
+    ) -> Iterator[StreamEvent]:
         events = self._events(prompt, cancel, options)
         finished = False
         try:
@@ -145,9 +115,11 @@ class Answerer(ABC):
     ) -> AsyncIterator[StreamEvent]:
         """:meth:`stream` as an async iterator; leaving it early cancels the request.
 
-        Each stream is pumped by a thread of its own (not the loop's default executor,
-        whose few threads would cap how many requests an app can have in flight)."""
+        The request's blocking work runs on one thread of its own (not the loop's default
+        executor, whose few threads would cap how many requests an app has in flight),
+        which hands each event to the loop."""
         cancel = CancelToken()
+        parsed = RequestOptions.parse(options)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()
 
@@ -159,7 +131,7 @@ class Answerer(ABC):
 
         def pump() -> None:
             try:
-                for event in self._events(prompt, cancel, options):
+                for event in self._stream(prompt, cancel, parsed):
                     deliver(event)
             except BaseException as exc:
                 deliver(exc)
@@ -184,40 +156,3 @@ class Answerer(ABC):
 
     async def models_async(self) -> list[ModelInfo]:
         return await asyncio.to_thread(self.models)
-
-
-def _answer_of(events: Iterator[StreamEvent]) -> Answer:
-    for event in events:
-        if isinstance(event, Done):
-            return event.answer
-    raise RuntimeError("the stream ended without an answer")
-
-
-def threaded_stream(
-    run: Callable[[Callable[[str], None], Callable[[str], None]], Answer],
-    cancel: CancelToken,
-) -> Iterator[StreamEvent]:
-    """Run ``run(on_text, on_reset)`` on a thread (it must honour ``cancel``) and yield
-    its events."""
-    events: queue.Queue[StreamEvent | BaseException] = queue.Queue()
-
-    def work() -> None:
-        try:
-            answer = run(
-                lambda text: events.put(TextChunk(text)),
-                lambda reason: events.put(Reset(reason)),
-            )
-        except BaseException as exc:
-            events.put(exc)
-        else:
-            events.put(Done(answer))
-
-    thread = threading.Thread(target=work, name="ridgeline-answer", daemon=True)
-    thread.start()
-    while True:
-        event = events.get()
-        if isinstance(event, BaseException):
-            raise event
-        yield event
-        if isinstance(event, Done):
-            return

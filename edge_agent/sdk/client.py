@@ -29,9 +29,12 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES, error_from_rpc
 from ridgeline_core.transport import channel_options
 
-from ..agent import Answer, conversation
+from ..request.answer import Answer
+from ..request.conversation import Prompt, conversation
+from ..request.events import Decided, Done, Reset, TextChunk
+from ..request.options import RequestOptions
 from ..settings import grpc_target, load_edge_settings
-from .api import Answerer, AskOptions, Done, ModelInfo, Prompt, Reset, StreamEvent, TextChunk
+from .api import Answerer, ModelInfo, StreamEvent
 
 __all__ = ["EdgeClient"]
 
@@ -67,26 +70,26 @@ class EdgeClient(Answerer):
         self._stub = edge_pb2_grpc.EdgeStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
-    def _request(self, prompt: Prompt, options: AskOptions) -> edge_pb2.AskRequest:
+    def _request(self, prompt: Prompt, options: RequestOptions) -> edge_pb2.AskRequest:
         messages, _ = conversation(prompt, None)  # the daemon adds its system prompt
         request = edge_pb2.AskRequest(
             messages=[
                 broker_pb2.ChatMessage(role=ROLE_CODES[m.role], content=m.content) for m in messages
             ],
-            model=options.get("model") or "",
-            mode=options.get("mode") or "",
-            stop=list(options.get("stop") or ()),
+            model=options.model or "",
+            mode=options.mode or "",
+            stop=list(options.stop or ()),
             live=True,
-            private=bool(options.get("private")),
+            private=options.private,
         )
         for key in ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s"):
-            value = options.get(key)
+            value = getattr(options, key)
             if value is not None:
                 setattr(request, key, value)
         return request
 
     def _events(
-        self, prompt: Prompt, cancel: CancelToken, options: AskOptions
+        self, prompt: Prompt, cancel: CancelToken, options: RequestOptions
     ) -> Iterator[StreamEvent]:
         request = self._request(prompt, options)
         call = self._stub.Ask(request, timeout=self.timeout_s, metadata=self._metadata)
@@ -98,6 +101,8 @@ class EdgeClient(Answerer):
                     yield TextChunk(event.delta.text)
                 elif kind == "reset":
                     yield Reset(event.reset.reason)
+                elif kind == "decided":
+                    yield Decided(event.decided.path, event.decided.reason)
                 elif kind == "answer":
                     yield Done(Answer.from_dict(json.loads(event.answer.answer_json)))
                     return

@@ -41,6 +41,14 @@ class AskReset(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class AskDecided(_message.Message):
+    __slots__ = ("path", "reason")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    reason: str
+    def __init__(self, path: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AskAnswer(_message.Message):
     __slots__ = ("answer_json",)
     ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -48,14 +56,16 @@ class AskAnswer(_message.Message):
     def __init__(self, answer_json: _Optional[str] = ...) -> None: ...
 
 class AskEvent(_message.Message):
-    __slots__ = ("delta", "reset", "answer")
+    __slots__ = ("delta", "reset", "answer", "decided")
     DELTA_FIELD_NUMBER: _ClassVar[int]
     RESET_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
     delta: _broker_pb2.TextDelta
     reset: AskReset
     answer: AskAnswer
-    def __init__(self, delta: _Optional[_Union[_broker_pb2.TextDelta, _Mapping]] = ..., reset: _Optional[_Union[AskReset, _Mapping]] = ..., answer: _Optional[_Union[AskAnswer, _Mapping]] = ...) -> None: ...
+    decided: AskDecided
+    def __init__(self, delta: _Optional[_Union[_broker_pb2.TextDelta, _Mapping]] = ..., reset: _Optional[_Union[AskReset, _Mapping]] = ..., answer: _Optional[_Union[AskAnswer, _Mapping]] = ..., decided: _Optional[_Union[AskDecided, _Mapping]] = ...) -> None: ...
 
 class ListLocalModelsRequest(_message.Message):
     __slots__ = ()

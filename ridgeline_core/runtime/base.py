@@ -107,6 +107,7 @@ RuntimeFactory = Callable[[ModelManifest, Path, LoadOptions], Runtime]
 
 _REGISTRY: dict[str, str | RuntimeFactory] = {
     "llama.cpp": "ridgeline_core.runtime.llama_cpp:LlamaCppRuntime",
+    "scripted": "ridgeline_core.runtime.scripted:ScriptedRuntime",  # tests, app developers
 }
 
 

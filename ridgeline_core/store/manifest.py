@@ -208,8 +208,8 @@ class BuildSpec(_Strict):
 class ModelManifest(_Strict):
     name: str
     description: str = ""
-    runtime: Literal["llama.cpp", "onnx"]
-    format: Literal["gguf", "onnx", "safetensors"]
+    runtime: Literal["llama.cpp", "onnx", "scripted"]
+    format: Literal["gguf", "onnx", "safetensors", "script"]
     role: Literal["chat", "base", "embedding", "classifier"]
     license: str
     sha256: Digest
