@@ -29,7 +29,7 @@ from .decision import (
 )
 from .local import LocalResult
 
-__all__ = ["Record"]
+__all__ = ["Record", "cached_answer", "cloud_answer", "local_answer"]
 
 
 @dataclass
@@ -55,57 +55,6 @@ class Record:
     first_abort: AbortInfo | None = None  # kept when a later full run replaces it
     broker_ms: float | None = None
     broker: BrokerInfo | None = None
-
-    def local_answer(self, route: Route) -> Answer:
-        """The local run's answer, on ``route``'s path."""
-        local = self.local
-        assert local is not None, "a local answer needs a local run"
-        stats = local.run.stats
-        path = route.path or "local"
-        return Answer(
-            text=local.run.text,
-            source=path,
-            confidence=local.confidence,
-            threshold=self.tau,
-            scorer=_scorer_label(local.info),
-            model=self.model,
-            finish_reason=stats.finish_reason.value if stats.finish_reason else "unknown",
-            timings=_timings(local),
-            signals=SignalSummary.of(local.run.signals),
-            decision=self.decision(path, route.reason),
-        )
-
-    def cloud_answer(self, route: Route, cloud: CloudAnswer) -> Answer:
-        """The broker's answer; the local run's confidence and timings when it ran."""
-        local = self.local
-        path = route.path or "cloud"
-        return Answer(
-            text=cloud.text,
-            source=path,
-            confidence=None if local is None else local.confidence,
-            threshold=self.tau,
-            scorer=self.scorer if local is None else _scorer_label(local.info),
-            model=cloud.model,
-            finish_reason=cloud.finish_reason,
-            timings=None if local is None else _timings(local),
-            signals=None if local is None else SignalSummary.of(local.run.signals),
-            decision=self.decision(path, route.reason),
-        )
-
-    def cached_answer(self, reason: str, text: str, model: str) -> Answer:
-        """An answer from the semantic cache: neither model ran."""
-        return Answer(
-            text=text,
-            source="cache",
-            confidence=None,
-            threshold=self.tau,
-            scorer="cache",
-            model=model,
-            finish_reason="stop",
-            timings=None,
-            signals=None,
-            decision=self.decision("cache", reason),
-        )
 
     def decision(self, path: Path, reason: str) -> Decision:
         local, prediction, th = self.local, self.prediction, self.threshold
@@ -137,6 +86,60 @@ class Record:
                 total_ms=(time.perf_counter() - self.started) * 1000,
             ),
         )
+
+
+def local_answer(record: Record, route: Route) -> Answer:
+    """The local run's answer, on ``route``'s path."""
+    local = record.local
+    assert local is not None, "a local answer needs a local run"
+    stats = local.run.stats
+    path = route.path or "local"
+    return Answer(
+        text=local.run.text,
+        source=path,
+        confidence=local.confidence,
+        threshold=record.tau,
+        scorer=_scorer_label(local.info),
+        model=record.model,
+        finish_reason=stats.finish_reason.value if stats.finish_reason else "unknown",
+        timings=_timings(local),
+        signals=SignalSummary.of(local.run.signals),
+        decision=record.decision(path, route.reason),
+    )
+
+
+def cloud_answer(record: Record, route: Route, cloud: CloudAnswer) -> Answer:
+    """The broker's answer; the local run's confidence and timings when it ran."""
+    local = record.local
+    path = route.path or "cloud"
+    return Answer(
+        text=cloud.text,
+        source=path,
+        confidence=None if local is None else local.confidence,
+        threshold=record.tau,
+        scorer=record.scorer if local is None else _scorer_label(local.info),
+        model=cloud.model,
+        finish_reason=cloud.finish_reason,
+        timings=None if local is None else _timings(local),
+        signals=None if local is None else SignalSummary.of(local.run.signals),
+        decision=record.decision(path, route.reason),
+    )
+
+
+def cached_answer(record: Record, reason: str, text: str, model: str) -> Answer:
+    """An answer from the semantic cache: neither model ran."""
+    return Answer(
+        text=text,
+        source="cache",
+        confidence=None,
+        threshold=record.tau,
+        scorer="cache",
+        model=model,
+        finish_reason="stop",
+        timings=None,
+        signals=None,
+        decision=record.decision("cache", reason),
+    )
 
 
 def _preroute(prediction: Prediction, skipped_local: bool) -> PreRouteInfo:
