@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 from ridgeline_core.cancel import CancelToken
 from ridgeline_core.progress import Progress
 from ridgeline_core.runtime import ChatMessage, SamplingParams
+from ridgeline_core.store import ManifestCatalog
 
 from ..routing.route import Evidence, LinkState, Route, route
+from ..settings import EdgeSettings
+from .conversation import Prompt, conversation
 from .options import Mode, RequestOptions
 from .record import Record
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
     from ..knowledge.memory import Vectors
     from ..parts import EdgeParts
 
-__all__ = ["PreparedRequest", "RequestContext"]
+__all__ = ["PreparedRequest", "RequestContext", "prepare_request"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,25 @@ class PreparedRequest:
     mode: Mode
     deadline_s: float
     options: RequestOptions
+
+
+def prepare_request(
+    settings: EdgeSettings, catalog: ManifestCatalog, prompt: Prompt, options: RequestOptions
+) -> PreparedRequest:
+    """The request checked before any work (InvalidRequestError, UnknownModelError)."""
+    messages, question = conversation(prompt, settings.generation.system_prompt)
+    if options.model is not None:
+        catalog.get(options.model)  # UnknownModelError, ManifestError for a path-like name
+    deadline_s = options.deadline_s
+    return PreparedRequest(
+        messages=messages,
+        question=question,
+        model=options.model or settings.models.default,
+        params=options.sampling(settings.generation.sampling()),
+        mode=options.mode or settings.policy.mode,
+        deadline_s=settings.escalation.deadline_s if deadline_s is None else deadline_s,
+        options=options,
+    )
 
 
 @dataclass
