@@ -45,6 +45,7 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 proto: setup-dev
 	$(BIN)/python tools/genproto.py

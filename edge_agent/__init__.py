@@ -4,8 +4,8 @@ Importing this package loads no model and opens no socket.
 """
 
 from .agent import EdgeAgent
+from .decision import Decision
 from .request.answer import Answer, AnswerTimings, SignalSummary
-from .request.decision import Decision
 from .request.events import Decided, Done, Reset, TextChunk
 from .request.options import AskOptions, RequestOptions
 from .sdk.api import Answerer, ModelInfo, StreamEvent

@@ -5,7 +5,7 @@ settings by :meth:`EdgeAgent.from_settings`, or given). Each request is parsed o
 :class:`~edge_agent.request.options.RequestOptions`, prepared (conversation, model,
 sampling) and run through the :class:`~edge_agent.request.pipeline.Pipeline`, whose
 events ``ask`` drains and ``stream`` forwards. Every answer carries a
-:class:`~edge_agent.request.decision.Decision` saying which path ran and why.
+:class:`~edge_agent.decision.Decision` saying which path ran and why.
 """
 
 from __future__ import annotations

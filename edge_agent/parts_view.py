@@ -30,7 +30,7 @@ from .telemetry.meters import BrokerHealth, LocalSpeed
 
 if TYPE_CHECKING:
     from .knowledge.cache import SemanticCache
-    from .knowledge.classify import Classification
+    from .request.classify import Classification
 
 __all__ = ["KnowledgeView", "ModelsView", "PartsView", "RoutingView"]
 
@@ -148,9 +148,9 @@ class KnowledgeView:
         deadline_s: float | None = None,
     ) -> Classification:
         """The specialist's label for ``text``; below its threshold the broker's model
-        chooses among the same labels (see :mod:`edge_agent.knowledge.classify`).
+        chooses among the same labels (see :mod:`edge_agent.request.classify`).
         ``options`` (or the keywords): ``mode``, ``threshold``, ``deadline_s``."""
-        from .knowledge.classify import classify
+        from .request.classify import classify
 
         given = {"threshold": threshold, "mode": mode, "deadline_s": deadline_s}
         changes = {key: value for key, value in given.items() if value is not None}

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from edge_agent.decision import Decision, PreRouteInfo
 from edge_agent.knowledge.memory import Outcome, OutcomeMemory
-from edge_agent.request.decision import Decision, PreRouteInfo
 from edge_agent.routing.preroute import PreRoute, combine
 from edge_agent.settings import EdgeSettings, MemorySettings, PreRouteSettings, load_edge_settings
 

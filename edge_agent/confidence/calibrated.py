@@ -31,8 +31,8 @@ from ridgeline_core.errors import ConfigError
 from ridgeline_core.runtime import ChatMessage, Runtime, TokenSignals
 from ridgeline_core.store.manifest import ModelManifest
 
+from ..decision import ConfidenceInfo
 from ..evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
-from ..request.decision import ConfidenceInfo
 from .features import Evidence, feature_values, probes_for, run_probes
 from .scorers import Scorer, get_scorer, margin
 

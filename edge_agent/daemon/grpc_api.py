@@ -7,27 +7,24 @@ are mapped to status codes in one place, :func:`abort_with`.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from ridgeline.v1 import broker_pb2, edge_pb2, edge_pb2_grpc
+from ridgeline.v1 import edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
-from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES
+from ridgeline_core.client import ERROR_KIND_KEY
 from ridgeline_core.transport import RETRY_AFTER_KEY
 
 from ..agent import EdgeAgent
-from ..request.events import Decided, Done, Reset, TextChunk
 from ..request.options import RequestOptions
+from ..sdk import wire
 from .dispatch import Dispatcher
 
 __all__ = ["STATUS", "EdgeService", "KeyInterceptor"]
 
 SERVICE_NAME = "ridgeline.v1.Edge"
-
-_ROLES = {code: name for name, code in ROLE_CODES.items()}
 
 STATUS: dict[str, grpc.StatusCode] = {
     "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
@@ -59,16 +56,7 @@ async def abort_with(context: Any, error: errors.RidgelineError) -> None:
 
 def options_of(request: edge_pb2.AskRequest) -> RequestOptions:
     """The request's options, parsed and checked like every entry point's."""
-    optional = ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s")
-    return RequestOptions.parse(
-        {
-            "model": request.model or None,
-            "stop": list(request.stop) or None,
-            "mode": request.mode or None,
-            "private": request.private,
-            **{key: getattr(request, key) for key in optional if request.HasField(key)},
-        }
-    )
+    return wire.options_from_pb(request)
 
 
 class EdgeService(edge_pb2_grpc.EdgeServicer):
@@ -86,12 +74,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         self, request: edge_pb2.AskRequest, context: Any
     ) -> AsyncIterator[edge_pb2.AskEvent]:
         try:
-            messages = []
-            for index, m in enumerate(request.messages):
-                role = _ROLES.get(m.role)
-                if role is None:
-                    raise errors.InvalidRequestError(f"messages[{index}] has no role")
-                messages.append({"role": role, "content": m.content})
+            messages = wire.messages_from_pb(request)
             job = await self._dispatcher.start(messages, options_of(request), live=request.live)
         except errors.RidgelineError as error:
             self._on_error(error.kind)
@@ -99,16 +82,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
             return
         try:
             async for event in job:
-                if isinstance(event, TextChunk):
-                    yield edge_pb2.AskEvent(delta=broker_pb2.TextDelta(text=event.text))
-                elif isinstance(event, Reset):
-                    yield edge_pb2.AskEvent(reset=edge_pb2.AskReset(reason=event.reason))
-                elif isinstance(event, Decided):
-                    decided = edge_pb2.AskDecided(path=event.path, reason=event.reason)
-                    yield edge_pb2.AskEvent(decided=decided)
-                elif isinstance(event, Done):
-                    data = json.dumps(event.answer.to_dict())
-                    yield edge_pb2.AskEvent(answer=edge_pb2.AskAnswer(answer_json=data))
+                yield wire.event_to_pb(event)
         except errors.RidgelineError as error:
             if not isinstance(error, errors.RequestCancelledError):
                 self._on_error(error.kind)
@@ -119,20 +93,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
     async def ListLocalModels(
         self, request: edge_pb2.ListLocalModelsRequest, context: Any
     ) -> edge_pb2.ListLocalModelsResponse:
-        return edge_pb2.ListLocalModelsResponse(
-            models=[
-                edge_pb2.LocalModel(
-                    name=m.name,
-                    runtime=m.runtime,
-                    role=m.role,
-                    context_length=m.context_length or 0,
-                    pulled=m.pulled,
-                    loaded=m.loaded,
-                    default=m.default,
-                )
-                for m in self._agent().models()
-            ]
-        )
+        return wire.models_to_pb(self._agent().models())
 
 
 class KeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

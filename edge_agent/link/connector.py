@@ -20,7 +20,7 @@ from ..settings import EdgeSettings, state_dir
 from ..telemetry.meters import BrokerHealth
 from .escalation import BrokerLink, Escalator
 
-__all__ = ["RETRY_S", "BrokerConnector"]
+__all__ = ["RETRY_S", "BrokerConnector", "open_link"]
 
 RETRY_S = 30.0  # a broker that could not be set up is tried again after this long
 
@@ -56,7 +56,11 @@ class BrokerConnector:
                 self._missing = self._failed_at = None  # try again
             if self._link is None and self._missing is None:
                 try:
-                    self._link = self._connect()
+                    self._link = open_link(
+                        self._settings, self._health, self._on_change, self._background
+                    )
+                    if self._link is None:
+                        self._missing = NOT_CONFIGURED
                 except RidgelineError as exc:
                     self._missing = f"broker unusable: {exc}"
                     self._failed_at = time.monotonic()
@@ -82,59 +86,67 @@ class BrokerConnector:
             return LinkState("open", why)
         return LinkState("half-open" if why == "half-open" else "ready")
 
-    def _connect(self) -> BrokerLink | None:
-        b = self._settings.broker
-        address, tls = b.address, None
-        if not address and b.discover:
-            address, tls = self._discover()
-        elif not address:
-            self._missing = NOT_CONFIGURED
-            return None
-        elif not b.plaintext:
-            tls = TlsOptions(b.ca_file, b.cert_file, b.key_file, b.server_name)
-        client = BrokerClient(
-            address,
-            token=None if b.plaintext else b.read_token(),
-            tls=tls,
-            plaintext=b.plaintext and tls is None,
-            timeout_s=self._settings.escalation.deadline_s,
-        )
-        escalator = Escalator(
-            client,
-            self._settings.escalation,
-            self._health,
-            address=address,
-            model=b.model,
-            device_id=b.device_id,
-            on_change=self._on_change,
-        )
-        if self._background:
-            escalator.start_probing()
-        return escalator
-
-    def _discover(self) -> tuple[str, TlsOptions]:
-        from .pinning import PinStore, discover_broker
-
-        b = self._settings.broker
-        pins = PinStore(b.pins_file or state_dir() / "brokers.json")
-        found = discover_broker(
-            timeout_s=b.discover_timeout_s,
-            enrolled=b.enrolled,
-            pins=pins,
-            trust_on_first_use=b.trust_on_first_use,
-            interfaces=b.discover_interfaces or None,
-        )
-        if found is None:
-            raise RidgelineError("no trusted broker was discovered on the local network")
-        tls = TlsOptions(
-            ca_pem=found.ca_pem,
-            cert_file=b.cert_file,
-            key_file=b.key_file,
-            server_name=found.server_name,
-        )
-        return found.address, tls
-
     def close(self) -> None:
         with self._lock:
             if self._link is not None:
                 self._link.close()
+
+
+def open_link(
+    settings: EdgeSettings,
+    health: BrokerHealth,
+    on_change: Callable[[], None],
+    background: bool,
+) -> BrokerLink | None:
+    """The configured broker's link (None when no broker is configured): by address, or
+    found by discovery and trusted by pin. RidgelineError when it cannot be set up."""
+    b = settings.broker
+    address, tls = b.address, None
+    if not address and b.discover:
+        address, tls = _discover(settings)
+    elif not address:
+        return None
+    elif not b.plaintext:
+        tls = TlsOptions(b.ca_file, b.cert_file, b.key_file, b.server_name)
+    client = BrokerClient(
+        address,
+        token=None if b.plaintext else b.read_token(),
+        tls=tls,
+        plaintext=b.plaintext and tls is None,
+        timeout_s=settings.escalation.deadline_s,
+    )
+    escalator = Escalator(
+        client,
+        settings.escalation,
+        health,
+        address=address,
+        model=b.model,
+        device_id=b.device_id,
+        on_change=on_change,
+    )
+    if background:
+        escalator.start_probing()
+    return escalator
+
+
+def _discover(settings: EdgeSettings) -> tuple[str, TlsOptions]:
+    from .pinning import PinStore, discover_broker
+
+    b = settings.broker
+    pins = PinStore(b.pins_file or state_dir() / "brokers.json")
+    found = discover_broker(
+        timeout_s=b.discover_timeout_s,
+        enrolled=b.enrolled,
+        pins=pins,
+        trust_on_first_use=b.trust_on_first_use,
+        interfaces=b.discover_interfaces or None,
+    )
+    if found is None:
+        raise RidgelineError("no trusted broker was discovered on the local network")
+    tls = TlsOptions(
+        ca_pem=found.ca_pem,
+        cert_file=b.cert_file,
+        key_file=b.key_file,
+        server_name=found.server_name,
+    )
+    return found.address, tls

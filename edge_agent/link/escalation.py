@@ -24,7 +24,7 @@ from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import BrokerClient, build_request
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
-from ..request.decision import BrokerInfo
+from ..decision import BrokerInfo
 from ..settings import EscalationSettings
 from ..telemetry.meters import BrokerHealth
 from .circuit import CircuitBreaker

@@ -7,7 +7,7 @@ from typing import Any
 
 from ridgeline_core.runtime import TokenSignals
 
-from .decision import Decision, Path, known_fields, plain
+from ..decision import Decision, Path, known_fields, plain
 
 __all__ = ["Answer", "AnswerTimings", "SignalSummary"]
 
@@ -47,7 +47,7 @@ class SignalSummary:
 @dataclass(frozen=True)
 class Answer:
     text: str
-    source: Path  # the path that produced the text (see edge_agent.request.decision)
+    source: Path  # the path that produced the text (see edge_agent.decision)
     confidence: float | None  # of the local answer; None when the local model did not run
     threshold: float  # τ this request was held to
     scorer: str

@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ..decision import CacheInfo
 from .answer import Answer
 from .context import RequestContext
-from .decision import CacheInfo
 from .events import Decided, Done, Event, TextChunk
 from .record import cached_answer
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..decision import Path
 from .answer import Answer
-from .decision import Path
 
 __all__ = ["Decided", "Done", "Event", "Reset", "TextChunk"]
 

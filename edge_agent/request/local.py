@@ -16,8 +16,8 @@ from ridgeline_core.runtime import (
 )
 
 from ..confidence.features import Evidence
+from ..decision import AbortInfo, ConfidenceInfo
 from ..routing.route import Aborted, Judged
-from .decision import AbortInfo, ConfidenceInfo
 
 __all__ = ["LocalResult", "LocalRun", "generate_local", "run_local"]
 

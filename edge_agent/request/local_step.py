@@ -11,9 +11,9 @@ from collections.abc import Callable, Generator
 from ridgeline_core.runtime import Runtime, TokenSignals
 
 from ..confidence.calibrated import ModelConfidence
+from ..decision import AbortInfo
 from ..routing.route import Route
 from .context import RequestContext
-from .decision import AbortInfo
 from .events import Event, TextChunk
 from .local import LocalResult, LocalRun, generate_local
 

@@ -3,7 +3,7 @@
 The pipeline notes each stage here as it runs (the threshold, the cache lookup, the
 pre-route's guess, the local run, the broker call); :meth:`Record.answer` turns the last
 route into the :class:`~edge_agent.request.answer.Answer` and its
-:class:`~edge_agent.request.decision.Decision`.
+:class:`~edge_agent.decision.Decision`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..link.escalation import CloudAnswer
-from ..routing.policy import Threshold
-from ..routing.preroute import Prediction
-from ..routing.route import Route
-from ..telemetry import Telemetry
-from .answer import Answer, AnswerTimings, SignalSummary
-from .decision import (
+from ..decision import (
     AbortInfo,
     BrokerInfo,
     CacheInfo,
@@ -27,6 +21,12 @@ from .decision import (
     PreRouteInfo,
     StageTimings,
 )
+from ..link.escalation import CloudAnswer
+from ..routing.policy import Threshold
+from ..routing.preroute import Prediction
+from ..routing.route import Route
+from ..telemetry import Telemetry
+from .answer import Answer, AnswerTimings, SignalSummary
 from .local import LocalResult
 
 __all__ = ["Record", "cached_answer", "cloud_answer", "local_answer"]

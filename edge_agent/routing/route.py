@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from ..request.decision import Path
+from ..decision import Path
 from .policy import GATE_BUDGET_SPENT
 
 __all__ = ["Aborted", "Evidence", "Judged", "LinkState", "Predicted", "Route", "route"]

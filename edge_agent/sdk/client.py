@@ -15,7 +15,6 @@ It speaks the daemon's gRPC edge service (``protos/ridgeline/v1/edge.proto``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from types import TracebackType
@@ -23,17 +22,17 @@ from typing import Any
 
 import grpc
 
-from ridgeline.v1 import broker_pb2, edge_pb2, edge_pb2_grpc
+from ridgeline.v1 import edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
-from ridgeline_core.client import ERROR_KIND_KEY, ROLE_CODES, error_from_rpc
+from ridgeline_core.client import ERROR_KIND_KEY, error_from_rpc
 from ridgeline_core.transport import channel_options
 
-from ..request.answer import Answer
-from ..request.conversation import Prompt, conversation
-from ..request.events import Decided, Done, Reset, TextChunk
+from ..request.conversation import Prompt
+from ..request.events import Done
 from ..request.options import RequestOptions
 from ..settings import grpc_target, load_edge_settings
+from . import wire
 from .api import Answerer, ModelInfo, StreamEvent
 
 __all__ = ["EdgeClient"]
@@ -70,41 +69,18 @@ class EdgeClient(Answerer):
         self._stub = edge_pb2_grpc.EdgeStub(self._channel)
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
-    def _request(self, prompt: Prompt, options: RequestOptions) -> edge_pb2.AskRequest:
-        messages, _ = conversation(prompt, None)  # the daemon adds its system prompt
-        request = edge_pb2.AskRequest(
-            messages=[
-                broker_pb2.ChatMessage(role=ROLE_CODES[m.role], content=m.content) for m in messages
-            ],
-            model=options.model or "",
-            mode=options.mode or "",
-            stop=list(options.stop or ()),
-            live=True,
-            private=options.private,
-        )
-        for key in ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s"):
-            value = getattr(options, key)
-            if value is not None:
-                setattr(request, key, value)
-        return request
-
     def _events(
         self, prompt: Prompt, cancel: CancelToken, options: RequestOptions
     ) -> Iterator[StreamEvent]:
-        request = self._request(prompt, options)
+        request = wire.ask_request(prompt, options)
         call = self._stub.Ask(request, timeout=self.timeout_s, metadata=self._metadata)
         forget = cancel.on_cancel(call.cancel)
         try:
-            for event in call:
-                kind = event.WhichOneof("event")
-                if kind == "delta":
-                    yield TextChunk(event.delta.text)
-                elif kind == "reset":
-                    yield Reset(event.reset.reason)
-                elif kind == "decided":
-                    yield Decided(event.decided.path, event.decided.reason)
-                elif kind == "answer":
-                    yield Done(Answer.from_dict(json.loads(event.answer.answer_json)))
+            for message in call:
+                event = wire.event_from_pb(message)
+                if event is not None:
+                    yield event
+                if isinstance(event, Done):
                     return
         except grpc.RpcError as exc:
             if cancel.cancelled:
@@ -133,18 +109,7 @@ class EdgeClient(Answerer):
             )
         except grpc.RpcError as exc:
             raise self._error(exc) from exc
-        return [
-            ModelInfo(
-                name=m.name,
-                runtime=m.runtime,
-                role=m.role,
-                context_length=m.context_length or None,
-                pulled=m.pulled,
-                loaded=m.loaded,
-                default=m.default,
-            )
-            for m in response.models
-        ]
+        return wire.models_from_pb(response)
 
     def close(self) -> None:
         self._channel.close()

@@ -16,14 +16,14 @@ from ridgeline_core.errors import EmptyPromptError, InvalidRequestError, Manifes
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 from ridgeline_core.store import check_name
 
+from ..decision import BrokerInfo, plain
 from ..link.escalation import Draft, EscalationFailed, answered_info, failed_info
-from ..request.decision import BrokerInfo, plain
-from ..request.options import RequestOptions
 from ..routing.route import Judged, LinkState, Route, route
+from .options import RequestOptions
 
 if TYPE_CHECKING:
+    from ..knowledge.specialists import Prediction, Specialist
     from ..parts import EdgeParts
-    from .specialists import Prediction, Specialist
 
 __all__ = ["Classification", "ClassifyDecision", "classify"]
 
