@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon clean
+.PHONY: demo test test-fast setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -15,6 +15,11 @@ demo: setup-demo
 
 test: lint
 	$(BIN)/pytest
+
+# The inner loop: lint, then every test that needs no model and starts no process
+# (tests/lanes.py), with a fresh model store. `make test` runs everything.
+test-fast: lint
+	env -u RIDGELINE_TEST_STORE RIDGELINE_TEST_LANE=fast $(BIN)/pytest -q
 
 # The script is a no-op when .venv already has a build with the same flags, and
 # rebuilds when LLAMA_CMAKE_ARGS changes.

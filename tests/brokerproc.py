@@ -40,13 +40,17 @@ class BrokerProcess:
         self.command = [*command, *args]
         self.stderr_path = tmp_path / f"broker-{time.monotonic_ns()}.err"
         self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self.command,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                text=True,
+            )
+        except BaseException:  # no process (or the fast lane skipped it): no open file left
+            self._stderr.close()
+            raise
         self.address = ""
         self.metrics_url: str | None = None
         self.stdout_lines: list[str] = []

@@ -16,6 +16,8 @@ import pytest
 from ridgeline_core.runtime import LoadOptions, Runtime, load_runtime
 from ridgeline_core.store import ManifestCatalog, ModelManifest, ModelStore
 
+pytest_plugins = ["lanes"]
+
 SMOLLM2 = "smollm2-135m-instruct"
 
 

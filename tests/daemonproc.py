@@ -39,9 +39,13 @@ class DaemonProcess:
         ]  # fmt: skip
         self.stderr_path = tmp_path / f"daemon-{time.monotonic_ns()}.err"
         self._stderr = self.stderr_path.open("wb")
-        self.proc = subprocess.Popen(
-            self.command, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self.command, env=env, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+            )
+        except BaseException:  # no process (or the fast lane skipped it): no open file left
+            self._stderr.close()
+            raise
         self.lines: list[str] = []
         self._new: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()

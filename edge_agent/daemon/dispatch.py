@@ -175,7 +175,10 @@ class Dispatcher:
         events: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
         cancel = CancelToken()
         agent = self._agent()
-        work = self._work(agent, request, events, cancel, text=text, live=live)
+        wanted: tuple[type, ...] = ((TextChunk,) if text else ()) + (
+            (Reset, Decided) if live else ()
+        )
+        work = _worker(self, agent, request, events, cancel, wanted=wanted, live=live)
         self.serving[agent] += 1
         self._active.add(cancel)
         try:
@@ -184,45 +187,6 @@ class Dispatcher:
             self._finished(agent, cancel)
             raise UnavailableError(SHUTTING_DOWN) from None
         return Job(events, cancel, lambda: self.draining)
-
-    def _work(
-        self,
-        agent: EdgeAgent,
-        request: PreparedRequest,
-        events: asyncio.Queue[StreamEvent | BaseException],
-        cancel: CancelToken,
-        *,
-        text: bool,
-        live: bool,
-    ) -> Callable[[], None]:
-        """What a worker thread runs: the request's pipeline, each event it wants handed
-        to the event loop."""
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        wanted: tuple[type, ...] = ((TextChunk,) if text else ()) + (
-            (Reset, Decided) if live else ()
-        )
-
-        def last(event: StreamEvent | BaseException) -> None:  # on the loop: one wake-up
-            events.put_nowait(event)
-            self._finished(agent, cancel)
-
-        def work() -> None:
-            try:
-                for event in agent.run(request, live=live, cancel=cancel).events():
-                    if isinstance(event, Done):
-                        self._on_answer(event.answer, time.perf_counter() - started)
-                        loop.call_soon_threadsafe(last, event)
-                        return
-                    if isinstance(event, wanted):
-                        loop.call_soon_threadsafe(events.put_nowait, event)
-                raise RuntimeError("the pipeline ended without an answer")
-            except BaseException as exc:
-                if isinstance(exc, RequestCancelledError):
-                    self._on_cancelled()
-                loop.call_soon_threadsafe(last, exc)
-
-        return work
 
     def cancel_all(self, reason: str) -> None:
         for cancel in list(self._active):
@@ -244,3 +208,40 @@ class Dispatcher:
                 return False
             await asyncio.sleep(0.05)
         return True
+
+
+def _worker(
+    dispatcher: Dispatcher,
+    agent: EdgeAgent,
+    request: PreparedRequest,
+    events: asyncio.Queue[StreamEvent | BaseException],
+    cancel: CancelToken,
+    *,
+    wanted: tuple[type, ...],
+    live: bool,
+) -> Callable[[], None]:
+    """What a worker thread runs: the request's pipeline, each event of a ``wanted`` kind
+    handed to the event loop, then the answer (or the error) and the slot back."""
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+
+    def last(event: StreamEvent | BaseException) -> None:  # on the loop: one wake-up
+        events.put_nowait(event)
+        dispatcher._finished(agent, cancel)
+
+    def work() -> None:
+        try:
+            for event in agent.run(request, live=live, cancel=cancel).events():
+                if isinstance(event, Done):
+                    dispatcher._on_answer(event.answer, time.perf_counter() - started)
+                    loop.call_soon_threadsafe(last, event)
+                    return
+                if isinstance(event, wanted):
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+            raise RuntimeError("the pipeline ended without an answer")
+        except BaseException as exc:
+            if isinstance(exc, RequestCancelledError):
+                dispatcher._on_cancelled()
+            loop.call_soon_threadsafe(last, exc)
+
+    return work
