@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ridgeline_core.errors import StoreError
+from ridgeline_core.files import open_private, private_dir
 
 __all__ = ["CacheHit", "SemanticCache"]
 
@@ -369,7 +370,7 @@ class SemanticCache:
     def _open(self) -> None:
         """Open the file, or move an unusable one aside and start empty."""
         try:
-            _private_dir(self.path.parent)
+            private_dir(self.path.parent)
         except OSError as exc:
             raise StoreError(f"cannot create the semantic cache's directory: {exc}") from exc
         try:
@@ -388,9 +389,8 @@ class SemanticCache:
             raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
 
     def _connect(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR)  # narrows a file an older version made wider
         try:
-            os.chmod(self.path, 0o600)  # a file made by an older version may be wider
             st = os.fstat(fd)
         finally:
             os.close(fd)
@@ -634,15 +634,6 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
     if isinstance(code, int):
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
     return type(exc) is sqlite3.DatabaseError  # what 3.10 raises for both
-
-
-def _private_dir(path: Path) -> None:
-    """Create the directory (and missing parents) readable by this user only; an existing
-    directory is left as it is (it may be a shared one the user chose)."""
-    if path.is_dir():
-        return
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
 
 
 @contextlib.contextmanager

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ridgeline_core.errors import InvalidRequestError, StoreError
+from ridgeline_core.files import atomic_write, private_append, private_dir
 
 from ..settings import MemorySettings
 
@@ -357,9 +357,8 @@ class OutcomeMemory:
         )
         try:
             # past prompts can be sensitive: only this user reads them
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(descriptor, "ab") as handle:
+            private_dir(self.path.parent)
+            with private_append(self.path) as handle:
                 start = handle.tell()
                 handle.write(data)
                 stat = os.fstat(handle.fileno())
@@ -383,10 +382,7 @@ class OutcomeMemory:
             json.dumps(asdict(o), ensure_ascii=False).encode() + b"\n" for o in self._outcomes
         )
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".outcome-memory-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, data)
             stat = self.path.stat()
         except OSError as exc:
             raise StoreError(f"cannot rewrite the outcome memory {self.path}: {exc}") from exc
