@@ -14,15 +14,14 @@ import contextvars
 import datetime
 import hashlib
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ridgeline_core.errors import ConfigError, InvalidRequestError, UnauthenticatedError
+from ridgeline_core.files import atomic_write, private_dir
 
 __all__ = [
     "DEVICE_PATTERN",
@@ -85,7 +84,6 @@ class TokenFile:
             raise ConfigError(f"tokens file {self.path} is malformed: {exc!r}") from None
 
     def _save(self, entries: dict[str, DeviceEntry]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "version": 1,
             "devices": {
@@ -93,16 +91,8 @@ class TokenFile:
                 for e in sorted(entries.values(), key=lambda e: e.device_id)
             },
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(data, out, indent=2)
-                out.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        private_dir(self.path.parent)
+        atomic_write(self.path, json.dumps(data, indent=2) + "\n")
 
     def add(self, device_id: str, *, replace: bool = False) -> str:
         """Issue a token for ``device_id`` and store its hash; returns the token (shown once)."""

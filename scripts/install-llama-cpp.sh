@@ -1,7 +1,11 @@
 #!/usr/bin/env sh
 # Build llama-cpp-python once with known-good CMake flags and install it into a venv.
 #
-#   scripts/install-llama-cpp.sh .venv/bin/python
+#   scripts/install-llama-cpp.sh .venv/bin/python            # build once, install
+#   scripts/install-llama-cpp.sh --build-only .venv/bin/python   # only build the wheel
+#
+# --build-only leaves the venv alone, so `make` can install the other dependencies while
+# the C++ compiles (scripts/setup-venv.sh).
 #
 # Why not plain `pip install llama-cpp-python`: a native x86-64 build crashes on
 # CPUs with AMX (ggml_backend_amx_mul_mat), and pip caches built wheels without
@@ -13,7 +17,12 @@
 # see packaging/INSTALL.md); LLAMA_CPP_VERSION overrides the version.
 set -eu
 
-python=${1:?usage: $0 VENV_PYTHON}
+build_only=false
+if [ "${1:-}" = "--build-only" ]; then
+    build_only=true
+    shift
+fi
+python=${1:?usage: $0 [--build-only] VENV_PYTHON}
 version=${LLAMA_CPP_VERSION:-0.3.36}
 if [ -z "${LLAMA_CMAKE_ARGS+set}" ]; then
     case "$(uname -m)" in
@@ -23,6 +32,11 @@ if [ -z "${LLAMA_CMAKE_ARGS+set}" ]; then
             LLAMA_CMAKE_ARGS="" ;;
     esac
 fi
+# Ridgeline never uses the multimodal library (llava/mtmd): not building it saves minutes.
+case "$LLAMA_CMAKE_ARGS" in
+    *LLAVA_BUILD*) ;;
+    *) LLAMA_CMAKE_ARGS="${LLAMA_CMAKE_ARGS:+$LLAMA_CMAKE_ARGS }-DLLAVA_BUILD=OFF" ;;
+esac
 
 key=$("$python" -c 'import hashlib, sys; print(hashlib.sha256("|".join(sys.argv[1:] + [sys.version]).encode()).hexdigest()[:16])' "$version" "$LLAMA_CMAKE_ARGS")
 venv=$(dirname "$(dirname "$python")")
@@ -39,6 +53,9 @@ if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$python" -m pip wheel --no-cache-dir --no-deps \
         --no-binary llama-cpp-python --wheel-dir "$wheels.partial" "llama-cpp-python==$version"
     mv "$wheels.partial" "$wheels"
+fi
+if $build_only; then
+    exit 0
 fi
 "$python" -m pip install --quiet --no-cache-dir --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
 "$python" -m pip install --quiet "llama-cpp-python==$version"  # its dependencies, from the index

@@ -5,6 +5,7 @@ behaviour is in test_daemon.py."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from edge_agent import RequestOptions
 from edge_agent.daemon import openai_api
 from edge_agent.daemon.dispatch import Admission
-from edge_agent.daemon.server import check_binds
+from edge_agent.daemon.server import _prepare_socket, check_binds
 from edge_agent.request.conversation import conversation
 from edge_agent.sdk.api import Answerer, Done, Prompt, TextChunk
 from edge_agent.settings import EdgeSettings, grpc_target
@@ -262,6 +263,19 @@ def test_public_binds_need_a_key(tmp_path: Path) -> None:
         check_binds(settings(http="0.0.0.0:8177", api_key_file=str(tmp_path / "none")))
     with pytest.raises(errors.ConfigError, match="must be absolute"):
         grpc_target("unix:relative.sock")
+
+
+def test_the_socket_directory_must_be_private(tmp_path: Path) -> None:
+    fresh = tmp_path / "run" / "ridgeline"
+    _prepare_socket(fresh / "edge.sock")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(errors.ConfigError, match=r"must belong to this user .*chmod 700"):
+        _prepare_socket(shared / "edge.sock")
+    shared.chmod(0o755)  # readable by others is fine: only writing there is a risk
+    _prepare_socket(shared / "edge.sock")
 
 
 # -- the runtime pool's leases ------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ridgeline_core.errors import ConfigError
+from ridgeline_core.files import atomic_write
 from ridgeline_core.runtime import ChatMessage, Runtime, TokenSignals
 from ridgeline_core.store.manifest import ModelManifest
 
@@ -171,14 +171,10 @@ class ConfidenceModel:
             raise CalibrationError(f"{where}: {exc}") from None
 
     def save(self, path: Path) -> None:
-        """Write atomically (a reader never sees half a file)."""
+        """Write atomically (a reader never sees half a file). It lives next to the model's
+        manifest, which other users (the service's) read: the umask decides its mode."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-            os.replace(temporary, path)
-        finally:
-            temporary.unlink(missing_ok=True)
+        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=None)
 
     @classmethod
     def load(cls, path: Path) -> ConfidenceModel:

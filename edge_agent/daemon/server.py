@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ridgeline_core.errors import ConfigError, MissingDependencyError
+from ridgeline_core.files import SharedDirectoryError, private_dir
 from ridgeline_core.runtime import RuntimePool
 from ridgeline_core.transport import is_loopback, split_host_port
 
@@ -68,13 +69,13 @@ def _prepare_socket(path: Path) -> None:
 
     The directory must be ours and not writable by others: whoever can write there could
     replace the socket and receive the requests (and API keys) meant for the daemon."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = path.parent.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+    try:
+        private_dir(path.parent, exclusive=True)
+    except SharedDirectoryError:
         raise ConfigError(
             f"daemon.grpc: {path.parent} must belong to this user and not be writable by "
             "group or others (chmod 700 it, or choose another socket path)"
-        )
+        ) from None
     if not path.exists() and not path.is_symlink():
         return
     if not path.is_socket():

@@ -43,6 +43,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ridgeline_core.errors import StoreError
+from ridgeline_core.files import open_private, private_dir
+
+from .vectors import VectorIndex
 
 __all__ = ["CacheHit", "SemanticCache"]
 
@@ -369,7 +372,7 @@ class SemanticCache:
     def _open(self) -> None:
         """Open the file, or move an unusable one aside and start empty."""
         try:
-            _private_dir(self.path.parent)
+            private_dir(self.path.parent)
         except OSError as exc:
             raise StoreError(f"cannot create the semantic cache's directory: {exc}") from exc
         try:
@@ -388,9 +391,8 @@ class SemanticCache:
             raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
 
     def _connect(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR)  # narrows a file an older version made wider
         try:
-            os.chmod(self.path, 0o600)  # a file made by an older version may be wider
             st = os.fstat(fd)
         finally:
             os.close(fd)
@@ -548,74 +550,61 @@ class SemanticCache:
 
 
 class _ScopeIndex:
-    """One scope's vectors as rows of a matrix with spare capacity: adding is amortised O(d),
-    removing swaps the last row into the hole, searching is one matrix-vector product."""
+    """One scope's vectors, each row with its entry's id and creation time, and the row of
+    each entry. Removing swaps the last row into the hole (the order of rows decides ties)."""
+
+    _FIELDS = (("id", np.int64), ("created", np.float64))
 
     def __init__(self, dim: int, capacity: int) -> None:
-        self.size = 0
-        self._ids = np.empty(capacity, dtype=np.int64)
-        self._created = np.empty(capacity, dtype=np.float64)
-        self._vectors = np.empty((capacity, dim), dtype=np.float32)
+        self._vectors = VectorIndex(dim, self._FIELDS, capacity)
         self._rows: dict[int, int] = {}  # entry id -> row
+
+    @property
+    def size(self) -> int:
+        return len(self._vectors)
 
     @classmethod
     def from_rows(cls, dim: int, rows: list[tuple[int, bytes, float]]) -> _ScopeIndex:
         n = len(rows)
         index = cls(dim, max(4, n + n // 4))
-        index._ids[:n] = [r[0] for r in rows]
-        index._created[:n] = [r[2] for r in rows]
-        index._vectors[:n] = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(n, dim)
-        index._rows = {int(entry_id): row for row, entry_id in enumerate(index._ids[:n])}
-        index.size = n
+        vectors = index._vectors
+        vectors.append(np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(n, dim))
+        vectors.field("id")[:] = [r[0] for r in rows]
+        vectors.field("created")[:] = [r[2] for r in rows]
+        index._rows = {int(entry_id): row for row, (entry_id, _, _) in enumerate(rows)}
         return index
 
     def add(self, entry_id: int, vector: Vector, created: float) -> None:
         row = self._rows.get(entry_id)
         if row is None:
-            if self.size == len(self._ids):
-                self._grow()
-            row = self.size
-            self.size += 1
+            row = self._vectors.append(vector[np.newaxis])
             self._rows[entry_id] = row
-            self._ids[row] = entry_id
-        self._vectors[row] = vector
-        self._created[row] = created
+            self._vectors.field("id")[row] = entry_id
+        else:
+            self._vectors.replace(row, vector)
+        self._vectors.field("created")[row] = created
 
     def remove(self, entry_id: int) -> None:
         row = self._rows.pop(entry_id, None)
         if row is None:
             return
-        last = self.size - 1
-        if row != last:
-            moved = int(self._ids[last])
-            self._ids[row] = moved
-            self._created[row] = self._created[last]
-            self._vectors[row] = self._vectors[last]
-            self._rows[moved] = row
-        self.size = last
+        self._vectors.swap_remove(row)
+        if row < len(self._vectors):  # the last row moved into the hole
+            self._rows[int(self._vectors.field("id")[row])] = row
 
     def search(self, query: Vector, fresh_after: float) -> tuple[list[int], int | None, float]:
         """(expired entry ids, the best live entry's id or None, its score)."""
-        n = self.size
-        scores = self._vectors[:n] @ query
-        stale = self._created[:n] <= fresh_after
+        stale = self._vectors.field("created") <= fresh_after
         expired: list[int] = []
+        live = None
         if stale.any():
-            expired = [int(i) for i in self._ids[:n][stale]]
-            scores[stale] = -np.inf
-        if n == 0 or len(expired) == n:
+            expired = [int(i) for i in self._vectors.field("id")[stale]]
+            live = ~stale
+        best = self._vectors.best(query, where=live)
+        if best is None:
             return expired, None, -math.inf
-        best = int(np.argmax(scores))
-        return expired, int(self._ids[best]), float(scores[best])
-
-    def _grow(self) -> None:
-        capacity = max(4, 2 * len(self._ids))
-        n = self.size
-        ids = np.empty(capacity, dtype=np.int64)
-        created = np.empty(capacity, dtype=np.float64)
-        vectors = np.empty((capacity, self._vectors.shape[1]), dtype=np.float32)
-        ids[:n], created[:n], vectors[:n] = self._ids[:n], self._created[:n], self._vectors[:n]
-        self._ids, self._created, self._vectors = ids, created, vectors
+        row, score = best
+        return expired, int(self._vectors.field("id")[row]), score
 
 
 def _unit(vector: npt.NDArray[Any]) -> Vector:
@@ -634,15 +623,6 @@ def _is_corrupt(exc: sqlite3.Error) -> bool:
     if isinstance(code, int):
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
     return type(exc) is sqlite3.DatabaseError  # what 3.10 raises for both
-
-
-def _private_dir(path: Path) -> None:
-    """Create the directory (and missing parents) readable by this user only; an existing
-    directory is left as it is (it may be a shared one the user chose)."""
-    if path.is_dir():
-        return
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
 
 
 @contextlib.contextmanager

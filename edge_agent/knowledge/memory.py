@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,8 +47,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ridgeline_core.errors import InvalidRequestError, StoreError
+from ridgeline_core.files import atomic_write, private_append, private_dir
 
 from ..settings import MemorySettings
+from .vectors import VectorIndex
 
 __all__ = ["EmbedFn", "MemoryEstimate", "Outcome", "OutcomeMemory", "Source", "Vectors"]
 
@@ -124,9 +125,7 @@ class OutcomeMemory:
         self._loaded = path is None  # an in-process memory has nothing to read
         self._outcomes: list[Outcome] = []
         self._index: dict[tuple[str, str], int] = {}  # (model, prompt) -> row
-        self._vectors: Vectors = np.zeros((0, 0), dtype=np.float32)  # capacity rows
-        self._right = np.zeros(0, dtype=bool)
-        self._model_ids = np.zeros(0, dtype=np.int32)
+        self._vectors = _empty_index(0)  # row i: outcome i's prompt, "right", model id
         self._models: dict[str, int] = {}
         self._file_id: tuple[int, int] | None = None  # (device, inode) read
         self._offset = 0  # bytes of the file read
@@ -144,23 +143,19 @@ class OutcomeMemory:
             n = len(self._outcomes)
             if model_id is None or n == 0:
                 return None
-            mine = self._model_ids[:n] == model_id
+            mine = self._vectors.field("model") == model_id
             count = int(mine.sum())
             if count < s.min_outcomes:
                 return None
             v = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
-            if v.shape[0] != self._vectors.shape[1]:
+            if v.shape[0] != self._vectors.dim:
                 raise InvalidRequestError(
-                    f"vector has {v.shape[0]} dimensions; the memory's have "
-                    f"{self._vectors.shape[1]}"
+                    f"vector has {v.shape[0]} dimensions; the memory's have {self._vectors.dim}"
                 )
-            similarity = (self._vectors[:n] @ v)[mine]
-            right = self._right[:n][mine]
-        rights = int(right.sum())
+            rights = int(self._vectors.field("right")[mine].sum())
+            rows, similarity = self._vectors.nearest(v, s.k, where=mine)
+            right = self._vectors.field("right")[rows]
         base = (rights + 1) / (count + 2)
-        if count > s.k:
-            nearest = np.argpartition(-similarity, s.k - 1)[: s.k]
-            similarity, right = similarity[nearest], right[nearest]
         weight = np.clip((similarity - s.min_similarity) / (1 - s.min_similarity), 0.0, 1.0)
         support = float(weight.sum())
         probability = (float(weight @ right) + s.prior * base) / (support + s.prior)
@@ -177,11 +172,10 @@ class OutcomeMemory:
         """Outcomes held for ``model`` (all models: None)."""
         with self._lock:
             self._refresh()
-            n = len(self._outcomes)
             if model is None:
-                return n
+                return len(self._outcomes)
             model_id = self._models.get(model)
-            return 0 if model_id is None else int((self._model_ids[:n] == model_id).sum())
+            return 0 if model_id is None else int((self._vectors.field("model") == model_id).sum())
 
     def outcomes(self) -> list[Outcome]:
         """Every outcome held, oldest first."""
@@ -253,7 +247,7 @@ class OutcomeMemory:
     def _load(self) -> None:
         assert self.path is not None
         self._outcomes, self._index, self._models = [], {}, {}
-        self._vectors = np.zeros((0, 0), dtype=np.float32)
+        self._vectors = _empty_index(0)
         self._offset = self._file_lines = 0
         self._file_id = None
         try:
@@ -313,24 +307,18 @@ class OutcomeMemory:
         stale = {self._index[key] for o in outcomes if (key := (o.model, o.prompt)) in self._index}
         if stale:
             self._drop(sorted(stale))
-        n, extra = len(self._outcomes), len(outcomes)
-        if self._vectors.shape[1] != vectors.shape[1]:
-            if n:
+        if self._vectors.dim != vectors.shape[1]:
+            if self._outcomes:
                 raise InvalidRequestError(
                     f"vectors have {vectors.shape[1]} dimensions; the memory's have "
-                    f"{self._vectors.shape[1]}"
+                    f"{self._vectors.dim}"
                 )
-            self._vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
-        if n + extra > self._vectors.shape[0]:
-            capacity = max(64, 2 * (n + extra))
-            self._vectors = _grow(self._vectors, capacity)
-            self._right = _grow(self._right, capacity)
-            self._model_ids = _grow(self._model_ids, capacity)
-        self._vectors[n : n + extra] = vectors
-        for offset, o in enumerate(outcomes):
-            row = n + offset
-            self._right[row] = o.right
-            self._model_ids[row] = self._models.setdefault(o.model, len(self._models))
+            self._vectors = _empty_index(vectors.shape[1])
+        start = self._vectors.append(vectors)
+        right, model_ids = self._vectors.field("right"), self._vectors.field("model")
+        for row, o in enumerate(outcomes, start):
+            right[row] = o.right
+            model_ids[row] = self._models.setdefault(o.model, len(self._models))
             self._index[(o.model, o.prompt)] = row
         self._outcomes.extend(outcomes)
         over = len(self._outcomes) - self.settings.max_entries
@@ -339,13 +327,9 @@ class OutcomeMemory:
 
     def _drop(self, rows: list[int]) -> None:
         """Remove ``rows`` (ascending), keeping the order of the rest."""
-        n = len(self._outcomes)
-        keep = np.ones(n, dtype=bool)
+        keep = np.ones(len(self._outcomes), dtype=bool)
         keep[rows] = False
-        kept = int(keep.sum())
-        self._vectors[:kept] = self._vectors[:n][keep]
-        self._right[:kept] = self._right[:n][keep]
-        self._model_ids[:kept] = self._model_ids[:n][keep]
+        self._vectors.keep(keep)
         self._outcomes = [o for o, k in zip(self._outcomes, keep, strict=True) if k]
         self._index = {(o.model, o.prompt): i for i, o in enumerate(self._outcomes)}
 
@@ -357,9 +341,8 @@ class OutcomeMemory:
         )
         try:
             # past prompts can be sensitive: only this user reads them
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(descriptor, "ab") as handle:
+            private_dir(self.path.parent)
+            with private_append(self.path) as handle:
                 start = handle.tell()
                 handle.write(data)
                 stat = os.fstat(handle.fileno())
@@ -383,10 +366,7 @@ class OutcomeMemory:
             json.dumps(asdict(o), ensure_ascii=False).encode() + b"\n" for o in self._outcomes
         )
         try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".outcome-memory-")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, data)
             stat = self.path.stat()
         except OSError as exc:
             raise StoreError(f"cannot rewrite the outcome memory {self.path}: {exc}") from exc
@@ -398,10 +378,8 @@ def _id(stat: os.stat_result) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def _grow(array: npt.NDArray[Any], capacity: int) -> npt.NDArray[Any]:
-    grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
-    grown[: array.shape[0]] = array
-    return grown
+def _empty_index(dim: int) -> VectorIndex:
+    return VectorIndex(dim, (("right", np.bool_), ("model", np.int32)))
 
 
 def _unit(v: Vectors) -> Vectors:

@@ -19,7 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
 import re
 import threading
 from collections import Counter
@@ -33,6 +32,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ridgeline_core.errors import InvalidRequestError, ModelError, UnknownModelError
+from ridgeline_core.files import atomic_write
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.store import ModelStore, check_name
 
@@ -391,10 +391,8 @@ class SpecialistRegistry:
 
     def save(self, record: SpecialistRecord) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(record.name)
-        tmp = path.with_name(path.name + f".{os.getpid()}")
-        tmp.write_text(record.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        # not secret (labels, digests, figures): the umask decides who may read it
+        atomic_write(self._path(record.name), record.model_dump_json(indent=2), mode=None)
         with self._lock:
             old = self._loaded.pop(record.name, None)
         if old is not None:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import os
 import re
-import secrets
 import socket
 import ssl
 import threading
@@ -46,6 +44,7 @@ from ridgeline_core.discovery import (
     leaf_certificate_der,
 )
 from ridgeline_core.errors import ConfigError, UnavailableError
+from ridgeline_core.files import atomic_write, private_dir
 
 from .certnames import expected_server_name
 
@@ -192,18 +191,8 @@ class PinStore:
         }
         data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            private_dir(self.path.parent)
+            atomic_write(self.path, data)
         except OSError as exc:
             raise ConfigError(f"pinned brokers file {self.path}: cannot write it: {exc}") from exc
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ridgeline_core.errors import ConfigError
+from ridgeline_core.files import atomic_write, open_private, private_dir
 
 from ..settings import BudgetSettings
 from ..telemetry.snapshot import Reading
@@ -126,10 +127,9 @@ class EscalationBudget:
     def _save(self, spent: list[tuple[float, int]]) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"escalations": spent}))
-        os.replace(tmp, self.path)
+        private_dir(self.path.parent)
+        # durable: a torn file after a power cut would stop the agent ("remove it to reset")
+        atomic_write(self.path, json.dumps({"escalations": spent}))
         self._mtime = self.path.stat().st_mtime
 
     @contextlib.contextmanager
@@ -143,10 +143,14 @@ class EscalationBudget:
         except ImportError:  # Windows: last writer wins within the same instant
             yield
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(f".{self.path.name}.lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        private_dir(self.path.parent)
+        # private: anyone who could open the lock file could hold the lock forever
+        fd = open_private(self.path.with_name(f".{self.path.name}.lock"), os.O_WRONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

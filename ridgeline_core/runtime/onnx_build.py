@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import MissingDependencyError, ModelLoadError, UnsupportedError
+from ..files import atomic_write
 
 __all__ = [
     "ENCODER_INPUTS",
@@ -294,7 +295,7 @@ def build_bert_encoder(weights: Path, config: Path, out: Path) -> None:
     onnx.checker.check_model(model)
     # intermediate shapes let onnxruntime fuse Add + LayerNormalization at load
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    _write_atomically(out, model.SerializeToString())
+    atomic_write(Path(out), model.SerializeToString(), mode=None)
 
 
 class _BertGraph:
@@ -496,7 +497,7 @@ def build_softmax_head(
         ir_version=IR_VERSION,
     )
     onnx.checker.check_model(model)
-    _write_atomically(out, model.SerializeToString())
+    atomic_write(Path(out), model.SerializeToString(), mode=None)
 
 
 # -- int8 ------------------------------------------------------------------------------
@@ -600,13 +601,3 @@ def _import_onnx() -> Any:
     except ImportError as exc:
         raise MissingDependencyError("onnx", "onnx") from exc
     return onnx
-
-
-def _write_atomically(out: Path, data: bytes) -> None:
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)

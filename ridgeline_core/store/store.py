@@ -40,6 +40,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import IntegrityError, ModelError, ModelNotPulledError, StoreError
+from ..files import atomic_write
 from ..progress import NULL_PROGRESS, Progress
 from .fetch import FetchContext, HashingWriter, fetch_source, sha256_file
 from .manifest import ModelManifest, PartsSource, check_digest, check_name
@@ -293,9 +294,7 @@ class ModelStore:
         path = self._record_path(manifest.name)
         with self._store_errors(f"record the build of {manifest.name}"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{os.getpid()}")
-            tmp.write_text(record.model_dump_json(indent=2))
-            os.replace(tmp, path)
+            atomic_write(path, record.model_dump_json(indent=2), mode=None)
 
     def open_built(
         self, manifest: ModelManifest, variant: str | None = None, *, full: bool = False
@@ -394,11 +393,9 @@ class ModelStore:
         """Record a verification that started at ``started_ns``; best effort (a read-only
         store still works, it just hashes on every load)."""
         stamp = self._stamp_path(path)
-        tmp = stamp.with_name(stamp.name + f".{os.getpid()}")
         record = {**self._fingerprint(path), "verified_ns": started_ns}
         try:
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, stamp)
+            atomic_write(stamp, json.dumps(record), mode=None)
         except OSError as exc:
             log.debug("cannot write %s: %s", stamp, exc)
 
