@@ -33,17 +33,20 @@ setup-dev: $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-edge: pyproject.toml scripts/install-llama-cpp.sh | $(BIN)/python
-	scripts/install-llama-cpp.sh $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[edge]'
+# scripts/setup-venv.sh compiles llama-cpp-python (scripts/install-llama-cpp.sh) while pip
+# installs everything else, then installs the project with the extras.
+SETUP_VENV := scripts/setup-venv.sh scripts/install-llama-cpp.sh scripts/requirements.py
+
+$(VENV)/.installed-edge: pyproject.toml $(SETUP_VENV) | $(BIN)/python
+	scripts/setup-venv.sh $(BIN)/python edge
 	touch $@
 
-$(VENV)/.installed-demo: $(VENV)/.installed-edge
-	$(BIN)/pip install --quiet -e '.[edge,broker]'
+$(VENV)/.installed-demo: pyproject.toml $(SETUP_VENV) | $(BIN)/python
+	scripts/setup-venv.sh $(BIN)/python edge,broker
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed-edge
-	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev]'
+$(VENV)/.installed-dev: pyproject.toml $(SETUP_VENV) | $(BIN)/python
+	scripts/setup-venv.sh $(BIN)/python edge,broker,onnx,plot,dev
 	touch $@
 
 lint: setup-dev
