@@ -119,21 +119,14 @@ class EdgeParts:
         )
         local_speed = LocalSpeed(settings.telemetry.speed_alpha)
         broker_health = BrokerHealth(settings.telemetry.rtt_alpha)
-        budget = EscalationBudget(
-            settings.budget, settings.budget.state_file or state_dir() / "budget.json"
-        )
+        budget_file = settings.budget.state_file or state_dir() / "budget.json"
+        budget = EscalationBudget(settings.budget, budget_file)
         policy = ThresholdPolicy(settings.policy)
-        sampler = sampler or _sampler(settings, [local_speed, broker_health, budget])
-        sampler.sample_now()
-        sampler.on_sample = policy.evaluate  # τ follows the device between requests
-        if background:
-            sampler.start()
-        embedder = Embedder(settings.embeddings, catalog, store)
-        remembered = settings.preroute.memory
-        # The outcome memory reads its file and embeds its prompts on first use, not here.
-        memory = OutcomeMemory(
-            remembered, embedder.embed, remembered.path or state_dir() / "outcome-memory.jsonl"
+        sampler = _started(
+            sampler or _sampler(settings, [local_speed, broker_health, budget]), policy, background
         )
+        embedder = Embedder(settings.embeddings, catalog, store)
+        memory = _memory(settings, embedder)
         link = BrokerConnector(
             settings, broker_health, on_change=sampler.refresh, background=background, link=broker
         )
@@ -151,7 +144,9 @@ class EdgeParts:
             link=link,
             embedder=embedder,
             memory=memory,
-            preroute=PreRoute(settings.preroute, memory if remembered.enabled else None),
+            preroute=PreRoute(
+                settings.preroute, memory if settings.preroute.memory.enabled else None
+            ),
             specialists=SpecialistRegistry(
                 settings.specialists.dir or state_dir() / "specialists", store, embedder
             ),
@@ -167,6 +162,23 @@ class EdgeParts:
         self.embedder.close()
         if self.owns_runtimes:
             self.runtimes.close()
+
+
+def _started(
+    sampler: TelemetrySampler, policy: ThresholdPolicy, background: bool
+) -> TelemetrySampler:
+    sampler.sample_now()
+    sampler.on_sample = policy.evaluate  # τ follows the device between requests
+    if background:
+        sampler.start()
+    return sampler
+
+
+def _memory(settings: EdgeSettings, embedder: Embedder) -> OutcomeMemory:
+    """The outcome memory; it reads its file and embeds its prompts on first use, not here."""
+    remembered = settings.preroute.memory
+    path = remembered.path or state_dir() / "outcome-memory.jsonl"
+    return OutcomeMemory(remembered, embedder.embed, path)
 
 
 def _sampler(settings: EdgeSettings, measured: list[TelemetrySource]) -> TelemetrySampler:
