@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from brokerproc import BrokerProcess
+from clirun import run
 from conftest import SMOLLM2, MiniLM
-from test_cli import run
 from test_escalation import gemma_broker
 
 from edge_agent import EdgeAgent, EdgeSettings

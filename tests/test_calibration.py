@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from brokerproc import BrokerProcess
+from clirun import run
 from conftest import SMOLLM2
 from test_broker import _env as broker_env
-from test_cli import run
 from test_escalation import gemma_broker
 
 from edge_agent.confidence.calibrated import ConfidenceModel, prompt_style

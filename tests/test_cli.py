@@ -1,4 +1,5 @@
-"""The edge-agent and cloud-broker commands, run as real processes."""
+"""The edge-agent and cloud-broker commands: in-process through click's runner (tests/clirun.py),
+and as real processes where that is the point (the console scripts, stdin, an exit status)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import BIN, run
 
 from ridgeline_core.store import ModelManifest
-
-BIN = Path(sys.executable).parent
-
-
-def run(
-    command: str, *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / command), *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def assert_one_line_error(
@@ -77,7 +63,9 @@ class TestAsk:
     def test_plain_answer_streams_text_then_confidence_and_timings(
         self, edge_env: dict[str, str], smollm2_path: Path
     ) -> None:
-        result = run("edge-agent", "ask", "What is the capital of France?", env=edge_env)
+        result = run(
+            "edge-agent", "ask", "What is the capital of France?", env=edge_env, process=True
+        )
         assert result.returncode == 0, result.stderr
         assert "Paris" in result.stdout
         assert "confidence" in result.stderr
@@ -89,7 +77,7 @@ class TestAsk:
     ) -> None:
         result = run(
             "edge-agent", "ask", "--json", "--max-tokens", "3", "-",
-            env=edge_env, stdin="Tell me a long story about the sea.",
+            env=edge_env, stdin="Tell me a long story about the sea.", process=True,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
@@ -122,7 +110,7 @@ class TestAsk:
 
 class TestAskErrors:
     def test_unknown_model(self, edge_env: dict[str, str]) -> None:
-        result = run("edge-agent", "ask", "--model", "smollm3", "hi", env=edge_env)
+        result = run("edge-agent", "ask", "--model", "smollm3", "hi", env=edge_env, process=True)
         assert_one_line_error(result, 4, "unknown model 'smollm3'")
         assert "did you mean smollm2-135m-instruct" in result.stderr
 
@@ -276,7 +264,7 @@ class TestConfigShow:
 
 def test_version_and_help(edge_env: dict[str, str]) -> None:
     for command in ("edge-agent", "cloud-broker"):
-        assert run(command, "--version", env=edge_env).returncode == 0
-        helped = run(command, "--help", env=edge_env)
+        assert run(command, "--version", env=edge_env, process=True).returncode == 0
+        helped = run(command, "--help", env=edge_env, process=True)
         assert helped.returncode == 0 and "models" in helped.stdout
     assert os.access(BIN / "edge-agent", os.X_OK)

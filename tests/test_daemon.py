@@ -23,9 +23,9 @@ import grpc
 import openai
 import pytest
 from brokerproc import BrokerProcess
+from clirun import run
 from conftest import MINILM, SMOLLM2, MiniLM, isolated_env, without_proxies
 from daemonproc import DaemonProcess
-from test_cli import run
 from test_escalation import BAD, EASY, gemma_broker
 
 from edge_agent import Done, EdgeAgent, EdgeClient, EdgeSettings, TextChunk, load_edge_settings

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from brokerproc import BrokerProcess
+from clirun import run
 from conftest import GEMMA, SMOLLM2
 from test_broker import _env as broker_env
-from test_cli import run
 
 from edge_agent import EdgeAgent, EdgeSettings
 from edge_agent.telemetry import StepReplaySource, TelemetrySampler, TelemetryTrace

@@ -349,7 +349,7 @@ def _decision_dict(**changes: Any) -> dict[str, Any]:
 
 
 def test_feedback_command_appends_to_the_memory(edge_env: dict[str, str], tmp_path: Path) -> None:
-    from test_cli import run
+    from clirun import run
 
     path = tmp_path / "state" / "ridgeline" / "outcome-memory.jsonl"  # XDG_STATE_HOME
     result = run("edge-agent", "feedback", "Write a haiku about rust.", "--wrong", env=edge_env)

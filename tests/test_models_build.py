@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from clirun import run
 from conftest import MINILM, MiniLM, flip_byte
-from test_cli import run
 
 from ridgeline_core.errors import IntegrityError, ModelError
 from ridgeline_core.store import ModelStore
