@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test test-fast setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon clean
+.PHONY: demo test test-fast setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -79,6 +79,11 @@ bench-escalation: setup-dev
 # 2 cores: every probe over 497 questions). Extra flags: BENCH_ARGS="--limit 40"
 bench-confidence: setup-dev
 	$(BIN)/python benchmarks/confidence.py $(BENCH_ARGS)
+
+# ONNX Runtime (fp32, int8) against sentence-transformers on torch (the `bench` extra).
+bench-embeddings: setup-dev
+	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,bench]'
+	$(BIN)/python benchmarks/embeddings.py $(BENCH_ARGS)
 
 # The edge daemon: HTTP overhead against the in-process SDK (and a bare aiohttp floor),
 # memory, and 4-client throughput next to llama_cpp.server (about 5 min on 2 cores).

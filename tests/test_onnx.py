@@ -1,7 +1,8 @@
 """The ONNX encoder and classifier head with the real all-MiniLM-L6-v2 and ONNX Runtime.
 
 The graph is built from the safetensors weights without torch; sentence-transformers on
-torch (the model's reference implementation) is what its embeddings are checked against.
+torch (the model's reference implementation) is what its embeddings are checked against:
+its vectors of SENTENCES are committed (tests/minilm_reference.py makes them).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from conftest import MiniLM
-from minilm_reference import reference_dir
+from minilm_reference import SENTENCES, committed_vectors
 
 from ridgeline_core.errors import (
     EmptyPromptError,
@@ -56,106 +57,15 @@ def built(minilm: MiniLM) -> Built:
 
 # -- shared ------------------------------------------------------------------------------
 
-SENTENCES = [
-    "ok",
-    "yes",
-    "Hi!",
-    "?",
-    "What time is it in Tokyo right now?",
-    "How do I reset my router to factory settings?",
-    "Why is the sky blue during the day but red at sunset?",
-    "Can you recommend a good book about the history of mathematics?",
-    "Is it safe to eat raw cookie dough?",
-    "Who won the football world cup in 2018?",
-    "Turn off the kitchen lights.",
-    "Set a timer for 25 minutes.",
-    "Play some relaxing jazz in the living room",
-    "Remind me to call mom at 6pm tomorrow",
-    "Send an email to the team saying the meeting moved to Thursday.",
-    "Translate 'good morning' into French.",
-    "Convert 3.5 miles to kilometers, please.",
-    "Order #48213 was shipped on 2024-03-17 for $129.99.",
-    "The temperature dropped from 21.4°C to -3°C overnight.",
-    "3 + 4 * 2 = 11",
-    "e = mc^2",
-    "Call me at +1 (555) 010-2368 before 9:30.",
-    "Version 2.13.0 fixes CVE-2024-12345 and bumps the API to v3.",
-    "¿Dónde está la estación de tren más cercana?",
-    "Wie spät ist es in Berlin?",
-    "Je voudrais réserver une table pour deux personnes ce soir.",
-    "東京の天気はどうですか？",  # noqa: RUF001
-    "我想学习如何做饭。",
-    "Это предложение написано по-русски.",
-    "Ο καιρός σήμερα είναι υπέροχος.",  # noqa: RUF001
-    "مرحبا، كيف حالك؟",
-    "안녕하세요, 만나서 반갑습니다.",
-    "I love this! 😍🔥🎉",
-    "🙂",
-    "The build failed again 😤 can someone look at CI?",
-    "SELECT name, email FROM users WHERE id = 42;",
-    "def add(a, b):\n    return a + b",
-    "https://example.com/docs/install?lang=en#linux",
-    "ALL CAPS SENTENCE HERE",
-    "   leading and trailing spaces   ",
-    "tabs\tand\nnewlines\nin the middle",
-    "The quick brown fox jumps over the lazy dog.",
-    "A cat sat on the mat.",
-    "The stock market closed higher today as technology shares rallied.",
-    "My laptop battery drains really fast after the latest update.",
-    "She sells seashells by the seashore.",
-    "The patient reported mild headaches and occasional dizziness.",
-    "Photosynthesis converts light energy into chemical energy.",
-    "Please don't forget to water the plants while I'm away.",
-    "This restaurant has the best pizza I have ever eaten.",
-    "The train was delayed by forty minutes because of a signal failure.",
-    "Neural networks learn representations from data.",
-    "I am not sure whether I should accept the job offer.",
-    "The museum opens at ten and closes at six on weekdays.",
-    "Interest rates are expected to remain unchanged next quarter.",
-    "He finally fixed the leaking faucet in the bathroom.",
-    "word " * 40,
-    "Summarize the following paragraph in two sentences. " * 3,
-    (
-        "The committee met on Tuesday to discuss the budget for the next fiscal year. After a "
-        "long debate, members agreed to increase funding for public transport while reducing "
-        "spending on administrative overhead. Critics argued that the cuts would hurt essential "
-        "services, but supporters said the changes were overdue and would save money in the "
-        "long run. A final vote is scheduled for next month, after a period of public comment."
-    ),
-    (
-        "Once upon a time, in a small village at the edge of a great forest, there lived an old "
-        "clockmaker who repaired every clock in the region. Children would gather at his window "
-        "to watch the tiny gears turn, and he would tell them stories about the mountains, the "
-        "sea, and the stars. One winter, a stranger arrived with a broken pocket watch that no "
-        "one else could fix, and the clockmaker worked through the night to bring it back to "
-        "life. When the stranger returned in the morning, the watch was ticking again, and the "
-        "whole village came to see the man who had made time move once more. " * 2
-    ),
-]
 
 Matrix = npt.NDArray[np.float32]
 
 
 @pytest.fixture(scope="module")
-def reference(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Matrix:
-    """SENTENCES embedded by sentence-transformers on torch from the original weights."""
-    directory = reference_dir(built.files, tmp_path_factory.mktemp("reference"))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HF_HUB_OFFLINE", "1")
-        env.setenv("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(2)
-        try:
-            model = SentenceTransformer(str(directory), device="cpu")
-            vectors = model.encode(
-                SENTENCES, batch_size=32, normalize_embeddings=True, show_progress_bar=False
-            )
-        finally:
-            torch.set_num_threads(threads)
-    return np.asarray(vectors, dtype=np.float32)
+def reference(built: Built, minilm: MiniLM) -> Matrix:
+    """SENTENCES embedded by sentence-transformers on torch from the original weights
+    (computed once and committed: tests/minilm_reference.py)."""
+    return committed_vectors(minilm.manifest.sha256)
 
 
 @pytest.fixture(scope="module")
