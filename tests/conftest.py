@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,6 +122,24 @@ def without_proxies(env: dict[str, str]) -> dict[str, str]:
     for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
         env.pop(key, None)
     return env
+
+
+@pytest.fixture(scope="session")
+def shared_broker(
+    gemma_path: Path, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """One Gemma-3 broker (``serve --dev``) for every test that only needs *a* broker,
+    started once for the session. Its per-device limits are off: every test reaches it
+    from 127.0.0.1, the one device it sees. Tests that stop, fill or reconfigure a broker
+    start their own (``support.gemma_broker``)."""
+    from support import gemma_broker
+
+    unlimited = "[limits]\nrequests_per_minute = 0\ntokens_per_minute = 0\n"
+    process = gemma_broker(
+        model_store, tmp_path_factory.mktemp("shared-broker"), extra_config=unlimited
+    )
+    yield process
+    process.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ restart), never stores a private prompt, and can be cleared from the command lin
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 from brokerproc import BrokerProcess
 from clirun import run
 from conftest import SMOLLM2, MiniLM
-from test_escalation import gemma_broker
 
 from edge_agent import EdgeAgent, EdgeSettings
 from ridgeline_core.store import ModelStore
@@ -33,12 +31,9 @@ UNRELATED = "How many legs does a spider have?"  # 0.11
 def broker(
     gemma_path: Path,
     smollm2_path: Path,  # the local model, for the tests that answer locally
-    model_store: ModelStore,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BrokerProcess]:
-    process = gemma_broker(model_store, tmp_path_factory.mktemp("cache-broker"))
-    yield process
-    process.stop()
+    shared_broker: BrokerProcess,
+) -> BrokerProcess:
+    return shared_broker  # one for the session (conftest.py)
 
 
 def edge_settings(model_store: ModelStore, root: Path, address: str, **cache: Any) -> EdgeSettings:

@@ -16,6 +16,7 @@ import pytest
 from brokerproc import BrokerProcess
 from conftest import GEMMA, SMOLLM2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import broker_env
 
 from cloud_broker.auth import TokenFile
 from edge_agent.link.escalation import EscalationFailed, Escalator
@@ -33,18 +34,7 @@ LONG_PROMPT = "Write a long story about a lighthouse keeper and a storm."
 STORY = {"max_tokens": 400, "temperature": 0.0}
 
 
-def _env(model_store: ModelStore, root: Path) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
-    env.update(
-        HOME=str(root / "home"),
-        XDG_CONFIG_HOME=str(root / "config"),
-        XDG_CACHE_HOME=str(root / "cache"),
-        RIDGELINE_BROKER_MODELS__STORE_DIR=str(model_store.root),
-        RIDGELINE_BROKER_METRICS__LISTEN="127.0.0.1:0",
-    )
-    return env
+_env = broker_env  # the name the tests below use
 
 
 def smollm2_dev_broker(

@@ -12,8 +12,7 @@ import pytest
 from brokerproc import BrokerProcess
 from clirun import run
 from conftest import SMOLLM2
-from test_broker import _env as broker_env
-from test_escalation import gemma_broker
+from support import broker_env
 
 from edge_agent.confidence.calibrated import ConfidenceModel, prompt_style
 from edge_agent.evaluation.dataset import load_dataset
@@ -183,11 +182,9 @@ def test_eval_json_reports_the_decision_and_a_random_baseline(calibrated: dict[s
 
 @pytest.fixture(scope="module")
 def broker(
-    gemma_path: Path, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BrokerProcess]:
-    process = gemma_broker(model_store, tmp_path_factory.mktemp("eval-broker"))
-    yield process
-    process.stop()
+    gemma_path: Path, model_store: ModelStore, shared_broker: BrokerProcess
+) -> BrokerProcess:
+    return shared_broker  # one for the session (conftest.py)
 
 
 def test_eval_with_the_broker_as_the_strong_side(

@@ -26,7 +26,7 @@ from brokerproc import BrokerProcess
 from clirun import run
 from conftest import MINILM, SMOLLM2, MiniLM, isolated_env, without_proxies
 from daemonproc import DaemonProcess
-from test_escalation import BAD, EASY, gemma_broker
+from support import BAD, EASY
 
 from edge_agent import Done, EdgeAgent, EdgeClient, EdgeSettings, TextChunk, load_edge_settings
 from ridgeline_core.errors import QueueFullError, UnavailableError, UnknownModelError
@@ -594,12 +594,9 @@ def test_public_bind_needs_an_api_key(
 def broker(
     smollm2_path: Path,
     gemma_path: Path,
-    model_store: ModelStore,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BrokerProcess]:
-    process = gemma_broker(model_store, tmp_path_factory.mktemp("daemon-broker"))
-    yield process
-    process.stop()
+    shared_broker: BrokerProcess,
+) -> BrokerProcess:
+    return shared_broker  # one for the session (conftest.py)
 
 
 def test_sdk_in_process_and_client_give_the_same_answer_and_decision(

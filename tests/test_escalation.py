@@ -10,7 +10,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from brokerproc import BrokerProcess
 from clirun import run
 from conftest import GEMMA, SMOLLM2
-from test_broker import _env as broker_env
+from support import BAD, EASY, gemma_broker
 
 from edge_agent import EdgeAgent, EdgeSettings
 from edge_agent.telemetry import StepReplaySource, TelemetrySampler, TelemetryTrace
@@ -26,26 +25,14 @@ from ridgeline_core.store import ModelStore
 
 pytestmark = pytest.mark.model
 
-EASY = "What is the capital of France?"
-BAD = "Write a haiku about rust."  # SmolLM2 loops on "a thread of life" for all its tokens
-
-
-def gemma_broker(model_store: ModelStore, root: Path, listen: str = "127.0.0.1:0") -> BrokerProcess:
-    env = broker_env(model_store, root)
-    config = f'[models]\nserve = ["{GEMMA}"]\ndefault = "{GEMMA}"\n'
-    return BrokerProcess(["serve", "--dev", "--listen", listen], env, config=config, tmp_path=root)
-
 
 @pytest.fixture(scope="module")
 def broker(
     smollm2_path: Path,
     gemma_path: Path,
-    model_store: ModelStore,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[BrokerProcess]:
-    process = gemma_broker(model_store, tmp_path_factory.mktemp("escalation-broker"))
-    yield process
-    process.stop()
+    shared_broker: BrokerProcess,
+) -> BrokerProcess:
+    return shared_broker  # one for the session (conftest.py)
 
 
 def settings(

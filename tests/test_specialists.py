@@ -5,7 +5,6 @@ chooses among the labels."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import pytest
 from brokerproc import BrokerProcess
 from clirun import run
 from conftest import SMOLLM2, MiniLM
-from test_escalation import gemma_broker
 
 from edge_agent import EdgeAgent, EdgeSettings
 from edge_agent.knowledge.specialists import (
@@ -76,11 +74,9 @@ def trained(
 
 @pytest.fixture(scope="module")
 def broker(
-    gemma_path: Path, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BrokerProcess]:
-    process = gemma_broker(model_store, tmp_path_factory.mktemp("specialist-broker"))
-    yield process
-    process.stop()
+    gemma_path: Path, model_store: ModelStore, shared_broker: BrokerProcess
+) -> BrokerProcess:
+    return shared_broker  # one for the session (conftest.py)
 
 
 pytestmark = pytest.mark.model
