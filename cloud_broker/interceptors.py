@@ -2,8 +2,8 @@
 
 ``AuthInterceptor`` checks the bearer token of every call except health and
 reflection, and records the device for the service. ``ErrorInterceptor`` turns
-a :class:`RidgelineError` into its status code with the message as details and
-the error kind (and retry delay) in trailing metadata; an unexpected exception
+a :class:`RidgelineError` into its status through :mod:`ridgeline_core.status` (the
+translation the edge daemon and the clients share); an unexpected exception
 is logged with its traceback and answered INTERNAL with a request reference,
 never with the traceback itself.
 """
@@ -19,8 +19,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ridgeline_core import errors, transport
-from ridgeline_core.client import ERROR_KIND_KEY
+from ridgeline_core import errors
+from ridgeline_core.status import abort, to_status
 
 from .auth import TokenStore, current_device
 
@@ -28,39 +28,23 @@ __all__ = ["AuthInterceptor", "ErrorInterceptor", "status_of"]
 
 log = logging.getLogger("ridgeline.broker")
 
-_STATUS: list[tuple[type[errors.RidgelineError], grpc.StatusCode]] = [
-    (errors.UnknownModelError, grpc.StatusCode.NOT_FOUND),
-    (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (errors.OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (errors.UnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
-    (errors.ModelNotPulledError, grpc.StatusCode.FAILED_PRECONDITION),
-    (errors.RequestCancelledError, grpc.StatusCode.CANCELLED),
-]
-
 _PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 def status_of(error: BaseException) -> grpc.StatusCode:
-    for cls, code in _STATUS:
-        if isinstance(error, cls):
-            return code
+    """The code the broker answers ``error`` with (INTERNAL for anything not ours)."""
+    if isinstance(error, errors.RidgelineError):
+        return to_status(error).code
     return grpc.StatusCode.INTERNAL
 
 
 def _trailers(error: errors.RidgelineError) -> tuple[tuple[str, str], ...]:
-    trailers: tuple[tuple[str, str], ...] = ((ERROR_KIND_KEY, error.kind),)
-    if isinstance(error, errors.OverloadedError):
-        retry_ms = str(max(1, round(error.retry_after_s * 1000)))
-        trailers += ((transport.RETRY_AFTER_KEY, retry_ms),)
-    return trailers
+    return to_status(error).trailing
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> None:
     if isinstance(error, errors.RidgelineError):
-        await context.abort(status_of(error), str(error), trailing_metadata=_trailers(error))
+        await abort(context, error)
     reference = uuid.uuid4().hex[:12]
     log.error("internal error (reference %s)", reference, exc_info=error)
     await context.abort(

@@ -96,7 +96,7 @@ class BrokerServer:
             from grpc_health.v1 import health_pb2, health_pb2_grpc
             from grpc_health.v1._async import HealthServicer
         except ImportError:
-            raise MissingDependencyError("grpcio-health-checking", "broker") from None
+            raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
         for backend in self.backends.values():
             await backend.start()
 
@@ -135,7 +135,7 @@ class BrokerServer:
             try:
                 from grpc_reflection.v1alpha import reflection
             except ImportError:
-                raise MissingDependencyError("grpcio-reflection", "broker") from None
+                raise MissingDependencyError.for_module("grpcio-reflection", "broker") from None
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
 

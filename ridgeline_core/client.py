@@ -18,7 +18,6 @@ Plaintext is for loopback development brokers (``cloud-broker serve --dev``).
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 import uuid
@@ -34,8 +33,10 @@ import grpc.aio
 from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 
 from . import errors, transport
+from .status import ERROR_KIND_KEY, from_rpc
 
 __all__ = [
+    "ERROR_KIND_KEY",
     "ROLE_CODES",
     "AsyncBrokerClient",
     "BrokerAnswer",
@@ -45,7 +46,6 @@ __all__ = [
     "error_from_rpc",
 ]
 
-ERROR_KIND_KEY = "ridgeline-error-kind"
 
 ROLE_CODES = {  # chat role name -> protocol enum (the edge service uses it too)
     "system": broker_pb2.ROLE_SYSTEM,
@@ -153,51 +153,7 @@ def build_request(
     return request
 
 
-@functools.cache
-def _kinds() -> dict[str, type[errors.RidgelineError]]:
-    found: dict[str, type[errors.RidgelineError]] = {}
-    pending: list[type[errors.RidgelineError]] = [errors.RidgelineError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.kind, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
-_BY_CODE: dict[grpc.StatusCode, type[errors.RidgelineError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequestError,
-    grpc.StatusCode.NOT_FOUND: errors.UnknownModelError,
-    grpc.StatusCode.UNAUTHENTICATED: errors.UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.OverloadedError,
-    grpc.StatusCode.UNIMPLEMENTED: errors.UnsupportedError,
-    grpc.StatusCode.CANCELLED: errors.RequestCancelledError,
-}
-
-
-def error_from_rpc(error: grpc.RpcError) -> errors.RidgelineError:
-    """The domain error a failed call stands for, with ``status`` set to its gRPC code."""
-    call: Any = error
-    code: grpc.StatusCode = call.code()
-    details: str = call.details() or code.name.lower()
-    trailing = {key: value for key, value in (call.trailing_metadata() or ())}
-    cls = _kinds().get(str(trailing.get(ERROR_KIND_KEY, ""))) or _BY_CODE.get(
-        code, errors.UnavailableError
-    )
-    result: errors.RidgelineError
-    if issubclass(cls, errors.OverloadedError):
-        try:
-            retry_after_s = int(trailing.get(transport.RETRY_AFTER_KEY, "1000")) / 1000
-        except ValueError:
-            retry_after_s = 1.0
-        result = cls(details, retry_after_s)
-    elif issubclass(cls, errors.PromptTooLongError | errors.MissingDependencyError):
-        result = cls.__new__(cls)  # their constructors build the message from other arguments
-        Exception.__init__(result, details)
-    else:
-        result = cls(details)
-    result.status = code.name
-    return result
+error_from_rpc = from_rpc  # the name this module has always offered
 
 
 def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:

@@ -182,7 +182,7 @@ def require_zeroconf(extra: str) -> None:
     try:
         import zeroconf  # noqa: F401
     except ImportError as exc:
-        raise MissingDependencyError("zeroconf", extra) from exc
+        raise MissingDependencyError.for_module("zeroconf", extra) from exc
 
 
 def open_zeroconf(interfaces: Sequence[str] | None) -> Zeroconf:

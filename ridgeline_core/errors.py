@@ -1,33 +1,40 @@
 """Errors Ridgeline raises on purpose, and what each one means.
 
 Every failure a user can cause or fix is one of these; anything else is a bug.
-Each class carries an ``exit_code`` for the command line and a ``kind`` that the
-broker's status-code interceptor and the CLI's JSON output use, so callers
-never match on message strings::
+Each class carries what every edge needs to report it, so callers never match on message
+strings and the broker, the edge daemon and the clients agree: an ``exit_code`` for the
+command line, a ``kind`` (the CLI's JSON output, the trailing metadata that brings the
+class back across gRPC), its ``grpc_status`` (a ``grpc.StatusCode`` name) and its
+``http_status``. One translation pair, :mod:`ridgeline_core.status`, turns an error into
+a gRPC status and back. Every class takes the same constructor:
+``Error(message, *, param=None, retry_after_s=None)`` (``param``: the request field at
+fault; ``OverloadedError`` also takes ``retry_after_s`` second, positionally)::
 
     RidgelineError
+                                                            gRPC status          HTTP
+    RidgelineError                                          INTERNAL             500
     ├── ConfigError                 bad config file, environment variable or flag
-    ├── InvalidRequestError         the request itself is malformed
+    ├── InvalidRequestError         the request is malformed INVALID_ARGUMENT     400
     │   ├── EmptyPromptError
     │   └── PromptTooLongError      prompt does not fit the model's context
-    ├── ModelError
-    │   ├── UnknownModelError       no manifest has that name
+    ├── ModelError                                          INTERNAL             500
+    │   ├── UnknownModelError       no manifest has that name NOT_FOUND          404
     │   ├── ManifestError           a manifest is malformed or unsafe
-    │   ├── ModelNotPulledError     known model, file not in the store
+    │   ├── ModelNotPulledError     known model, not stored FAILED_PRECONDITION  404
     │   ├── IntegrityError          stored file does not match its sha256
     │   ├── TemplateError           the chat template failed or was refused
     │   └── ModelLoadError          the runtime could not load the file
     ├── SourceError                 a pull could not fetch the model
     ├── StoreError                  the model store cannot be read or written
     ├── MissingDependencyError      an optional extra is not installed
-    ├── UnauthenticatedError        missing, unknown or revoked device token
-    ├── PermissionDeniedError       authenticated, but not allowed to do this
-    ├── OverloadedError             try again later (``retry_after_s``)
+    ├── UnauthenticatedError        missing, unknown or revoked token UNAUTHENTICATED 401
+    ├── PermissionDeniedError       authenticated, not allowed PERMISSION_DENIED 403
+    ├── OverloadedError             try again later  RESOURCE_EXHAUSTED         503
     │   ├── RateLimitedError        the device's request or token budget is spent
     │   └── QueueFullError          every slot and queue place of the model is taken
-    ├── UnavailableError            a backend or the broker cannot serve now
-    ├── UnsupportedError            a valid request for something not offered
-    └── RequestCancelledError       the caller cancelled the call
+    ├── UnavailableError            the broker or a backend cannot serve UNAVAILABLE 503
+    ├── UnsupportedError            valid, but not offered  UNIMPLEMENTED         400
+    └── RequestCancelledError       the caller cancelled    CANCELLED            499
 """
 
 from __future__ import annotations
@@ -64,12 +71,17 @@ class RidgelineError(Exception):
 
     exit_code = 1
     kind = "error"
-    # the gRPC status name when the error came from (or goes to) the broker
+    grpc_status = "INTERNAL"  # a grpc.StatusCode name (this module does not import grpc)
+    http_status = 500
+    # the gRPC status name the error came with, when it came over gRPC (from_rpc)
     status: str | None = None
 
-    def __init__(self, message: str = "", *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str = "", *, param: str | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.param = param  # the request field at fault, when there is one
+        self.retry_after_s = retry_after_s  # when trying again may work
 
 
 class ConfigError(RidgelineError):
@@ -80,6 +92,8 @@ class ConfigError(RidgelineError):
 class InvalidRequestError(RidgelineError):
     exit_code = 3
     kind = "invalid_request"
+    grpc_status = "INVALID_ARGUMENT"
+    http_status = 400
 
 
 class EmptyPromptError(InvalidRequestError):
@@ -89,14 +103,18 @@ class EmptyPromptError(InvalidRequestError):
 class PromptTooLongError(InvalidRequestError):
     kind = "prompt_too_long"
 
-    def __init__(self, prompt_tokens: int, context_length: int) -> None:
-        super().__init__(
+    @classmethod
+    def for_prompt(cls, prompt_tokens: int, context_length: int) -> PromptTooLongError:
+        error = cls(
             f"prompt is {prompt_tokens} tokens but the model's context holds {context_length} "
             "(shorten the prompt, or raise n_ctx (edge: runtime.n_ctx, broker: llama_cpp.n_ctx) "
             "if the model was trained for more)"
         )
-        self.prompt_tokens = prompt_tokens
-        self.context_length = context_length
+        error.prompt_tokens, error.context_length = prompt_tokens, context_length
+        return error
+
+    prompt_tokens: int | None = None
+    context_length: int | None = None
 
 
 class ModelError(RidgelineError):
@@ -106,6 +124,8 @@ class ModelError(RidgelineError):
 
 class UnknownModelError(ModelError):
     kind = "unknown_model"
+    grpc_status = "NOT_FOUND"
+    http_status = 404
 
 
 class ManifestError(ModelError):
@@ -115,6 +135,8 @@ class ManifestError(ModelError):
 class ModelNotPulledError(ModelError):
     exit_code = 5
     kind = "model_not_pulled"
+    grpc_status = "FAILED_PRECONDITION"  # known, but not in the store: pull it first
+    http_status = 404  # OpenAI clients read "model not found"
 
 
 class IntegrityError(ModelError):
@@ -144,20 +166,28 @@ class MissingDependencyError(RidgelineError):
     exit_code = 8
     kind = "missing_dependency"
 
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(f"{module} is not installed: pip install 'ridgeline[{extra}]'")
-        self.module = module
-        self.extra = extra
+    @classmethod
+    def for_module(cls, module: str, extra: str) -> MissingDependencyError:
+        error = cls(f"{module} is not installed: pip install 'ridgeline[{extra}]'")
+        error.module, error.extra = module, extra
+        return error
+
+    module: str | None = None
+    extra: str | None = None
 
 
 class UnauthenticatedError(RidgelineError):
     exit_code = 10
     kind = "unauthenticated"
+    grpc_status = "UNAUTHENTICATED"
+    http_status = 401
 
 
 class PermissionDeniedError(RidgelineError):
     exit_code = 10
     kind = "permission_denied"
+    grpc_status = "PERMISSION_DENIED"
+    http_status = 403
 
 
 class OverloadedError(RidgelineError):
@@ -165,10 +195,16 @@ class OverloadedError(RidgelineError):
 
     exit_code = 11
     kind = "overloaded"
+    grpc_status = "RESOURCE_EXHAUSTED"
+    http_status = 503
+    retry_after_s: float
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+    def __init__(
+        self, message: str = "", retry_after_s: float | None = 1.0, *, param: str | None = None
+    ) -> None:
+        super().__init__(
+            message, param=param, retry_after_s=1.0 if retry_after_s is None else retry_after_s
+        )
 
 
 class RateLimitedError(OverloadedError):
@@ -182,13 +218,19 @@ class QueueFullError(OverloadedError):
 class UnavailableError(RidgelineError):
     exit_code = 12
     kind = "unavailable"
+    grpc_status = "UNAVAILABLE"
+    http_status = 503
 
 
 class UnsupportedError(RidgelineError):
     exit_code = 3
     kind = "unsupported"
+    grpc_status = "UNIMPLEMENTED"  # the broker and the edge daemon alike
+    http_status = 400  # OpenAI's answer to a parameter it does not offer
 
 
 class RequestCancelledError(RidgelineError):
     exit_code = 130
     kind = "cancelled"
+    grpc_status = "CANCELLED"
+    http_status = 499

@@ -184,7 +184,7 @@ def test_split_host_port() -> None:
 def test_every_error_kind_has_its_status_and_comes_back_as_its_class() -> None:
     cases = [
         (errors.UnknownModelError("m"), grpc.StatusCode.NOT_FOUND),
-        (errors.PromptTooLongError(10, 5), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.PromptTooLongError.for_prompt(10, 5), grpc.StatusCode.INVALID_ARGUMENT),
         (errors.EmptyPromptError("e"), grpc.StatusCode.INVALID_ARGUMENT),
         (errors.UnauthenticatedError("u"), grpc.StatusCode.UNAUTHENTICATED),
         (errors.PermissionDeniedError("p"), grpc.StatusCode.PERMISSION_DENIED),

@@ -124,7 +124,7 @@ def test_completion_prompt_is_one_user_turn() -> None:
 
 def test_errors_map_to_statuses_and_openai_codes() -> None:
     cases = [
-        (errors.PromptTooLongError(5000, 2048), 400, "context_length_exceeded"),
+        (errors.PromptTooLongError.for_prompt(5000, 2048), 400, "context_length_exceeded"),
         (errors.EmptyPromptError("empty"), 400, "empty_prompt"),
         (errors.UnknownModelError("no"), 404, "model_not_found"),
         (errors.UnauthenticatedError("key"), 401, "invalid_api_key"),

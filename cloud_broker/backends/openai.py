@@ -79,7 +79,7 @@ class OpenAIBackend:
         try:
             import aiohttp
         except ImportError:
-            raise MissingDependencyError("aiohttp", "broker") from None
+            raise MissingDependencyError.for_module("aiohttp", "broker") from None
         connector = aiohttp.TCPConnector(
             limit=self._settings.max_connections, keepalive_timeout=30, ttl_dns_cache=300
         )

@@ -1,7 +1,7 @@
 """The gRPC edge service (``ridgeline.v1.Edge``): what ``EdgeClient`` calls.
 
-Thin: protobuf to :class:`AskOptions` at the boundary, events back to protobuf. Errors
-are mapped to status codes in one place, :func:`abort_with`.
+Thin: protobuf to :class:`RequestOptions` and back through :mod:`edge_agent.sdk.wire`.
+Errors get their status from :mod:`ridgeline_core.status`, as the broker's do.
 """
 
 from __future__ import annotations
@@ -14,44 +14,23 @@ import grpc
 
 from ridgeline.v1 import edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
-from ridgeline_core.client import ERROR_KIND_KEY
-from ridgeline_core.transport import RETRY_AFTER_KEY
+from ridgeline_core.status import abort
 
 from ..agent import EdgeAgent
 from ..request.options import RequestOptions
 from ..sdk import wire
 from .dispatch import Dispatcher
 
-__all__ = ["STATUS", "EdgeService", "KeyInterceptor"]
+__all__ = ["EdgeService", "KeyInterceptor", "abort_with"]
 
 SERVICE_NAME = "ridgeline.v1.Edge"
 
-STATUS: dict[str, grpc.StatusCode] = {
-    "invalid_request": grpc.StatusCode.INVALID_ARGUMENT,
-    "empty_prompt": grpc.StatusCode.INVALID_ARGUMENT,
-    "prompt_too_long": grpc.StatusCode.INVALID_ARGUMENT,
-    "unsupported": grpc.StatusCode.INVALID_ARGUMENT,
-    "unknown_model": grpc.StatusCode.NOT_FOUND,
-    "model_not_pulled": grpc.StatusCode.NOT_FOUND,
-    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
-    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
-    "queue_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "rate_limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "unavailable": grpc.StatusCode.UNAVAILABLE,
-    "cancelled": grpc.StatusCode.CANCELLED,
-}
-
 
 async def abort_with(context: Any, error: errors.RidgelineError) -> None:
-    """End the call with the error's status code; the trailing metadata names its kind
-    (and the retry delay), so the client raises the same error class."""
-    code = STATUS.get(error.kind, grpc.StatusCode.INTERNAL)
-    trailing = [(ERROR_KIND_KEY, error.kind)]
-    if isinstance(error, errors.OverloadedError):
-        trailing.append((RETRY_AFTER_KEY, str(int(error.retry_after_s * 1000))))
-    context.set_trailing_metadata(tuple(trailing))
-    await context.abort(code, str(error))
+    """End the call with the error's status (the one the broker gives it too); the
+    trailing metadata names its kind (and the retry delay), so the client raises the same
+    error class."""
+    await abort(context, error)
 
 
 def options_of(request: edge_pb2.AskRequest) -> RequestOptions:

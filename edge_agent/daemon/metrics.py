@@ -25,7 +25,7 @@ class DaemonMetrics:
             import prometheus_client as prom
             from prometheus_client.core import GaugeMetricFamily
         except ImportError:
-            raise MissingDependencyError("prometheus-client", "edge") from None
+            raise MissingDependencyError.for_module("prometheus-client", "edge") from None
         self._prom = prom
         self._agent = agent
         self._admission = admission

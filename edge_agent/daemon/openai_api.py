@@ -258,18 +258,13 @@ def models_response(models: list[ModelInfo]) -> dict[str, Any]:
 
 # -- errors ------------------------------------------------------------------------------
 
-_STATUS: dict[type[errors.RidgelineError], tuple[int, str]] = {
-    errors.PromptTooLongError: (400, "invalid_request_error"),
-    errors.InvalidRequestError: (400, "invalid_request_error"),
-    errors.UnsupportedError: (400, "invalid_request_error"),
-    errors.UnauthenticatedError: (401, "authentication_error"),
-    errors.PermissionDeniedError: (403, "permission_error"),
-    errors.UnknownModelError: (404, "invalid_request_error"),
-    errors.ModelNotPulledError: (404, "invalid_request_error"),
-    errors.OverloadedError: (503, "server_error"),
-    errors.UnavailableError: (503, "server_error"),
-    errors.RequestCancelledError: (499, "cancelled"),
-    errors.ConfigError: (500, "server_error"),
+# OpenAI's error type for each HTTP status our errors carry (errors.py: http_status)
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    499: "cancelled",
 }
 
 _CODES = {
@@ -281,12 +276,8 @@ _CODES = {
 
 
 def status_of(error: errors.RidgelineError) -> tuple[int, str]:
-    """HTTP status and OpenAI error type for a Ridgeline error (500 for model failures)."""
-    for kind in type(error).__mro__:
-        found = _STATUS.get(kind)
-        if found is not None:
-            return found
-    return 500, "server_error"
+    """HTTP status and OpenAI error type for a Ridgeline error (the class says which)."""
+    return error.http_status, _TYPES.get(error.http_status, "server_error")
 
 
 def error_body(error: errors.RidgelineError) -> dict[str, Any]:
@@ -295,7 +286,7 @@ def error_body(error: errors.RidgelineError) -> dict[str, Any]:
         "error": {
             "message": str(error),
             "type": kind,
-            "param": getattr(error, "param", None),
+            "param": error.param,
             "code": _CODES.get(error.kind, error.kind),
         }
     }

@@ -168,7 +168,7 @@ class Daemon:
         try:
             from aiohttp import web
         except ImportError:
-            raise MissingDependencyError("aiohttp", "edge") from None
+            raise MissingDependencyError.for_module("aiohttp", "edge") from None
         app = build_app(
             lambda: self.agent,
             self.dispatcher,
@@ -197,7 +197,7 @@ class Daemon:
             from grpc_health.v1 import health_pb2, health_pb2_grpc
             from grpc_health.v1._async import HealthServicer
         except ImportError:
-            raise MissingDependencyError("grpcio-health-checking", "edge") from None
+            raise MissingDependencyError.for_module("grpcio-health-checking", "edge") from None
         from ridgeline.v1 import edge_pb2_grpc
 
         target, path = grpc_target(address)

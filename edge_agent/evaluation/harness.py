@@ -306,7 +306,7 @@ def plot_calibration(reports: Sequence[MethodReport], path: Path, title: str) ->
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MissingDependencyError("matplotlib", "plot") from None
+        raise MissingDependencyError.for_module("matplotlib", "plot") from None
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     left.plot([0, 1], [0, 1], ":", color="gray", label="perfect")
     bins = np.linspace(0, 1, 11)

@@ -174,7 +174,7 @@ def plot(steps: Sequence[SimulationStep], trace_path: Path, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MissingDependencyError("matplotlib", "plot") from None
+        raise MissingDependencyError.for_module("matplotlib", "plot") from None
     trace = TelemetryTrace.load(trace_path)
     t = [step.t for step in steps]
     figure, (top, bottom) = plt.subplots(

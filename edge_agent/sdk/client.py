@@ -25,7 +25,7 @@ import grpc
 from ridgeline.v1 import edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
-from ridgeline_core.client import ERROR_KIND_KEY, error_from_rpc
+from ridgeline_core.status import ERROR_KIND_KEY, from_rpc
 from ridgeline_core.transport import channel_options
 
 from ..request.conversation import Prompt
@@ -92,7 +92,7 @@ class EdgeClient(Answerer):
         raise errors.UnavailableError("the daemon ended the answer without a result")
 
     def _error(self, exc: grpc.RpcError) -> errors.RidgelineError:
-        error = error_from_rpc(exc)
+        error = from_rpc(exc)
         call: Any = exc
         from_daemon = ERROR_KIND_KEY in dict(call.trailing_metadata() or ())
         if call.code() == grpc.StatusCode.UNAVAILABLE and not from_daemon:

@@ -66,7 +66,7 @@ def _import_llama_cpp() -> Any:
         import llama_cpp
         import llama_cpp._logger
     except ImportError as exc:
-        raise MissingDependencyError("llama-cpp-python", "edge") from exc
+        raise MissingDependencyError.for_module("llama-cpp-python", "edge") from exc
     if _log_callback is None:
 
         @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
@@ -156,7 +156,7 @@ class LlamaCppRuntime:
         with self._using_model():
             tokens = self._chat_tokens(messages)
             if len(tokens) >= self.context_length:
-                raise PromptTooLongError(len(tokens), self.context_length)
+                raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
             firsts = []
             for candidate in candidates:
                 ids = self._tokenize(candidate, add_special=False)
@@ -303,7 +303,7 @@ class LlamaCppRuntime:
         self, tokens: list[int], params: SamplingParams, stops: Sequence[str]
     ) -> Generation:
         if len(tokens) >= self.context_length:
-            raise PromptTooLongError(len(tokens), self.context_length)
+            raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
         grammar = self._choices_grammar(params.choices) if params.choices else None
         stats = GenerationStats(prompt_tokens=len(tokens))
         return Generation(self._run(tokens, params, stops, grammar, stats), stats)
@@ -411,7 +411,7 @@ class LlamaCppRuntime:
                     break
             if grammar is not None and finish is FinishReason.LENGTH:
                 # the context filled up before the choice was complete
-                raise PromptTooLongError(len(prompt_tokens), self.context_length)
+                raise PromptTooLongError.for_prompt(len(prompt_tokens), self.context_length)
             if finish is not FinishReason.STOP_SEQUENCE:
                 tail = utf8.flush()
                 held.extend_last(len(tail))

@@ -47,7 +47,7 @@ def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx") from exc
+        raise MissingDependencyError.for_module("onnxruntime", "onnx") from exc
     return onnxruntime
 
 
@@ -163,7 +163,7 @@ class OnnxEncoder:
         try:
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise MissingDependencyError("tokenizers", "onnx") from exc
+            raise MissingDependencyError.for_module("tokenizers", "onnx") from exc
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception

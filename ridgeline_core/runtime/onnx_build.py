@@ -541,7 +541,7 @@ def quantize_int8(src: Path, dst: Path) -> None:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx") from exc
+        raise MissingDependencyError.for_module("onnxruntime", "onnx") from exc
     try:
         model = onnx.load(str(src), load_external_data=False)
     except (OSError, ValueError) as exc:  # DecodeError is a ValueError
@@ -599,5 +599,5 @@ def _import_onnx() -> Any:
         import onnx
         import onnx.numpy_helper
     except ImportError as exc:
-        raise MissingDependencyError("onnx", "onnx") from exc
+        raise MissingDependencyError.for_module("onnx", "onnx") from exc
     return onnx

@@ -134,7 +134,7 @@ class ScriptedRuntime:
     def _start(self, prompt: str, question: str, params: SamplingParams) -> Generation:
         prompt_tokens = self.count_tokens(prompt)
         if prompt_tokens >= self.context_length:
-            raise PromptTooLongError(prompt_tokens, self.context_length)
+            raise PromptTooLongError.for_prompt(prompt_tokens, self.context_length)
         stats = GenerationStats(prompt_tokens=prompt_tokens)
         answer = self._answer(question)
         if params.choices:
