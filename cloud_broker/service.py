@@ -1,78 +1,34 @@
-"""The ``ridgeline.v1.Broker`` service: validate, admit, stream, account.
-
-Every request is checked before any model work starts: target, message count
-and size, sampling parameters, device identity and rate limits. ``max_tokens``
-above ``limits.max_tokens`` is clamped rather than refused, so an edge device
-built for a bigger broker still gets an answer.
+"""The ``ridgeline.v1.Broker`` service: thin. Protobuf is converted at the boundary
+(:mod:`.wire`: every request is checked before any model work starts), the generation
+itself is domain code (:mod:`.generation`: admission, streaming, token accounting), and
+the metrics of a call are recorded in one place (:class:`_CallMetrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf.message import DecodeError
 
 from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 from ridgeline_core import errors
-from ridgeline_core.runtime import ChatMessage, FinishReason, SamplingParams
-from ridgeline_core.runtime.choices import check_choices
 
+from . import wire
 from .auth import check_device_id, current_device
-from .backends import Backend, BackendRequest, Outcome
+from .backends import Backend, Outcome
+from .generation import GenerationTimes, generate
 from .interceptors import status_of
 from .metrics import BrokerMetrics
 from .ratelimit import RateLimiter
 from .settings import LimitsSettings
+from .wire import Malformed
 
 __all__ = ["BrokerService", "add_to_server"]
-
-log = logging.getLogger("ridgeline.broker")
-
-_ROLES = {
-    broker_pb2.ROLE_SYSTEM: "system",
-    broker_pb2.ROLE_USER: "user",
-    broker_pb2.ROLE_ASSISTANT: "assistant",
-}
-_FINISH = {
-    FinishReason.STOP: broker_pb2.FINISH_REASON_STOP,
-    FinishReason.LENGTH: broker_pb2.FINISH_REASON_LENGTH,
-    FinishReason.STOP_SEQUENCE: broker_pb2.FINISH_REASON_STOP_SEQUENCE,
-    FinishReason.CANCELLED: broker_pb2.FINISH_REASON_CANCELLED,
-}
-_MAX_REQUEST_ID = 128
-_MAX_STOPS = 8
-_MAX_STOP_CHARS = 64
-_MAX_SEED = 2**32 - 1
-
-
-class Malformed:
-    """Stands in for a request whose bytes did not parse, so the call can answer
-    INVALID_ARGUMENT (gRPC itself would answer INTERNAL)."""
-
-    def __init__(self, method: str, error: Exception) -> None:
-        self.method = method
-        self.error = error
-
-    def check(self) -> None:
-        raise errors.InvalidRequestError(f"malformed {self.method} request: {self.error}")
-
-
-def _lenient(message: Any, method: str) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError as exc:
-            return Malformed(method, exc)
-
-    return parse
 
 
 def add_to_server(service: BrokerService, server: grpc.aio.Server) -> None:
@@ -81,12 +37,12 @@ def add_to_server(service: BrokerService, server: grpc.aio.Server) -> None:
     handlers = {
         "Generate": grpc.unary_stream_rpc_method_handler(
             service.Generate,
-            request_deserializer=_lenient(broker_pb2.GenerateRequest, "Generate"),
+            request_deserializer=wire.lenient(broker_pb2.GenerateRequest, "Generate"),
             response_serializer=broker_pb2.GenerateResponse.SerializeToString,
         ),
         "ListModels": grpc.unary_unary_rpc_method_handler(
             service.ListModels,
-            request_deserializer=_lenient(broker_pb2.ListModelsRequest, "ListModels"),
+            request_deserializer=wire.lenient(broker_pb2.ListModelsRequest, "ListModels"),
             response_serializer=broker_pb2.ListModelsResponse.SerializeToString,
         ),
     }
@@ -132,8 +88,6 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if self.draining:
             raise errors.UnavailableError("the broker is shutting down; retry another broker")
 
-    # -- validation -------------------------------------------------------------------------
-
     def _device(self, request: broker_pb2.GenerateRequest, context: Any) -> str:
         authenticated = current_device.get()
         claimed = request.device_id
@@ -151,20 +105,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         return _peer_host(context.peer())
 
     def _backend(self, request: broker_pb2.GenerateRequest) -> Backend:
-        target = request.WhichOneof("target")
-        if target == "strategy":
-            strategy = request.strategy
-            kind = broker_pb2.Strategy.Kind.Name(strategy.kind)
-            if strategy.kind not in (
-                broker_pb2.Strategy.KIND_UNSPECIFIED,
-                broker_pb2.Strategy.KIND_SINGLE,
-            ):
-                raise errors.UnsupportedError(f"strategy {kind} is not offered by this broker")
-            if len(strategy.models) > 1:
-                raise errors.InvalidRequestError(f"strategy {kind} takes at most one model")
-            name = strategy.models[0] if strategy.models else self.default_model
-        else:
-            name = request.model or self.default_model
+        name = wire.target_model(request) or self.default_model
         backend = self.backends.get(name)
         if backend is None:
             if len(name) > 128 or not name.isprintable():
@@ -173,77 +114,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             raise errors.UnknownModelError(f"unknown model {name!r} (served: {served})")
         return backend
 
-    def _request(self, request: broker_pb2.GenerateRequest) -> BackendRequest:
-        limits = self.limits
-        if len(request.request_id) > _MAX_REQUEST_ID:
-            raise errors.InvalidRequestError(
-                f"request_id is {len(request.request_id)} characters; at most {_MAX_REQUEST_ID}"
-            )
-        if not request.messages:
-            raise errors.InvalidRequestError("messages is empty: send at least one message")
-        if len(request.messages) > limits.max_messages:
-            raise errors.InvalidRequestError(
-                f"{len(request.messages)} messages; this broker takes at most {limits.max_messages}"
-            )
-        chars = 0
-        messages = []
-        for index, message in enumerate(request.messages):
-            role = _ROLES.get(message.role)
-            if role is None:
-                raise errors.InvalidRequestError(f"messages[{index}].role is not set")
-            chars += len(message.content)
-            messages.append(ChatMessage(role, message.content))  # type: ignore[arg-type]
-        if chars > limits.max_prompt_chars:
-            raise errors.InvalidRequestError(
-                f"prompt is {chars} characters; this broker takes at most {limits.max_prompt_chars}"
-            )
-        if not any(m.content.strip() for m in messages if m.role == "user"):
-            raise errors.EmptyPromptError("no user message with text")
-        return BackendRequest(request.request_id, tuple(messages), self._params(request.params))
-
-    def _params(self, params: broker_pb2.SamplingParams) -> SamplingParams:
-        limits = self.limits
-        max_tokens = limits.default_max_tokens
-        if params.HasField("max_tokens"):
-            if params.max_tokens == 0:
-                raise errors.InvalidRequestError("params.max_tokens must be at least 1")
-            max_tokens = min(params.max_tokens, limits.max_tokens)
-        sampling: dict[str, Any] = {"max_tokens": max_tokens}
-        if params.HasField("temperature"):
-            if not (math.isfinite(params.temperature) and 0 <= params.temperature <= 2):
-                raise errors.InvalidRequestError("params.temperature must be within [0, 2]")
-            sampling["temperature"] = params.temperature
-        if params.HasField("top_p"):
-            if not (math.isfinite(params.top_p) and 0 < params.top_p <= 1):
-                raise errors.InvalidRequestError("params.top_p must be within (0, 1]")
-            sampling["top_p"] = params.top_p
-        if params.HasField("top_k"):
-            sampling["top_k"] = params.top_k
-        if params.HasField("seed"):
-            if params.seed > _MAX_SEED:
-                raise errors.InvalidRequestError(f"params.seed must be at most {_MAX_SEED}")
-            sampling["seed"] = params.seed
-        if params.stop:
-            if len(params.stop) > _MAX_STOPS:
-                raise errors.InvalidRequestError(f"at most {_MAX_STOPS} stop sequences")
-            if any(not stop or len(stop) > _MAX_STOP_CHARS for stop in params.stop):
-                raise errors.InvalidRequestError(
-                    f"stop sequences must be 1-{_MAX_STOP_CHARS} characters"
-                )
-            sampling["stop"] = tuple(params.stop)
-        if params.choices:
-            sampling["choices"] = check_choices(params.choices, "params.choices")
-        return SamplingParams(**sampling)
-
     # -- calls ------------------------------------------------------------------------------
 
     async def Generate(
         self, request: broker_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[broker_pb2.GenerateResponse]:
-        received = time.perf_counter()
-        metrics = self.metrics
-        model = ""
-        code = "OK"
+        times = GenerationTimes(received=time.perf_counter())
+        call = _CallMetrics(self.metrics)
         self.active += 1
         self._idle.clear()
         try:
@@ -252,79 +129,25 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
                 request.check()
             device = self._device(request, context)
             backend = self._backend(request)
-            model = backend.name
-            backend_request = self._request(request)
+            call.model = backend.name
+            checked = wire.backend_request(request, self.limits)
             self.rate.admit(device)
-            admission = backend.admission
-            await admission.acquire()
-            admitted = time.perf_counter()
-            first: float | None = None
-            outcome: Outcome | None = None
-            streamed_chars = 0
-            try:
-                # aclosing: the backend's cleanup (stopping its work) runs now, in this
-                # task, before the slot is released, not whenever the generator is freed
-                async with contextlib.aclosing(backend.stream(backend_request)) as stream:
-                    async for item in stream:
-                        if isinstance(item, str):
-                            if first is None:
-                                first = time.perf_counter()
-                            streamed_chars += len(item)
-                            yield broker_pb2.GenerateResponse(
-                                delta=broker_pb2.TextDelta(text=item, model=model)
-                            )
-                        else:
-                            outcome = item
-            finally:
-                done = time.perf_counter()
-                admission.release(done - admitted)
-                if outcome is not None:
-                    used = outcome.prompt_tokens + outcome.completion_tokens
-                else:  # cancelled or failed midway: charge an estimate, never nothing
-                    prompt_chars = sum(len(m.content) for m in backend_request.messages)
-                    used = (prompt_chars + streamed_chars + 3) // 4
-                self.rate.charge(device, used)
-            if outcome is None:
-                raise errors.UnavailableError(f"model {model!r} ended without a result")
-            timings = broker_pb2.BrokerTimings(
-                queue_ms=(admitted - received) * 1000,
-                time_to_first_token_ms=((first or done) - received) * 1000,
-                total_ms=(done - received) * 1000,
-            )
-            yield broker_pb2.GenerateResponse(
-                result=broker_pb2.GenerateResult(
-                    finish_reason=_FINISH[outcome.finish_reason],
-                    models_used=[model],
-                    answer_model=model,
-                    usage=broker_pb2.Usage(
-                        prompt_tokens=outcome.prompt_tokens,
-                        completion_tokens=outcome.completion_tokens,
-                    ),
-                    timings=timings,
-                    strategy=broker_pb2.Strategy.KIND_SINGLE,
-                )
-            )
-            child = metrics.child
-            child(metrics.queue_wait, model).observe(admitted - received)
-            child(metrics.ttft, model).observe((first or done) - received)
-            child(metrics.latency, model).observe(done - received)
-            child(metrics.tokens, model, "prompt").inc(outcome.prompt_tokens)
-            child(metrics.tokens, model, "completion").inc(outcome.completion_tokens)
-        except errors.RidgelineError as exc:
-            code = status_of(exc).name
-            metrics.child(metrics.errors, code, exc.kind).inc()
-            raise
-        except BaseException as exc:  # cancelled by the client, deadline, shutdown, or a bug
-            code = (
-                "CANCELLED"
-                if isinstance(exc, GeneratorExit | asyncio.CancelledError)
-                else "INTERNAL"
-            )
-            if code == "INTERNAL":
-                metrics.child(metrics.errors, code, "internal").inc()
+            # aclosing: a client that leaves frees the slot now, in this task
+            generation = generate(backend, checked, device, self.rate, times)
+            async with contextlib.aclosing(generation) as items:
+                async for item in items:
+                    if isinstance(item, str):
+                        yield wire.delta_to_pb(item, backend.name)
+                    else:
+                        yield wire.result_to_pb(
+                            item, backend.name, times.queue_s, times.first_s, times.total_s
+                        )
+                        call.answered(item, times)
+        except BaseException as exc:
+            call.failed(exc)
             raise
         finally:
-            metrics.child(metrics.requests, model, code).inc()
+            call.done()
             self.active -= 1
             if not self.active:
                 self._idle.set()
@@ -348,6 +171,38 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             strategies=[broker_pb2.Strategy.KIND_SINGLE],
             default_model=self.default_model,
         )
+
+
+class _CallMetrics:
+    """A Generate call's metrics: its latencies and tokens when it answered, its error
+    (by status and kind) when it failed, and its outcome code in every case."""
+
+    def __init__(self, metrics: BrokerMetrics) -> None:
+        self.metrics = metrics
+        self.model = ""
+        self.code = "OK"
+
+    def answered(self, outcome: Outcome, times: GenerationTimes) -> None:
+        m, model = self.metrics, self.model
+        m.child(m.queue_wait, model).observe(times.queue_s)
+        m.child(m.ttft, model).observe(times.first_s)
+        m.child(m.latency, model).observe(times.total_s)
+        m.child(m.tokens, model, "prompt").inc(outcome.prompt_tokens)
+        m.child(m.tokens, model, "completion").inc(outcome.completion_tokens)
+
+    def failed(self, exc: BaseException) -> None:
+        m = self.metrics
+        if isinstance(exc, errors.RidgelineError):
+            self.code = status_of(exc).name
+            m.child(m.errors, self.code, exc.kind).inc()
+        elif isinstance(exc, GeneratorExit | asyncio.CancelledError):
+            self.code = "CANCELLED"  # by the client, its deadline, or the shutdown
+        else:
+            self.code = "INTERNAL"  # a bug
+            m.child(m.errors, self.code, "internal").inc()
+
+    def done(self) -> None:
+        self.metrics.child(self.metrics.requests, self.model, self.code).inc()
 
 
 def _peer_host(peer: str) -> str:

@@ -5,7 +5,12 @@ Both speak ``ridgeline.v1`` with the transport settings of
 Bearer <token>``, and turn a failed call into the :mod:`ridgeline_core.errors`
 class the broker named (``UnauthenticatedError``, ``RateLimitedError`` with
 ``retry_after_s``, ``QueueFullError``, ``UnknownModelError``, ...), with the
-gRPC status name in ``error.status``::
+gRPC status name in ``error.status`` (:mod:`ridgeline_core.status`).
+
+Two levels: :meth:`BrokerClient.stream` takes chat messages and sampling parameters and
+yields domain events (:mod:`ridgeline_core.wire`), which is what the edge agent uses;
+``generate``, ``generate_request``, ``ask`` and :func:`build_request` are the wire level,
+whose protobuf events protocol tests and tools read::
 
     with BrokerClient("broker.example:50051", token=token, tls=TlsOptions(ca_file=ca)) as broker:
         for event in broker.generate("Why is the sky blue?", max_tokens=64):
@@ -32,12 +37,14 @@ import grpc.aio
 
 from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 
-from . import errors, transport
+from . import errors, transport, wire
+from .runtime.types import ChatMessage, SamplingParams
 from .status import ERROR_KIND_KEY, from_rpc
 
 __all__ = [
     "ERROR_KIND_KEY",
     "ROLE_CODES",
+    "AnswerStream",
     "AsyncBrokerClient",
     "BrokerAnswer",
     "BrokerClient",
@@ -47,11 +54,7 @@ __all__ = [
 ]
 
 
-ROLE_CODES = {  # chat role name -> protocol enum (the edge service uses it too)
-    "system": broker_pb2.ROLE_SYSTEM,
-    "user": broker_pb2.ROLE_USER,
-    "assistant": broker_pb2.ROLE_ASSISTANT,
-}
+ROLE_CODES = wire.ROLES_TO_PB  # chat role name -> protocol enum (the edge service uses it too)
 
 Messages = str | Sequence[Mapping[str, str]] | Sequence[broker_pb2.ChatMessage]
 
@@ -268,6 +271,19 @@ class _AnswerBuilder:
         return BrokerAnswer("".join(self.parts), self.result)
 
 
+class AnswerStream(Iterator[wire.BrokerDelta | wire.BrokerResult]):
+    """The domain events of one ``Generate`` call; :meth:`cancel` stops it on the broker."""
+
+    def __init__(self, stream: BrokerStream) -> None:
+        self._stream = stream
+
+    def __next__(self) -> wire.BrokerDelta | wire.BrokerResult:
+        return wire.event_from_pb(next(self._stream))
+
+    def cancel(self) -> None:
+        self._stream.cancel()
+
+
 class BrokerStream(Iterator[broker_pb2.GenerateResponse]):
     """The events of one ``Generate`` call; :meth:`cancel` stops it on the broker."""
 
@@ -304,9 +320,29 @@ class BrokerClient:
         self.timeout_s = timeout_s
         self._connectivity = _Connectivity(self._channel)
 
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        model: str | None = None,
+        device_id: str = "",
+        draft: wire.LocalDraft | None = None,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> AnswerStream:
+        """The answer as domain events (:class:`~ridgeline_core.wire.BrokerDelta`, then one
+        :class:`~ridgeline_core.wire.BrokerResult`); failures raise the error class the
+        broker named."""
+        request = wire.generate_request(
+            messages, params, model=model, device_id=device_id, draft=draft, request_id=request_id
+        )
+        return AnswerStream(self.generate_request(request, timeout_s=timeout_s))
+
     def generate(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
     ) -> BrokerStream:
+        """Wire level: the call's protobuf events (protocol tests and tools read them)."""
         request = build_request(messages, **params)
         return self.generate_request(request, timeout_s=timeout_s)
 

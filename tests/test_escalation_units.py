@@ -7,7 +7,7 @@ client is a duck-typed fake so each retry and circuit rule can be pinned down ex
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -16,8 +16,8 @@ from edge_agent.link.escalation import CloudAnswer, Draft, EscalationFailed, Esc
 from edge_agent.settings import EscalationSettings
 from edge_agent.telemetry.meters import BrokerHealth
 from ridgeline.v1 import broker_pb2
-from ridgeline_core import errors
-from ridgeline_core.client import BrokerClient
+from ridgeline_core import errors, wire
+from ridgeline_core.client import AnswerStream, BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
 MESSAGES = [ChatMessage("user", "What is the capital of France?")]
@@ -83,6 +83,18 @@ class FakeClient:
 
     def wait_ready(self, timeout_s: float) -> None:
         assert timeout_s > 0
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        *,
+        timeout_s: float | None = None,
+        **request: Any,
+    ) -> AnswerStream:
+        """BrokerClient.stream: the request through the wire module, events back from it."""
+        pb = wire.generate_request(messages, params, **request)
+        return AnswerStream(self.generate_request(pb, timeout_s=timeout_s))  # type: ignore[arg-type]
 
     def generate_request(
         self, request: broker_pb2.GenerateRequest, *, timeout_s: float | None = None

@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ridgeline.v1 import broker_pb2
-from ridgeline_core import errors
+from ridgeline_core import errors, wire
 from ridgeline_core.cancel import CancelToken
-from ridgeline_core.client import BrokerClient, build_request
+from ridgeline_core.client import BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
+from ridgeline_core.wire import LocalDraft
 
 from ..decision import BrokerInfo
 from ..settings import EscalationSettings
@@ -38,14 +39,7 @@ _OUTAGES: tuple[type[errors.RidgelineError], ...] = (errors.UnavailableError,)
 _OUTAGE_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN"})
 
 
-@dataclass(frozen=True)
-class Draft:
-    """The local answer sent along with an escalation."""
-
-    text: str
-    confidence: float
-    model: str
-    completion_tokens: int
+Draft = LocalDraft  # the local answer sent along with an escalation
 
 
 @dataclass(frozen=True)
@@ -75,14 +69,6 @@ class EscalationFailed(Exception):
 
 def _is_outage(exc: errors.RidgelineError) -> bool:
     return isinstance(exc, _OUTAGES) or (exc.status in _OUTAGE_STATUSES)
-
-
-_FINISH = {
-    broker_pb2.FINISH_REASON_STOP: "stop",
-    broker_pb2.FINISH_REASON_LENGTH: "length",
-    broker_pb2.FINISH_REASON_STOP_SEQUENCE: "stop_sequence",
-    broker_pb2.FINISH_REASON_CANCELLED: "cancelled",
-}
 
 
 class BrokerLink(Protocol):
@@ -206,12 +192,7 @@ class Escalator:
         attempts = 0
         settled = False  # the circuit heard how this call ended
         try:
-            try:
-                request = self._request(messages, params, draft)
-            except (errors.RidgelineError, ValueError) as bad:
-                raise EscalationFailed(
-                    f"the request cannot be sent: {bad}", started=False, attempts=0, outage=False
-                ) from bad
+            request = _Request(list(messages), params, draft, uuid.uuid4().hex)  # one id, retried
             while True:
                 attempts += 1
                 remaining = deadline_s - (time.perf_counter() - started)
@@ -241,34 +222,9 @@ class Escalator:
             if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
                 self.circuit.release()
 
-    def _request(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, draft: Draft | None
-    ) -> broker_pb2.GenerateRequest:
-        pb_draft = None
-        if draft is not None:
-            pb_draft = broker_pb2.LocalDraft(
-                text=draft.text,
-                confidence=draft.confidence,
-                model=draft.model,
-                completion_tokens=draft.completion_tokens,
-            )
-        return build_request(
-            [{"role": m.role, "content": m.content} for m in messages],
-            model=self.model or None,
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k or None,
-            seed=params.seed,
-            stop=params.stop,
-            choices=params.choices,
-            device_id=self.device_id,
-            local_draft=pb_draft,
-        )
-
     def _call(
         self,
-        request: broker_pb2.GenerateRequest,
+        request: _Request,
         remaining_s: float,
         attempts: int,
         started: float,
@@ -278,7 +234,7 @@ class Escalator:
             raise _Attempt(errors.UnavailableError("the escalation deadline passed"), False)
         streamed = False
         stream = None
-        result: broker_pb2.GenerateResult | None = None
+        result: wire.BrokerResult | None = None
         forget: Callable[[], None] | None = None
         try:
             connect_started = time.perf_counter()
@@ -289,7 +245,15 @@ class Escalator:
                 raise errors.UnavailableError("the escalation deadline passed while connecting")
             if cancel is not None:
                 cancel.check()
-            stream = self.client.generate_request(request, timeout_s=remaining_s)
+            stream = self.client.stream(
+                request.messages,
+                request.params,
+                model=self.model or None,
+                device_id=self.device_id,
+                draft=request.draft,
+                request_id=request.request_id,
+                timeout_s=remaining_s,
+            )
             if cancel is not None:
                 forget = cancel.on_cancel(stream.cancel)
             parts: list[str] = []
@@ -299,20 +263,20 @@ class Escalator:
                 now = time.perf_counter()
                 if first_event is None:
                     first_event = now
-                if event.HasField("delta"):
-                    if event.delta.text:
+                if isinstance(event, wire.BrokerDelta):
+                    if event.text:
                         if first_text is None:
                             first_text = now
                         streamed = True
-                        parts.append(event.delta.text)
-                        yield event.delta.text
+                        parts.append(event.text)
+                        yield event.text
                 else:
-                    result = event.result
+                    result = event
         except errors.RidgelineError as exc:
             if cancel is not None and cancel.cancelled:
                 raise errors.RequestCancelledError(cancel.reason) from exc
             raise _Attempt(exc, streamed) from exc
-        except ValueError as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
+        except (ValueError, KeyError) as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
             closed = errors.UnavailableError(f"the broker link is closed ({exc})")
             raise _Attempt(closed, streamed) from exc
         finally:
@@ -324,7 +288,7 @@ class Escalator:
             raise _Attempt(errors.UnavailableError("the stream ended without a result"), streamed)
         rtt = None
         if first_event is not None:
-            broker_first_s = result.timings.time_to_first_token_ms / 1000
+            broker_first_s = result.time_to_first_token_ms / 1000
             rtt = max(0.0, first_event - call_started - broker_first_s)
             self.health.record_rtt(rtt)
         self.circuit.record_success()
@@ -333,10 +297,10 @@ class Escalator:
         return CloudAnswer(
             text="".join(parts),
             model=result.answer_model,
-            models_used=tuple(result.models_used),
-            finish_reason=_FINISH.get(result.finish_reason, "unknown"),
-            prompt_tokens=result.usage.prompt_tokens,
-            completion_tokens=result.usage.completion_tokens,
+            models_used=result.models_used,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
             rtt_s=rtt,
             time_to_first_text_s=None if first_text is None else first_text - started,
             total_s=end - started,
@@ -426,6 +390,16 @@ class Escalator:
         if self._prober is not None:
             self._prober.join(timeout=5)
         self.client.close()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One escalation: what it asks, and the id every attempt of it carries."""
+
+    messages: list[ChatMessage]
+    params: SamplingParams
+    draft: Draft | None
+    request_id: str
 
 
 class _Attempt(Exception):

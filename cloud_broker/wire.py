@@ -1,0 +1,174 @@
+"""The broker's side of ``ridgeline.v1``: requests in, events out, checked at the boundary.
+
+Every request is checked here before any model work starts: its target, message count and
+size, roles, sampling parameters and choices; ``max_tokens`` above ``limits.max_tokens``
+is clamped rather than refused, so an edge device built for a bigger broker still gets an
+answer. Bytes that do not parse stand in as :class:`Malformed`, so the call can answer
+INVALID_ARGUMENT (gRPC itself would answer INTERNAL). The role and finish-reason tables are
+the client's (:mod:`ridgeline_core.wire`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from ridgeline.v1 import broker_pb2
+from ridgeline_core import errors
+from ridgeline_core.runtime import ChatMessage, SamplingParams
+from ridgeline_core.runtime.choices import check_choices
+from ridgeline_core.wire import FINISH_TO_PB, ROLES_FROM_PB
+
+from .backends import BackendRequest, Outcome
+from .settings import LimitsSettings
+
+__all__ = [
+    "Malformed",
+    "backend_request",
+    "delta_to_pb",
+    "lenient",
+    "result_to_pb",
+    "target_model",
+]
+
+_MAX_REQUEST_ID = 128
+_MAX_STOPS = 8
+_MAX_STOP_CHARS = 64
+_MAX_SEED = 2**32 - 1
+_SINGLE = (broker_pb2.Strategy.KIND_UNSPECIFIED, broker_pb2.Strategy.KIND_SINGLE)
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, method: str, error: Exception) -> None:
+        self.method = method
+        self.error = error
+
+    def check(self) -> None:
+        raise errors.InvalidRequestError(f"malformed {self.method} request: {self.error}")
+
+
+def lenient(message: Any, method: str) -> Callable[[bytes], Any]:
+    """A request deserializer that yields :class:`Malformed` instead of failing."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return Malformed(method, exc)
+
+    return parse
+
+
+def target_model(request: broker_pb2.GenerateRequest) -> str | None:
+    """The model a request names (None: the broker's default)."""
+    if request.WhichOneof("target") != "strategy":
+        return request.model or None
+    strategy = request.strategy
+    kind = broker_pb2.Strategy.Kind.Name(strategy.kind)
+    if strategy.kind not in _SINGLE:
+        raise errors.UnsupportedError(f"strategy {kind} is not offered by this broker")
+    if len(strategy.models) > 1:
+        raise errors.InvalidRequestError(f"strategy {kind} takes at most one model")
+    return strategy.models[0] if strategy.models else None
+
+
+def backend_request(request: broker_pb2.GenerateRequest, limits: LimitsSettings) -> BackendRequest:
+    """The request's messages and sampling, checked against ``limits``."""
+    if len(request.request_id) > _MAX_REQUEST_ID:
+        raise errors.InvalidRequestError(
+            f"request_id is {len(request.request_id)} characters; at most {_MAX_REQUEST_ID}"
+        )
+    messages = _messages(request, limits)
+    return BackendRequest(request.request_id, messages, _params(request.params, limits))
+
+
+def _messages(
+    request: broker_pb2.GenerateRequest, limits: LimitsSettings
+) -> tuple[ChatMessage, ...]:
+    if not request.messages:
+        raise errors.InvalidRequestError("messages is empty: send at least one message")
+    if len(request.messages) > limits.max_messages:
+        raise errors.InvalidRequestError(
+            f"{len(request.messages)} messages; this broker takes at most {limits.max_messages}"
+        )
+    chars = 0
+    messages = []
+    for index, message in enumerate(request.messages):
+        role = ROLES_FROM_PB.get(message.role)
+        if role is None:
+            raise errors.InvalidRequestError(f"messages[{index}].role is not set")
+        chars += len(message.content)
+        messages.append(ChatMessage(role, message.content))  # type: ignore[arg-type]
+    if chars > limits.max_prompt_chars:
+        raise errors.InvalidRequestError(
+            f"prompt is {chars} characters; this broker takes at most {limits.max_prompt_chars}"
+        )
+    if not any(m.content.strip() for m in messages if m.role == "user"):
+        raise errors.EmptyPromptError("no user message with text")
+    return tuple(messages)
+
+
+def _params(params: broker_pb2.SamplingParams, limits: LimitsSettings) -> SamplingParams:
+    max_tokens = limits.default_max_tokens
+    if params.HasField("max_tokens"):
+        if params.max_tokens == 0:
+            raise errors.InvalidRequestError("params.max_tokens must be at least 1")
+        max_tokens = min(params.max_tokens, limits.max_tokens)
+    sampling: dict[str, Any] = {"max_tokens": max_tokens}
+    if params.HasField("temperature"):
+        if not (math.isfinite(params.temperature) and 0 <= params.temperature <= 2):
+            raise errors.InvalidRequestError("params.temperature must be within [0, 2]")
+        sampling["temperature"] = params.temperature
+    if params.HasField("top_p"):
+        if not (math.isfinite(params.top_p) and 0 < params.top_p <= 1):
+            raise errors.InvalidRequestError("params.top_p must be within (0, 1]")
+        sampling["top_p"] = params.top_p
+    if params.HasField("top_k"):
+        sampling["top_k"] = params.top_k
+    if params.HasField("seed"):
+        if params.seed > _MAX_SEED:
+            raise errors.InvalidRequestError(f"params.seed must be at most {_MAX_SEED}")
+        sampling["seed"] = params.seed
+    if params.stop:
+        sampling["stop"] = _stops(params.stop)
+    if params.choices:
+        sampling["choices"] = check_choices(params.choices, "params.choices")
+    return SamplingParams(**sampling)
+
+
+def _stops(stops: Any) -> tuple[str, ...]:
+    if len(stops) > _MAX_STOPS:
+        raise errors.InvalidRequestError(f"at most {_MAX_STOPS} stop sequences")
+    if any(not stop or len(stop) > _MAX_STOP_CHARS for stop in stops):
+        raise errors.InvalidRequestError(f"stop sequences must be 1-{_MAX_STOP_CHARS} characters")
+    return tuple(stops)
+
+
+def delta_to_pb(text: str, model: str) -> broker_pb2.GenerateResponse:
+    return broker_pb2.GenerateResponse(delta=broker_pb2.TextDelta(text=text, model=model))
+
+
+def result_to_pb(
+    outcome: Outcome, model: str, queue_s: float, first_s: float, total_s: float
+) -> broker_pb2.GenerateResponse:
+    return broker_pb2.GenerateResponse(
+        result=broker_pb2.GenerateResult(
+            finish_reason=FINISH_TO_PB[outcome.finish_reason],
+            models_used=[model],
+            answer_model=model,
+            usage=broker_pb2.Usage(
+                prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
+            ),
+            timings=broker_pb2.BrokerTimings(
+                queue_ms=queue_s * 1000,
+                time_to_first_token_ms=first_s * 1000,
+                total_ms=total_s * 1000,
+            ),
+            strategy=broker_pb2.Strategy.KIND_SINGLE,
+        )
+    )
