@@ -12,63 +12,27 @@ request was wrong or not allowed (invalid, unauthenticated, rate limited) do not
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
-from ridgeline_core import errors, wire
+from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
-from ridgeline_core.wire import LocalDraft
 
 from ..decision import BrokerInfo
 from ..settings import EscalationSettings
 from ..telemetry.meters import BrokerHealth
+from .answers import CloudAnswer, Draft, EscalationFailed
+from .attempt import EscalationRequest
 from .circuit import CircuitBreaker
+from .prober import HealthProber
+from .retrying import RetryingCall
 
 __all__ = ["BrokerLink", "CloudAnswer", "Draft", "EscalationFailed", "Escalator", "drain"]
 
 log = logging.getLogger(__name__)
-
-# Errors that say the broker (or the link to it) is down, not that this request was wrong.
-_OUTAGES: tuple[type[errors.RidgelineError], ...] = (errors.UnavailableError,)
-_OUTAGE_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN"})
-
-
-Draft = LocalDraft  # the local answer sent along with an escalation
-
-
-@dataclass(frozen=True)
-class CloudAnswer:
-    text: str
-    model: str
-    models_used: tuple[str, ...]
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    rtt_s: float | None  # link time: first event at the client minus the broker's own TTFT
-    time_to_first_text_s: float | None
-    total_s: float
-    attempts: int
-
-
-class EscalationFailed(Exception):
-    """The broker gave no complete answer; ``started`` says whether text had streamed."""
-
-    def __init__(self, reason: str, *, started: bool, attempts: int, outage: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.started = started
-        self.attempts = attempts
-        self.outage = outage
-
-
-def _is_outage(exc: errors.RidgelineError) -> bool:
-    return isinstance(exc, _OUTAGES) or (exc.status in _OUTAGE_STATUSES)
 
 
 class BrokerLink(Protocol):
@@ -134,9 +98,9 @@ class Escalator:
             settings.failure_threshold, settings.reset_after_s, settings.reset_max_s
         )
         self._on_change = on_change  # telemetry changed: rebuild the snapshot
-        self._stop = threading.Event()
-        self._wake = threading.Event()  # the circuit opened, or close(): re-plan the prober
-        self._prober: threading.Thread | None = None
+        self.prober = HealthProber(
+            client, settings, self.circuit, health, address=address, on_change=on_change
+        )
 
     def available(self) -> tuple[bool, str]:
         """Whether a call may go out now, and if not, why (without using up a trial)."""
@@ -174,6 +138,28 @@ class Escalator:
         """Yield the broker's text as it arrives and return its answer, or raise
         :class:`EscalationFailed`; RequestCancelledError when ``cancel`` is cancelled.
         Cancelling, or closing the generator, stops the call on the broker at once."""
+        self._take_call(deadline_s)
+        request = EscalationRequest(
+            list(messages), params, draft, uuid.uuid4().hex, self.model or None, self.device_id
+        )  # one id for every attempt
+        settled = False  # the circuit heard how this call ended
+        try:
+            call = RetryingCall(
+                self.client, self.settings, request, cancel, on_success=self._succeeded,
+                on_failure=self._record_failure,
+            )  # fmt: skip
+            answer = yield from call.run(deadline_s)
+            settled = True
+            return answer
+        except EscalationFailed as failed:
+            settled = failed.outage
+            raise
+        finally:
+            if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
+                self.circuit.release()
+
+    def _take_call(self, deadline_s: float) -> None:
+        """Refuse a call that cannot go out; otherwise it holds the circuit's permission."""
         if deadline_s <= 0:
             # The caller's time ran out before the call (a slow local generation): no fault
             # of the broker's, so it neither counts towards the circuit nor takes a trial.
@@ -188,139 +174,12 @@ class Escalator:
             if self.circuit.state == "half-open":
                 reason = "a trial call to the broker is already in flight"
             raise EscalationFailed(reason, started=False, attempts=0, outage=True)
-        started = time.perf_counter()
-        attempts = 0
-        settled = False  # the circuit heard how this call ended
-        try:
-            request = _Request(list(messages), params, draft, uuid.uuid4().hex)  # one id, retried
-            while True:
-                attempts += 1
-                remaining = deadline_s - (time.perf_counter() - started)
-                try:
-                    answer = yield from self._call(request, remaining, attempts, started, cancel)
-                    settled = True
-                    return answer
-                except _Attempt as failure:
-                    exc = failure.error
-                    remaining = deadline_s - (time.perf_counter() - started)
-                    delay = self._retry_delay(exc, failure.started, attempts, remaining)
-                    if delay is None:
-                        outage = _is_outage(exc)
-                        self._record_failure(exc, outage)
-                        settled = outage
-                        raise EscalationFailed(
-                            f"{type(exc).__name__}: {exc}",
-                            started=failure.started,
-                            attempts=attempts,
-                            outage=outage,
-                        ) from exc
-                    if cancel is None:
-                        time.sleep(delay)
-                    elif cancel.wait(delay):
-                        cancel.check()
-        finally:
-            if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
-                self.circuit.release()
 
-    def _call(
-        self,
-        request: _Request,
-        remaining_s: float,
-        attempts: int,
-        started: float,
-        cancel: CancelToken | None,
-    ) -> Generator[str, None, CloudAnswer]:
-        if remaining_s <= 0:
-            raise _Attempt(errors.UnavailableError("the escalation deadline passed"), False)
-        streamed = False
-        stream = None
-        result: wire.BrokerResult | None = None
-        forget: Callable[[], None] | None = None
-        try:
-            connect_started = time.perf_counter()
-            self.client.wait_ready(min(self.settings.connect_timeout_s, remaining_s))
-            call_started = time.perf_counter()
-            remaining_s -= call_started - connect_started
-            if remaining_s <= 0:
-                raise errors.UnavailableError("the escalation deadline passed while connecting")
-            if cancel is not None:
-                cancel.check()
-            stream = self.client.stream(
-                request.messages,
-                request.params,
-                model=self.model or None,
-                device_id=self.device_id,
-                draft=request.draft,
-                request_id=request.request_id,
-                timeout_s=remaining_s,
-            )
-            if cancel is not None:
-                forget = cancel.on_cancel(stream.cancel)
-            parts: list[str] = []
-            first_event: float | None = None
-            first_text: float | None = None
-            for event in stream:
-                now = time.perf_counter()
-                if first_event is None:
-                    first_event = now
-                if isinstance(event, wire.BrokerDelta):
-                    if event.text:
-                        if first_text is None:
-                            first_text = now
-                        streamed = True
-                        parts.append(event.text)
-                        yield event.text
-                else:
-                    result = event
-        except errors.RidgelineError as exc:
-            if cancel is not None and cancel.cancelled:
-                raise errors.RequestCancelledError(cancel.reason) from exc
-            raise _Attempt(exc, streamed) from exc
-        except (ValueError, KeyError) as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
-            closed = errors.UnavailableError(f"the broker link is closed ({exc})")
-            raise _Attempt(closed, streamed) from exc
-        finally:
-            if forget is not None:
-                forget()
-            if stream is not None and result is None:
-                stream.cancel()  # stop the broker's work at once, not at garbage collection
-        if result is None:
-            raise _Attempt(errors.UnavailableError("the stream ended without a result"), streamed)
-        rtt = None
-        if first_event is not None:
-            broker_first_s = result.time_to_first_token_ms / 1000
-            rtt = max(0.0, first_event - call_started - broker_first_s)
-            self.health.record_rtt(rtt)
+    def _succeeded(self, rtt_s: float | None) -> None:
+        if rtt_s is not None:
+            self.health.record_rtt(rtt_s)
         self.circuit.record_success()
         self._on_change()
-        end = time.perf_counter()
-        return CloudAnswer(
-            text="".join(parts),
-            model=result.answer_model,
-            models_used=result.models_used,
-            finish_reason=result.finish_reason,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            rtt_s=rtt,
-            time_to_first_text_s=None if first_text is None else first_text - started,
-            total_s=end - started,
-            attempts=attempts,
-        )
-
-    def _retry_delay(
-        self, exc: errors.RidgelineError, streamed: bool, attempts: int, remaining_s: float
-    ) -> float | None:
-        if streamed or attempts > self.settings.retries:
-            return None
-        if isinstance(exc, errors.OverloadedError):
-            delay = exc.retry_after_s
-        elif isinstance(exc, errors.UnavailableError) and exc.status == "UNAVAILABLE":
-            delay = 0.1 * attempts  # refused or reset before any byte: the broker may be back
-        else:
-            return None
-        if delay >= remaining_s - self.settings.connect_timeout_s:
-            return None  # no time left for another try
-        return delay
 
     def _record_failure(self, exc: errors.RidgelineError, outage: bool) -> None:
         if outage:
@@ -329,84 +188,23 @@ class Escalator:
             if self.circuit.state == "open":
                 if not was_open:
                     log.warning("broker %s: circuit opened (%s)", self.address, exc)
-                    self._wake.set()
+                    self.prober.wake()
                 self.health.record_down()
                 self._on_change()
         else:
             self.circuit.release()
 
-    # -- health probing ------------------------------------------------------------
-
     def probe(self) -> bool:
         """One health check; closes an open circuit when the broker serves again."""
-        started = time.perf_counter()
-        ok = False
-        try:
-            self.client.wait_ready(self.settings.probe_timeout_s)
-            ok = self.client.health(timeout_s=self.settings.probe_timeout_s)
-        except errors.RidgelineError:
-            ok = False
-        if ok:
-            self.health.record_rtt(time.perf_counter() - started)
-            if self.circuit.state != "closed":
-                log.info("broker %s: serving again, circuit closed", self.address)
-            self.circuit.record_success()
-        else:
-            if self.circuit.state == "half-open":
-                self.circuit.allow()  # take the trial so the failure doubles the wait
-            self.circuit.record_failure("health probe failed")
-            if self.circuit.state != "closed":
-                self.health.record_down()
-        self._on_change()
-        return ok
+        return self.prober.probe()
 
     def start_probing(self, idle_interval_s: float = 30.0) -> None:
-        """Probe in the background: when the circuit is open, as soon as it would let a
-        trial through (with its backoff); otherwise every ``idle_interval_s``."""
-        if self._prober is not None:
-            return
-
-        def loop() -> None:
-            while True:
-                closed = self.circuit.state == "closed"
-                wait = idle_interval_s if closed else self.circuit.retry_in_s()
-                woke = self._wake.wait(wait)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                if woke:  # woken early: the circuit changed, so work out the wait again
-                    continue
-                try:
-                    self.probe()
-                except Exception:  # a bug must not end probing (the circuit would stay open)
-                    log.exception("broker %s: health probe failed unexpectedly", self.address)
-
-        self._prober = threading.Thread(target=loop, name="ridgeline-broker-probe", daemon=True)
-        self._prober.start()
+        """Probe in the background (see :class:`~.prober.HealthProber`)."""
+        self.prober.start(idle_interval_s)
 
     def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._prober is not None:
-            self._prober.join(timeout=5)
+        self.prober.close()
         self.client.close()
-
-
-@dataclass(frozen=True)
-class _Request:
-    """One escalation: what it asks, and the id every attempt of it carries."""
-
-    messages: list[ChatMessage]
-    params: SamplingParams
-    draft: Draft | None
-    request_id: str
-
-
-class _Attempt(Exception):
-    def __init__(self, error: errors.RidgelineError, started: bool) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.started = started
 
 
 def answered_info(link: BrokerLink, cloud: CloudAnswer) -> BrokerInfo:
