@@ -8,6 +8,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -395,91 +396,122 @@ def calibrate(
     Brier, accuracy at coverage), then fits the chosen one on all questions and saves it
     where the agent finds it. With --remember, each question and whether its answer was
     right also go to the pre-route's outcome memory."""
-    from ridgeline_core.runtime import SamplingParams
-
     from ..agent import EdgeAgent
-    from ..confidence.calibrated import calibration_path, prompt_style
     from ..evaluation import harness
 
     items = _questions(dataset, limit)
     held = _questions(heldout, None) if heldout else None
     settings = state.load({"models.default": (model, f"--model {model}")} if model else None)
     settings = settings.settings
-    name = settings.models.default
     with EdgeAgent(settings, background=False) as agent:
-        manifest = agent.catalog.get(name)
-        target = out or calibration_path(manifest)
-        if target is None:
-            raise ConfigError(f"{name} has no manifest file to save beside; pass --out FILE")
-        _check_writable(target)
-        runtime = agent.runtime(name, CliProgress(lines=False))
-        methods = list(harness.METHODS.values())
-        probes = harness.probes_needed(methods)
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        system_prompt = settings.generation.system_prompt
-        progress = CliProgress(unit="items")
-        observations = harness.observe(
-            runtime, items, system_prompt=system_prompt, params=params, probes=probes,
-            progress=progress,
-        )  # fmt: skip
-        held_obs = None
-        if held is not None:
-            held_obs = harness.observe(
-                runtime, held, system_prompt=system_prompt, params=params, probes=probes,
-                progress=progress,
-            )  # fmt: skip
-        reports = harness.compare_methods(observations, methods, heldout=held_obs)
-        chosen_name = method
-        if method == "auto":
-            chosen_name = min(reports, key=lambda r: r.brier).method
-        chosen = harness.METHODS[chosen_name]
-        chosen_report = next(r for r in reports if r.method == chosen_name)
-        info = {
-            "dataset": str(dataset),
-            "questions": len(items),
-            "accuracy": sum(o.correct for o in observations) / len(observations),
-            "max_tokens": max_tokens,
-            "heldout": chosen_report.row(),
-            "methods": [r.row() for r in reports],
-            "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        fitted = harness.fit(
-            observations,
-            chosen,
-            model=name,
-            prompt_style=prompt_style(runtime, system_prompt),
-            info=info,
-        )
-        fitted.save(target)
-        remembered = _remember(agent, name, observations) if remember else None
+        fitted = _fit_calibration(agent, items, held, dataset, method, out, max_tokens)
+        remembered = _remember(agent, fitted.name, fitted.observations) if remember else None
     plot_file = None
     if not no_plot:
-        plot_file = plot_path or target.with_suffix(".png")
-        title = f"{name}: fitted on {dataset.name} ({len(items)} questions), {chosen_report.how}"
-        harness.plot_calibration(reports, plot_file, title)
+        plot_file = plot_path or fitted.target.with_suffix(".png")
+        how = fitted.chosen_report.how
+        title = f"{fitted.name}: fitted on {dataset.name} ({len(items)} questions), {how}"
+        harness.plot_calibration(fitted.reports, plot_file, title)
     report = {
-        "model": name,
+        "model": fitted.name,
         "dataset": str(dataset),
         "questions": len(items),
-        "local_accuracy": info["accuracy"],
-        "methods": [r.row() for r in reports],
-        "chosen": chosen_name,
-        "saved": str(target),
+        "local_accuracy": fitted.accuracy,
+        "methods": [r.row() for r in fitted.reports],
+        "chosen": fitted.chosen,
+        "saved": str(fitted.target),
         "plot": None if plot_file is None else str(plot_file),
         "remembered": remembered,
     }
     if as_json:
         click.echo(json.dumps(_json_safe(report), indent=2))
         return
-    _print_methods(reports, chosen_name)
-    click.echo(f"accuracy of the local answers: {info['accuracy']:.3f} ({len(items)} questions)")
-    click.echo(f"saved {chosen_name} calibration to {target}")
-    if out is not None and out != calibration_path(manifest):
-        click.echo(f'  (the agent reads it with confidence.calibration_file = "{out}")')
-    if plot_file is not None:
-        click.echo(f"wrote {plot_file}")
+    _print_calibration(fitted, out, plot_file, len(items))
     if remembered is not None:
         click.echo(f"remembered {len(items)} outcomes in {remembered}")
+
+
+@dataclass
+class _Fitted:
+    """A calibration fitted and saved: for the report."""
+
+    name: str
+    target: Path
+    default_target: Path | None  # where the agent looks without calibration_file
+    reports: list[Any]
+    chosen: str
+    chosen_report: Any
+    accuracy: float
+    observations: list[Any]
+
+
+def _fit_calibration(
+    agent: Any,
+    items: list[Any],
+    held: list[Any] | None,
+    dataset: Path,
+    method: str,
+    out: Path | None,
+    max_tokens: int,
+) -> _Fitted:
+    """Answer the questions, compare the methods, fit the chosen one and save it."""
+    from ridgeline_core.runtime import SamplingParams
+
+    from ..confidence.calibrated import calibration_path, prompt_style
+    from ..evaluation import harness
+
+    settings = agent.settings
+    name = settings.models.default
+    manifest = agent.catalog.get(name)
+    target = out or calibration_path(manifest)
+    if target is None:
+        raise ConfigError(f"{name} has no manifest file to save beside; pass --out FILE")
+    _check_writable(target)
+    runtime = agent.runtime(name, CliProgress(lines=False))
+    methods = list(harness.METHODS.values())
+    system_prompt = settings.generation.system_prompt
+
+    def observe(questions: list[Any]) -> list[Any]:
+        return harness.observe(
+            runtime, questions, system_prompt=system_prompt,
+            params=SamplingParams(max_tokens=max_tokens, temperature=0.0),
+            probes=harness.probes_needed(methods), progress=CliProgress(unit="items"),
+        )  # fmt: skip
+
+    observations = observe(items)
+    reports = harness.compare_methods(
+        observations, methods, heldout=observe(held) if held is not None else None
+    )
+    chosen = min(reports, key=lambda r: r.brier).method if method == "auto" else method
+    chosen_report = next(r for r in reports if r.method == chosen)
+    accuracy = sum(o.correct for o in observations) / len(observations)
+    info = {
+        "dataset": str(dataset),
+        "questions": len(items),
+        "accuracy": accuracy,
+        "max_tokens": max_tokens,
+        "heldout": chosen_report.row(),
+        "methods": [r.row() for r in reports],
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    style = prompt_style(runtime, system_prompt)
+    harness.fit(
+        observations, harness.METHODS[chosen], model=name, prompt_style=style, info=info
+    ).save(target)
+    return _Fitted(
+        name, target, calibration_path(manifest), reports, chosen, chosen_report, accuracy,
+        observations,
+    )  # fmt: skip
+
+
+def _print_calibration(fitted: _Fitted, out: Path | None, plot: Path | None, n: int) -> None:
+    _print_methods(fitted.reports, fitted.chosen)
+    click.echo(f"accuracy of the local answers: {fitted.accuracy:.3f} ({n} questions)")
+    click.echo(f"saved {fitted.chosen} calibration to {fitted.target}")
+    if out is not None and out != fitted.default_target:
+        click.echo(f'  (the agent reads it with confidence.calibration_file = "{out}")')
+    if plot is not None:
+        click.echo(f"wrote {plot}")
 
 
 def _remember(agent: Any, model: str, observations: list[Any]) -> str:
