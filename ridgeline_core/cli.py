@@ -254,104 +254,109 @@ def _open_models(state: CliState) -> tuple[ManifestCatalog, ModelStore, str]:
 
 
 def _models_group() -> click.Group:
-    """``models list | pull | build | verify | rm``."""
-
-    @click.group("models", cls=RidgelineGroup)
-    def models() -> None:
-        """List, pull, build, verify and remove models in the local store."""
-
-    @models.command("list")
-    @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    @click.pass_obj
-    def list_models(state: CliState, as_json: bool) -> None:
-        """Known models and whether each is in the store."""
-        catalog, store, default = _open_models(state)
-        rows = [_model_row(m, store, default) for m in catalog]
-        if as_json:
-            echo_json({"store": str(store.root), "models": rows})
-            return
-        table = Table(box=None, header_style="bold")
-        for column in ("NAME", "ROLE", "RUNTIME", "SIZE", "STATUS", "LICENSE"):
-            table.add_column(column, no_wrap=True)
-        for row in rows:
-            status = "pulled" if row["pulled"] else "not pulled"
-            if row["built"] is not None:
-                status += ", built" if row["built"] else ", not built"
-            table.add_row(
-                row["name"] + (" *" if row["default"] else ""), row["role"], row["runtime"],
-                format_bytes(row["size"]), status, row["license"],
-            )  # fmt: skip
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)  # a pipe or a log: never wrap rows
-        console.print(table)
-        click.echo(f"* default model · store: {store.root}")
-
-    @models.command("pull")
-    @click.argument("names", nargs=-1, metavar="[NAME]...")
-    @click.option("--force", is_flag=True, help="fetch again even if a verified copy exists")
-    @click.pass_obj
-    def pull(state: CliState, names: tuple[str, ...], force: bool) -> None:
-        """Fetch models into the store and verify their sha256 (default: the default model)."""
-        catalog, store, default = _open_models(state)
-        for name in names or (default,):
-            manifest = catalog.get(name)
-            result = store.pull(manifest, CliProgress(), force=force)
-            what = "pulled" if result.fetched else "already present and verified:"
-            click.echo(
-                f"{what} {manifest.name} ({format_bytes(result.size)}, "
-                f"sha256 {manifest.sha256[:12]}) in {result.seconds:.1f} s"
-            )
-
-    @models.command("build")
-    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
-    @click.option("--force", is_flag=True, help="build again even if an up-to-date build exists")
-    @click.pass_obj
-    def build(state: CliState, names: tuple[str, ...], force: bool) -> None:
-        """Make the files a model's runtime loads (ONNX fp32 and int8 from safetensors),
-        pulling the model first if needed, and store them with their sha256."""
-        from .store.build import build_model
-
-        catalog, store, _ = _open_models(state)
-        for name in names:
-            manifest = catalog.get(name)
-            result = build_model(store, manifest, CliProgress(), force=force)
-            what = "built" if result.built else "already built:"
-            variants = ", ".join(
-                f"{variant} {format_bytes(built.size)} sha256 {built.sha256[:12]}"
-                for variant, built in result.record.artifacts.items()
-            )
-            click.echo(f"{what} {manifest.name} ({variants}) in {result.seconds:.1f} s")
-
-    @models.command("verify")
-    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
-    @click.pass_obj
-    def verify(state: CliState, names: tuple[str, ...]) -> None:
-        """Hash stored models in full and compare with their manifests."""
-        catalog, store, _ = _open_models(state)
-        for name in names:
-            manifest = catalog.get(name)
-            store.verify(manifest, CliProgress())
-            click.echo(f"ok: {manifest.name} matches sha256 {manifest.sha256}")
-            if manifest.build is not None and store.build_record(manifest) is not None:
-                for variant in manifest.build.variants:
-                    store.open_built(manifest, variant, full=True)
-                    click.echo(f"ok: {manifest.name} {variant} build")
-
-    @models.command("rm")
-    @click.argument("names", nargs=-1, required=True, metavar="NAME...")
-    @click.pass_obj
-    def remove(state: CliState, names: tuple[str, ...]) -> None:
-        """Delete models from the store."""
-        catalog, store, _ = _open_models(state)
-        for name in names:
-            manifest = catalog.get(name)
-            freed = store.remove(manifest)
-            if not freed:
-                raise ModelNotPulledError(f"model {name!r} is not in the store {store.root}")
-            click.echo(f"removed {manifest.name} ({format_bytes(freed)} freed)")
-
+    """``models list | pull | build | verify | rm`` (one group, shared by both commands)."""
     return models
+
+
+@click.group("models", cls=RidgelineGroup)
+def models() -> None:
+    """List, pull, build, verify and remove models in the local store."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def list_models(state: CliState, as_json: bool) -> None:
+    """Known models and whether each is in the store."""
+    catalog, store, default = _open_models(state)
+    rows = [_model_row(m, store, default) for m in catalog]
+    if as_json:
+        echo_json({"store": str(store.root), "models": rows})
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "ROLE", "RUNTIME", "SIZE", "STATUS", "LICENSE"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        status = "pulled" if row["pulled"] else "not pulled"
+        if row["built"] is not None:
+            status += ", built" if row["built"] else ", not built"
+        table.add_row(
+            row["name"] + (" *" if row["default"] else ""), row["role"], row["runtime"],
+            format_bytes(row["size"]), status, row["license"],
+        )  # fmt: skip
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)  # a pipe or a log: never wrap rows
+    console.print(table)
+    click.echo(f"* default model · store: {store.root}")
+
+
+@models.command("pull")
+@click.argument("names", nargs=-1, metavar="[NAME]...")
+@click.option("--force", is_flag=True, help="fetch again even if a verified copy exists")
+@click.pass_obj
+def pull(state: CliState, names: tuple[str, ...], force: bool) -> None:
+    """Fetch models into the store and verify their sha256 (default: the default model)."""
+    catalog, store, default = _open_models(state)
+    for name in names or (default,):
+        manifest = catalog.get(name)
+        result = store.pull(manifest, CliProgress(), force=force)
+        what = "pulled" if result.fetched else "already present and verified:"
+        click.echo(
+            f"{what} {manifest.name} ({format_bytes(result.size)}, "
+            f"sha256 {manifest.sha256[:12]}) in {result.seconds:.1f} s"
+        )
+
+
+@models.command("build")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--force", is_flag=True, help="build again even if an up-to-date build exists")
+@click.pass_obj
+def build(state: CliState, names: tuple[str, ...], force: bool) -> None:
+    """Make the files a model's runtime loads (ONNX fp32 and int8 from safetensors),
+    pulling the model first if needed, and store them with their sha256."""
+    from .store.build import build_model
+
+    catalog, store, _ = _open_models(state)
+    for name in names:
+        manifest = catalog.get(name)
+        result = build_model(store, manifest, CliProgress(), force=force)
+        what = "built" if result.built else "already built:"
+        variants = ", ".join(
+            f"{variant} {format_bytes(built.size)} sha256 {built.sha256[:12]}"
+            for variant, built in result.record.artifacts.items()
+        )
+        click.echo(f"{what} {manifest.name} ({variants}) in {result.seconds:.1f} s")
+
+
+@models.command("verify")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.pass_obj
+def verify(state: CliState, names: tuple[str, ...]) -> None:
+    """Hash stored models in full and compare with their manifests."""
+    catalog, store, _ = _open_models(state)
+    for name in names:
+        manifest = catalog.get(name)
+        store.verify(manifest, CliProgress())
+        click.echo(f"ok: {manifest.name} matches sha256 {manifest.sha256}")
+        if manifest.build is not None and store.build_record(manifest) is not None:
+            for variant in manifest.build.variants:
+                store.open_built(manifest, variant, full=True)
+                click.echo(f"ok: {manifest.name} {variant} build")
+
+
+@models.command("rm")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.pass_obj
+def remove(state: CliState, names: tuple[str, ...]) -> None:
+    """Delete models from the store."""
+    catalog, store, _ = _open_models(state)
+    for name in names:
+        manifest = catalog.get(name)
+        freed = store.remove(manifest)
+        if not freed:
+            raise ModelNotPulledError(f"model {name!r} is not in the store {store.root}")
+        click.echo(f"removed {manifest.name} ({format_bytes(freed)} freed)")
 
 
 def _model_row(manifest: ModelManifest, store: ModelStore, default: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -358,20 +359,40 @@ class LlamaCppRuntime:
         """Tokens of the answer. With ``grammar`` (a choices answer) the grammar ends the
         answer once a choice is complete, so max_tokens and stop sequences do not apply,
         and the text is held back until it is known to be a whole choice."""
-        lib, llm, signals = self._lib, self._llm, self._signals
         room = self.context_length - len(prompt_tokens)
         budget = room if grammar is not None else min(params.max_tokens, room)
-        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
-        ctx, n_vocab = llm._ctx.ctx, self._n_vocab
         matcher: StopMatcher | ChoiceHolder = (
             ChoiceHolder(params.choices, self.manifest.name)
             if grammar is not None
             else StopMatcher(stops)
         )
-        utf8, held = Utf8Stream(), _HeldTokens()
+        out = _Output(matcher, Utf8Stream(), _HeldTokens(), stats)
         finish = FinishReason.LENGTH
         started = time.perf_counter()
-        tokens = llm.generate(
+        tokens = self._sample(prompt_tokens, params, grammar)
+        try:
+            finish = yield from self._tokens(tokens, budget, out, started)
+            if grammar is not None and finish is FinishReason.LENGTH:
+                # the context filled up before the choice was complete
+                raise PromptTooLongError.for_prompt(len(prompt_tokens), self.context_length)
+            if finish is not FinishReason.STOP_SEQUENCE:
+                finish = yield from out.flush(finish)
+            yield from out.held.finish()
+        except GeneratorExit:
+            finish = FinishReason.CANCELLED
+            raise
+        except RuntimeError as exc:  # llama_decode failed: out of KV cache or GPU memory
+            raise ModelError(f"{self.manifest.name}: generation failed: {exc}") from exc
+        finally:
+            tokens.close()
+            stats.finish_reason = finish
+            stats.total_s = time.perf_counter() - started
+
+    def _sample(self, prompt_tokens: list[int], params: SamplingParams, grammar: Any) -> Any:
+        """llama.cpp's sampling loop over the prompt (token ids, lazily)."""
+        llm = self._llm
+        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+        return llm.generate(
             prompt_tokens,
             top_k=params.top_k,
             top_p=params.top_p,
@@ -382,54 +403,65 @@ class LlamaCppRuntime:
             reset=True,
             grammar=grammar,
         )
-        try:
-            for token_id in tokens:
-                if stats.time_to_first_token_s is None:
-                    stats.time_to_first_token_s = time.perf_counter() - started
-                token_signals = None
-                if signals is not None:
-                    signals_started = time.perf_counter()
-                    logits = np.ctypeslib.as_array(
-                        lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)
-                    )
-                    token_signals = signals(logits, token_id)
-                    stats.signals_s += time.perf_counter() - signals_started
-                if lib.llama_vocab_is_eog(self._vocab, token_id):
-                    stats.eog_signals = token_signals
-                    finish = FinishReason.STOP
-                    break
-                stats.completion_tokens += 1
-                piece = utf8.feed(self._piece(token_id))
-                held.add(token_id, token_signals, len(piece))
-                text, hit = matcher.feed(piece)
-                yield from held.release(text)
-                if hit is not None:
-                    stats.stop_sequence = hit
-                    finish = FinishReason.STOP_SEQUENCE
-                    break
-                if stats.completion_tokens >= budget:
-                    break
-            if grammar is not None and finish is FinishReason.LENGTH:
-                # the context filled up before the choice was complete
-                raise PromptTooLongError.for_prompt(len(prompt_tokens), self.context_length)
-            if finish is not FinishReason.STOP_SEQUENCE:
-                tail = utf8.flush()
-                held.extend_last(len(tail))
-                text, hit = matcher.feed(tail, final=True)
-                yield from held.release(text)
-                if hit is not None:
-                    stats.stop_sequence = hit
-                    finish = FinishReason.STOP_SEQUENCE
-            yield from held.finish()
-        except GeneratorExit:
-            finish = FinishReason.CANCELLED
-            raise
-        except RuntimeError as exc:  # llama_decode failed: out of KV cache or GPU memory
-            raise ModelError(f"{self.manifest.name}: generation failed: {exc}") from exc
-        finally:
-            tokens.close()
-            stats.finish_reason = finish
-            stats.total_s = time.perf_counter() - started
+
+    def _tokens(
+        self, tokens: Any, budget: int, out: _Output, started: float
+    ) -> Generator[Token, None, FinishReason]:
+        """The answer's tokens, each with its signals; how the answer ended."""
+        lib, signals, stats = self._lib, self._signals, out.stats
+        ctx, n_vocab, vocab = self._llm._ctx.ctx, self._n_vocab, self._vocab
+        for token_id in tokens:
+            if stats.time_to_first_token_s is None:
+                stats.time_to_first_token_s = time.perf_counter() - started
+            token_signals = None
+            if signals is not None:
+                signals_started = time.perf_counter()
+                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+                token_signals = signals(logits, token_id)
+                stats.signals_s += time.perf_counter() - signals_started
+            if lib.llama_vocab_is_eog(vocab, token_id):
+                stats.eog_signals = token_signals
+                return FinishReason.STOP
+            stats.completion_tokens += 1
+            hit = yield from out.feed(token_id, token_signals, self._piece(token_id))
+            if hit is not None:
+                return FinishReason.STOP_SEQUENCE
+            if stats.completion_tokens >= budget:
+                return FinishReason.LENGTH
+        return FinishReason.LENGTH
+
+
+@dataclass
+class _Output:
+    """Text on its way out: UTF-8 completion, stop matching (or a choice held whole), and
+    tokens held until their text is released."""
+
+    matcher: StopMatcher | ChoiceHolder
+    utf8: Utf8Stream
+    held: _HeldTokens
+    stats: GenerationStats
+
+    def feed(
+        self, token_id: int, signals: TokenSignals | None, piece: bytes
+    ) -> Generator[Token, None, str | None]:
+        text = self.utf8.feed(piece)
+        self.held.add(token_id, signals, len(text))
+        released, hit = self.matcher.feed(text)
+        yield from self.held.release(released)
+        if hit is not None:
+            self.stats.stop_sequence = hit
+        return hit
+
+    def flush(self, finish: FinishReason) -> Generator[Token, None, FinishReason]:
+        """The text held at the end; a stop sequence may still complete in it."""
+        tail = self.utf8.flush()
+        self.held.extend_last(len(tail))
+        released, hit = self.matcher.feed(tail, final=True)
+        yield from self.held.release(released)
+        if hit is not None:
+            self.stats.stop_sequence = hit
+            return FinishReason.STOP_SEQUENCE
+        return finish
 
 
 class _HeldTokens:
