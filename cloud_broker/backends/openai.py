@@ -157,63 +157,13 @@ class OpenAIBackend:
                 f"model {self.name!r} cannot limit its answer to choices "
                 '(its [[openai]] table says choices = "off")'
             )
-        held: list[str] = []  # a choices answer, until it is complete and checked
         self.running += 1
         try:
             async with self._session.post(self._url, data=self._payload(request)) as response:
                 if response.status != 200:
                     raise await self._http_error(response)
-                finish = FinishReason.STOP
-                completion_tokens = prompt_tokens = 0
-                pieces = 0
-                buffer = b""
-                done = finished = False
-                # One delta per network read: text that arrives together leaves together,
-                # since every gRPC message costs the broker far more than joining strings.
-                while not done:
-                    data = await response.content.readany()
-                    if not data:
-                        break
-                    lines = (buffer + data).split(b"\n")
-                    buffer = lines.pop()
-                    texts: list[str] = []
-                    for raw in lines:
-                        if not raw.startswith(b"data:"):
-                            continue
-                        payload = raw[5:].strip()
-                        if payload == b"[DONE]":
-                            done = True
-                            break
-                        chunk = json.loads(payload)
-                        usage = chunk.get("usage")
-                        if usage:
-                            prompt_tokens = _count(usage.get("prompt_tokens"))
-                            completion_tokens = _count(usage.get("completion_tokens"))
-                        for choice in chunk.get("choices") or ():
-                            text = (choice.get("delta") or {}).get("content")
-                            if text:
-                                pieces += 1
-                                texts.append(text)
-                            reason = choice.get("finish_reason")
-                            if reason:
-                                finish = _FINISH.get(reason, FinishReason.STOP)
-                                finished = True
-                    if texts and choices:
-                        held += texts
-                    elif texts:
-                        yield "".join(texts)
-                if not (done or finished):
-                    raise UnavailableError(
-                        f"model {self.name!r}: {self._settings.base_url} ended the stream "
-                        "before the answer was complete"
-                    )
-                if choices:
-                    yield self._chosen("".join(held), choices)
-                    finish = FinishReason.STOP
-                if not prompt_tokens:  # not reported: estimate, so token limits still hold
-                    chars = sum(len(m.content) for m in request.messages)
-                    prompt_tokens = (chars + 3) // 4
-                yield Outcome(finish, prompt_tokens, completion_tokens or pieces)
+                async for item in self._answer(response, request):
+                    yield item
         except aiohttp.ClientError as exc:  # refused, reset, or a broken response body
             raise UnavailableError(
                 f"model {self.name!r}: cannot reach {self._settings.base_url}: {exc}"
@@ -229,6 +179,38 @@ class OpenAIBackend:
             ) from None
         finally:
             self.running -= 1
+
+    async def _answer(
+        self, response: Any, request: BackendRequest
+    ) -> AsyncGenerator[str | Outcome, None]:
+        """The upstream's server-sent events as text pieces, then the outcome. One piece
+        per network read: text that arrives together leaves together, since every gRPC
+        message costs the broker far more than joining strings. A choices answer is held
+        until it is complete and checked."""
+        choices = request.params.choices
+        events, held = SseChunks(), []
+        while not events.done:
+            data = await response.content.readany()
+            if not data:
+                break
+            texts = events.feed(data)
+            if texts and choices:
+                held += texts
+            elif texts:
+                yield "".join(texts)
+        if not (events.done or events.finished):
+            raise UnavailableError(
+                f"model {self.name!r}: {self._settings.base_url} ended the stream "
+                "before the answer was complete"
+            )
+        finish = events.finish
+        if choices:
+            yield self._chosen("".join(held), choices)
+            finish = FinishReason.STOP
+        prompt_tokens = events.prompt_tokens
+        if not prompt_tokens:  # not reported: estimate, so token limits still hold
+            prompt_tokens = (sum(len(m.content) for m in request.messages) + 3) // 4
+        yield Outcome(finish, prompt_tokens, events.completion_tokens or events.pieces)
 
     async def _http_error(self, response: Any) -> Exception:
         text = (await response.content.read(4096)).decode("utf-8", errors="replace")[:300]
@@ -257,3 +239,46 @@ class OpenAIBackend:
 def _count(value: object) -> int:
     """A token count from upstream JSON; anything but a non-negative integer counts as 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+class SseChunks:
+    """OpenAI's chat completion chunks, read from server-sent event bytes as they come."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.done = False  # [DONE] arrived
+        self.finished = False  # a choice said how it finished
+        self.finish = FinishReason.STOP
+        self.prompt_tokens = self.completion_tokens = self.pieces = 0
+
+    def feed(self, data: bytes) -> list[str]:
+        """The text pieces in ``data`` (a partial line waits for the next read)."""
+        lines = (self.buffer + data).split(b"\n")
+        self.buffer = lines.pop()
+        texts: list[str] = []
+        for raw in lines:
+            if not raw.startswith(b"data:"):
+                continue
+            payload = raw[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            texts += self._chunk(json.loads(payload))
+        return texts
+
+    def _chunk(self, chunk: dict[str, Any]) -> list[str]:
+        usage = chunk.get("usage")
+        if usage:
+            self.prompt_tokens = _count(usage.get("prompt_tokens"))
+            self.completion_tokens = _count(usage.get("completion_tokens"))
+        texts = []
+        for choice in chunk.get("choices") or ():
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                self.pieces += 1
+                texts.append(text)
+            reason = choice.get("finish_reason")
+            if reason:
+                self.finish = _FINISH.get(reason, FinishReason.STOP)
+                self.finished = True
+        return texts
