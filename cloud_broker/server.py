@@ -93,24 +93,13 @@ class BrokerServer:
     async def start(self) -> None:
         settings = self.settings
         try:
-            from grpc_health.v1 import health_pb2, health_pb2_grpc
-            from grpc_health.v1._async import HealthServicer
+            from grpc_health.v1 import health_pb2
         except ImportError:
             raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
         for backend in self.backends.values():
             await backend.start()
-
-        interceptors: list[grpc.aio.ServerInterceptor] = []
-        if self.tokens is not None:
-            metrics = self.metrics
-
-            def refused(error: RidgelineError) -> None:
-                metrics.child(metrics.errors, status_of(error).name, error.kind).inc()
-
-            interceptors.append(AuthInterceptor(self.tokens, refused))
-        interceptors.append(ErrorInterceptor())
         server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=_interceptors(self.tokens, self.metrics),
             options=transport.server_options(
                 max_message_bytes=settings.server.max_message_bytes,
                 keepalive_s=settings.server.keepalive_s,
@@ -118,8 +107,25 @@ class BrokerServer:
                 min_ping_interval_s=settings.server.min_ping_interval_s,
             ),
         )
+        self._add_services(server)
+        self.port = _bind(server, settings)
+        await server.start()
+        self.server = server
+        for name in (SERVICE_NAME, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if settings.metrics.listen:
+            self._serve_metrics(settings.metrics.listen)
+        if settings.discovery.enabled:
+            await self._advertise()
+
+    def _add_services(self, server: grpc.aio.Server) -> None:
+        """The broker, health and (when enabled) reflection services."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        from grpc_health.v1._async import HealthServicer
+
         from .service import add_to_server
 
+        settings = self.settings
         self.service = service = BrokerService(
             self.backends,
             settings.models.default,
@@ -139,41 +145,12 @@ class BrokerServer:
             names.append(reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
 
-        listen = settings.server.listen
+    def _serve_metrics(self, listen: str) -> None:
+        host, port = split_host_port(listen)
         try:
-            if settings.tls.enabled:
-                assert settings.tls.cert_file is not None and settings.tls.key_file is not None
-                ca = settings.tls.client_ca_file
-                credentials = grpc.ssl_server_credentials(
-                    [
-                        (
-                            _read(settings.tls.key_file, "tls.key_file"),
-                            _read(settings.tls.cert_file, "tls.cert_file"),
-                        )
-                    ],
-                    root_certificates=_read(ca, "tls.client_ca_file") if ca else None,
-                    require_client_auth=ca is not None,
-                )
-                self.port = server.add_secure_port(listen, credentials)
-            else:
-                self.port = server.add_insecure_port(listen)
-        except RuntimeError as exc:
-            raise ConfigError(f"server.listen {listen}: cannot bind ({exc})") from None
-        await server.start()
-        self.server = server
-        for name in (SERVICE_NAME, ""):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-        if settings.metrics.listen:
-            host, port = split_host_port(settings.metrics.listen)
-            try:
-                self._metrics_server, self.metrics_port = self.metrics.serve(host, port)
-            except OSError as exc:
-                raise ConfigError(
-                    f"metrics.listen {settings.metrics.listen}: {exc.strerror or exc}"
-                ) from None
-        if settings.discovery.enabled:
-            await self._advertise()
+            self._metrics_server, self.metrics_port = self.metrics.serve(host, port)
+        except OSError as exc:
+            raise ConfigError(f"metrics.listen {listen}: {exc.strerror or exc}") from None
 
     async def _advertise(self) -> None:
         from .discovery import advertise, certificate_fingerprint
@@ -226,6 +203,41 @@ class BrokerServer:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+
+
+def _interceptors(
+    tokens: TokenStore | None, metrics: BrokerMetrics
+) -> list[grpc.aio.ServerInterceptor]:
+    """Authentication first (with device tokens), then errors to status codes."""
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if tokens is not None:
+
+        def refused(error: RidgelineError) -> None:
+            metrics.child(metrics.errors, status_of(error).name, error.kind).inc()
+
+        interceptors.append(AuthInterceptor(tokens, refused))
+    interceptors.append(ErrorInterceptor())
+    return interceptors
+
+
+def _bind(server: grpc.aio.Server, settings: BrokerSettings) -> int:
+    """The port ``server.listen`` bound, with TLS (and client certificates) when enabled."""
+    listen, tls = settings.server.listen, settings.tls
+    try:
+        if not tls.enabled:
+            port: int = server.add_insecure_port(listen)
+            return port
+        assert tls.cert_file is not None and tls.key_file is not None
+        ca = tls.client_ca_file
+        credentials = grpc.ssl_server_credentials(
+            [(_read(tls.key_file, "tls.key_file"), _read(tls.cert_file, "tls.cert_file"))],
+            root_certificates=_read(ca, "tls.client_ca_file") if ca else None,
+            require_client_auth=ca is not None,
+        )
+        port = server.add_secure_port(listen, credentials)
+        return port
+    except RuntimeError as exc:
+        raise ConfigError(f"server.listen {listen}: cannot bind ({exc})") from None
 
 
 def _host_addresses() -> list[str]:
