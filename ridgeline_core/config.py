@@ -72,35 +72,10 @@ def load_settings(
     """
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
-
-    path = config_file
-    if path is None:
-        named = next((v for k, v in env.items() if k.upper() == f"{env_prefix}CONFIG"), "")
-        path = Path(named) if named else None
-    if path is not None and not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    if path is None and default_config_file is not None and default_config_file.is_file():
-        path = default_config_file
+    path = _config_path(config_file, env, env_prefix, default_config_file)
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        for key, value in _flatten(data):
-            _set(merged, key, value)
-            origins[key] = f"file {path}"
-
-    for name, raw in sorted(env.items()):
-        upper = name.upper()
-        if not upper.startswith(env_prefix) or upper == f"{env_prefix}CONFIG":
-            continue
-        if raw == "":
-            continue  # an empty variable is unset, not an empty value
-        key = upper[len(env_prefix) :].lower().replace("__", ".")
-        _known_key(model, key, f"environment variable {name}")
-        _set(merged, key, _parse_env_value(raw))
-        origins[key] = f"env {name}"
-
+        _merge_file(path, merged, origins)
+    _merge_env(model, env, env_prefix, merged, origins)
     for key, (value, flag) in (overrides or {}).items():
         _known_key(model, key, flag)
         _set(merged, key, value)
@@ -113,6 +88,52 @@ def load_settings(
     for key, _ in _flatten(settings.model_dump()):
         origins.setdefault(key, "default")
     return LoadedSettings(settings=settings, origins=origins, config_file=path)
+
+
+def _config_path(
+    config_file: Path | None,
+    env: Mapping[str, str],
+    env_prefix: str,
+    default_config_file: Path | None,
+) -> Path | None:
+    path = config_file
+    if path is None:
+        named = next((v for k, v in env.items() if k.upper() == f"{env_prefix}CONFIG"), "")
+        path = Path(named) if named else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path is None and default_config_file is not None and default_config_file.is_file():
+        path = default_config_file
+    return path
+
+
+def _merge_file(path: Path, merged: dict[str, Any], origins: dict[str, str]) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    for key, value in _flatten(data):
+        _set(merged, key, value)
+        origins[key] = f"file {path}"
+
+
+def _merge_env(
+    model: type[BaseModel],
+    env: Mapping[str, str],
+    env_prefix: str,
+    merged: dict[str, Any],
+    origins: dict[str, str],
+) -> None:
+    for name, raw in sorted(env.items()):
+        upper = name.upper()
+        if not upper.startswith(env_prefix) or upper == f"{env_prefix}CONFIG":
+            continue
+        if raw == "":
+            continue  # an empty variable is unset, not an empty value
+        key = upper[len(env_prefix) :].lower().replace("__", ".")
+        _known_key(model, key, f"environment variable {name}")
+        _set(merged, key, _parse_env_value(raw))
+        origins[key] = f"env {name}"
 
 
 class SettingsLoader(Protocol[SettingsT_co]):

@@ -257,23 +257,7 @@ def train_specialist(
 ) -> SpecialistRecord:
     """Train, calibrate, export and register a specialist; returns its record."""
     check_name(name)
-    counts = Counter(e.label for e in examples)
-    labels = sorted(counts)
-    if len(labels) < 2:
-        raise InvalidRequestError(
-            f"a specialist needs at least 2 labels, the examples have {labels}"
-        )
-    if len(labels) > MAX_LABELS:
-        raise InvalidRequestError(f"{len(labels)} labels; at most {MAX_LABELS}")
-    few = {label: n for label, n in counts.items() if n < max(options.min_per_label, options.folds)}
-    if few:
-        raise InvalidRequestError(
-            f"too few examples for {few}: each label needs at least "
-            f"{max(options.min_per_label, options.folds)}"
-        )
-    unknown = sorted({e.label for e in heldout} - set(labels))
-    if unknown:
-        raise InvalidRequestError(f"held-out labels not in the training examples: {unknown}")
+    labels = _check_examples(examples, heldout, options)
     index = {label: i for i, label in enumerate(labels)}
     texts = [e.text for e in examples]
     progress.start(f"embedding {len(texts) + len(heldout)} examples", len(texts) + len(heldout))
@@ -312,6 +296,28 @@ def train_specialist(
     )
     SpecialistRegistry(directory, store, embedder).save(record)
     return record
+
+
+def _check_examples(
+    examples: Sequence[Example], heldout: Sequence[Example], options: TrainOptions
+) -> list[str]:
+    """The labels, sorted, once the examples are enough to train and calibrate on."""
+    counts = Counter(e.label for e in examples)
+    labels = sorted(counts)
+    if len(labels) < 2:
+        raise InvalidRequestError(
+            f"a specialist needs at least 2 labels, the examples have {labels}"
+        )
+    if len(labels) > MAX_LABELS:
+        raise InvalidRequestError(f"{len(labels)} labels; at most {MAX_LABELS}")
+    least = max(options.min_per_label, options.folds)
+    few = {label: n for label, n in counts.items() if n < least}
+    if few:
+        raise InvalidRequestError(f"too few examples for {few}: each label needs at least {least}")
+    unknown = sorted({e.label for e in heldout} - set(labels))
+    if unknown:
+        raise InvalidRequestError(f"held-out labels not in the training examples: {unknown}")
+    return labels
 
 
 def _embed_all(embedder: Embedder, texts: Sequence[str], progress: Progress) -> Matrix:

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ridgeline_core.discovery import (
     PROTOCOL_VERSION,
@@ -270,26 +271,9 @@ def resolve_discovered(
         if pin is not None and pin.fingerprint == seen.fingerprint:
             log.info("discovered broker %r at %s matches its pin", seen.instance, seen.address)
             return _trusted(seen)
-        if pin is not None:
-            log.warning(
-                "REFUSED discovered broker %r at %s: it presents certificate %s but %s is "
-                "pinned for that name (in %s). This may be an impersonation attempt. If the "
-                "broker's certificate really changed, remove the pin deliberately.",
-                seen.instance,
-                seen.address,
-                seen.fingerprint,
-                pin.fingerprint,
-                pins.path,
-            )
-        elif not trust_on_first_use:
-            log.warning(
-                "ignoring discovered broker %r at %s: its certificate %s is not enrolled "
-                "(add it to broker.enrolled, or enable broker.trust_on_first_use)",
-                seen.instance,
-                seen.address,
-                seen.fingerprint,
-            )
-        elif first_new is None:
+        if _refused(seen, pin, pins, trust_on_first_use):
+            continue
+        if first_new is None:
             first_new = seen
     if first_new is None:
         return None
@@ -302,6 +286,32 @@ def resolve_discovered(
         pins.path,
     )
     return _trusted(first_new)
+
+
+def _refused(seen: _Seen, pin: Any, pins: PinStore, trust_on_first_use: bool) -> bool:
+    """Whether a broker that is neither enrolled nor pinned must be passed over (logged)."""
+    if pin is not None:
+        log.warning(
+            "REFUSED discovered broker %r at %s: it presents certificate %s but %s is "
+            "pinned for that name (in %s). This may be an impersonation attempt. If the "
+            "broker's certificate really changed, remove the pin deliberately.",
+            seen.instance,
+            seen.address,
+            seen.fingerprint,
+            pin.fingerprint,
+            pins.path,
+        )
+        return True
+    if not trust_on_first_use:
+        log.warning(
+            "ignoring discovered broker %r at %s: its certificate %s is not enrolled "
+            "(add it to broker.enrolled, or enable broker.trust_on_first_use)",
+            seen.instance,
+            seen.address,
+            seen.fingerprint,
+        )
+        return True
+    return False
 
 
 def discover_broker(

@@ -46,19 +46,9 @@ def build_model(
     from ..runtime.onnx_build import RECIPE, build_bert_encoder, quantize_int8
 
     started = time.monotonic()
-    existing = store.build_record(manifest)
-    if (
-        existing is not None
-        and not force
-        and existing.recipe == RECIPE
-        and set(spec.variants) <= set(existing.artifacts)
-    ):
-        try:
-            for variant in spec.variants:
-                store.open_built(manifest, variant)
-            return BuildResult(existing, False, time.monotonic() - started)
-        except ModelError:
-            pass  # a built file is missing or damaged: build again
+    existing = _up_to_date(store, manifest, RECIPE, force)
+    if existing is not None:
+        return BuildResult(existing, False, time.monotonic() - started)
     store.pull(manifest, progress)
     files = store.open_files(manifest, progress)
 
@@ -91,6 +81,24 @@ def build_model(
     )
     store.save_build_record(manifest, record)
     return BuildResult(record, True, time.monotonic() - started)
+
+
+def _up_to_date(
+    store: ModelStore, manifest: ModelManifest, recipe: str, force: bool
+) -> BuildRecord | None:
+    """The existing build when it is complete, intact and made by this recipe."""
+    spec, existing = manifest.build, store.build_record(manifest)
+    assert spec is not None
+    if existing is None or force or existing.recipe != recipe:
+        return None
+    if not set(spec.variants) <= set(existing.artifacts):
+        return None
+    try:
+        for variant in spec.variants:
+            store.open_built(manifest, variant)
+    except ModelError:
+        return None  # a built file is missing or damaged: build again
+    return existing
 
 
 def _add(store: ModelStore, path: Path) -> BuiltFile:
