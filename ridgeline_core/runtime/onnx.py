@@ -83,6 +83,78 @@ def _session(model: Path, threads: int, what: str) -> Any:
         ) from exc
 
 
+class _EncoderGraph:
+    """An encoder's ONNX session and what it takes and gives: integer token inputs among
+    ``_TOKEN_INPUTS``, and either one vector per text or token states to pool."""
+
+    def __init__(self, model: Path, threads: int, name: str) -> None:
+        self.name = name
+        self.session: Any = _session(model, threads, name)
+        self.inputs = self._token_inputs(model)
+        self.output, self.pooled = self._embedding_output(model)
+
+    def _token_inputs(self, model: Path) -> dict[str, type[np.integer[Any]]]:
+        inputs: dict[str, type[np.integer[Any]]] = {}
+        for node in self.session.get_inputs():
+            if node.name not in _TOKEN_INPUTS or node.type not in _NUMPY_INTS:
+                raise ModelLoadError(
+                    f"{self.name}: {model} has input {node.name!r} ({node.type}); a text "
+                    f"encoder takes integer inputs among {', '.join(_TOKEN_INPUTS)}"
+                )
+            inputs[node.name] = _NUMPY_INTS[node.type]
+        if "input_ids" not in inputs:
+            raise ModelLoadError(f"{self.name}: {model} has no input_ids input")
+        return inputs
+
+    def _embedding_output(self, model: Path) -> tuple[str, bool]:
+        """The output to read, and whether it is already one vector per text."""
+        outputs = self.session.get_outputs()
+        for node in outputs:
+            if len(node.shape) == 2 and node.name not in _NOT_POOLED:
+                return node.name, True
+        for node in outputs:
+            if len(node.shape) == 3:
+                return node.name, False
+        raise ModelLoadError(
+            f"{self.name}: {model} has no [batch, sequence, hidden] or [batch, dim] output "
+            f"(outputs: {', '.join(f'{o.name} {o.shape}' for o in outputs)})"
+        )
+
+    def cap_length(self, max_length: int) -> int:
+        """``max_length``, or the model's position count when that is smaller."""
+        props = self.session.get_modelmeta().custom_metadata_map
+        positions = props.get("max_position_embeddings")
+        if positions is not None and positions.isdigit() and int(positions) < max_length:
+            log.warning(
+                "%s: max_length %d exceeds the model's %s positions; inputs are cut there",
+                self.name,
+                max_length,
+                positions,
+            )
+            return int(positions)
+        return max_length
+
+    def declared_dim(self) -> int | None:
+        node = next(o for o in self.session.get_outputs() if o.name == self.output)
+        last = node.shape[-1]
+        return last if isinstance(last, int) and last > 0 else None
+
+    def states(self, ids: Any, mask: Any, types: Any) -> Any:
+        """The graph's output for a padded batch."""
+        session = self.session
+        if session is None:
+            raise ModelError(f"{self.name} was closed")
+        available = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": types,
+            "position_ids": np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape),
+        }
+        feed = {name: available[name].astype(dtype) for name, dtype in self.inputs.items()}
+        (states,) = session.run([self.output], feed)
+        return states
+
+
 class OnnxEncoder:
     """Text to unit vectors with an ONNX encoder: ``embed(["a", "b"])`` is float32 [2, dim].
 
@@ -109,85 +181,12 @@ class OnnxEncoder:
         self.pooling: Pooling = pooling
         self.normalize = normalize
         self.threads = _threads(threads)
-        self._session = _session(model, self.threads, name)
-        self._inputs = self._token_inputs(model)
-        self._output, self._pooled = self._embedding_output(model)
-        self._max_length = self._cap_length(max_length)
-        self._tokenizer = self._load_tokenizer(tokenizer)
-        self._dim = self._output_dim()
+        self._graph = _EncoderGraph(model, self.threads, name)
+        self._max_length = self._graph.cap_length(max_length)
+        self._tokenizer, self._pad_id = _load_tokenizer(tokenizer, self._max_length, name)
+        probe = [self._tokenizer.encode("dimension probe")]
+        self._dim = self._graph.declared_dim() or int(self._run(probe).shape[1])
         self.last_truncated = 0
-
-    # -- loading ---------------------------------------------------------------------
-
-    def _token_inputs(self, model: Path) -> dict[str, type[np.integer[Any]]]:
-        inputs: dict[str, type[np.integer[Any]]] = {}
-        for node in self._session.get_inputs():
-            if node.name not in _TOKEN_INPUTS or node.type not in _NUMPY_INTS:
-                raise ModelLoadError(
-                    f"{self.name}: {model} has input {node.name!r} ({node.type}); a text "
-                    f"encoder takes integer inputs among {', '.join(_TOKEN_INPUTS)}"
-                )
-            inputs[node.name] = _NUMPY_INTS[node.type]
-        if "input_ids" not in inputs:
-            raise ModelLoadError(f"{self.name}: {model} has no input_ids input")
-        return inputs
-
-    def _embedding_output(self, model: Path) -> tuple[str, bool]:
-        """The output to read, and whether it is already one vector per text."""
-        outputs = self._session.get_outputs()
-        for node in outputs:
-            if len(node.shape) == 2 and node.name not in _NOT_POOLED:
-                return node.name, True
-        for node in outputs:
-            if len(node.shape) == 3:
-                return node.name, False
-        raise ModelLoadError(
-            f"{self.name}: {model} has no [batch, sequence, hidden] or [batch, dim] output "
-            f"(outputs: {', '.join(f'{o.name} {o.shape}' for o in outputs)})"
-        )
-
-    def _cap_length(self, max_length: int) -> int:
-        props = self._session.get_modelmeta().custom_metadata_map
-        positions = props.get("max_position_embeddings")
-        if positions is not None and positions.isdigit() and int(positions) < max_length:
-            log.warning(
-                "%s: max_length %d exceeds the model's %s positions; inputs are cut there",
-                self.name,
-                max_length,
-                positions,
-            )
-            return int(positions)
-        return max_length
-
-    def _load_tokenizer(self, path: Path) -> Any:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as exc:
-            raise MissingDependencyError.for_module("tokenizers", "onnx") from exc
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception
-            raise ModelLoadError(
-                f"{self.name}: cannot load tokenizer {path}: {exc} (a Hugging Face "
-                "tokenizer.json is needed)"
-            ) from exc
-        # the file's own settings (all-MiniLM-L6-v2's pads and cuts at 128) are replaced:
-        # we cut at max_length and pad each batch to its longest item ourselves
-        padding = tokenizer.padding
-        pad_id = padding["pad_id"] if padding else tokenizer.token_to_id("[PAD]")
-        self._pad_id = int(pad_id or 0)  # padded positions are masked out anyway
-        tokenizer.enable_truncation(max_length=self._max_length)
-        tokenizer.no_padding()
-        return tokenizer
-
-    def _output_dim(self) -> int:
-        node = next(o for o in self._session.get_outputs() if o.name == self._output)
-        last = node.shape[-1]
-        if isinstance(last, int) and last > 0:
-            return last
-        return int(self._run([self._tokenizer.encode("dimension probe")]).shape[1])
-
-    # -- embedding -------------------------------------------------------------------
 
     @property
     def dim(self) -> int:
@@ -200,20 +199,7 @@ class OnnxEncoder:
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> Vectors:
         """One float32 row per text, in order (unit length when ``normalize``)."""
-        if isinstance(texts, str):
-            raise InvalidRequestError("embed takes a list of texts; use embed_one for one text")
-        if batch_size < 1:
-            raise InvalidRequestError(f"batch_size must be at least 1, not {batch_size}")
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidRequestError(
-                    f"text {index} is a {type(text).__name__}, not a str; only text can be embedded"
-                )
-            if not text.strip():
-                raise EmptyPromptError(
-                    f"text {index} is empty or only whitespace; there is nothing to embed"
-                )
+        texts = _checked_texts(texts, batch_size)
         if not texts:
             self.last_truncated = 0
             return np.zeros((0, self._dim), dtype=np.float32)
@@ -238,46 +224,18 @@ class OnnxEncoder:
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
 
     def _run(self, encodings: Sequence[Any]) -> Vectors:
-        session = self._session
-        if session is None:
-            raise ModelError(f"{self.name} was closed")
-        length = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), length), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), length), dtype=np.int64)
-        types = np.zeros((len(encodings), length), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            ids[row, :n] = encoding.ids
-            mask[row, :n] = 1
-            types[row, :n] = encoding.type_ids
-        available = {
-            "input_ids": ids,
-            "attention_mask": mask,
-            "token_type_ids": types,
-            "position_ids": np.broadcast_to(np.arange(length, dtype=np.int64), ids.shape),
-        }
-        feed = {name: available[name].astype(dtype) for name, dtype in self._inputs.items()}
-        (states,) = session.run([self._output], feed)
-        vectors = states if self._pooled else self._pool(states, mask)
+        ids, mask, types = _padded(encodings, self._pad_id)
+        states = self._graph.states(ids, mask, types)
+        vectors = states if self._graph.pooled else _pool(states, mask, self.pooling)
         vectors = np.asarray(vectors, dtype=np.float32)
         if self.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors
 
-    def _pool(self, states: Vectors, mask: npt.NDArray[np.int64]) -> Vectors:
-        if self.pooling == "cls":
-            first: Vectors = states[:, 0]
-            return first
-        weights = mask[:, :, None].astype(np.float32)
-        mean: Vectors = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-        return mean
-
-    # -- lifetime --------------------------------------------------------------------
-
     def close(self) -> None:
         """Free the session; calls in flight finish, later ones raise ModelError."""
-        self._session = None
+        self._graph.session = None
 
     def __enter__(self) -> OnnxEncoder:
         return self
@@ -289,6 +247,68 @@ class OnnxEncoder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _load_tokenizer(path: Path, max_length: int, name: str) -> tuple[Any, int]:
+    """A Hugging Face tokenizer cutting at ``max_length``, unpadded; and its pad id."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise MissingDependencyError.for_module("tokenizers", "onnx") from exc
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception
+        raise ModelLoadError(
+            f"{name}: cannot load tokenizer {path}: {exc} (a Hugging Face tokenizer.json is needed)"
+        ) from exc
+    # the file's own settings (all-MiniLM-L6-v2's pads and cuts at 128) are replaced:
+    # we cut at max_length and pad each batch to its longest item ourselves
+    padding = tokenizer.padding
+    pad_id = padding["pad_id"] if padding else tokenizer.token_to_id("[PAD]")
+    tokenizer.enable_truncation(max_length=max_length)
+    tokenizer.no_padding()
+    return tokenizer, int(pad_id or 0)  # padded positions are masked out anyway
+
+
+def _checked_texts(texts: Sequence[str], batch_size: int) -> list[str]:
+    if isinstance(texts, str):
+        raise InvalidRequestError("embed takes a list of texts; use embed_one for one text")
+    if batch_size < 1:
+        raise InvalidRequestError(f"batch_size must be at least 1, not {batch_size}")
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidRequestError(
+                f"text {index} is a {type(text).__name__}, not a str; only text can be embedded"
+            )
+        if not text.strip():
+            raise EmptyPromptError(
+                f"text {index} is empty or only whitespace; there is nothing to embed"
+            )
+    return texts
+
+
+def _padded(encodings: Sequence[Any], pad_id: int) -> tuple[Any, Any, Any]:
+    """Token ids, attention mask and token types of a batch, padded to its longest."""
+    length = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(encodings), length), dtype=np.int64)
+    types = np.zeros((len(encodings), length), dtype=np.int64)
+    for row, encoding in enumerate(encodings):
+        n = len(encoding.ids)
+        ids[row, :n] = encoding.ids
+        mask[row, :n] = 1
+        types[row, :n] = encoding.type_ids
+    return ids, mask, types
+
+
+def _pool(states: Vectors, mask: npt.NDArray[np.int64], pooling: Pooling) -> Vectors:
+    if pooling == "cls":
+        first: Vectors = states[:, 0]
+        return first
+    weights = mask[:, :, None].astype(np.float32)
+    mean: Vectors = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    return mean
 
 
 class OnnxClassifierHead:
