@@ -123,67 +123,27 @@ class OutcomeMemory:
         self._embed = embed
         self._lock = threading.RLock()
         self._loaded = path is None  # an in-process memory has nothing to read
-        self._outcomes: list[Outcome] = []
-        self._index: dict[tuple[str, str], int] = {}  # (model, prompt) -> row
-        self._vectors = _empty_index(0)  # row i: outcome i's prompt, "right", model id
-        self._models: dict[str, int] = {}
-        self._file_id: tuple[int, int] | None = None  # (device, inode) read
-        self._offset = 0  # bytes of the file read
-        self._file_lines = 0  # lines in the file (stale ones included)
-
-    # -- reading ------------------------------------------------------------------------
+        self._rows = OutcomeRows(settings.max_entries)
+        self._log = None if path is None else OutcomeLog(path, settings.max_entries)
 
     def estimate(self, model: str, vector: npt.ArrayLike) -> MemoryEstimate | None:
         """P(right) of ``model``'s answer to the prompt embedded as ``vector`` (see the
         module docstring); None while the model has fewer than ``min_outcomes``."""
-        s = self.settings
         with self._lock:
             self._refresh()
-            model_id = self._models.get(model)
-            n = len(self._outcomes)
-            if model_id is None or n == 0:
-                return None
-            mine = self._vectors.field("model") == model_id
-            count = int(mine.sum())
-            if count < s.min_outcomes:
-                return None
-            v = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
-            if v.shape[0] != self._vectors.dim:
-                raise InvalidRequestError(
-                    f"vector has {v.shape[0]} dimensions; the memory's have {self._vectors.dim}"
-                )
-            rights = int(self._vectors.field("right")[mine].sum())
-            rows, similarity = self._vectors.nearest(v, s.k, where=mine)
-            right = self._vectors.field("right")[rows]
-        base = (rights + 1) / (count + 2)
-        weight = np.clip((similarity - s.min_similarity) / (1 - s.min_similarity), 0.0, 1.0)
-        support = float(weight.sum())
-        probability = (float(weight @ right) + s.prior * base) / (support + s.prior)
-        return MemoryEstimate(
-            probability=probability,
-            base_rate=base,
-            support=support,
-            max_similarity=float(similarity.max()),
-            neighbours=int((weight > 0).sum()),
-            outcomes=count,
-        )
+            return self._rows.estimate(model, vector, self.settings)
 
     def size(self, model: str | None = None) -> int:
         """Outcomes held for ``model`` (all models: None)."""
         with self._lock:
             self._refresh()
-            if model is None:
-                return len(self._outcomes)
-            model_id = self._models.get(model)
-            return 0 if model_id is None else int((self._vectors.field("model") == model_id).sum())
+            return self._rows.size(model)
 
     def outcomes(self) -> list[Outcome]:
         """Every outcome held, oldest first."""
         with self._lock:
             self._refresh()
-            return list(self._outcomes)
-
-    # -- writing ------------------------------------------------------------------------
+            return list(self._rows.outcomes)
 
     def add(
         self,
@@ -206,13 +166,7 @@ class OutcomeMemory:
         is embedded until an estimate needs the memory."""
         if not outcomes:
             return
-        for outcome in outcomes:
-            if outcome.source not in get_args(Source):
-                raise InvalidRequestError(
-                    f"source {outcome.source!r} is not one of {get_args(Source)}"
-                )
-            if not outcome.prompt or not outcome.model:
-                raise InvalidRequestError("an outcome needs a prompt and a model")
+        _check_outcomes(outcomes)
         with self._lock:
             if self._loaded:
                 self._refresh()
@@ -221,75 +175,30 @@ class OutcomeMemory:
                     if vectors is None
                     else np.asarray(vectors, dtype=np.float32).reshape(len(outcomes), -1)
                 )
-                self._insert(outcomes, rows)
-            self._append(outcomes)
-            if self._loaded and self._stale_lines() > 0:
-                self._rewrite()
-
-    # -- internals ----------------------------------------------------------------------
+                self._rows.insert(outcomes, rows)
+            if self._log is not None:
+                self._log.append(outcomes, self._loaded)
+                if self._loaded and self._log.stale_lines(len(self._rows.outcomes)) > 0:
+                    self._log.rewrite(self._rows.outcomes)
 
     def _refresh(self) -> None:
         """Read the file on first use; after that, pick up what others appended."""
-        if self.path is None:
+        log_file = self._log
+        if log_file is None:
             return
-        if not self._loaded:
-            self._load()
-            return
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return
-        if (stat.st_dev, stat.st_ino) != self._file_id or stat.st_size < self._offset:
-            self._load()  # rewritten by another process
-        elif stat.st_size > self._offset:
-            self._read_from(self._offset)
-
-    def _load(self) -> None:
-        assert self.path is not None
-        self._outcomes, self._index, self._models = [], {}, {}
-        self._vectors = _empty_index(0)
-        self._offset = self._file_lines = 0
-        self._file_id = None
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
+        change = log_file.change() if self._loaded else "reload"
+        if change == "reload":
+            self._rows = OutcomeRows(self.settings.max_entries)
+            self._insert(log_file.reload())
             self._loaded = True
-            return
-        self._file_id = (stat.st_dev, stat.st_ino)
-        self._read_from(0)
-        self._loaded = True
-        if self._stale_lines() > 0:
-            self._rewrite()
+            if log_file.stale_lines(len(self._rows.outcomes)) > 0:
+                log_file.rewrite(self._rows.outcomes)
+        elif change == "more":
+            self._insert(log_file.read_more())
 
-    def _read_from(self, offset: int) -> None:
-        assert self.path is not None
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-        except OSError as exc:
-            raise StoreError(f"cannot read the outcome memory {self.path}: {exc}") from exc
-        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        new: dict[tuple[str, str], Outcome] = {}
-        bad = 0
-        lines = data[:end].splitlines()
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                outcome = Outcome.from_json(json.loads(line))
-            except ValueError:
-                bad += 1
-                continue
-            new.pop((outcome.model, outcome.prompt), None)
-            new[(outcome.model, outcome.prompt)] = outcome  # the newest judgement counts
-        if bad:
-            log.warning("outcome memory %s: skipped %d malformed lines", self.path, bad)
-        outcomes = list(new.values())[-self.settings.max_entries :]
+    def _insert(self, outcomes: list[Outcome]) -> None:
         if outcomes:
-            self._insert(outcomes, self._embed_all([o.prompt for o in outcomes]))
-        self._offset = offset + end
-        self._file_lines += len(lines)
+            self._rows.insert(outcomes, self._embed_all([o.prompt for o in outcomes]))
 
     def _embed_all(self, prompts: Sequence[str]) -> Vectors:
         parts = [
@@ -298,7 +207,64 @@ class OutcomeMemory:
         ]
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
-    def _insert(self, outcomes: Sequence[Outcome], vectors: Vectors) -> None:
+
+def _check_outcomes(outcomes: Sequence[Outcome]) -> None:
+    for outcome in outcomes:
+        if outcome.source not in get_args(Source):
+            raise InvalidRequestError(f"source {outcome.source!r} is not one of {get_args(Source)}")
+        if not outcome.prompt or not outcome.model:
+            raise InvalidRequestError("an outcome needs a prompt and a model")
+
+
+class OutcomeRows:
+    """The outcomes held in memory: one row each, with its prompt's unit vector, whether it
+    was right and its model; the newest judgement of a (model, prompt) replaces older ones,
+    and beyond ``max_entries`` the oldest go."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.outcomes: list[Outcome] = []
+        self._index: dict[tuple[str, str], int] = {}  # (model, prompt) -> row
+        self._vectors = _empty_index(0)  # row i: outcome i's prompt, "right", model id
+        self._models: dict[str, int] = {}
+
+    def size(self, model: str | None) -> int:
+        if model is None:
+            return len(self.outcomes)
+        model_id = self._models.get(model)
+        return 0 if model_id is None else int((self._vectors.field("model") == model_id).sum())
+
+    def estimate(
+        self, model: str, vector: npt.ArrayLike, s: MemorySettings
+    ) -> MemoryEstimate | None:
+        model_id = self._models.get(model)
+        if model_id is None or not self.outcomes:
+            return None
+        mine = self._vectors.field("model") == model_id
+        count = int(mine.sum())
+        if count < s.min_outcomes:
+            return None
+        v = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
+        if v.shape[0] != self._vectors.dim:
+            raise InvalidRequestError(
+                f"vector has {v.shape[0]} dimensions; the memory's have {self._vectors.dim}"
+            )
+        rights = int(self._vectors.field("right")[mine].sum())
+        rows, similarity = self._vectors.nearest(v, s.k, where=mine)
+        right = self._vectors.field("right")[rows]
+        base = (rights + 1) / (count + 2)
+        weight = np.clip((similarity - s.min_similarity) / (1 - s.min_similarity), 0.0, 1.0)
+        support = float(weight.sum())
+        return MemoryEstimate(
+            probability=(float(weight @ right) + s.prior * base) / (support + s.prior),
+            base_rate=base,
+            support=support,
+            max_similarity=float(similarity.max()),
+            neighbours=int((weight > 0).sum()),
+            outcomes=count,
+        )
+
+    def insert(self, outcomes: Sequence[Outcome], vectors: Vectors) -> None:
         if vectors.ndim != 2 or vectors.shape[0] != len(outcomes):
             raise InvalidRequestError(
                 f"{len(outcomes)} outcomes need as many vectors, got shape {vectors.shape}"
@@ -308,7 +274,7 @@ class OutcomeMemory:
         if stale:
             self._drop(sorted(stale))
         if self._vectors.dim != vectors.shape[1]:
-            if self._outcomes:
+            if self.outcomes:
                 raise InvalidRequestError(
                     f"vectors have {vectors.shape[1]} dimensions; the memory's have "
                     f"{self._vectors.dim}"
@@ -320,25 +286,67 @@ class OutcomeMemory:
             right[row] = o.right
             model_ids[row] = self._models.setdefault(o.model, len(self._models))
             self._index[(o.model, o.prompt)] = row
-        self._outcomes.extend(outcomes)
-        over = len(self._outcomes) - self.settings.max_entries
+        self.outcomes.extend(outcomes)
+        over = len(self.outcomes) - self.max_entries
         if over > 0:
             self._drop(list(range(over)))
 
     def _drop(self, rows: list[int]) -> None:
         """Remove ``rows`` (ascending), keeping the order of the rest."""
-        keep = np.ones(len(self._outcomes), dtype=bool)
+        keep = np.ones(len(self.outcomes), dtype=bool)
         keep[rows] = False
         self._vectors.keep(keep)
-        self._outcomes = [o for o, k in zip(self._outcomes, keep, strict=True) if k]
-        self._index = {(o.model, o.prompt): i for i, o in enumerate(self._outcomes)}
+        self.outcomes = [o for o, k in zip(self.outcomes, keep, strict=True) if k]
+        self._index = {(o.model, o.prompt): i for i, o in enumerate(self.outcomes)}
 
-    def _append(self, outcomes: Sequence[Outcome]) -> None:
-        if self.path is None:
-            return
-        data = b"".join(
-            json.dumps(asdict(o), ensure_ascii=False).encode() + b"\n" for o in outcomes
-        )
+
+class OutcomeLog:
+    """The memory's JSONL file, followed as it grows: what was read of it (its identity, the
+    bytes read, its lines), appends, and atomic rewrites when it holds too many stale
+    lines."""
+
+    def __init__(self, path: Path, max_entries: int) -> None:
+        self.path, self.max_entries = path, max_entries
+        self._file_id: tuple[int, int] | None = None  # (device, inode) read
+        self._offset = 0  # bytes of the file read
+        self._file_lines = 0  # lines in the file (stale ones included)
+
+    def change(self) -> Literal["reload", "more"] | None:
+        """How the file changed since it was read: rewritten, grown, or not at all."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return None
+        if (stat.st_dev, stat.st_ino) != self._file_id or stat.st_size < self._offset:
+            return "reload"  # rewritten by another process
+        return "more" if stat.st_size > self._offset else None
+
+    def reload(self) -> list[Outcome]:
+        self._offset = self._file_lines = 0
+        self._file_id = None
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return []
+        self._file_id = (stat.st_dev, stat.st_ino)
+        return self.read_more()
+
+    def read_more(self) -> list[Outcome]:
+        """The outcomes of the complete lines past what was read (the newest of each)."""
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+        except OSError as exc:
+            raise StoreError(f"cannot read the outcome memory {self.path}: {exc}") from exc
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+        lines = data[:end].splitlines()
+        self._offset += end
+        self._file_lines += len(lines)
+        return _parse(lines, self.path)[-self.max_entries :]
+
+    def append(self, outcomes: Sequence[Outcome], loaded: bool) -> None:
+        data = _jsonl(outcomes)
         try:
             # past prompts can be sensitive: only this user reads them
             private_dir(self.path.parent)
@@ -348,30 +356,49 @@ class OutcomeMemory:
                 stat = os.fstat(handle.fileno())
         except OSError as exc:
             raise StoreError(f"cannot write the outcome memory {self.path}: {exc}") from exc
-        if self._loaded and start == self._offset and self._file_id in (None, _id(stat)):
+        if loaded and start == self._offset and self._file_id in (None, _id(stat)):
             # Nobody wrote in between: these lines are already in memory.
             self._offset = start + len(data)
             self._file_lines += len(outcomes)
             self._file_id = _id(stat)
 
-    def _stale_lines(self) -> int:
+    def stale_lines(self, held: int) -> int:
         """Lines of the file beyond what it needs, once that is worth a rewrite."""
-        excess = self._file_lines - len(self._outcomes)
-        return excess if excess > max(64, self.settings.max_entries // 4) else 0
+        excess = self._file_lines - held
+        return excess if excess > max(64, self.max_entries // 4) else 0
 
-    def _rewrite(self) -> None:
-        """Rewrite the file with the outcomes held (atomically: a reader sees old or new)."""
-        assert self.path is not None
-        data = b"".join(
-            json.dumps(asdict(o), ensure_ascii=False).encode() + b"\n" for o in self._outcomes
-        )
+    def rewrite(self, outcomes: Sequence[Outcome]) -> None:
+        """Rewrite the file with ``outcomes`` (atomically: a reader sees old or new)."""
+        data = _jsonl(outcomes)
         try:
             atomic_write(self.path, data)
             stat = self.path.stat()
         except OSError as exc:
             raise StoreError(f"cannot rewrite the outcome memory {self.path}: {exc}") from exc
         self._file_id, self._offset = _id(stat), len(data)
-        self._file_lines = len(self._outcomes)
+        self._file_lines = len(outcomes)
+
+
+def _parse(lines: list[bytes], path: Path) -> list[Outcome]:
+    new: dict[tuple[str, str], Outcome] = {}
+    bad = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            outcome = Outcome.from_json(json.loads(line))
+        except ValueError:
+            bad += 1
+            continue
+        new.pop((outcome.model, outcome.prompt), None)
+        new[(outcome.model, outcome.prompt)] = outcome  # the newest judgement counts
+    if bad:
+        log.warning("outcome memory %s: skipped %d malformed lines", path, bad)
+    return list(new.values())
+
+
+def _jsonl(outcomes: Sequence[Outcome]) -> bytes:
+    return b"".join(json.dumps(asdict(o), ensure_ascii=False).encode() + b"\n" for o in outcomes)
 
 
 def _id(stat: os.stat_result) -> tuple[int, int]:
