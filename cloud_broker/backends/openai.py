@@ -18,36 +18,24 @@ one of the choices fails the request (UNAVAILABLE) instead of reaching the calle
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from ridgeline_core.errors import (
     ConfigError,
-    InvalidRequestError,
     MissingDependencyError,
-    OverloadedError,
     UnavailableError,
     UnsupportedError,
 )
 from ridgeline_core.runtime import FinishReason
-from ridgeline_core.runtime.choices import choices_grammar
 
 from ..admission import Admission
 from ..settings import OpenAIBackendSettings
 from . import BackendRequest, Outcome
+from .openai_wire import ChatCompletions, SseChunks, http_error
 
 __all__ = ["OpenAIBackend"]
-
-_FINISH = {
-    "stop": FinishReason.STOP,
-    "length": FinishReason.LENGTH,
-    "content_filter": FinishReason.STOP,
-    "tool_calls": FinishReason.STOP,
-}
-_CHOICE_KEY = "choice"  # the one property of the JSON object a json_schema answer is
-_CHOICE_SLACK_TOKENS = 48  # room for the JSON object around the value, and whitespace
 
 
 class OpenAIBackend:
@@ -61,7 +49,7 @@ class OpenAIBackend:
         self.running = 0
         self._settings = settings
         self._url = f"{settings.base_url}/chat/completions"
-        self._upstream_model = settings.model or settings.name
+        self._wire = ChatCompletions(settings)
         key = settings.api_key.get_secret_value()
         if not key and settings.api_key_env:
             key = (env if env is not None else dict(os.environ)).get(settings.api_key_env, "")
@@ -90,62 +78,6 @@ class OpenAIBackend:
             connector=connector, timeout=timeout, headers=self._headers, raise_for_status=False
         )
 
-    def _payload(self, request: BackendRequest) -> bytes:
-        params = request.params
-        body: dict[str, Any] = {
-            "model": self._upstream_model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "stream": True,
-            # OpenAI and vLLM report usage in a stream only when asked; others ignore it
-            "stream_options": {"include_usage": True},
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-        }
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if params.choices:
-            body.update(self._choices_payload(params.choices))
-        elif params.stop:
-            body["stop"] = list(params.stop)
-        return json.dumps(body).encode()
-
-    def _choices_payload(self, choices: tuple[str, ...]) -> dict[str, Any]:
-        """The fields that limit the answer to ``choices``. max_tokens covers the longest
-        choice however it is written (JSON escapes included), so none is cut short."""
-        longest = max(len(json.dumps(choice)) for choice in choices)
-        fields: dict[str, Any] = {"max_tokens": longest + _CHOICE_SLACK_TOKENS}
-        if self._settings.choices == "grammar":
-            fields["grammar"] = choices_grammar(choices)
-        else:
-            schema = {
-                "type": "object",
-                "properties": {_CHOICE_KEY: {"type": "string", "enum": list(choices)}},
-                "required": [_CHOICE_KEY],
-                "additionalProperties": False,
-            }
-            fields["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "choice", "strict": True, "schema": schema},
-            }
-        return fields
-
-    def _chosen(self, text: str, choices: tuple[str, ...]) -> str:
-        """The choice a complete constrained answer names, or UnavailableError."""
-        chosen: object = text
-        if self._settings.choices == "json_schema":
-            try:
-                chosen = json.loads(text)[_CHOICE_KEY]
-            except (ValueError, KeyError, TypeError):
-                chosen = None
-        if not isinstance(chosen, str) or chosen not in choices:
-            raise UnavailableError(
-                f"model {self.name!r}: {self._settings.base_url} answered {text[:120]!r}, "
-                f"which is not one of the {len(choices)} choices (does it support "
-                f"choices = {self._settings.choices!r}?)"
-            )
-        return chosen
-
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         import aiohttp
 
@@ -159,9 +91,9 @@ class OpenAIBackend:
             )
         self.running += 1
         try:
-            async with self._session.post(self._url, data=self._payload(request)) as response:
+            async with self._session.post(self._url, data=self._wire.payload(request)) as response:
                 if response.status != 200:
-                    raise await self._http_error(response)
+                    raise await http_error(response, self.name)
                 async for item in self._answer(response, request):
                     yield item
         except aiohttp.ClientError as exc:  # refused, reset, or a broken response body
@@ -205,80 +137,14 @@ class OpenAIBackend:
             )
         finish = events.finish
         if choices:
-            yield self._chosen("".join(held), choices)
+            yield self._wire.chosen("".join(held), choices)
             finish = FinishReason.STOP
         prompt_tokens = events.prompt_tokens
         if not prompt_tokens:  # not reported: estimate, so token limits still hold
             prompt_tokens = (sum(len(m.content) for m in request.messages) + 3) // 4
         yield Outcome(finish, prompt_tokens, events.completion_tokens or events.pieces)
 
-    async def _http_error(self, response: Any) -> Exception:
-        text = (await response.content.read(4096)).decode("utf-8", errors="replace")[:300]
-        try:
-            message = json.loads(text)["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = text.strip() or response.reason
-        status = response.status
-        where = f"model {self.name!r}: upstream answered HTTP {status}: {message}"
-        if status == 400:
-            return InvalidRequestError(where)
-        if status == 429:
-            try:
-                retry_after = float(response.headers.get("Retry-After", "1"))
-            except ValueError:
-                retry_after = 1.0
-            return OverloadedError(where, retry_after)
-        return UnavailableError(where)
-
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _count(value: object) -> int:
-    """A token count from upstream JSON; anything but a non-negative integer counts as 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-class SseChunks:
-    """OpenAI's chat completion chunks, read from server-sent event bytes as they come."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.done = False  # [DONE] arrived
-        self.finished = False  # a choice said how it finished
-        self.finish = FinishReason.STOP
-        self.prompt_tokens = self.completion_tokens = self.pieces = 0
-
-    def feed(self, data: bytes) -> list[str]:
-        """The text pieces in ``data`` (a partial line waits for the next read)."""
-        lines = (self.buffer + data).split(b"\n")
-        self.buffer = lines.pop()
-        texts: list[str] = []
-        for raw in lines:
-            if not raw.startswith(b"data:"):
-                continue
-            payload = raw[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                break
-            texts += self._chunk(json.loads(payload))
-        return texts
-
-    def _chunk(self, chunk: dict[str, Any]) -> list[str]:
-        usage = chunk.get("usage")
-        if usage:
-            self.prompt_tokens = _count(usage.get("prompt_tokens"))
-            self.completion_tokens = _count(usage.get("completion_tokens"))
-        texts = []
-        for choice in chunk.get("choices") or ():
-            text = (choice.get("delta") or {}).get("content")
-            if text:
-                self.pieces += 1
-                texts.append(text)
-            reason = choice.get("finish_reason")
-            if reason:
-                self.finish = _FINISH.get(reason, FinishReason.STOP)
-                self.finished = True
-        return texts
