@@ -14,7 +14,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ridgeline_core.runtime import FinishReason, LoadOptions, Runtime, load_runtime
 from ridgeline_core.runtime.llama_cpp import default_threads
@@ -45,61 +45,25 @@ class LlamaCppBackend:
         self.manifest = manifest
         self.context_length = min(manifest.context_length or settings.n_ctx, settings.n_ctx)
         self.admission = Admission(manifest.name, settings.slots, settings.queue)
-        self._store = store
-        self._settings = settings
-        self._log = log
-        self._runtimes: list[Runtime] = []
-        self._free: queue.SimpleQueue[Runtime] = queue.SimpleQueue()
-        self._local = threading.local()
-        self._executor: ThreadPoolExecutor | None = None
-        self._cancels: set[threading.Event] = set()
-        self._running = 0
-        self._running_lock = threading.Lock()
+        self._slots = _Slots(manifest, store, settings, log)
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
-        self._executor = ThreadPoolExecutor(
-            max_workers=self._settings.slots,
-            thread_name_prefix=f"llama-{self.name}",
-            initializer=self._bind_runtime,
-        )
+        await asyncio.to_thread(self._slots.load)
 
-    def _load(self) -> None:
-        path = self._store.open_verified(self.manifest)
-        slots = self._settings.slots
-        threads = self._settings.threads or max(1, default_threads() // slots)
-        options = LoadOptions(
-            n_ctx=self._settings.n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=self._settings.n_batch,
-            n_gpu_layers=self._settings.n_gpu_layers,
-        )
-        for _ in range(slots):
-            runtime = load_runtime(self.manifest, path, options)
-            self._runtimes.append(runtime)
-            self._free.put(runtime)
-        self._log(
-            f"loaded {self.name} ({self.kind}, {slots} slot(s) x {threads} thread(s), "
-            f"n_ctx {self._settings.n_ctx}) in {self._runtimes[0].load_seconds:.1f} s"
-        )
-
-    def _bind_runtime(self) -> None:
-        # each worker thread owns one slot's model for its whole life
-        self._local.runtime = self._free.get_nowait()
+    @property
+    def running(self) -> int:
+        """Generations running on a worker thread right now (stopping ones included)."""
+        return self._slots.running
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
-        if self._executor is None:
-            raise RuntimeError(f"backend {self.name} is not started")
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[object] = asyncio.Queue()
         cancel = threading.Event()
-        self._cancels.add(cancel)
 
         def emit(item: object) -> None:
             loop.call_soon_threadsafe(pieces.put_nowait, item)
 
-        job = self._executor.submit(self._drive, request, emit, cancel)
+        job = self._slots.submit(request, emit, cancel)
         work = asyncio.wrap_future(job, loop=loop)
         try:
             ended = False
@@ -123,13 +87,76 @@ class LlamaCppBackend:
                 # runs more than `slots` generations, abandoned ones included.
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(work)
-            self._cancels.discard(cancel)
+            self._slots.forget(cancel)
+
+    async def close(self) -> None:
+        await self._slots.close()
+
+
+class _Slots:
+    """The model's slots: one loaded copy each, bound to one worker thread for life."""
+
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        store: ModelStore,
+        settings: LlamaCppSettings,
+        log: Callable[[str], None],
+    ) -> None:
+        self.manifest, self._store, self._settings, self._log = manifest, store, settings, log
+        self._runtimes: list[Runtime] = []
+        self._free: queue.SimpleQueue[Runtime] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._executor: ThreadPoolExecutor | None = None
+        self._cancels: set[threading.Event] = set()
+        self.running = 0
+        self._running_lock = threading.Lock()
+
+    def load(self) -> None:
+        path = self._store.open_verified(self.manifest)
+        slots = self._settings.slots
+        threads = self._settings.threads or max(1, default_threads() // slots)
+        options = LoadOptions(
+            n_ctx=self._settings.n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=self._settings.n_batch,
+            n_gpu_layers=self._settings.n_gpu_layers,
+        )
+        for _ in range(slots):
+            runtime = load_runtime(self.manifest, path, options)
+            self._runtimes.append(runtime)
+            self._free.put(runtime)
+        self._log(
+            f"loaded {self.manifest.name} (llama.cpp, {slots} slot(s) x {threads} thread(s), "
+            f"n_ctx {self._settings.n_ctx}) in {self._runtimes[0].load_seconds:.1f} s"
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=slots,
+            thread_name_prefix=f"llama-{self.manifest.name}",
+            initializer=self._bind_runtime,
+        )
+
+    def _bind_runtime(self) -> None:
+        # each worker thread owns one slot's model for its whole life
+        self._local.runtime = self._free.get_nowait()
+
+    def submit(
+        self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
+    ) -> Future[Outcome]:
+        if self._executor is None:
+            raise RuntimeError(f"backend {self.manifest.name} is not started")
+        self._cancels.add(cancel)
+        return self._executor.submit(self._drive, request, emit, cancel)
+
+    def forget(self, cancel: threading.Event) -> None:
+        self._cancels.discard(cancel)
 
     def _drive(
         self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
     ) -> Outcome:
         with self._running_lock:
-            self._running += 1
+            self.running += 1
         try:
             if cancel.is_set():  # the client left while this waited for its thread
                 return Outcome(FinishReason.CANCELLED, 0, 0)
@@ -145,13 +172,8 @@ class LlamaCppBackend:
             return Outcome(stats.finish_reason, stats.prompt_tokens, stats.completion_tokens)
         finally:
             with self._running_lock:
-                self._running -= 1
+                self.running -= 1
             emit(_END)
-
-    @property
-    def running(self) -> int:
-        """Generations running on a worker thread right now (stopping ones included)."""
-        return self._running
 
     async def close(self) -> None:
         for cancel in list(self._cancels):
