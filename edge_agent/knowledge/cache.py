@@ -25,15 +25,13 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,9 +41,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ridgeline_core.errors import StoreError
-from ridgeline_core.files import open_private, private_dir
 
-from .vectors import VectorIndex
+from .cache_file import CacheFile
+from .cache_meta import CacheMeta
+from .cache_scopes import ScopeIndex, Scopes
+from .cache_sql import is_corrupt, scalar, transaction, upsert
 
 __all__ = ["CacheHit", "SemanticCache"]
 
@@ -55,30 +55,9 @@ Vector = npt.NDArray[np.float32]
 Embed = Callable[[str], npt.NDArray[Any]]
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 2.0  # another process's write is short; an answer should not wait longer
+_ScopeIndex = ScopeIndex  # the name tests know it by
 # An identical prompt scores 0.99999994 in float32, so similarity=1.0 would never hit.
 _ROUNDING = 1e-6
-# SQLite primary result codes that mean "this file is not a usable database".
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
-
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE entries (
-        id INTEGER PRIMARY KEY,
-        scope TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        vector BLOB NOT NULL,
-        answer TEXT NOT NULL,
-        created REAL NOT NULL,
-        used REAL NOT NULL,
-        hits INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (scope, prompt)
-    )""",
-    "CREATE INDEX entries_used ON entries (used, id)",
-    "CREATE INDEX entries_created ON entries (created)",
-)
 
 
 @dataclass(frozen=True)
@@ -107,33 +86,22 @@ class SemanticCache:
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not 0 < similarity <= 1:
-            raise ValueError(f"cache similarity must be in (0, 1], got {similarity}")
-        if not ttl_s > 0:
-            raise ValueError(f"cache ttl_s must be > 0 seconds, got {ttl_s}")
-        if max_entries < 1:
-            raise ValueError(f"cache max_entries must be >= 1, got {max_entries}")
+        _check_limits(similarity, ttl_s, max_entries)
         self.path = Path(path)
         self.encoder = encoder
         self.similarity = float(similarity)
         self.ttl_s = float(ttl_s)
         self.max_entries = int(max_entries)
         self._embed = embed
-        self._clock = clock
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
-        self._data_version: int | None = None  # None: re-read meta before the next use
-        self._generation: int | None = None  # of the content the loaded matrices hold
-        self._stale = False  # a write found the generation moved under it: reload after it
-        self._dim: int | None = None  # of the stored vectors; None while there are none
-        self._scopes: dict[str, _ScopeIndex] = {}  # loaded, non-empty scopes only
+        self._scopes = Scopes(self.path, clock)
+        self._meta = CacheMeta(encoder, self._scopes, self.path)
+        self._entries = _Entries(self, clock)
+        self._file = CacheFile(self.path, self._connected)
         self._hits = 0
         self._misses = 0
         with self._lock:
-            self._open()
-
-    # -- public API ------------------------------------------------------------------------
+            self._file.open()
 
     def lookup(
         self, prompt: str, scope: str, vector: npt.NDArray[Any] | None = None
@@ -142,7 +110,13 @@ class SemanticCache:
         reaches ``similarity`` and is younger than ``ttl_s``. ``vector``: ``embed(prompt)``
         when the caller already has it."""
         query = _unit(self._embed(prompt) if vector is None else vector)
-        return self._locked(lambda conn: self._lookup(conn, query, scope))
+        hit = self._locked(lambda conn: self._entries.find(conn, query, scope))
+        with self._lock:
+            if hit is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return hit
 
     def put(
         self,
@@ -159,23 +133,23 @@ class SemanticCache:
             return False
         text = json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
         unit = _unit(self._embed(prompt) if vector is None else vector)
-        self._locked(lambda conn: self._put(conn, prompt, scope, unit, text))
+        self._locked(lambda conn: self._entries.put(conn, prompt, scope, unit, text))
         return True
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
-        return self._locked(self._clear)
+        return self._locked(self._entries.clear)
 
     def stats(self) -> dict[str, Any]:
         """Entries, bytes on disk, this process's hits and misses, and the settings."""
         entries, hits, misses = self._locked(
-            lambda conn: (_scalar(conn, "SELECT COUNT(*) FROM entries"), self._hits, self._misses)
+            lambda conn: (scalar(conn, "SELECT COUNT(*) FROM entries"), self._hits, self._misses)
         )
         return {
             "path": str(self.path),
             "encoder": self.encoder,
             "entries": entries,
-            "bytes": self._bytes_on_disk(),
+            "bytes": self._file.bytes_on_disk(),
             "hits": hits,
             "misses": misses,
             "similarity": self.similarity,
@@ -185,7 +159,8 @@ class SemanticCache:
 
     def close(self) -> None:
         with self._lock:
-            self._close()
+            self._file.close()
+            self._scopes.clear()
 
     def __enter__(self) -> SemanticCache:
         return self
@@ -198,36 +173,65 @@ class SemanticCache:
     ) -> None:
         self.close()
 
-    # -- operations (called under the lock, through _locked) -------------------------------
+    def _connected(self, conn: sqlite3.Connection) -> None:
+        self._meta.forget()
+        self._scopes.clear()
+        self._meta.sync(conn)
 
-    def _lookup(self, conn: sqlite3.Connection, query: Vector, scope: str) -> CacheHit | None:
-        hit = self._find(conn, query, scope)
-        if hit is None:
-            self._misses += 1
-        else:
-            self._hits += 1
-        return hit
+    def _locked(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run one operation under the lock. The one place SQLite errors are translated: a
+        corrupt file is moved aside and the operation retried once on an empty cache."""
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._file.conn
+                if conn is None:
+                    raise StoreError(f"the semantic cache {self.path} is closed")
+                try:
+                    self._meta.sync(conn)
+                    result = op(conn)
+                except sqlite3.Error as exc:
+                    self._scopes.clear()  # reload whatever a failed write left half-done
+                    self._meta.forget()
+                    if attempt == 2 or not is_corrupt(exc):
+                        raise StoreError(f"semantic cache {self.path}: {exc}") from exc
+                    self._scopes.clear()
+                    self._file.recover(exc)
+                    continue
+                if self._meta.stale:
+                    self._scopes.clear()
+                    self._meta.stale = False
+                return result
+            raise AssertionError("unreachable")
 
-    def _find(self, conn: sqlite3.Connection, query: Vector, scope: str) -> CacheHit | None:
-        self._check_dim(query.size)
-        index = self._index(conn, scope)
+
+class _Entries:
+    """The cache's operations on its entries (under its lock, through ``_locked``)."""
+
+    def __init__(self, cache: SemanticCache, clock: Callable[[], float]) -> None:
+        self._cache, self._clock = cache, clock
+        self._meta, self._scopes = cache._meta, cache._scopes
+
+    def find(self, conn: sqlite3.Connection, query: Vector, scope: str) -> CacheHit | None:
+        cache = self._cache
+        self._meta.check_dim(query.size)
+        index = self._scopes.get(conn, scope, self._meta.dim, cache.ttl_s)
         if index is None:
             return None
         now = self._clock()
-        expired, best_id, score = index.search(query, fresh_after=now - self.ttl_s)
+        expired, best_id, score = index.search(query, fresh_after=now - cache.ttl_s)
         hit: CacheHit | None = None
         gone: list[int] = list(expired)
-        if expired or score >= self.similarity - _ROUNDING:
-            with _transaction(conn):
+        good = best_id is not None and score >= cache.similarity - _ROUNDING
+        if expired or good:
+            with transaction(conn):
                 conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in expired])
-                if best_id is not None and score >= self.similarity - _ROUNDING:
+                if best_id is not None and good:
                     hit = self._take(conn, best_id, score, now)
                     if hit is None:
                         gone.append(best_id)
         for entry_id in gone:
             index.remove(entry_id)
-        if index.size == 0:
-            self._scopes.pop(scope, None)
+        self._scopes.drop_if_empty(scope)
         return hit
 
     def _take(
@@ -245,9 +249,11 @@ class SemanticCache:
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            log.warning("semantic cache %s: dropped an entry with an unreadable answer", self.path)
+            log.warning(
+                "semantic cache %s: dropped an entry with an unreadable answer", self._cache.path
+            )
             conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
-            self._bump(conn)
+            self._meta.bump(conn)
             return None
         conn.execute("UPDATE entries SET used = ?, hits = hits + 1 WHERE id = ?", (now, entry_id))
         return CacheHit(
@@ -257,21 +263,21 @@ class SemanticCache:
             answer=answer,
         )
 
-    def _put(
+    def put(
         self, conn: sqlite3.Connection, prompt: str, scope: str, vector: Vector, text: str
     ) -> None:
-        self._check_dim(vector.size)
+        self._meta.check_dim(vector.size)
         now = self._clock()
-        with _transaction(conn):
-            if self._dim is None:
-                self._claim_dim(conn, vector.size)
+        with transaction(conn):
+            if self._meta.dim is None:
+                self._meta.claim_dim(conn, vector.size)
             expired = self._sweep(conn, now)
-            self._bump(conn)
-            entry_id = _upsert(conn, scope, prompt, vector.tobytes(), text, now)
+            self._meta.bump(conn)
+            entry_id = upsert(conn, scope, prompt, vector.tobytes(), text, now)
             evicted = self._evict(conn, keep=entry_id)
         for gone_id, gone_scope in [*expired, *evicted]:
-            self._forget(gone_scope, gone_id)
-        index = self._scopes.get(scope)
+            self._scopes.forget(gone_scope, gone_id)
+        index = self._scopes.loaded(scope)
         if index is not None:
             index.add(entry_id, vector, now)
 
@@ -279,14 +285,14 @@ class SemanticCache:
         """Delete every expired entry (cheap: the index on ``created``). No bump: no process
         matches an expired entry anyway."""
         expired: list[tuple[int, str]] = conn.execute(
-            "SELECT id, scope FROM entries WHERE created <= ?", (now - self.ttl_s,)
+            "SELECT id, scope FROM entries WHERE created <= ?", (now - self._cache.ttl_s,)
         ).fetchall()
         conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i, _ in expired])
         return expired
 
     def _evict(self, conn: sqlite3.Connection, keep: int) -> list[tuple[int, str]]:
         """Delete the least recently used entries beyond ``max_entries`` (never ``keep``)."""
-        over = _scalar(conn, "SELECT COUNT(*) FROM entries") - self.max_entries
+        over = scalar(conn, "SELECT COUNT(*) FROM entries") - self._cache.max_entries
         if over <= 0:
             return []
         evicted: list[tuple[int, str]] = conn.execute(
@@ -295,316 +301,23 @@ class SemanticCache:
         conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i, _ in evicted])
         return evicted
 
-    def _clear(self, conn: sqlite3.Connection) -> int:
-        with _transaction(conn):
+    def clear(self, conn: sqlite3.Connection) -> int:
+        with transaction(conn):
             removed = conn.execute("DELETE FROM entries").rowcount
             conn.execute("DELETE FROM meta WHERE key = 'dim'")
-            self._bump(conn)
+            self._meta.bump(conn)
         self._scopes.clear()
-        self._dim = None
+        self._meta.dim = None
         return max(0, removed)
 
-    # -- in-memory indexes -----------------------------------------------------------------
 
-    def _index(self, conn: sqlite3.Connection, scope: str) -> _ScopeIndex | None:
-        """The scope's matrix, loaded on first use; None when the scope has no live entries
-        (empty scopes are not kept: conversations make many of them)."""
-        index = self._scopes.get(scope)
-        if index is not None or self._dim is None:
-            return index
-        rows = conn.execute(
-            "SELECT id, vector, created FROM entries WHERE scope = ? AND created > ?",
-            (scope, self._clock() - self.ttl_s),
-        ).fetchall()
-        width = self._dim * 4
-        bad = [(entry_id,) for entry_id, blob, _ in rows if len(blob) != width]
-        if bad:
-            log.warning("semantic cache %s: dropped %d malformed entries", self.path, len(bad))
-            with _transaction(conn):
-                conn.executemany("DELETE FROM entries WHERE id = ?", bad)
-            rows = [r for r in rows if len(r[1]) == width]
-        if not rows:
-            return None
-        index = _ScopeIndex.from_rows(self._dim, rows)
-        self._scopes[scope] = index
-        return index
-
-    def _forget(self, scope: str, entry_id: int) -> None:
-        index = self._scopes.get(scope)
-        if index is not None:
-            index.remove(entry_id)
-            if index.size == 0:
-                del self._scopes[scope]
-
-    def _check_dim(self, size: int) -> None:
-        if self._dim is not None and size != self._dim:
-            raise ValueError(
-                f"the vector has {size} dimensions but the cached vectors have "
-                f"{self._dim} (encoder {self.encoder!r})"
-            )
-
-    # -- the file: open, sync, recover -----------------------------------------------------
-
-    def _locked(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run one operation under the lock. The one place SQLite errors are translated: a
-        corrupt file is moved aside and the operation retried once on an empty cache."""
-        with self._lock:
-            for attempt in (1, 2):
-                conn = self._conn
-                if conn is None:
-                    raise StoreError(f"the semantic cache {self.path} is closed")
-                try:
-                    self._sync(conn)
-                    result = op(conn)
-                except sqlite3.Error as exc:
-                    self._scopes.clear()  # reload whatever a failed write left half-done
-                    self._data_version = self._generation = None
-                    if attempt == 2 or not _is_corrupt(exc):
-                        raise StoreError(f"semantic cache {self.path}: {exc}") from exc
-                    self._recover(exc)
-                    continue
-                if self._stale:
-                    self._scopes.clear()
-                    self._stale = False
-                return result
-            raise AssertionError("unreachable")
-
-    def _open(self) -> None:
-        """Open the file, or move an unusable one aside and start empty."""
-        try:
-            private_dir(self.path.parent)
-        except OSError as exc:
-            raise StoreError(f"cannot create the semantic cache's directory: {exc}") from exc
-        try:
-            self._connect()
-        except (sqlite3.Error, PermissionError) as exc:
-            if not self.path.exists() or (
-                isinstance(exc, sqlite3.Error) and not _is_corrupt(exc)
-            ):  # not the file's fault: moving it aside would not help
-                raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
-            self._move_aside(exc)
-            try:
-                self._connect()
-            except (sqlite3.Error, OSError) as again:
-                raise StoreError(f"cannot open the semantic cache {self.path}: {again}") from again
-        except OSError as exc:
-            raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
-
-    def _connect(self) -> None:
-        fd = open_private(self.path, os.O_RDWR)  # narrows a file an older version made wider
-        try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last writes
-            self._create_schema(conn)
-            self._conn, self._identity = conn, (st.st_dev, st.st_ino)
-            self._data_version = self._generation = None
-            self._scopes.clear()
-            self._sync(conn)  # drops another encoder's entries now, not at first use
-        except BaseException:
-            self._conn = None
-            conn.close()
-            raise
-
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
-            version = _scalar(conn, "PRAGMA user_version")
-            if version == SCHEMA_VERSION:
-                return
-            if version:
-                log.info(
-                    "semantic cache %s has schema %d, this version uses %d: starting empty",
-                    self.path,
-                    version,
-                    SCHEMA_VERSION,
-                )
-            conn.execute("DROP TABLE IF EXISTS entries")
-            conn.execute("DROP TABLE IF EXISTS meta")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _sync(self, conn: sqlite3.Connection) -> None:
-        """Before each use: if another connection committed, re-read the metadata (it may
-        even have claimed the file for another encoder) and, if the content changed, forget
-        the loaded matrices."""
-        version = _scalar(conn, "PRAGMA data_version")
-        if version == self._data_version:
-            return
-        self._data_version = version
-        self._claim_encoder(conn)
-        generation = int(_meta(conn, "generation") or 0)
-        if generation != self._generation:
-            self._scopes.clear()
-            self._generation = generation
-            dim = _meta(conn, "dim")
-            self._dim = int(dim) if dim is not None else None
-
-    def _bump(self, conn: sqlite3.Connection) -> None:
-        """Record a change of what can match (inside the writer's transaction)."""
-        before = int(_meta(conn, "generation") or 0)
-        if before != self._generation:
-            self._stale = True  # another process changed it since this one last looked
-        self._generation = before + 1
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)", (str(before + 1),)
-        )
-
-    def _claim_encoder(self, conn: sqlite3.Connection) -> None:
-        if _meta(conn, "encoder") == self.encoder:
-            return
-        with _transaction(conn):
-            found = _meta(conn, "encoder")  # again, under the write lock
-            if found == self.encoder:
-                return
-            dropped = conn.execute("DELETE FROM entries").rowcount
-            if found is not None:
-                log.info(
-                    "semantic cache %s was written with encoder %r, not %r: dropped its %d "
-                    "entries (their vectors are not comparable)",
-                    self.path,
-                    found,
-                    self.encoder,
-                    dropped,
-                )
-            conn.execute("DELETE FROM meta WHERE key = 'dim'")
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('encoder', ?)", (self.encoder,)
-            )
-            self._bump(conn)
-        self._scopes.clear()
-        self._dim = None
-
-    def _claim_dim(self, conn: sqlite3.Connection, dim: int) -> None:
-        """The first vector stored fixes the dimension (inside the writer's transaction)."""
-        found = _meta(conn, "dim")
-        if found is None:
-            conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
-            self._dim = dim
-        else:
-            self._dim = int(found)
-            self._check_dim(dim)
-
-    def _recover(self, exc: sqlite3.Error) -> None:
-        """The open file went bad: move it aside (unless another process already did) and
-        open a fresh one."""
-        identity = self._identity
-        self._close()
-        try:
-            st = os.stat(self.path)
-            same = (st.st_dev, st.st_ino) == identity
-        except FileNotFoundError:
-            same = False
-        if same:
-            self._move_aside(exc)
-        try:
-            self._connect()
-        except (sqlite3.Error, OSError) as again:
-            raise StoreError(f"cannot reopen the semantic cache {self.path}: {again}") from again
-
-    def _move_aside(self, exc: BaseException) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while aside.exists():
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        try:
-            os.replace(self.path, aside)
-            # A stale write-ahead log would be replayed into the fresh file: it goes too.
-            for suffix in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists():
-                    os.replace(side, aside.with_name(aside.name + suffix))
-        except OSError as move_error:
-            raise StoreError(
-                f"the semantic cache {self.path} is unreadable ({exc}) and could not be moved "
-                f"aside: {move_error}"
-            ) from exc
-        log.warning(
-            "semantic cache %s is unreadable (%s): moved it to %s and started empty",
-            self.path,
-            exc,
-            aside.name,
-        )
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        self._scopes.clear()
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-
-    def _bytes_on_disk(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += os.stat(self.path.with_name(self.path.name + suffix)).st_size
-        return total
-
-
-class _ScopeIndex:
-    """One scope's vectors, each row with its entry's id and creation time, and the row of
-    each entry. Removing swaps the last row into the hole (the order of rows decides ties)."""
-
-    _FIELDS = (("id", np.int64), ("created", np.float64))
-
-    def __init__(self, dim: int, capacity: int) -> None:
-        self._vectors = VectorIndex(dim, self._FIELDS, capacity)
-        self._rows: dict[int, int] = {}  # entry id -> row
-
-    @property
-    def size(self) -> int:
-        return len(self._vectors)
-
-    @classmethod
-    def from_rows(cls, dim: int, rows: list[tuple[int, bytes, float]]) -> _ScopeIndex:
-        n = len(rows)
-        index = cls(dim, max(4, n + n // 4))
-        vectors = index._vectors
-        vectors.append(np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(n, dim))
-        vectors.field("id")[:] = [r[0] for r in rows]
-        vectors.field("created")[:] = [r[2] for r in rows]
-        index._rows = {int(entry_id): row for row, (entry_id, _, _) in enumerate(rows)}
-        return index
-
-    def add(self, entry_id: int, vector: Vector, created: float) -> None:
-        row = self._rows.get(entry_id)
-        if row is None:
-            row = self._vectors.append(vector[np.newaxis])
-            self._rows[entry_id] = row
-            self._vectors.field("id")[row] = entry_id
-        else:
-            self._vectors.replace(row, vector)
-        self._vectors.field("created")[row] = created
-
-    def remove(self, entry_id: int) -> None:
-        row = self._rows.pop(entry_id, None)
-        if row is None:
-            return
-        self._vectors.swap_remove(row)
-        if row < len(self._vectors):  # the last row moved into the hole
-            self._rows[int(self._vectors.field("id")[row])] = row
-
-    def search(self, query: Vector, fresh_after: float) -> tuple[list[int], int | None, float]:
-        """(expired entry ids, the best live entry's id or None, its score)."""
-        stale = self._vectors.field("created") <= fresh_after
-        expired: list[int] = []
-        live = None
-        if stale.any():
-            expired = [int(i) for i in self._vectors.field("id")[stale]]
-            live = ~stale
-        best = self._vectors.best(query, where=live)
-        if best is None:
-            return expired, None, -math.inf
-        row, score = best
-        return expired, int(self._vectors.field("id")[row]), score
+def _check_limits(similarity: float, ttl_s: float, max_entries: int) -> None:
+    if not 0 < similarity <= 1:
+        raise ValueError(f"cache similarity must be in (0, 1], got {similarity}")
+    if not ttl_s > 0:
+        raise ValueError(f"cache ttl_s must be > 0 seconds, got {ttl_s}")
+    if max_entries < 1:
+        raise ValueError(f"cache max_entries must be >= 1, got {max_entries}")
 
 
 def _unit(vector: npt.NDArray[Any]) -> Vector:
@@ -616,57 +329,3 @@ def _unit(vector: npt.NDArray[Any]) -> Vector:
     if not math.isfinite(norm) or norm == 0:
         raise ValueError(f"a cache vector must be finite and non-zero, got norm {norm}")
     return np.ascontiguousarray(v / np.float32(norm), dtype=np.float32)
-
-
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-    if isinstance(code, int):
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    return type(exc) is sqlite3.DatabaseError  # what 3.10 raises for both
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction: the write lock is taken at the start, so no other writer can
-    slip in between this transaction's reads and its writes."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _upsert(
-    conn: sqlite3.Connection, scope: str, prompt: str, blob: bytes, text: str, now: float
-) -> int:
-    """Write the entry, replacing the same prompt's in the scope (keeping its id); its id."""
-    row = conn.execute(
-        "SELECT id FROM entries WHERE scope = ? AND prompt = ?", (scope, prompt)
-    ).fetchone()
-    if row is not None:
-        conn.execute(
-            "UPDATE entries SET vector = ?, answer = ?, created = ?, used = ?, hits = 0"
-            " WHERE id = ?",
-            (blob, text, now, now, row[0]),
-        )
-        return int(row[0])
-    cursor = conn.execute(
-        "INSERT INTO entries (scope, prompt, vector, answer, created, used)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (scope, prompt, blob, text, now, now),
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
-def _scalar(conn: sqlite3.Connection, sql: str) -> int:
-    row = conn.execute(sql).fetchone()
-    return int(row[0])
-
-
-def _meta(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return None if row is None else str(row[0])

@@ -1,0 +1,145 @@
+"""The answer cache's SQLite file: opened private (0600 in a 0700 directory), in WAL mode;
+a file that is corrupt or not a database is moved aside to ``<name>.corrupt-<UTC time>``
+(with its write-ahead log) and the cache starts empty; any other failure is a StoreError."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ridgeline_core.errors import StoreError
+from ridgeline_core.files import open_private, private_dir
+
+from .cache_sql import BUSY_TIMEOUT_S, SCHEMA, SCHEMA_VERSION, is_corrupt, scalar, transaction
+
+__all__ = ["CacheFile"]
+
+log = logging.getLogger("edge_agent.knowledge.cache")
+
+
+class CacheFile:
+    def __init__(self, path: Path, on_connect: Callable[[sqlite3.Connection], None]) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._on_connect = on_connect  # a new connection: what was known of the old is gone
+
+    def open(self) -> None:
+        """Open the file, or move an unusable one aside and start empty."""
+        try:
+            private_dir(self.path.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot create the semantic cache's directory: {exc}") from exc
+        try:
+            self._connect()
+        except (sqlite3.Error, PermissionError) as exc:
+            if not self.path.exists() or (
+                isinstance(exc, sqlite3.Error) and not is_corrupt(exc)
+            ):  # not the file's fault: moving it aside would not help
+                raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
+            self._move_aside(exc)
+            try:
+                self._connect()
+            except (sqlite3.Error, OSError) as again:
+                raise StoreError(f"cannot open the semantic cache {self.path}: {again}") from again
+        except OSError as exc:
+            raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
+
+    def recover(self, exc: sqlite3.Error) -> None:
+        """The open file went bad: move it aside (unless another process already did) and
+        open a fresh one."""
+        identity = self._identity
+        self.close()
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == identity
+        except FileNotFoundError:
+            same = False
+        if same:
+            self._move_aside(exc)
+        try:
+            self._connect()
+        except (sqlite3.Error, OSError) as again:
+            raise StoreError(f"cannot reopen the semantic cache {self.path}: {again}") from again
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def bytes_on_disk(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(self.path.with_name(self.path.name + suffix)).st_size
+        return total
+
+    def _connect(self) -> None:
+        fd = open_private(self.path, os.O_RDWR)  # narrows a file an older version made wider
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last writes
+            self._create_schema(conn)
+            self.conn, self._identity = conn, (st.st_dev, st.st_ino)
+            self._on_connect(conn)  # drops another encoder's entries now, not at first use
+        except BaseException:
+            self.conn = None
+            conn.close()
+            raise
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        with transaction(conn):
+            version = scalar(conn, "PRAGMA user_version")
+            if version == SCHEMA_VERSION:
+                return
+            if version:
+                log.info(
+                    "semantic cache %s has schema %d, this version uses %d: starting empty",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                )
+            conn.execute("DROP TABLE IF EXISTS entries")
+            conn.execute("DROP TABLE IF EXISTS meta")
+            for statement in SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _move_aside(self, exc: BaseException) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        try:
+            os.replace(self.path, aside)
+            # A stale write-ahead log would be replayed into the fresh file: it goes too.
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, aside.with_name(aside.name + suffix))
+        except OSError as move_error:
+            raise StoreError(
+                f"the semantic cache {self.path} is unreadable ({exc}) and could not be moved "
+                f"aside: {move_error}"
+            ) from exc
+        log.warning(
+            "semantic cache %s is unreadable (%s): moved it to %s and started empty",
+            self.path,
+            exc,
+            aside.name,
+        )

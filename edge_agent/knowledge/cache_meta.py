@@ -1,0 +1,98 @@
+"""What the answer cache knows about its file's content: which encoder's vectors it holds,
+their dimension, and a generation counter that moves whenever what can match changes, so a
+process sees when another one changed the file (SQLite's ``data_version`` says someone
+committed; the generation says whether it was more than recording hits)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+from .cache_scopes import Scopes
+from .cache_sql import meta, scalar, transaction
+
+__all__ = ["CacheMeta"]
+
+log = logging.getLogger("edge_agent.knowledge.cache")
+
+
+class CacheMeta:
+    def __init__(self, encoder: str, scopes: Scopes, path: Path) -> None:
+        self.encoder, self._path = encoder, path
+        self._scopes = scopes  # forgotten whenever the content they mirror changed
+        self.data_version: int | None = None  # None: re-read meta before the next use
+        self.generation: int | None = None  # of the content the loaded matrices hold
+        self.stale = False  # a write found the generation moved under it: reload after it
+        self.dim: int | None = None  # of the stored vectors; None while there are none
+
+    def forget(self) -> None:
+        self.data_version = self.generation = None
+
+    def sync(self, conn: sqlite3.Connection) -> None:
+        """Before each use: if another connection committed, re-read the metadata (it may
+        even have claimed the file for another encoder) and, if the content changed, forget
+        the loaded matrices."""
+        version = scalar(conn, "PRAGMA data_version")
+        if version == self.data_version:
+            return
+        self.data_version = version
+        self._claim_encoder(conn)
+        generation = int(meta(conn, "generation") or 0)
+        if generation != self.generation:
+            self._scopes.clear()
+            self.generation = generation
+            dim = meta(conn, "dim")
+            self.dim = int(dim) if dim is not None else None
+
+    def bump(self, conn: sqlite3.Connection) -> None:
+        """Record a change of what can match (inside the writer's transaction)."""
+        before = int(meta(conn, "generation") or 0)
+        if before != self.generation:
+            self.stale = True  # another process changed it since this one last looked
+        self.generation = before + 1
+        conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)", (str(before + 1),)
+        )
+
+    def claim_dim(self, conn: sqlite3.Connection, dim: int) -> None:
+        """The first vector stored fixes the dimension (inside the writer's transaction)."""
+        found = meta(conn, "dim")
+        if found is None:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
+            self.dim = dim
+        else:
+            self.dim = int(found)
+            self.check_dim(dim)
+
+    def check_dim(self, size: int) -> None:
+        if self.dim is not None and size != self.dim:
+            raise ValueError(
+                f"the vector has {size} dimensions but the cached vectors have "
+                f"{self.dim} (encoder {self.encoder!r})"
+            )
+
+    def _claim_encoder(self, conn: sqlite3.Connection) -> None:
+        if meta(conn, "encoder") == self.encoder:
+            return
+        with transaction(conn):
+            found = meta(conn, "encoder")  # again, under the write lock
+            if found == self.encoder:
+                return
+            dropped = conn.execute("DELETE FROM entries").rowcount
+            if found is not None:
+                log.info(
+                    "semantic cache %s was written with encoder %r, not %r: dropped its %d "
+                    "entries (their vectors are not comparable)",
+                    self._path,
+                    found,
+                    self.encoder,
+                    dropped,
+                )
+            conn.execute("DELETE FROM meta WHERE key = 'dim'")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('encoder', ?)", (self.encoder,)
+            )
+            self.bump(conn)
+        self._scopes.clear()
+        self.dim = None
