@@ -101,7 +101,7 @@ class BrokerAnswer:
         return self.result.answer_model
 
 
-def build_request(
+def build_request(  # noqa: PLR0913  # the wire level: one keyword per protocol field
     messages: Messages,
     *,
     model: str | None = None,
