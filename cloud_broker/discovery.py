@@ -21,10 +21,10 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ridgeline_core import discovery as _shared
+from ridgeline_core.closing import Closing
 from ridgeline_core.discovery import (
     PROTOCOL_VERSION,
     SERVICE_TYPE,
@@ -112,7 +112,7 @@ def txt_properties(models: Iterable[str], tls_fingerprint: str | None) -> dict[s
     }
 
 
-class Advertisement:
+class Advertisement(Closing):
     """A registered ``_ridgeline._tcp`` service; ``close()`` says goodbye and stops zeroconf."""
 
     def __init__(self, zeroconf: Zeroconf, info: ServiceInfo) -> None:
@@ -141,17 +141,6 @@ class Advertisement:
                 self._zeroconf.unregister_service(self._info)
             finally:
                 self._zeroconf.close()
-
-    def __enter__(self) -> Advertisement:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def advertise(

@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Callable, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from typing_extensions import Unpack
 
 from ridgeline_core.cancel import CancelToken
+from ridgeline_core.closing import Closing
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 
 from .parts import EdgeParts
@@ -33,9 +33,6 @@ from .request.pipeline import Pipeline, PreparedRequest
 from .sdk.api import Answerer
 from .settings import EdgeSettings
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "Answer",
     "AnswerTimings",
@@ -48,7 +45,7 @@ __all__ = [
 ]
 
 
-class EdgeAgent(PartsView, Answerer):
+class EdgeAgent(PartsView, Answerer, Closing):
     """Answers prompts on the device and escalates to the broker when that is worth it.
 
     Loads each model once, on first use; connects to the broker on the first escalation.
@@ -154,14 +151,3 @@ class EdgeAgent(PartsView, Answerer):
 
     def close(self) -> None:
         self.parts.close()
-
-    def __enter__(self) -> EdgeAgent:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -38,6 +38,7 @@ import grpc.aio
 from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 
 from . import errors, transport, wire
+from .closing import Closing
 from .runtime.types import ChatMessage, SamplingParams
 from .status import ERROR_KIND_KEY, from_rpc
 
@@ -302,7 +303,7 @@ class BrokerStream(Iterator[broker_pb2.GenerateResponse]):
         self._call.cancel()
 
 
-class BrokerClient:
+class BrokerClient(Closing):
     """Blocking client; one channel, safe to share between threads."""
 
     def __init__(
@@ -395,17 +396,6 @@ class BrokerClient:
     def close(self) -> None:
         self._connectivity.close()
         self._channel.close()
-
-    def __enter__(self) -> BrokerClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class AsyncBrokerStream:

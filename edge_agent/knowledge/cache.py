@@ -34,12 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from ridgeline_core.closing import Closing
 from ridgeline_core.errors import StoreError
 
 from .cache_file import CacheFile
@@ -68,7 +68,7 @@ class CacheHit:
     answer: dict[str, Any]  # what put() stored
 
 
-class SemanticCache:
+class SemanticCache(Closing):
     """Answers keyed by prompt meaning, per scope, in a SQLite file at ``path``.
 
     ``embed`` maps a prompt to a 1-D unit vector; ``encoder`` names it (vectors of another
@@ -161,17 +161,6 @@ class SemanticCache:
         with self._lock:
             self._file.close()
             self._scopes.clear()
-
-    def __enter__(self) -> SemanticCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _connected(self, conn: sqlite3.Connection) -> None:
         self._meta.forget()

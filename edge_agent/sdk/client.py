@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -25,6 +24,7 @@ import grpc
 from ridgeline.v1 import edge_pb2, edge_pb2_grpc
 from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
+from ridgeline_core.closing import Closing
 from ridgeline_core.status import ERROR_KIND_KEY, from_rpc
 from ridgeline_core.transport import channel_options
 
@@ -38,7 +38,7 @@ from .api import Answerer, ModelInfo, StreamEvent
 __all__ = ["EdgeClient"]
 
 
-class EdgeClient(Answerer):
+class EdgeClient(Answerer, Closing):
     """A client of one edge daemon; one channel, safe to share between threads.
 
     ``target``: ``unix:/path/edge.sock`` or ``HOST:PORT``; ``api_key``: the daemon's key,
@@ -113,14 +113,3 @@ class EdgeClient(Answerer):
 
     def close(self) -> None:
         self._channel.close()
-
-    def __enter__(self) -> EdgeClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -18,7 +18,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
+
+from ridgeline_core.closing import Closing
 
 from .snapshot import Reading, Telemetry, TelemetrySource, merge
 
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 _JOIN_TIMEOUT_S = 2.0  # a source mid-read (vcgencmd has a 1 s timeout) may delay the stop
 
 
-class TelemetrySampler:
+class TelemetrySampler(Closing):
     def __init__(
         self,
         device_sources: Sequence[TelemetrySource],
@@ -137,11 +138,3 @@ class TelemetrySampler:
         """Starts sampling; leaving the block stops it."""
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

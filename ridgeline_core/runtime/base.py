@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Protocol
 
+from ..closing import Closing
 from ..errors import ModelError
 from ..store.manifest import ModelManifest
 from .types import (
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-class Generation(Iterator[Token]):
+class Generation(Iterator[Token], Closing):
     """One streaming generation: iterate for tokens, read :attr:`stats` at the end.
 
     :meth:`close` (or leaving a ``with`` block) stops the generation early and
@@ -55,17 +55,6 @@ class Generation(Iterator[Token]):
             close()
         if self.stats.finish_reason is None:  # closed before it started
             self.stats.finish_reason = FinishReason.CANCELLED
-
-    def __enter__(self) -> Generation:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def text(self) -> str:

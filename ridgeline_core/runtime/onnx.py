@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from ..closing import Closing
 from ..errors import (
     EmptyPromptError,
     InvalidRequestError,
@@ -155,7 +155,7 @@ class _EncoderGraph:
         return states
 
 
-class OnnxEncoder:
+class OnnxEncoder(Closing):
     """Text to unit vectors with an ONNX encoder: ``embed(["a", "b"])`` is float32 [2, dim].
 
     Inputs longer than ``max_length`` tokens (special tokens included) are cut there
@@ -236,17 +236,6 @@ class OnnxEncoder:
     def close(self) -> None:
         """Free the session; calls in flight finish, later ones raise ModelError."""
         self._graph.session = None
-
-    def __enter__(self) -> OnnxEncoder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _load_tokenizer(path: Path, max_length: int, name: str) -> tuple[Any, int]:
