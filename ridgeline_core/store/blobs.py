@@ -26,62 +26,18 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["BlobFiles"]
+__all__ = ["BlobFiles", "StoreArea"]
 
 
-class BlobFiles:
+class StoreArea:
+    """The store's working area: ``tmp/`` (partial files, scratch directories, never
+    loaded), ``locks/`` (one pull of a digest at a time) and the StoreError that names
+    the store for an OSError on any of its files."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.blobs = root / "blobs" / "sha256"
         self.tmp = root / "tmp"
         self.locks = root / "locks"
-
-    def path(self, digest: str) -> Path:
-        """Where a digest lives; refuses anything that is not a plain sha256."""
-        check_digest(digest)
-        path = self.blobs / digest
-        if path.parent != self.blobs:  # defence in depth; the pattern already ensures it
-            raise IntegrityError(f"digest {digest!r} escapes the store")
-        return path
-
-    def install(self, partial: Path, target: Path) -> None:
-        """Move a checked file into blobs/, read-only, and stamp it as verified."""
-        started_ns = time.time_ns()
-        partial.chmod(0o444)
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        drop_stamp(target)
-        if target.exists():
-            target.chmod(0o644)
-        os.replace(partial, target)
-        write_stamp(target, started_ns=started_ns)
-
-    def add_file(self, source: Path) -> tuple[str, int]:
-        """Copy a file made on this machine into blobs/; its sha256 and size."""
-        digest = sha256_file(source)
-        target = self.path(digest)
-        with self.lock(digest), self.errors("store a built file"):
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            partial = self.tmp / f"{digest}.{os.getpid()}.partial"
-            try:
-                shutil.copyfile(source, partial)
-                if sha256_file(partial) != digest:
-                    raise StoreError(f"{source} changed while it was copied into the store")
-                self.install(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-        return digest, target.stat().st_size
-
-    def remove(self, digest: str, label: str) -> int:
-        """Delete a blob and its stamp; the bytes freed (0 if it was not there)."""
-        path = self.path(digest)
-        with self.lock(digest), self.errors(f"remove {label}"):
-            drop_stamp(path)
-            try:
-                size = path.stat().st_size
-                path.unlink()
-            except FileNotFoundError:
-                return 0
-        return size
 
     @contextlib.contextmanager
     def scratch(self, prefix: str) -> Iterator[Path]:
@@ -134,3 +90,59 @@ class BlobFiles:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class BlobFiles(StoreArea):
+    """``blobs/sha256/``: checked files, read-only and stamped, added and removed under
+    their digest's lock."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.blobs = root / "blobs" / "sha256"
+
+    def path(self, digest: str) -> Path:
+        """Where a digest lives; refuses anything that is not a plain sha256."""
+        check_digest(digest)
+        path = self.blobs / digest
+        if path.parent != self.blobs:  # defence in depth; the pattern already ensures it
+            raise IntegrityError(f"digest {digest!r} escapes the store")
+        return path
+
+    def install(self, partial: Path, target: Path) -> None:
+        """Move a checked file into blobs/, read-only, and stamp it as verified."""
+        started_ns = time.time_ns()
+        partial.chmod(0o444)
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        drop_stamp(target)
+        if target.exists():
+            target.chmod(0o644)
+        os.replace(partial, target)
+        write_stamp(target, started_ns=started_ns)
+
+    def add_file(self, source: Path) -> tuple[str, int]:
+        """Copy a file made on this machine into blobs/; its sha256 and size."""
+        digest = sha256_file(source)
+        target = self.path(digest)
+        with self.lock(digest), self.errors("store a built file"):
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            partial = self.tmp / f"{digest}.{os.getpid()}.partial"
+            try:
+                shutil.copyfile(source, partial)
+                if sha256_file(partial) != digest:
+                    raise StoreError(f"{source} changed while it was copied into the store")
+                self.install(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
+        return digest, target.stat().st_size
+
+    def remove(self, digest: str, label: str) -> int:
+        """Delete a blob and its stamp; the bytes freed (0 if it was not there)."""
+        path = self.path(digest)
+        with self.lock(digest), self.errors(f"remove {label}"):
+            drop_stamp(path)
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except FileNotFoundError:
+                return 0
+        return size

