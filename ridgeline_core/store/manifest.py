@@ -77,8 +77,16 @@ def _relative_path(value: str) -> str:
     return value
 
 
+def _model_name(value: str) -> str:
+    try:
+        return check_name(value)
+    except ManifestError as exc:
+        raise ValueError(str(exc)) from None
+
+
 Digest = Annotated[str, AfterValidator(_digest)]
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
+ModelName = Annotated[str, AfterValidator(_model_name)]
 
 
 def check_digest(digest: str) -> str:
@@ -206,7 +214,10 @@ class BuildSpec(_Strict):
 
 
 class ModelManifest(_Strict):
-    name: str
+    """One model: what it is, how it runs, where its file comes from and its digest (a
+    TOML file under manifests/, or a user's own directory)."""
+
+    name: ModelName
     description: str = ""
     runtime: Literal["llama.cpp", "onnx", "scripted"]
     format: Literal["gguf", "onnx", "safetensors", "script"]
@@ -232,36 +243,10 @@ class ModelManifest(_Strict):
     # Set on the store's per-file views of a manifest (see ModelManifest.parts).
     file_label: str | None = Field(default=None, exclude=True)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        try:
-            return check_name(value)
-        except ManifestError as exc:
-            raise ValueError(str(exc)) from None
-
     @model_validator(mode="after")
-    def _part_digests_only_in_parts(self) -> ModelManifest:
-        if self.source.kind != "parts" and self.source.sha256 is not None:
-            raise ValueError(
-                "source.sha256 is only for the parts of a parts source; "
-                "the file's digest is the manifest's sha256"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _files_and_build(self) -> ModelManifest:
-        names = [f.name for f in self.files]
-        if len(set(names)) != len(names):
-            raise ValueError(f"files: a name is listed twice: {names}")
-        if self.build is not None:
-            if self.format != "safetensors" or self.runtime != "onnx":
-                raise ValueError("build is for runtime 'onnx' models in format 'safetensors'")
-            missing = {"config.json", "tokenizer.json"} - set(names)
-            if missing:
-                raise ValueError(f"a bert-onnx build needs files {sorted(missing)}")
-        elif self.format == "safetensors":
-            raise ValueError("a safetensors model needs a [build] section to become runnable")
+    def _consistent(self) -> ModelManifest:
+        _check_source_digest(self)
+        _check_files_and_build(self)
         return self
 
     def parts(self) -> list[ModelManifest]:
@@ -301,18 +286,8 @@ class ModelManifest(_Strict):
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: Path | None = None) -> ModelManifest:
-        where = f"manifest {origin}" if origin else "manifest"
-        for internal in ("origin", "file_label"):
-            if internal in data:
-                raise ManifestError(f"{where}: {internal!r} is not a manifest field")
-        try:
-            return cls.model_validate({**data, "origin": origin})
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            raise ManifestError(f"{where} is invalid: {problems}") from None
+        """A manifest from a TOML table; a ManifestError lists every problem found."""
+        return _validated(cls, data, origin)
 
     def resolve_local_path(self, raw: str) -> Path:
         """A path source's file, relative paths taken from the manifest's folder."""
@@ -320,6 +295,45 @@ class ModelManifest(_Strict):
         if not path.is_absolute() and self.origin is not None:
             path = self.origin.parent / path
         return path
+
+
+def _check_source_digest(manifest: ModelManifest) -> None:
+    if manifest.source.kind != "parts" and manifest.source.sha256 is not None:
+        raise ValueError(
+            "source.sha256 is only for the parts of a parts source; "
+            "the file's digest is the manifest's sha256"
+        )
+
+
+def _check_files_and_build(manifest: ModelManifest) -> None:
+    names = [f.name for f in manifest.files]
+    if len(set(names)) != len(names):
+        raise ValueError(f"files: a name is listed twice: {names}")
+    if manifest.build is not None:
+        if manifest.format != "safetensors" or manifest.runtime != "onnx":
+            raise ValueError("build is for runtime 'onnx' models in format 'safetensors'")
+        missing = {"config.json", "tokenizer.json"} - set(names)
+        if missing:
+            raise ValueError(f"a bert-onnx build needs files {sorted(missing)}")
+    elif manifest.format == "safetensors":
+        raise ValueError("a safetensors model needs a [build] section to become runnable")
+
+
+def _validated(
+    cls: type[ModelManifest], data: dict[str, object], origin: Path | None
+) -> ModelManifest:
+    where = f"manifest {origin}" if origin else "manifest"
+    for internal in ("origin", "file_label"):
+        if internal in data:
+            raise ManifestError(f"{where}: {internal!r} is not a manifest field")
+    try:
+        return cls.model_validate({**data, "origin": origin})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ManifestError(f"{where} is invalid: {problems}") from None
 
 
 class ManifestCatalog:
