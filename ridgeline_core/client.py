@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import grpc.aio
@@ -303,8 +303,11 @@ class BrokerStream(Iterator[broker_pb2.GenerateResponse]):
         self._call.cancel()
 
 
-class BrokerClient(Closing):
-    """Blocking client; one channel, safe to share between threads."""
+class _ClientCore:
+    """What the blocking and the asyncio client share: the channel (``_transport`` is
+    grpc or grpc.aio), the stub, the credentials sent with each call, the deadline."""
+
+    _transport: ClassVar[Any] = grpc
 
     def __init__(
         self,
@@ -315,10 +318,32 @@ class BrokerClient(Closing):
         plaintext: bool = False,
         timeout_s: float | None = 120.0,
     ) -> None:
-        self._channel = _open_channel(grpc, address, tls, plaintext)
+        self._channel = _open_channel(self._transport, address, tls, plaintext)
         self._stub = broker_pb2_grpc.BrokerStub(self._channel)
         self._metadata = _metadata(token)
         self.timeout_s = timeout_s
+        self._opened()
+
+    def _opened(self) -> None:
+        """Called once the channel exists."""
+
+    def _generate_call(self, request: broker_pb2.GenerateRequest, timeout_s: float | None) -> Any:
+        return self._stub.Generate(
+            request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+        )
+
+    def _list_models_call(self, timeout_s: float | None) -> Any:
+        return self._stub.ListModels(
+            broker_pb2.ListModelsRequest(),
+            timeout=timeout_s or self.timeout_s,
+            metadata=self._metadata,
+        )
+
+
+class BrokerClient(_ClientCore, Closing):
+    """Blocking client; one channel, safe to share between threads."""
+
+    def _opened(self) -> None:
         self._connectivity = _Connectivity(self._channel)
 
     def stream(
@@ -350,10 +375,7 @@ class BrokerClient(Closing):
     def generate_request(
         self, request: broker_pb2.GenerateRequest, *, timeout_s: float | None = None
     ) -> BrokerStream:
-        call = self._stub.Generate(
-            request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
-        )
-        return BrokerStream(call)
+        return BrokerStream(self._generate_call(request, timeout_s))
 
     def ask(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
@@ -365,11 +387,7 @@ class BrokerClient(Closing):
 
     def list_models(self, *, timeout_s: float | None = None) -> broker_pb2.ListModelsResponse:
         try:
-            response: broker_pb2.ListModelsResponse = self._stub.ListModels(
-                broker_pb2.ListModelsRequest(),
-                timeout=timeout_s or self.timeout_s,
-                metadata=self._metadata,
-            )
+            response: broker_pb2.ListModelsResponse = self._list_models_call(timeout_s)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
         return response
@@ -424,22 +442,10 @@ class AsyncBrokerStream:
         self._call.cancel()
 
 
-class AsyncBrokerClient:
+class AsyncBrokerClient(_ClientCore):
     """asyncio client; create and use it inside one event loop."""
 
-    def __init__(
-        self,
-        address: str,
-        *,
-        token: str | None = None,
-        tls: TlsOptions | None = None,
-        plaintext: bool = False,
-        timeout_s: float | None = 120.0,
-    ) -> None:
-        self._channel = _open_channel(grpc.aio, address, tls, plaintext)
-        self._stub = broker_pb2_grpc.BrokerStub(self._channel)
-        self._metadata = _metadata(token)
-        self.timeout_s = timeout_s
+    _transport: ClassVar[Any] = grpc.aio
 
     def generate(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
@@ -449,10 +455,7 @@ class AsyncBrokerClient:
     def generate_request(
         self, request: broker_pb2.GenerateRequest, *, timeout_s: float | None = None
     ) -> AsyncBrokerStream:
-        call = self._stub.Generate(
-            request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
-        )
-        return AsyncBrokerStream(call)
+        return AsyncBrokerStream(self._generate_call(request, timeout_s))
 
     async def ask(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
@@ -464,11 +467,7 @@ class AsyncBrokerClient:
 
     async def list_models(self, *, timeout_s: float | None = None) -> broker_pb2.ListModelsResponse:
         try:
-            response: broker_pb2.ListModelsResponse = await self._stub.ListModels(
-                broker_pb2.ListModelsRequest(),
-                timeout=timeout_s or self.timeout_s,
-                metadata=self._metadata,
-            )
+            response: broker_pb2.ListModelsResponse = await self._list_models_call(timeout_s)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
         return response
