@@ -123,33 +123,7 @@ class CliProgress:
             self._console.print(f"{description}{size}...", highlight=False)
         if not self._bar:
             return
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        amounts = (
-            (DownloadColumn(), TransferSpeedColumn())
-            if self._unit == "bytes"
-            else (MofNCompleteColumn(),)
-        )
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            *amounts,
-            TimeRemainingColumn(),
-            console=self._console,
-            transient=True,
-        )
-        self._progress.start()
-        self._task = self._progress.add_task(description, total=total)
+        self._progress, self._task = _rich_bar(self._console, self._unit, description, total)
 
     def advance(self, amount: int) -> None:
         if self._progress is not None:
@@ -168,6 +142,35 @@ class CliProgress:
             elapsed = time.monotonic() - self._started
             self._console.print(f"{self._description}: done in {elapsed:.1f} s", highlight=False)
         self._description = ""
+
+
+def _rich_bar(console: Console, unit: str, description: str, total: int | None) -> Any:
+    """A started rich progress bar (bytes with speed, or items counted) and its task."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    amounts = (
+        (DownloadColumn(), TransferSpeedColumn()) if unit == "bytes" else (MofNCompleteColumn(),)
+    )
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        *amounts,
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    progress.start()
+    return progress, progress.add_task(description, total=total)
 
 
 def root_group(name: str, help_text: str, loader: SettingsLoader[Any]) -> click.Group:
