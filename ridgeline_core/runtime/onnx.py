@@ -54,7 +54,7 @@ def _import_onnxruntime() -> Any:
 def _threads(threads: int | None) -> int:
     if threads is not None and threads > 0:
         return threads
-    from .llama_cpp import default_threads  # here: that module imports the chat template stack
+    from .threads import default_threads
 
     return default_threads()
 
