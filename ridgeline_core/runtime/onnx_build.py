@@ -186,35 +186,8 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> BertConfig:
-        checks = (
-            ("model_type", raw.get("model_type"), ("bert",)),
-            ("hidden_act", raw.get("hidden_act", "gelu"), ("gelu",)),
-            (
-                "position_embedding_type",
-                raw.get("position_embedding_type", "absolute"),
-                ("absolute",),
-            ),
-        )
-        for key, value, supported in checks:
-            if value not in supported:
-                raise UnsupportedError(
-                    f"{source}: {key} is {value!r}; the ONNX builder supports BERT encoders "
-                    f"with {key} {' or '.join(map(repr, supported))}"
-                )
-        ints = {}
-        for key in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-        ):
-            value = raw.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ModelLoadError(f"{source}: {key} must be a positive integer, not {value!r}")
-            ints[key] = value
+        _check_supported(raw, source)
+        ints = {key: _positive_int(raw, key, source) for key in _INT_FIELDS}
         eps = raw.get("layer_norm_eps", 1e-12)
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < 1:
             raise ModelLoadError(f"{source}: layer_norm_eps must be in (0, 1), not {eps!r}")
@@ -227,30 +200,66 @@ class BertConfig:
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor the graph reads, with its shape (PyTorch layout: Linear is [out, in])."""
-        h, i = self.hidden_size, self.intermediate_size
-        shapes: dict[str, tuple[int, ...]] = {
-            "embeddings.word_embeddings.weight": (self.vocab_size, h),
-            "embeddings.position_embeddings.weight": (self.max_position_embeddings, h),
-            "embeddings.token_type_embeddings.weight": (self.type_vocab_size, h),
-            "embeddings.LayerNorm.weight": (h,),
-            "embeddings.LayerNorm.bias": (h,),
-        }
-        for n in range(self.num_hidden_layers):
-            p = f"encoder.layer.{n}."
-            for linear, out, inp in (
-                ("attention.self.query", h, h),
-                ("attention.self.key", h, h),
-                ("attention.self.value", h, h),
-                ("attention.output.dense", h, h),
-                ("intermediate.dense", i, h),
-                ("output.dense", h, i),
-            ):
-                shapes[f"{p}{linear}.weight"] = (out, inp)
-                shapes[f"{p}{linear}.bias"] = (out,)
-            for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-                shapes[f"{p}{norm}.weight"] = (h,)
-                shapes[f"{p}{norm}.bias"] = (h,)
-        return shapes
+        return _expected_shapes(self)
+
+
+_INT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+)
+
+
+def _check_supported(raw: Mapping[str, Any], source: str) -> None:
+    checks = (
+        ("model_type", raw.get("model_type"), ("bert",)),
+        ("hidden_act", raw.get("hidden_act", "gelu"), ("gelu",)),
+        ("position_embedding_type", raw.get("position_embedding_type", "absolute"), ("absolute",)),
+    )
+    for key, value, supported in checks:
+        if value not in supported:
+            raise UnsupportedError(
+                f"{source}: {key} is {value!r}; the ONNX builder supports BERT encoders "
+                f"with {key} {' or '.join(map(repr, supported))}"
+            )
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, source: str) -> int:
+    value = raw.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ModelLoadError(f"{source}: {key} must be a positive integer, not {value!r}")
+    return value
+
+
+def _expected_shapes(config: BertConfig) -> dict[str, tuple[int, ...]]:
+    h, i = config.hidden_size, config.intermediate_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (config.vocab_size, h),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": (h,),
+        "embeddings.LayerNorm.bias": (h,),
+    }
+    for n in range(config.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+        for linear, out, inp in (
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ):
+            shapes[f"{p}{linear}.weight"] = (out, inp)
+            shapes[f"{p}{linear}.bias"] = (out,)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[f"{p}{norm}.weight"] = (h,)
+            shapes[f"{p}{norm}.bias"] = (h,)
+    return shapes
 
 
 def _checked_weights(
@@ -298,8 +307,9 @@ def build_bert_encoder(weights: Path, config: Path, out: Path) -> None:
     atomic_write(Path(out), model.SerializeToString(), mode=None)
 
 
-class _BertGraph:
-    """Emits the nodes of one BERT encoder; node and tensor names are fixed by position."""
+class _GraphWriter:
+    """Appends ONNX nodes and initializers; node and tensor names are fixed by position,
+    so the same weights always give the same bytes."""
 
     def __init__(self, onnx: Any, config: BertConfig, weights: Mapping[str, Array]) -> None:
         self.onnx = onnx
@@ -309,38 +319,6 @@ class _BertGraph:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._counter = 0
-
-    def model(self) -> Any:
-        helper, tp = self.helper, self.onnx.TensorProto
-        hidden = self.encoder(self.embeddings())
-        self.nodes.append(helper.make_node("Identity", [hidden], [ENCODER_OUTPUT], "output"))
-        inputs = [
-            helper.make_tensor_value_info(name, tp.INT64, ["batch", "sequence"])
-            for name in ENCODER_INPUTS
-        ]
-        output = helper.make_tensor_value_info(
-            ENCODER_OUTPUT, tp.FLOAT, ["batch", "sequence", self.config.hidden_size]
-        )
-        graph = helper.make_graph(
-            self.nodes, "bert_encoder", inputs, [output], initializer=self.initializers
-        )
-        model = helper.make_model(
-            graph,
-            producer_name="ridgeline",
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            ir_version=IR_VERSION,
-        )
-        # read by OnnxEncoder: inputs longer than the position table cannot be embedded
-        helper.set_model_props(
-            model,
-            {
-                "max_position_embeddings": str(self.config.max_position_embeddings),
-                "hidden_size": str(self.config.hidden_size),
-            },
-        )
-        return model
-
-    # -- building blocks
 
     def _name(self, op: str) -> str:
         self._counter += 1
@@ -375,7 +353,14 @@ class _BertGraph:
             epsilon=self.config.layer_norm_eps,
         )
 
-    # -- the model
+
+class _BertGraph(_GraphWriter):
+    """Emits the nodes of one BERT encoder."""
+
+    def model(self) -> Any:
+        hidden = self.encoder(self.embeddings())
+        self.nodes.append(self.helper.make_node("Identity", [hidden], [ENCODER_OUTPUT], "output"))
+        return _encoder_model(self.onnx, self.config, self.nodes, self.initializers)
 
     def embeddings(self) -> str:
         words = self.op("Gather", self.weight("embeddings.word_embeddings.weight"), "input_ids")
@@ -401,21 +386,10 @@ class _BertGraph:
         return self.op("Mul", inverted, "mask_value")
 
     def encoder(self, hidden: str) -> str:
-        c = self.config
-        constants: dict[str, Array] = {
-            "axes_1_2": np.array([1, 2], np.int64),
-            "one": np.array(1.0, np.float32),
-            "half": np.array(0.5, np.float32),
-            "sqrt_two": np.array(math.sqrt(2.0), np.float32),
-            "mask_value": np.array(MASK_VALUE, np.float32),
-            "sqrt_head_size": np.array(math.sqrt(c.head_size), np.float32),
-            "heads_shape": np.array([0, 0, c.num_attention_heads, c.head_size], np.int64),
-            "hidden_shape": np.array([0, 0, c.hidden_size], np.int64),
-        }
-        for name, value in constants.items():
+        for name, value in _encoder_constants(self.config).items():
             self.const(name, value)
         bias = self.attention_bias()
-        for n in range(c.num_hidden_layers):
+        for n in range(self.config.num_hidden_layers):
             hidden = self.layer(hidden, bias, f"encoder.layer.{n}.")
         return hidden
 
@@ -444,6 +418,48 @@ class _BertGraph:
         """The exact GELU, x * (1 + erf(x / sqrt(2))) * 0.5, in the form onnxruntime fuses."""
         erf = self.op("Erf", self.op("Div", x, "sqrt_two"))
         return self.op("Mul", self.op("Mul", x, self.op("Add", erf, "one")), "half")
+
+
+def _encoder_constants(c: BertConfig) -> dict[str, Array]:
+    """The scalars and shapes the encoder's nodes share, by name."""
+    return {
+        "axes_1_2": np.array([1, 2], np.int64),
+        "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+        "sqrt_two": np.array(math.sqrt(2.0), np.float32),
+        "mask_value": np.array(MASK_VALUE, np.float32),
+        "sqrt_head_size": np.array(math.sqrt(c.head_size), np.float32),
+        "heads_shape": np.array([0, 0, c.num_attention_heads, c.head_size], np.int64),
+        "hidden_shape": np.array([0, 0, c.hidden_size], np.int64),
+    }
+
+
+def _encoder_model(onnx: Any, config: BertConfig, nodes: list[Any], weights: list[Any]) -> Any:
+    """The model around the encoder's nodes: int64 inputs, the hidden states out."""
+    helper, tp = onnx.helper, onnx.TensorProto
+    inputs = [
+        helper.make_tensor_value_info(name, tp.INT64, ["batch", "sequence"])
+        for name in ENCODER_INPUTS
+    ]
+    output = helper.make_tensor_value_info(
+        ENCODER_OUTPUT, tp.FLOAT, ["batch", "sequence", config.hidden_size]
+    )
+    graph = helper.make_graph(nodes, "bert_encoder", inputs, [output], initializer=weights)
+    model = helper.make_model(
+        graph,
+        producer_name="ridgeline",
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+    )
+    # read by OnnxEncoder: inputs longer than the position table cannot be embedded
+    helper.set_model_props(
+        model,
+        {
+            "max_position_embeddings": str(config.max_position_embeddings),
+            "hidden_size": str(config.hidden_size),
+        },
+    )
+    return model
 
 
 # -- a softmax classifier head -----------------------------------------------------------
