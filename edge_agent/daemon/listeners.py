@@ -12,7 +12,7 @@ from ridgeline_core.errors import ConfigError, MissingDependencyError
 from ridgeline_core.transport import is_loopback, split_host_port
 
 from ..agent import EdgeAgent
-from ..settings import grpc_target
+from ..settings import DaemonSettings, grpc_target
 from .dispatch import Dispatcher
 from .grpc_api import SERVICE_NAME, EdgeService, KeyInterceptor
 from .http_api import build_app
@@ -120,3 +120,35 @@ class GrpcListener:
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.unlink()
+
+
+class Doors:
+    """Both listeners the settings ask for, opened and closed together."""
+
+    def __init__(self) -> None:
+        self.http, self.grpc = HttpListener(), GrpcListener()
+
+    async def open(
+        self,
+        daemon: DaemonSettings,
+        agent: Callable[[], EdgeAgent],
+        dispatcher: Dispatcher,
+        metrics: DaemonMetrics,
+        key: Callable[[], str | None],
+        out: Callable[[str], None],
+    ) -> None:
+        """Bind HTTP and gRPC as configured; ``out`` says where each listens."""
+        if not daemon.http and not daemon.grpc:
+            raise ConfigError("daemon.http and daemon.grpc are both empty: nothing to serve")
+        if daemon.http:
+            url = await self.http.start(
+                daemon.http, agent, dispatcher, metrics, key, daemon.max_request_bytes
+            )
+            out(f"http listening on {url}")
+        if daemon.grpc:
+            service = EdgeService(agent, dispatcher, metrics.record_error)
+            out(f"grpc listening on {await self.grpc.start(daemon.grpc, service, key)}")
+
+    async def close(self) -> None:
+        await self.grpc.stop()
+        await self.http.stop()
