@@ -11,29 +11,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from ridgeline_core import transport
-from ridgeline_core.errors import ConfigError, MissingDependencyError, RidgelineError
+from ridgeline_core.errors import ConfigError, MissingDependencyError
 
-from .auth import TokenStore
 from .backends import Backend
-from .interceptors import AuthInterceptor, ErrorInterceptor, status_of
 from .metrics import BrokerMetrics
 from .service import BrokerService
 from .settings import BrokerSettings, split_host_port
+from .startup import (
+    SERVICE_NAME,
+    Announcements,
+    add_services,
+    bind,
+    interceptors,
+    new_server,
+    open_tokens,
+)
 
 __all__ = ["BrokerServer", "build_backends", "run"]
 
 log = logging.getLogger("ridgeline.broker")
-SERVICE_NAME = "ridgeline.v1.Broker"
 
 
 def build_backends(settings: BrokerSettings, log_line: Callable[[str], None]) -> dict[str, Backend]:
@@ -58,13 +61,6 @@ def build_backends(settings: BrokerSettings, log_line: Callable[[str], None]) ->
     return backends
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from None
-
-
 class BrokerServer:
     def __init__(self, settings: BrokerSettings, *, log_line: Callable[[str], None]) -> None:
         settings.check_transport()
@@ -74,21 +70,12 @@ class BrokerServer:
         if not self.backends:
             raise ConfigError("nothing to serve: models.serve is empty and no [[openai]] backend")
         self.metrics = BrokerMetrics(lambda: self.backends.values())
-        self.tokens: TokenStore | None = None
-        if settings.auth.enabled:
-            self.tokens = TokenStore(settings.auth.tokens_file)
-            if not len(self.tokens):
-                log_line(
-                    f"warning: no device tokens in {settings.auth.tokens_file}; every call "
-                    "will be refused (cloud-broker tokens add DEVICE)"
-                )
+        self.tokens = open_tokens(settings, log_line)
         self.server: grpc.aio.Server | None = None
         self.service: BrokerService | None = None
         self.health: Any = None
         self.port = 0
-        self.metrics_port: int | None = None
-        self._metrics_server: Any = None
-        self._advertisement: Any = None
+        self.announcements = Announcements(settings, log_line)
 
     async def start(self) -> None:
         settings = self.settings
@@ -98,81 +85,20 @@ class BrokerServer:
             raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
         for backend in self.backends.values():
             await backend.start()
-        server = grpc.aio.server(
-            interceptors=_interceptors(self.tokens, self.metrics),
-            options=transport.server_options(
-                max_message_bytes=settings.server.max_message_bytes,
-                keepalive_s=settings.server.keepalive_s,
-                keepalive_timeout_s=settings.server.keepalive_timeout_s,
-                min_ping_interval_s=settings.server.min_ping_interval_s,
-            ),
+        server = new_server(settings, interceptors(self.tokens, self.metrics))
+        self.service, self.health = add_services(
+            server, settings, self.backends, self.metrics, self.tokens
         )
-        self._add_services(server)
-        self.port = _bind(server, settings)
+        self.port = bind(server, settings)
         await server.start()
         self.server = server
         for name in (SERVICE_NAME, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if settings.metrics.listen:
-            self._serve_metrics(settings.metrics.listen)
-        if settings.discovery.enabled:
-            await self._advertise()
+        await self.announcements.start(self.metrics, self.port, self.backends)
 
-    def _add_services(self, server: grpc.aio.Server) -> None:
-        """The broker, health and (when enabled) reflection services."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-        from grpc_health.v1._async import HealthServicer
-
-        from .service import add_to_server
-
-        settings = self.settings
-        self.service = service = BrokerService(
-            self.backends,
-            settings.models.default,
-            settings.limits,
-            self.metrics,
-            auth=self.tokens is not None,
-        )
-        add_to_server(service, server)
-        self.health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        names = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        if settings.server.reflection:
-            try:
-                from grpc_reflection.v1alpha import reflection
-            except ImportError:
-                raise MissingDependencyError.for_module("grpcio-reflection", "broker") from None
-            names.append(reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
-
-    def _serve_metrics(self, listen: str) -> None:
-        host, port = split_host_port(listen)
-        try:
-            self._metrics_server, self.metrics_port = self.metrics.serve(host, port)
-        except OSError as exc:
-            raise ConfigError(f"metrics.listen {listen}: {exc.strerror or exc}") from None
-
-    async def _advertise(self) -> None:
-        from .discovery import advertise, certificate_fingerprint
-
-        host, _ = split_host_port(self.settings.server.listen)
-        fingerprint = None
-        if self.settings.tls.cert_file is not None:
-            fingerprint = certificate_fingerprint(_read(self.settings.tls.cert_file, "tls"))
-        if host in ("0.0.0.0", "::", ""):
-            addresses, interfaces = _host_addresses(), None
-        else:
-            addresses, interfaces = [host], [host]
-        self._advertisement = await asyncio.to_thread(
-            advertise,
-            instance=self.settings.discovery.instance or f"ridgeline-{socket.gethostname()}",
-            port=self.port,
-            addresses=addresses,
-            models=sorted(self.backends),
-            tls_fingerprint=fingerprint,
-            interfaces=interfaces,
-        )
-        self._log(f"advertised {self._advertisement.name} over mDNS")
+    @property
+    def metrics_port(self) -> int | None:
+        return self.announcements.metrics_port
 
     @property
     def address(self) -> str:
@@ -186,9 +112,7 @@ class BrokerServer:
             await self.health.enter_graceful_shutdown()
         if self.service is not None:
             self.service.drain()  # new calls are refused from here on
-        if self._advertisement is not None:
-            await asyncio.to_thread(self._advertisement.close)
-            self._advertisement = None
+        await self.announcements.withdraw()
         if self.server is not None:
             # Refuse new calls ourselves (UNAVAILABLE with a reason) and keep connections
             # open, so running streams finish; what is still running after the grace
@@ -199,57 +123,7 @@ class BrokerServer:
             await self.server.stop(0)
         for backend in self.backends.values():
             await backend.close()
-        if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
-            self._metrics_server = None
-
-
-def _interceptors(
-    tokens: TokenStore | None, metrics: BrokerMetrics
-) -> list[grpc.aio.ServerInterceptor]:
-    """Authentication first (with device tokens), then errors to status codes."""
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if tokens is not None:
-
-        def refused(error: RidgelineError) -> None:
-            metrics.child(metrics.errors, status_of(error).name, error.kind).inc()
-
-        interceptors.append(AuthInterceptor(tokens, refused))
-    interceptors.append(ErrorInterceptor())
-    return interceptors
-
-
-def _bind(server: grpc.aio.Server, settings: BrokerSettings) -> int:
-    """The port ``server.listen`` bound, with TLS (and client certificates) when enabled."""
-    listen, tls = settings.server.listen, settings.tls
-    try:
-        if not tls.enabled:
-            port: int = server.add_insecure_port(listen)
-            return port
-        assert tls.cert_file is not None and tls.key_file is not None
-        ca = tls.client_ca_file
-        credentials = grpc.ssl_server_credentials(
-            [(_read(tls.key_file, "tls.key_file"), _read(tls.cert_file, "tls.cert_file"))],
-            root_certificates=_read(ca, "tls.client_ca_file") if ca else None,
-            require_client_auth=ca is not None,
-        )
-        port = server.add_secure_port(listen, credentials)
-        return port
-    except RuntimeError as exc:
-        raise ConfigError(f"server.listen {listen}: cannot bind ({exc})") from None
-
-
-def _host_addresses() -> list[str]:
-    """The IPv4 addresses of this host's interfaces, loopback excluded."""
-    import ifaddr
-
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                found.append(ip.ip)
-    return found or ["127.0.0.1"]
+        self.announcements.close()
 
 
 async def _serve(settings: BrokerSettings, mode: str) -> None:
