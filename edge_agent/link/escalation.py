@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Generator, Sequence
 from typing import Protocol
 
-from ridgeline_core import errors
 from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
@@ -27,6 +26,7 @@ from ..telemetry.meters import BrokerHealth
 from .answers import CloudAnswer, Draft, EscalationFailed
 from .attempt import EscalationRequest
 from .circuit import CircuitBreaker
+from .gate import CallGate
 from .prober import HealthProber
 from .retrying import RetryingCall
 
@@ -97,20 +97,14 @@ class Escalator:
         self.circuit = CircuitBreaker(
             settings.failure_threshold, settings.reset_after_s, settings.reset_max_s
         )
-        self._on_change = on_change  # telemetry changed: rebuild the snapshot
         self.prober = HealthProber(
             client, settings, self.circuit, health, address=address, on_change=on_change
         )
+        self._gate = CallGate(self.circuit, health, self.prober, address, on_change)
 
     def available(self) -> tuple[bool, str]:
         """Whether a call may go out now, and if not, why (without using up a trial)."""
-        state = self.circuit.state
-        if state == "open":
-            return False, (
-                f"broker circuit open after {self.circuit.last_error or 'failures'}; "
-                f"next try in {self.circuit.retry_in_s():.0f} s"
-            )
-        return True, state
+        return self._gate.available()
 
     def escalate(
         self,
@@ -138,15 +132,15 @@ class Escalator:
         """Yield the broker's text as it arrives and return its answer, or raise
         :class:`EscalationFailed`; RequestCancelledError when ``cancel`` is cancelled.
         Cancelling, or closing the generator, stops the call on the broker at once."""
-        self._take_call(deadline_s)
+        self._gate.take(deadline_s)
         request = EscalationRequest(
             list(messages), params, draft, uuid.uuid4().hex, self.model or None, self.device_id
         )  # one id for every attempt
         settled = False  # the circuit heard how this call ended
         try:
             call = RetryingCall(
-                self.client, self.settings, request, cancel, on_success=self._succeeded,
-                on_failure=self._record_failure,
+                self.client, self.settings, request, cancel, on_success=self._gate.succeeded,
+                on_failure=self._gate.failed,
             )  # fmt: skip
             answer = yield from call.run(deadline_s)
             settled = True
@@ -157,42 +151,6 @@ class Escalator:
         finally:
             if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
                 self.circuit.release()
-
-    def _take_call(self, deadline_s: float) -> None:
-        """Refuse a call that cannot go out; otherwise it holds the circuit's permission."""
-        if deadline_s <= 0:
-            # The caller's time ran out before the call (a slow local generation): no fault
-            # of the broker's, so it neither counts towards the circuit nor takes a trial.
-            raise EscalationFailed(
-                "the escalation deadline passed before the call",
-                started=False,
-                attempts=0,
-                outage=False,
-            )
-        if not self.circuit.allow():
-            reason = self.available()[1]
-            if self.circuit.state == "half-open":
-                reason = "a trial call to the broker is already in flight"
-            raise EscalationFailed(reason, started=False, attempts=0, outage=True)
-
-    def _succeeded(self, rtt_s: float | None) -> None:
-        if rtt_s is not None:
-            self.health.record_rtt(rtt_s)
-        self.circuit.record_success()
-        self._on_change()
-
-    def _record_failure(self, exc: errors.RidgelineError, outage: bool) -> None:
-        if outage:
-            was_open = self.circuit.state != "closed"
-            self.circuit.record_failure(f"{type(exc).__name__}: {exc}")
-            if self.circuit.state == "open":
-                if not was_open:
-                    log.warning("broker %s: circuit opened (%s)", self.address, exc)
-                    self.prober.wake()
-                self.health.record_down()
-                self._on_change()
-        else:
-            self.circuit.release()
 
     def probe(self) -> bool:
         """One health check; closes an open circuit when the broker serves again."""
