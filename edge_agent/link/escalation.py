@@ -94,13 +94,21 @@ class Escalator:
         self.address = address
         self.model = model
         self.device_id = device_id
-        self.circuit = CircuitBreaker(
+        circuit = CircuitBreaker(
             settings.failure_threshold, settings.reset_after_s, settings.reset_max_s
         )
         self.prober = HealthProber(
-            client, settings, self.circuit, health, address=address, on_change=on_change
+            client, settings, circuit, health, address=address, on_change=on_change
         )
-        self._gate = CallGate(self.circuit, health, self.prober, address, on_change)
+        self._gate = CallGate(circuit, health, self.prober, address, on_change)
+
+    @property
+    def circuit(self) -> CircuitBreaker:
+        return self._gate.circuit
+
+    @circuit.setter
+    def circuit(self, circuit: CircuitBreaker) -> None:
+        self._gate.circuit = circuit
 
     def available(self) -> tuple[bool, str]:
         """Whether a call may go out now, and if not, why (without using up a trial)."""
