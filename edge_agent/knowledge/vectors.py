@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Fields", "Vector", "VectorIndex"]
+__all__ = ["Fields", "Vector", "VectorIndex", "VectorRows"]
 
 Fields = Sequence[tuple[str, npt.DTypeLike]]  # (name, numpy dtype) of each field a row carries
 Vector = npt.NDArray[np.float32]
@@ -31,16 +31,16 @@ _ALIGN = 64  # bytes: a cache line
 _MIN_CAPACITY = 4  # a cache keeps one index per scope, and conversations make many
 
 
-class VectorIndex:
-    """Unit vectors of ``dim`` dimensions, each row with a value of every one of ``fields``."""
+class VectorRows:
+    """The rows: a float32 matrix with spare capacity, and a contiguous array per field
+    whose values move with their row."""
 
     def __init__(self, dim: int, fields: Fields = (), capacity: int = 0) -> None:
         if dim < 0 or capacity < 0:
             raise ValueError(f"dim and capacity must be >= 0, got {dim} and {capacity}")
         self._n = 0
         self._matrix = _aligned_matrix(capacity, dim)
-        # one contiguous array a field: comparing a whole field is a tight loop
-        self._fields = {name: np.empty(capacity, dtype=dtype) for name, dtype in fields}
+        self._fields = _Columns(fields, capacity)
 
     def __len__(self) -> int:
         return self._n
@@ -60,7 +60,7 @@ class VectorIndex:
 
     def field(self, name: str) -> npt.NDArray[Any]:
         """One field's values, a row each (a writable view: assign to set them)."""
-        return self._fields[name][: self._n]
+        return self._fields.arrays[name][: self._n]
 
     # -- changing ------------------------------------------------------------------------
 
@@ -86,8 +86,7 @@ class VectorIndex:
         last = self._n - 1
         if self._check(row) != last:
             self._matrix[row] = self._matrix[last]
-            for values in self._fields.values():
-                values[row] = values[last]
+            self._fields.move(last, row)
         self._n = last
 
     def keep(self, mask: npt.ArrayLike) -> None:
@@ -97,11 +96,52 @@ class VectorIndex:
             raise ValueError(f"the mask has shape {keep.shape}, the index {self._n} rows")
         kept = int(keep.sum())
         self._matrix[:kept] = self._matrix[: self._n][keep]
-        for values in self._fields.values():
-            values[:kept] = values[: self._n][keep]
+        self._fields.compact(keep, self._n)
         self._n = kept
 
-    # -- searching -----------------------------------------------------------------------
+    # -- internals -----------------------------------------------------------------------
+
+    def _check(self, row: int) -> int:
+        if not 0 <= row < self._n:
+            raise IndexError(f"row {row} is not in an index of {self._n} rows")
+        return row
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = max(_MIN_CAPACITY, 2 * needed)
+        matrix = _aligned_matrix(capacity, self.dim)
+        matrix[: self._n] = self._matrix[: self._n]
+        self._matrix = matrix
+        self._fields.grow(capacity, self._n)
+
+
+class _Columns:
+    """The fields, one contiguous array each (comparing a whole field is a tight loop)."""
+
+    def __init__(self, fields: Fields, capacity: int) -> None:
+        self.arrays = {name: np.empty(capacity, dtype=dtype) for name, dtype in fields}
+
+    def move(self, src: int, dst: int) -> None:
+        for values in self.arrays.values():
+            values[dst] = values[src]
+
+    def compact(self, keep: Mask, n: int) -> None:
+        """The values of the first ``n`` rows where ``keep`` is true, moved to the front."""
+        kept = int(keep.sum())
+        for values in self.arrays.values():
+            values[:kept] = values[:n][keep]
+
+    def grow(self, capacity: int, n: int) -> None:
+        for name, values in self.arrays.items():
+            grown = np.empty(capacity, dtype=values.dtype)
+            grown[:n] = values[:n]
+            self.arrays[name] = grown
+
+
+class VectorIndex(VectorRows):
+    """Unit vectors of ``dim`` dimensions, each row with a value of every one of ``fields``,
+    searched by cosine similarity."""
 
     def similarities(self, query: Vector) -> Scores:
         """The cosine similarity of a unit ``query`` to every row (a new array)."""
@@ -136,25 +176,6 @@ class VectorIndex:
             return rows, scores
         pick = np.argpartition(-scores, k - 1)[:k]
         return rows[pick], scores[pick]
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _check(self, row: int) -> int:
-        if not 0 <= row < self._n:
-            raise IndexError(f"row {row} is not in an index of {self._n} rows")
-        return row
-
-    def _reserve(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        capacity = max(_MIN_CAPACITY, 2 * needed)
-        matrix = _aligned_matrix(capacity, self.dim)
-        matrix[: self._n] = self._matrix[: self._n]
-        self._matrix = matrix
-        for name, values in self._fields.items():
-            grown = np.empty(capacity, dtype=values.dtype)
-            grown[: self._n] = values[: self._n]
-            self._fields[name] = grown
 
 
 def _aligned_matrix(rows: int, dim: int) -> npt.NDArray[np.float32]:
