@@ -23,14 +23,16 @@ from ridgeline_core.closing import Closing
 
 from .snapshot import Reading, Telemetry, TelemetrySource, merge
 
-__all__ = ["TelemetrySampler"]
+__all__ = ["SnapshotBuilder", "TelemetrySampler"]
 
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 2.0  # a source mid-read (vcgencmd has a 1 s timeout) may delay the stop
 
 
-class TelemetrySampler(Closing):
+class SnapshotBuilder:
+    """Merges the sources' readings into one immutable snapshot, rebuilt on demand."""
+
     def __init__(
         self,
         device_sources: Sequence[TelemetrySource],
@@ -52,8 +54,6 @@ class TelemetrySampler(Closing):
         self._sampled = False
         self._lock = threading.Lock()  # serialises rebuilds; readers never take it
         self._warned: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         # Called with each background sample, so that whatever follows the telemetry over
         # time (the threshold filter) advances with the clock, not only with requests.
         self.on_sample: Callable[[Telemetry], object] | None = None
@@ -88,19 +88,14 @@ class TelemetrySampler(Closing):
         self._snapshot = merge(readings, taken_at=self._clock())
 
     def _read(self, source: TelemetrySource) -> tuple[str, Reading]:
-        """A source that fails reads as empty: telemetry must never break answering."""
-        try:
-            return source.name, dict(source.read())
-        except Exception:
-            name = getattr(source, "name", type(source).__name__)
-            if id(source) not in self._warned:
-                self._warned.add(id(source))
-                logger.warning("telemetry source %r failed; ignoring it", name, exc_info=True)
-            else:
-                logger.debug("telemetry source %r failed again", name, exc_info=True)
-            return str(name), {}
+        return read_source(source, self._warned)
 
-    # -- the background thread ------------------------------------------------------
+
+class TelemetrySampler(SnapshotBuilder, Closing):
+    """A :class:`SnapshotBuilder` whose device readings a background thread keeps fresh."""
+
+    _stop: threading.Event | None = None  # start() makes one for each run
+    _thread: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
@@ -129,7 +124,8 @@ class TelemetrySampler(Closing):
 
     def close(self) -> None:
         """Stop the thread; the last snapshot stays readable."""
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(_JOIN_TIMEOUT_S)
@@ -138,3 +134,18 @@ class TelemetrySampler(Closing):
         """Starts sampling; leaving the block stops it."""
         self.start()
         return self
+
+
+def read_source(source: TelemetrySource, warned: set[int]) -> tuple[str, Reading]:
+    """A source that fails reads as empty: telemetry must never break answering. The
+    first failure of a source is a warning (``warned`` remembers it), later ones debug."""
+    try:
+        return source.name, dict(source.read())
+    except Exception:
+        name = getattr(source, "name", type(source).__name__)
+        if id(source) not in warned:
+            warned.add(id(source))
+            logger.warning("telemetry source %r failed; ignoring it", name, exc_info=True)
+        else:
+            logger.debug("telemetry source %r failed again", name, exc_info=True)
+        return str(name), {}
