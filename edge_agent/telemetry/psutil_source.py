@@ -48,9 +48,9 @@ class PsutilSource:
         if ps is None:
             return {}
         reading: dict[str, float | bool | None] = {}
-        reading.update(self._battery(ps))
+        reading.update(battery_reading(ps))
         reading.update(self._cpu(ps))
-        reading.update(self._temperature(ps))
+        reading.update(temperature_reading(ps))
         return reading
 
     def _psutil(self) -> Any | None:
@@ -58,20 +58,6 @@ class PsutilSource:
             self._module = self._loader()
             self._loaded = True
         return self._module
-
-    @staticmethod
-    def _battery(ps: Any) -> Reading:
-        try:
-            battery = ps.sensors_battery()
-        except _SENSOR_ERRORS:
-            return {}
-        if battery is None:  # no battery: a desktop, a board, a VM
-            return {}
-        plugged = battery.power_plugged
-        return {
-            "battery_percent": min(100.0, max(0.0, float(battery.percent))),
-            "power_plugged": None if plugged is None else bool(plugged),
-        }
 
     def _cpu(self, ps: Any) -> Reading:
         """CPU load from *other* processes: the agent's own inference keeps the CPU busy
@@ -99,16 +85,30 @@ class PsutilSource:
         except (*_SENSOR_ERRORS, TypeError):
             return 0.0
 
-    @staticmethod
-    def _temperature(ps: Any) -> Reading:
-        try:
-            sensors = ps.sensors_temperatures()  # AttributeError on macOS and Windows
-        except _SENSOR_ERRORS:
-            return {}
-        currents = [
-            float(entry.current)
-            for entries in sensors.values()
-            for entry in entries
-            if entry.current is not None and math.isfinite(entry.current)
-        ]
-        return {"temperature_c": max(currents)} if currents else {}
+
+def battery_reading(ps: Any) -> Reading:
+    try:
+        battery = ps.sensors_battery()
+    except _SENSOR_ERRORS:
+        return {}
+    if battery is None:  # no battery: a desktop, a board, a VM
+        return {}
+    plugged = battery.power_plugged
+    return {
+        "battery_percent": min(100.0, max(0.0, float(battery.percent))),
+        "power_plugged": None if plugged is None else bool(plugged),
+    }
+
+
+def temperature_reading(ps: Any) -> Reading:
+    try:
+        sensors = ps.sensors_temperatures()  # AttributeError on macOS and Windows
+    except _SENSOR_ERRORS:
+        return {}
+    currents = [
+        float(entry.current)
+        for entries in sensors.values()
+        for entry in entries
+        if entry.current is not None and math.isfinite(entry.current)
+    ]
+    return {"temperature_c": max(currents)} if currents else {}
