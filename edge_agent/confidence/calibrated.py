@@ -20,19 +20,19 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ridgeline_core.errors import ConfigError
 from ridgeline_core.files import atomic_write
 from ridgeline_core.runtime import ChatMessage, Runtime, TokenSignals
 from ridgeline_core.store.manifest import ModelManifest
 
 from ..decision import ConfidenceInfo
-from ..evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
+from ..evaluation.calibration import Calibrator, PlattCalibrator
+from .calibration_file import FORMAT, CalibrationError, check_features, model_fields, read_json
 from .features import Evidence, feature_values, probes_for, run_probes
 from .scorers import Scorer, get_scorer, margin
 
@@ -51,12 +51,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ridgeline-calibration/1"
 _STYLE_PROBE = "\ue000question\ue001"
-
-
-class CalibrationError(ConfigError):
-    """A calibration file is missing a field, malformed, or for something else."""
 
 
 def calibration_path(manifest: ModelManifest) -> Path | None:
@@ -87,18 +82,13 @@ class ConfidenceModel:
     running: PlattCalibrator
     prompt_style: str
     info: dict[str, Any] = field(default_factory=dict)  # dataset, n, metrics, when
+    where: InitVar[str | None] = None  # the file, named in the errors
 
-    def __post_init__(self) -> None:
-        if not self.features:
-            raise CalibrationError("a confidence model needs at least one feature")
+    def __post_init__(self, where: str | None) -> None:
         try:
-            probes_for(self.features)
-        except KeyError as exc:
-            raise CalibrationError(str(exc.args[0])) from None
-        if self.calibrator.kind != "logistic" and len(self.features) != 1:
-            raise CalibrationError(
-                f"a {self.calibrator.kind} calibrator takes one feature, got {len(self.features)}"
-            )
+            check_features(self.features, self.calibrator)
+        except CalibrationError as exc:
+            raise CalibrationError(f"{where}: {exc}" if where else str(exc)) from None
 
     @property
     def probes(self) -> set[str]:
@@ -134,41 +124,9 @@ class ConfidenceModel:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "calibration") -> ConfidenceModel:
-        if not isinstance(data, dict):
-            raise CalibrationError(f"{where}: expected a JSON object")
-        if data.get("format") != FORMAT:
-            raise CalibrationError(
-                f"{where}: format {data.get('format')!r} is not {FORMAT!r} "
-                "(refit it with edge-agent calibrate)"
-            )
-        try:
-            model = data["model"]
-            features = data["features"]
-            style = data["prompt_style"]
-            if not isinstance(model, str) or not isinstance(style, str):
-                raise CalibrationError(f"{where}: model and prompt_style must be strings")
-            if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-                raise CalibrationError(f"{where}: features must be a list of names")
-            calibrator = load_calibrator(data["calibrator"])
-            running = load_calibrator(data["running"])
-        except KeyError as exc:
-            raise CalibrationError(f"{where}: missing field {exc.args[0]!r}") from None
-        except (ValueError, TypeError) as exc:
-            raise CalibrationError(f"{where}: {exc}") from None
-        if not isinstance(running, PlattCalibrator):
-            raise CalibrationError(f"{where}: the running calibrator must be platt")
-        info = data.get("info", {})
-        try:
-            return cls(
-                model,
-                tuple(features),
-                calibrator,
-                running,
-                style,
-                info if isinstance(info, dict) else {},
-            )
-        except CalibrationError as exc:
-            raise CalibrationError(f"{where}: {exc}") from None
+        """The model a calibration file's JSON describes; CalibrationError says what is
+        wrong with it."""
+        return cls(*model_fields(data, where), where=where)
 
     def save(self, path: Path) -> None:
         """Write atomically (a reader never sees half a file). It lives next to the model's
@@ -178,13 +136,7 @@ class ConfidenceModel:
 
     @classmethod
     def load(cls, path: Path) -> ConfidenceModel:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CalibrationError(f"cannot read calibration {path}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise CalibrationError(f"calibration {path} is not JSON: {exc}") from None
-        return cls.from_dict(data, where=f"calibration {path}")
+        return cls.from_dict(read_json(path), where=f"calibration {path}")
 
     def describe(self) -> str:
         feats = self.features[0] if len(self.features) == 1 else f"{len(self.features)} features"

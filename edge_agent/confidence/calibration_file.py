@@ -1,0 +1,83 @@
+"""The calibration file (``<model>.calibration.json``): its format, and the checks that
+turn a malformed or foreign file into a CalibrationError that says what to fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ridgeline_core.errors import ConfigError
+
+from ..evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
+from .features import probes_for
+
+__all__ = ["FORMAT", "CalibrationError", "check_features", "model_fields", "read_json"]
+
+FORMAT = "ridgeline-calibration/1"
+
+
+class CalibrationError(ConfigError):
+    """A calibration file is missing a field, malformed, or for something else."""
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"cannot read calibration {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise CalibrationError(f"calibration {path} is not JSON: {exc}") from None
+
+
+def check_features(features: tuple[str, ...], calibrator: Calibrator) -> None:
+    """The features exist and suit the calibrator (all but logistic take one)."""
+    if not features:
+        raise CalibrationError("a confidence model needs at least one feature")
+    try:
+        probes_for(features)
+    except KeyError as exc:
+        raise CalibrationError(str(exc.args[0])) from None
+    if calibrator.kind != "logistic" and len(features) != 1:
+        raise CalibrationError(
+            f"a {calibrator.kind} calibrator takes one feature, got {len(features)}"
+        )
+
+
+def model_fields(
+    data: Any, where: str
+) -> tuple[str, tuple[str, ...], Calibrator, PlattCalibrator, str, dict[str, Any]]:
+    """A ConfidenceModel's fields from the file's JSON: model, features, calibrator,
+    running calibrator, prompt style, info."""
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{where}: expected a JSON object")
+    if data.get("format") != FORMAT:
+        raise CalibrationError(
+            f"{where}: format {data.get('format')!r} is not {FORMAT!r} "
+            "(refit it with edge-agent calibrate)"
+        )
+    try:
+        model = data["model"]
+        features = data["features"]
+        style = data["prompt_style"]
+        if not isinstance(model, str) or not isinstance(style, str):
+            raise CalibrationError(f"{where}: model and prompt_style must be strings")
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise CalibrationError(f"{where}: features must be a list of names")
+        calibrator = load_calibrator(data["calibrator"])
+        running = load_calibrator(data["running"])
+    except KeyError as exc:
+        raise CalibrationError(f"{where}: missing field {exc.args[0]!r}") from None
+    except (ValueError, TypeError) as exc:
+        raise CalibrationError(f"{where}: {exc}") from None
+    if not isinstance(running, PlattCalibrator):
+        raise CalibrationError(f"{where}: the running calibrator must be platt")
+    info = data.get("info", {})
+    return (
+        model,
+        tuple(features),
+        calibrator,
+        running,
+        style,
+        info if isinstance(info, dict) else {},
+    )
