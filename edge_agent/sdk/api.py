@@ -9,7 +9,7 @@ same typed results, so an app can move between the two by changing one line.
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from ..request.answer import Answer
 from ..request.conversation import Prompt
 from ..request.events import Decided, Done, Event, Reset, TextChunk
 from ..request.options import AskOptions, RequestOptions
+from .pump import on_the_loop
 
 __all__ = [
     "Answerer",
@@ -114,45 +115,13 @@ class Answerer(ABC):
         self, prompt: Prompt, **options: Unpack[AskOptions]
     ) -> AsyncIterator[StreamEvent]:
         """:meth:`stream` as an async iterator; leaving it early cancels the request.
-
-        The request's blocking work runs on one thread of its own (not the loop's default
-        executor, whose few threads would cap how many requests an app has in flight),
-        which hands each event to the loop."""
+        The request runs on a thread of its own (:mod:`.pump`)."""
         cancel = CancelToken()
         parsed = RequestOptions.parse(options)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[StreamEvent | BaseException | None] = asyncio.Queue()
-
-        def deliver(item: StreamEvent | BaseException | None) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                cancel.cancel("the event loop closed")
-
-        def pump() -> None:
-            try:
-                for event in self._stream(prompt, cancel, parsed):
-                    deliver(event)
-            except BaseException as exc:
-                deliver(exc)
-            else:
-                deliver(None)
-
-        threading.Thread(target=pump, name="ridgeline-stream", daemon=True).start()
-        finished = False
-        try:
-            while True:
-                item = await events.get()
-                if item is None:
-                    finished = True
-                    return
-                if isinstance(item, BaseException):
-                    finished = True
-                    raise item
-                yield item
-        finally:
-            if not finished:
-                cancel.cancel("the stream was closed before its end")
+        events = on_the_loop(lambda: self._stream(prompt, cancel, parsed), cancel)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def models_async(self) -> list[ModelInfo]:
         return await asyncio.to_thread(self.models)
