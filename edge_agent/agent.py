@@ -24,12 +24,11 @@ from ridgeline_core.progress import NULL_PROGRESS, Progress
 from .parts import EdgeParts
 from .parts_view import PartsView
 from .request.answer import Answer, AnswerTimings, SignalSummary
-from .request.context import prepare_request
 from .request.conversation import Prompt, chat_messages, conversation
-from .request.events import Done, Event, Reset, TextChunk
+from .request.events import Event, answer_of
 from .request.local import LocalRun, run_local
 from .request.options import AskOptions, RequestOptions
-from .request.pipeline import Pipeline, PreparedRequest
+from .request.runner import RequestRunner
 from .sdk.api import Answerer
 from .settings import EdgeSettings
 
@@ -45,7 +44,7 @@ __all__ = [
 ]
 
 
-class EdgeAgent(PartsView, Answerer, Closing):
+class EdgeAgent(PartsView, RequestRunner, Answerer, Closing):
     """Answers prompts on the device and escalates to the broker when that is worth it.
 
     Loads each model once, on first use; connects to the broker on the first escalation.
@@ -101,48 +100,7 @@ class EdgeAgent(PartsView, Answerer, Closing):
         parsed = RequestOptions.parse(options)
         live = on_reset is not None
         pipeline = self.pipeline(prompt, parsed, live=live, cancel=cancel, progress=progress)
-        for event in pipeline.events():
-            if isinstance(event, TextChunk) and on_text is not None:
-                on_text(event.text)
-            elif isinstance(event, Reset) and on_reset is not None:
-                on_reset(event.reason)
-            elif isinstance(event, Done):
-                return event.answer
-        raise RuntimeError("the pipeline ended without an answer")
-
-    def pipeline(
-        self,
-        prompt: Prompt,
-        options: RequestOptions,
-        *,
-        live: bool = False,
-        cancel: CancelToken | None = None,
-        progress: Progress = NULL_PROGRESS,
-    ) -> Pipeline:
-        """The request, checked (InvalidRequestError, UnknownModelError now, before any
-        work) and ready to run. ``live``: the consumer handles ``Reset`` events, so broker
-        text may stream as it comes."""
-        return self.run(self.prepare(prompt, options), live=live, cancel=cancel, progress=progress)
-
-    def run(
-        self,
-        request: PreparedRequest,
-        *,
-        live: bool = False,
-        cancel: CancelToken | None = None,
-        progress: Progress = NULL_PROGRESS,
-    ) -> Pipeline:
-        """The pipeline of a prepared request; its clock (and τ) start now."""
-        return Pipeline(self.parts, request, live=live, cancel=cancel, progress=progress)
-
-    def prepare(self, prompt: Prompt, options: RequestOptions) -> PreparedRequest:
-        """What :meth:`ask` checks before any work: the conversation, the model name."""
-        return prepare_request(self.settings, self.catalog, prompt, options)
-
-    def check(self, prompt: Prompt, **options: Unpack[AskOptions]) -> None:
-        """Raise what :meth:`ask` would raise for a malformed request, without doing any
-        work (a daemon answers 400 before it admits the request)."""
-        self.prepare(prompt, RequestOptions.parse(options))
+        return answer_of(pipeline.events(), on_text, on_reset)
 
     def _events(
         self, prompt: Prompt, cancel: CancelToken, options: RequestOptions

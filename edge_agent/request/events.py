@@ -6,12 +6,13 @@ streaming callers (SSE, the gRPC edge service, the SDK's ``stream``) forward the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..decision import Path
 from .answer import Answer
 
-__all__ = ["Decided", "Done", "Event", "Reset", "TextChunk"]
+__all__ = ["Decided", "Done", "Event", "Reset", "TextChunk", "answer_of"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,19 @@ class Done:
 
 
 Event = TextChunk | Reset | Decided | Done
+
+
+def answer_of(
+    events: Iterable[Event],
+    on_text: Callable[[str], None] | None = None,
+    on_reset: Callable[[str], None] | None = None,
+) -> Answer:
+    """Drain ``events`` to the answer, handing text and resets to the callbacks."""
+    for event in events:
+        if isinstance(event, TextChunk) and on_text is not None:
+            on_text(event.text)
+        elif isinstance(event, Reset) and on_reset is not None:
+            on_reset(event.reason)
+        elif isinstance(event, Done):
+            return event.answer
+    raise RuntimeError("the pipeline ended without an answer")
