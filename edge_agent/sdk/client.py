@@ -56,13 +56,7 @@ class EdgeClient(Answerer, Closing):
         api_key: str | None = None,
         timeout_s: float | None = 300.0,
     ) -> None:
-        if target is None:  # this machine's daemon, and its key if it has one
-            daemon = load_edge_settings(config_file=None, env=os.environ).settings.daemon
-            target = daemon.grpc
-            if api_key is None:
-                api_key = daemon.read_api_key()
-        if not target:
-            raise errors.ConfigError("no daemon address: pass target= or set daemon.grpc")
+        target, api_key = _daemon(target, api_key)
         self.target, _ = grpc_target(target)
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(self.target, options=channel_options())
@@ -92,15 +86,7 @@ class EdgeClient(Answerer, Closing):
         raise errors.UnavailableError("the daemon ended the answer without a result")
 
     def _error(self, exc: grpc.RpcError) -> errors.RidgelineError:
-        error = from_rpc(exc)
-        call: Any = exc
-        from_daemon = ERROR_KIND_KEY in dict(call.trailing_metadata() or ())
-        if call.code() == grpc.StatusCode.UNAVAILABLE and not from_daemon:
-            return errors.UnavailableError(
-                f"no edge daemon answers at {self.target} ({call.details()}); "
-                "start one with `edge-agent serve`"
-            )
-        return error
+        return daemon_error(exc, self.target)
 
     def models(self) -> list[ModelInfo]:
         try:
@@ -113,3 +99,28 @@ class EdgeClient(Answerer, Closing):
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _daemon(target: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """The target and key to use: without a target, this machine's daemon and its key."""
+    if target is None:
+        daemon = load_edge_settings(config_file=None, env=os.environ).settings.daemon
+        target = daemon.grpc
+        if api_key is None:
+            api_key = daemon.read_api_key()
+    if not target:
+        raise errors.ConfigError("no daemon address: pass target= or set daemon.grpc")
+    return target, api_key
+
+
+def daemon_error(exc: grpc.RpcError, target: str) -> errors.RidgelineError:
+    """The error a failed call means; no daemon at all says how to start one."""
+    error = from_rpc(exc)
+    call: Any = exc
+    from_daemon = ERROR_KIND_KEY in dict(call.trailing_metadata() or ())
+    if call.code() == grpc.StatusCode.UNAVAILABLE and not from_daemon:
+        return errors.UnavailableError(
+            f"no edge daemon answers at {target} ({call.details()}); "
+            "start one with `edge-agent serve`"
+        )
+    return error
