@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ridgeline_core.runtime import RuntimePool
 from ridgeline_core.store import ManifestCatalog, ModelStore
@@ -112,47 +112,7 @@ class EdgeParts:
         ``pool``: loaded models shared with another agent (a daemon reloading its
         settings), which the caller then closes; ``broker``: a link to use instead of the
         configured one; ``background``: sample telemetry and probe the broker on threads."""
-        catalog = catalog or settings.models.catalog()
-        store = store or settings.models.store()
-        runtimes = pool or RuntimePool(
-            catalog, store, settings.runtime.load_options(parallel), instances=parallel
-        )
-        local_speed = LocalSpeed(settings.telemetry.speed_alpha)
-        broker_health = BrokerHealth(settings.telemetry.rtt_alpha)
-        budget_file = settings.budget.state_file or state_dir() / "budget.json"
-        budget = EscalationBudget(settings.budget, budget_file)
-        policy = ThresholdPolicy(settings.policy)
-        sampler = _started(
-            sampler or _sampler(settings, [local_speed, broker_health, budget]), policy, background
-        )
-        embedder = Embedder(settings.embeddings, catalog, store)
-        memory = _memory(settings, embedder)
-        link = BrokerConnector(
-            settings, broker_health, on_change=sampler.refresh, background=background, link=broker
-        )
-        return cls(
-            settings=settings,
-            catalog=catalog,
-            store=store,
-            runtimes=runtimes,
-            confidence=ConfidenceRegistry(settings, catalog),
-            local_speed=local_speed,
-            broker_health=broker_health,
-            budget=budget,
-            policy=policy,
-            sampler=sampler,
-            link=link,
-            embedder=embedder,
-            memory=memory,
-            preroute=PreRoute(
-                settings.preroute, memory if settings.preroute.memory.enabled else None
-            ),
-            specialists=SpecialistRegistry(
-                settings.specialists.dir or state_dir() / "specialists", store, embedder
-            ),
-            cache=CacheOpener(settings, embedder),
-            owns_runtimes=pool is None,
-        )
+        return cls(**_wired(settings, catalog, store, sampler, broker, background, parallel, pool))
 
     def close(self) -> None:
         self.sampler.close()
@@ -162,6 +122,58 @@ class EdgeParts:
         self.embedder.close()
         if self.owns_runtimes:
             self.runtimes.close()
+
+
+def _wired(  # noqa: PLR0917 -- from_settings' options, passed on as they are
+    settings: EdgeSettings,
+    catalog: ManifestCatalog | None,
+    store: ModelStore | None,
+    sampler: TelemetrySampler | None,
+    broker: BrokerLink | None,
+    background: bool,
+    parallel: int,
+    pool: RuntimePool | None,
+) -> dict[str, Any]:
+    """EdgeParts' fields, the real parts for ``settings`` (see :meth:`EdgeParts.from_settings`)."""
+    catalog = catalog or settings.models.catalog()
+    store = store or settings.models.store()
+    runtimes = pool or RuntimePool(
+        catalog, store, settings.runtime.load_options(parallel), instances=parallel
+    )
+    local_speed = LocalSpeed(settings.telemetry.speed_alpha)
+    broker_health = BrokerHealth(settings.telemetry.rtt_alpha)
+    budget_file = settings.budget.state_file or state_dir() / "budget.json"
+    budget = EscalationBudget(settings.budget, budget_file)
+    policy = ThresholdPolicy(settings.policy)
+    sampler = _started(
+        sampler or _sampler(settings, [local_speed, broker_health, budget]), policy, background
+    )
+    embedder = Embedder(settings.embeddings, catalog, store)
+    memory = _memory(settings, embedder)
+    link = BrokerConnector(
+        settings, broker_health, on_change=sampler.refresh, background=background, link=broker
+    )
+    return dict(
+        settings=settings,
+        catalog=catalog,
+        store=store,
+        runtimes=runtimes,
+        confidence=ConfidenceRegistry(settings, catalog),
+        local_speed=local_speed,
+        broker_health=broker_health,
+        budget=budget,
+        policy=policy,
+        sampler=sampler,
+        link=link,
+        embedder=embedder,
+        memory=memory,
+        preroute=PreRoute(settings.preroute, memory if settings.preroute.memory.enabled else None),
+        specialists=SpecialistRegistry(
+            settings.specialists.dir or state_dir() / "specialists", store, embedder
+        ),
+        cache=CacheOpener(settings, embedder),
+        owns_runtimes=pool is None,
+    )
 
 
 def _started(
