@@ -10,10 +10,10 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator, model_validator
 
 from ridgeline_core.config import Section, settings_loader
 from ridgeline_core.errors import ConfigError
@@ -131,6 +131,35 @@ class ConfidenceSettings(Section):
         return value
 
 
+def _fingerprints(values: list[str]) -> list[str]:
+    normalised = []
+    for value in values:
+        if not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", value.strip()):
+            raise ValueError(f"{value!r} is not sha256:<64 hex digits>")
+        normalised.append(value.strip().lower())
+    return normalised
+
+
+Fingerprints = Annotated[list[str], AfterValidator(_fingerprints)]
+
+
+def _check_broker(broker: BrokerSettings) -> None:
+    if broker.address:
+        try:
+            host, _ = split_host_port(broker.address)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if broker.plaintext and not is_loopback(host):
+            raise ValueError(
+                f"plaintext on {broker.address}: plaintext (--dev) is only for a "
+                "loopback broker; configure TLS (broker.ca_file) for any other address"
+            )
+    if (broker.cert_file is None) != (broker.key_file is None):
+        raise ValueError("cert_file and key_file go together")
+    if broker.plaintext and broker.discover and not broker.address:
+        raise ValueError("discovered brokers are only used over TLS: plaintext is for --dev")
+
+
 class BrokerSettings(Section):
     address: str = Field(
         default="", description="broker HOST:PORT (empty: none, or discovery when enabled)"
@@ -156,7 +185,7 @@ class BrokerSettings(Section):
     discover_timeout_s: float = Field(
         default=2.0, gt=0, le=30, description="how long to browse for a broker"
     )
-    enrolled: list[str] = Field(
+    enrolled: Fingerprints = Field(
         default_factory=list, description="trusted broker certificates, sha256:<hex>"
     )
     trust_on_first_use: bool = Field(
@@ -166,32 +195,9 @@ class BrokerSettings(Section):
         default=None, description="pinned brokers (default: <state dir>/brokers.json)"
     )
 
-    @field_validator("enrolled")
-    @classmethod
-    def _fingerprints(cls, values: list[str]) -> list[str]:
-        normalised = []
-        for value in values:
-            if not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", value.strip()):
-                raise ValueError(f"{value!r} is not sha256:<64 hex digits>")
-            normalised.append(value.strip().lower())
-        return normalised
-
     @model_validator(mode="after")
     def _check(self) -> BrokerSettings:
-        if self.address:
-            try:
-                host, _ = split_host_port(self.address)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-            if self.plaintext and not is_loopback(host):
-                raise ValueError(
-                    f"plaintext on {self.address}: plaintext (--dev) is only for a "
-                    "loopback broker; configure TLS (broker.ca_file) for any other address"
-                )
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        if self.plaintext and self.discover and not self.address:
-            raise ValueError("discovered brokers are only used over TLS: plaintext is for --dev")
+        _check_broker(self)
         return self
 
     def read_token(self) -> str | None:
@@ -456,14 +462,36 @@ def grpc_target(value: str) -> tuple[str, Path | None]:
     return value, None
 
 
+def _host_port_or_empty(value: str) -> str:
+    if value:
+        try:
+            split_host_port(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def _grpc_target_or_empty(value: str) -> str:
+    if value:
+        try:
+            grpc_target(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+HostPortOrNone = Annotated[str, AfterValidator(_host_port_or_empty)]  # "" is none
+GrpcTargetOrNone = Annotated[str, AfterValidator(_grpc_target_or_empty)]
+
+
 class DaemonSettings(Section):
     """``edge-agent serve``: where it listens, who may call it, how much it takes on."""
 
-    http: str = Field(
+    http: HostPortOrNone = Field(
         default="127.0.0.1:8177",
         description="OpenAI-compatible HTTP API HOST:PORT (empty: none; port 0 picks one)",
     )
-    grpc: str = Field(
+    grpc: GrpcTargetOrNone = Field(
         default_factory=_default_grpc,
         description="gRPC edge service, unix:PATH or HOST:PORT (empty: none)",
     )
@@ -486,26 +514,6 @@ class DaemonSettings(Section):
     max_request_bytes: int = Field(
         default=1 << 20, ge=1024, le=64 << 20, description="largest HTTP request body"
     )
-
-    @field_validator("http")
-    @classmethod
-    def _check_http(cls, value: str) -> str:
-        if value:
-            try:
-                split_host_port(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-    @field_validator("grpc")
-    @classmethod
-    def _check_grpc(cls, value: str) -> str:
-        if value:
-            try:
-                grpc_target(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
     def read_api_key(self) -> str | None:
         if self.api_key is not None:
