@@ -23,6 +23,8 @@ log = logging.getLogger("edge_agent.knowledge.cache")
 
 
 class CacheFile:
+    """The open connection to the cache file, reopened fresh when the file goes bad."""
+
     def __init__(self, path: Path, on_connect: Callable[[sqlite3.Connection], None]) -> None:
         self.path = path
         self.conn: sqlite3.Connection | None = None
@@ -42,7 +44,7 @@ class CacheFile:
                 isinstance(exc, sqlite3.Error) and not is_corrupt(exc)
             ):  # not the file's fault: moving it aside would not help
                 raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
-            self._move_aside(exc)
+            move_aside(self.path, exc)
             try:
                 self._connect()
             except (sqlite3.Error, OSError) as again:
@@ -61,7 +63,7 @@ class CacheFile:
         except FileNotFoundError:
             same = False
         if same:
-            self._move_aside(exc)
+            move_aside(self.path, exc)
         try:
             self._connect()
         except (sqlite3.Error, OSError) as again:
@@ -81,65 +83,80 @@ class CacheFile:
         return total
 
     def _connect(self) -> None:
-        fd = open_private(self.path, os.O_RDWR)  # narrows a file an older version made wider
+        conn, identity = connect(self.path)
         try:
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last writes
-            self._create_schema(conn)
-            self.conn, self._identity = conn, (st.st_dev, st.st_ino)
+            self.conn, self._identity = conn, identity
             self._on_connect(conn)  # drops another encoder's entries now, not at first use
         except BaseException:
             self.conn = None
             conn.close()
             raise
 
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        with transaction(conn):
-            version = scalar(conn, "PRAGMA user_version")
-            if version == SCHEMA_VERSION:
-                return
-            if version:
-                log.info(
-                    "semantic cache %s has schema %d, this version uses %d: starting empty",
-                    self.path,
-                    version,
-                    SCHEMA_VERSION,
-                )
-            conn.execute("DROP TABLE IF EXISTS entries")
-            conn.execute("DROP TABLE IF EXISTS meta")
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def _move_aside(self, exc: BaseException) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while aside.exists():
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-            n += 1
-        try:
-            os.replace(self.path, aside)
-            # A stale write-ahead log would be replayed into the fresh file: it goes too.
-            for suffix in ("-wal", "-shm"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists():
-                    os.replace(side, aside.with_name(aside.name + suffix))
-        except OSError as move_error:
-            raise StoreError(
-                f"the semantic cache {self.path} is unreadable ({exc}) and could not be moved "
-                f"aside: {move_error}"
-            ) from exc
-        log.warning(
-            "semantic cache %s is unreadable (%s): moved it to %s and started empty",
-            self.path,
-            exc,
-            aside.name,
-        )
+def create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Tables of this version's schema; a file of another version starts empty."""
+    with transaction(conn):
+        version = scalar(conn, "PRAGMA user_version")
+        if version == SCHEMA_VERSION:
+            return
+        if version:
+            log.info(
+                "semantic cache %s has schema %d, this version uses %d: starting empty",
+                path,
+                version,
+                SCHEMA_VERSION,
+            )
+        conn.execute("DROP TABLE IF EXISTS entries")
+        conn.execute("DROP TABLE IF EXISTS meta")
+        for statement in SCHEMA:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def move_aside(path: Path, exc: BaseException) -> None:
+    """Move an unusable file (and its WAL) to ``<name>.corrupt-<UTC time>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.replace(path, aside)
+        # A stale write-ahead log would be replayed into the fresh file: it goes too.
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                os.replace(side, aside.with_name(aside.name + suffix))
+    except OSError as move_error:
+        raise StoreError(
+            f"the semantic cache {path} is unreadable ({exc}) and could not be moved "
+            f"aside: {move_error}"
+        ) from exc
+    log.warning(
+        "semantic cache %s is unreadable (%s): moved it to %s and started empty",
+        path,
+        exc,
+        aside.name,
+    )
+
+
+def connect(path: Path) -> tuple[sqlite3.Connection, tuple[int, int]]:
+    """A connection to ``path`` (made 0600, WAL mode, this version's schema) and the
+    file's identity (st_dev, st_ino), to tell later whether it was replaced."""
+    fd = open_private(path, os.O_RDWR)  # narrows a file an older version made wider
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # a cache may lose its last writes
+        create_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, (st.st_dev, st.st_ino)
