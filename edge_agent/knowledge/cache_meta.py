@@ -18,6 +18,8 @@ log = logging.getLogger("edge_agent.knowledge.cache")
 
 
 class CacheMeta:
+    """The file's encoder, dimension and generation, as this process last saw them."""
+
     def __init__(self, encoder: str, scopes: Scopes, path: Path) -> None:
         self.encoder, self._path = encoder, path
         self._scopes = scopes  # forgotten whenever the content they mirror changed
@@ -76,23 +78,29 @@ class CacheMeta:
         if meta(conn, "encoder") == self.encoder:
             return
         with transaction(conn):
-            found = meta(conn, "encoder")  # again, under the write lock
-            if found == self.encoder:
+            if not _take_over(conn, self.encoder, self._path):
                 return
-            dropped = conn.execute("DELETE FROM entries").rowcount
-            if found is not None:
-                log.info(
-                    "semantic cache %s was written with encoder %r, not %r: dropped its %d "
-                    "entries (their vectors are not comparable)",
-                    self._path,
-                    found,
-                    self.encoder,
-                    dropped,
-                )
-            conn.execute("DELETE FROM meta WHERE key = 'dim'")
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('encoder', ?)", (self.encoder,)
-            )
             self.bump(conn)
         self._scopes.clear()
         self.dim = None
+
+
+def _take_over(conn: sqlite3.Connection, encoder: str, path: Path) -> bool:
+    """Claim the file for ``encoder`` (inside a write transaction): drop another encoder's
+    entries and dimension. False when it already is this encoder's."""
+    found = meta(conn, "encoder")  # again, under the write lock
+    if found == encoder:
+        return False
+    dropped = conn.execute("DELETE FROM entries").rowcount
+    if found is not None:
+        log.info(
+            "semantic cache %s was written with encoder %r, not %r: dropped its %d "
+            "entries (their vectors are not comparable)",
+            path,
+            found,
+            encoder,
+            dropped,
+        )
+    conn.execute("DELETE FROM meta WHERE key = 'dim'")
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('encoder', ?)", (encoder,))
+    return True
