@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from ridgeline_core.errors import ModelError, ModelNotPulledError
 from ridgeline_core.store import ManifestCatalog, ModelStore
+from ridgeline_core.store.manifest import ModelManifest
 
 from ..settings import EmbeddingSettings
 
@@ -29,6 +30,8 @@ Vectors = npt.NDArray[np.float32]
 
 
 class Embedder:
+    """The configured embedding model, loaded once on first use (thread-safe)."""
+
     def __init__(
         self, settings: EmbeddingSettings, catalog: ManifestCatalog, store: ModelStore
     ) -> None:
@@ -68,41 +71,7 @@ class Embedder:
         return record.artifacts[self.variant].sha256
 
     def _load(self) -> OnnxEncoder:
-        from ridgeline_core.runtime.onnx import OnnxEncoder
-
-        manifest = self._catalog.get(self.name)
-        if manifest.role != "embedding" or manifest.runtime != "onnx":
-            raise ModelError(
-                f"embeddings.model {self.name!r} is a {manifest.runtime} {manifest.role} model; "
-                "an ONNX embedding model is needed (for example all-minilm-l6-v2)"
-            )
-        if manifest.build is not None and (
-            not self._store.is_present(manifest) or self._store.build_record(manifest) is None
-        ):
-            raise ModelNotPulledError(
-                f"embedding model {self.name!r} is not built "
-                f"(run: edge-agent models build {self.name})"
-            )
-        files = self._store.open_files(manifest)
-        if manifest.build is not None:
-            model = self._store.open_built(manifest, self.settings.variant)
-            max_length = manifest.build.max_length
-            pooling, normalize = manifest.build.pooling, manifest.build.normalize
-        else:  # an ONNX file pulled as is
-            model = files["model"]
-            max_length = manifest.context_length or 512
-            pooling, normalize = "mean", True
-        if "tokenizer.json" not in files:
-            raise ModelError(f"model {self.name!r} lists no tokenizer.json in its files")
-        return OnnxEncoder(
-            model,
-            files["tokenizer.json"],
-            name=self.name,
-            max_length=max_length,
-            threads=self.settings.threads,
-            pooling=pooling,
-            normalize=normalize,
-        )
+        return open_encoder(self._catalog.get(self.name), self._store, self.settings)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Unit-length vectors, one row per text."""
@@ -126,3 +95,44 @@ class Embedder:
             if self._encoder is not None:
                 self._encoder.close()
                 self._encoder = None
+
+
+def open_encoder(
+    manifest: ModelManifest, store: ModelStore, settings: EmbeddingSettings
+) -> OnnxEncoder:
+    """The ONNX encoder of an embedding model: its built file (checked), or the ONNX file
+    pulled as is, and the tokenizer that goes with it."""
+    from ridgeline_core.runtime.onnx import OnnxEncoder
+
+    if manifest.role != "embedding" or manifest.runtime != "onnx":
+        raise ModelError(
+            f"embeddings.model {manifest.name!r} is a {manifest.runtime} {manifest.role} model; "
+            "an ONNX embedding model is needed (for example all-minilm-l6-v2)"
+        )
+    if manifest.build is not None and (
+        not store.is_present(manifest) or store.build_record(manifest) is None
+    ):
+        raise ModelNotPulledError(
+            f"embedding model {manifest.name!r} is not built "
+            f"(run: edge-agent models build {manifest.name})"
+        )
+    files = store.open_files(manifest)
+    if manifest.build is not None:
+        model = store.open_built(manifest, settings.variant)
+        max_length = manifest.build.max_length
+        pooling, normalize = manifest.build.pooling, manifest.build.normalize
+    else:  # an ONNX file pulled as is
+        model = files["model"]
+        max_length = manifest.context_length or 512
+        pooling, normalize = "mean", True
+    if "tokenizer.json" not in files:
+        raise ModelError(f"model {manifest.name!r} lists no tokenizer.json in its files")
+    return OnnxEncoder(
+        model,
+        files["tokenizer.json"],
+        name=manifest.name,
+        max_length=max_length,
+        threads=settings.threads,
+        pooling=pooling,
+        normalize=normalize,
+    )
