@@ -381,36 +381,28 @@ class Specialist:
         self._head.close()
 
 
-class SpecialistRegistry:
-    """Trained specialists: records in ``directory``, heads in the model store."""
+class SpecialistRecords:
+    """The directory of specialist records, ``<name>.json`` each."""
 
-    def __init__(self, directory: Path, store: ModelStore, embedder: Embedder) -> None:
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._store = store
-        self._embedder = embedder
-        self._loaded: dict[str, Specialist] = {}
-        self._lock = threading.Lock()
 
-    def _path(self, name: str) -> Path:
+    def path(self, name: str) -> Path:
         check_name(name)
         return self.directory / f"{name}.json"
 
     def save(self, record: SpecialistRecord) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         # not secret (labels, digests, figures): the umask decides who may read it
-        atomic_write(self._path(record.name), record.model_dump_json(indent=2), mode=None)
-        with self._lock:
-            old = self._loaded.pop(record.name, None)
-        if old is not None:
-            old.close()
+        atomic_write(self.path(record.name), record.model_dump_json(indent=2), mode=None)
 
     def names(self) -> list[str]:
         if not self.directory.is_dir():
             return []
         return sorted(p.stem for p in self.directory.glob("*.json"))
 
-    def record(self, name: str) -> SpecialistRecord:
-        path = self._path(name)
+    def get(self, name: str) -> SpecialistRecord:
+        path = self.path(name)
         try:
             return SpecialistRecord.model_validate_json(path.read_bytes())
         except FileNotFoundError:
@@ -421,6 +413,36 @@ class SpecialistRegistry:
             ) from None
         except (OSError, ValidationError, ValueError) as exc:
             raise ModelError(f"specialist record {path} is unreadable: {exc}") from exc
+
+    def remove(self, name: str) -> bool:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+class SpecialistRegistry:
+    """Trained specialists: records in ``directory``, heads in the model store, each
+    loaded once on first use."""
+
+    def __init__(self, directory: Path, store: ModelStore, embedder: Embedder) -> None:
+        self.directory = directory
+        self._records = SpecialistRecords(directory)
+        self._store = store
+        self._embedder = embedder
+        self._loaded: dict[str, Specialist] = {}
+        self._lock = threading.Lock()
+
+    def save(self, record: SpecialistRecord) -> None:
+        self._records.save(record)
+        self._unload(record.name)
+
+    def names(self) -> list[str]:
+        return self._records.names()
+
+    def record(self, name: str) -> SpecialistRecord:
+        return self._records.get(name)
 
     def get(self, name: str) -> Specialist:
         with self._lock:
@@ -446,16 +468,15 @@ class SpecialistRegistry:
             return self._loaded.setdefault(name, specialist)
 
     def remove(self, name: str) -> bool:
-        path = self._path(name)
+        self._records.path(name)  # a bad name is refused before anything is unloaded
+        self._unload(name)
+        return self._records.remove(name)
+
+    def _unload(self, name: str) -> None:
         with self._lock:
             old = self._loaded.pop(name, None)
         if old is not None:
             old.close()
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return False
-        return True
 
     def close(self) -> None:
         with self._lock:
