@@ -25,6 +25,8 @@ __all__ = ["Decoder"]
 
 
 class Decoder:
+    """The token loop of one loaded model (see the module docstring)."""
+
     def __init__(
         self,
         lib: Any,
@@ -52,13 +54,10 @@ class Decoder:
         and the text is held back until it is known to be a whole choice."""
         room = self.context_length - len(prompt_tokens)
         budget = room if grammar is not None else min(params.max_tokens, room)
-        matcher: StopMatcher | ChoiceHolder = (
-            ChoiceHolder(params.choices, self.name) if grammar is not None else StopMatcher(stops)
-        )
-        out = _Output(matcher, Utf8Stream(), _HeldTokens(), stats)
+        out = _Output.for_answer(params, stops, grammar is not None, stats, self.name)
         finish = FinishReason.LENGTH
         started = time.perf_counter()
-        tokens = self._sample(prompt_tokens, params, grammar)
+        tokens = start_sampling(self._llm, prompt_tokens, params, grammar)
         try:
             finish = yield from self._tokens(tokens, budget, out, started)
             if grammar is not None and finish is FinishReason.LENGTH:
@@ -76,22 +75,6 @@ class Decoder:
             tokens.close()
             stats.finish_reason = finish
             stats.total_s = time.perf_counter() - started
-
-    def _sample(self, prompt_tokens: list[int], params: SamplingParams, grammar: Any) -> Any:
-        """llama.cpp's sampling loop over the prompt (token ids, lazily)."""
-        llm = self._llm
-        llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
-        return llm.generate(
-            prompt_tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=0.0,
-            typical_p=1.0,
-            temp=params.temperature,
-            repeat_penalty=1.0,
-            reset=True,
-            grammar=grammar,
-        )
 
     def _tokens(
         self, tokens: Any, budget: int, out: _Output, started: float
@@ -120,6 +103,22 @@ class Decoder:
         return FinishReason.LENGTH
 
 
+def start_sampling(llm: Any, prompt_tokens: list[int], params: SamplingParams, grammar: Any) -> Any:
+    """llama.cpp's sampling loop over the prompt (token ids, lazily)."""
+    llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
+    return llm.generate(
+        prompt_tokens,
+        top_k=params.top_k,
+        top_p=params.top_p,
+        min_p=0.0,
+        typical_p=1.0,
+        temp=params.temperature,
+        repeat_penalty=1.0,
+        reset=True,
+        grammar=grammar,
+    )
+
+
 @dataclass
 class _Output:
     """Text on its way out: UTF-8 completion, stop matching (or a choice held whole), and
@@ -129,6 +128,21 @@ class _Output:
     utf8: Utf8Stream
     held: _HeldTokens
     stats: GenerationStats
+
+    @classmethod
+    def for_answer(
+        cls,
+        params: SamplingParams,
+        stops: Sequence[str],
+        choosing: bool,
+        stats: GenerationStats,
+        name: str,
+    ) -> _Output:
+        """Stop matching, or (``choosing``) a choice held until it is whole."""
+        matcher: StopMatcher | ChoiceHolder = (
+            ChoiceHolder(params.choices, name) if choosing else StopMatcher(stops)
+        )
+        return cls(matcher, Utf8Stream(), _HeldTokens(), stats)
 
     def feed(
         self, token_id: int, signals: TokenSignals | None, piece: bytes
