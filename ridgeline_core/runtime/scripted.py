@@ -47,7 +47,7 @@ from .types import (
     TokenSignals,
 )
 
-__all__ = ["ScriptedAnswer", "ScriptedRuntime"]
+__all__ = ["Script", "ScriptedAnswer", "ScriptedRuntime"]
 
 _WORD = re.compile(r"\S+\s*|\s+")
 
@@ -73,6 +73,37 @@ class ScriptedAnswer:
         return self.when.lower() in text.lower()
 
 
+@dataclass(frozen=True)
+class Script:
+    """A script file's answers, its default answer and its pace."""
+
+    answers: list[ScriptedAnswer]
+    default: ScriptedAnswer
+    token_delay_s: float
+
+    @classmethod
+    def read(cls, path: Path, name: str) -> Script:
+        try:
+            script = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ModelLoadError(f"cannot read the script of {name}: {exc}") from exc
+        if not isinstance(script, dict):
+            raise ModelLoadError(f"the script of {name} is not a JSON object")
+        where = f"script {name}"
+        answers = [
+            ScriptedAnswer.from_dict(item, f"{where} answers[{i}]")
+            for i, item in enumerate(script.get("answers", []))
+        ]
+        default = ScriptedAnswer.from_dict(
+            script.get("default", {"text": "I am not sure.", "prob": 0.5}), f"{where} default"
+        )
+        return cls(answers, default, float(script.get("token_delay_s", 0.0)))
+
+    def answer(self, text: str) -> ScriptedAnswer:
+        """The first answer whose ``when`` occurs in ``text``, else the default."""
+        return next((a for a in self.answers if a.matches(text)), self.default)
+
+
 class ScriptedRuntime:
     """The :class:`~ridgeline_core.runtime.base.Runtime` of a script file."""
 
@@ -80,21 +111,7 @@ class ScriptedRuntime:
 
     def __init__(self, manifest: ModelManifest, path: Path, options: LoadOptions) -> None:
         started = time.perf_counter()
-        try:
-            script = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read the script of {manifest.name}: {exc}") from exc
-        if not isinstance(script, dict):
-            raise ModelLoadError(f"the script of {manifest.name} is not a JSON object")
-        where = f"script {manifest.name}"
-        self.answers = [
-            ScriptedAnswer.from_dict(item, f"{where} answers[{i}]")
-            for i, item in enumerate(script.get("answers", []))
-        ]
-        self.default = ScriptedAnswer.from_dict(
-            script.get("default", {"text": "I am not sure.", "prob": 0.5}), f"{where} default"
-        )
-        self.token_delay_s = float(script.get("token_delay_s", 0.0))
+        self.script = Script.read(path, manifest.name)
         self.manifest = manifest
         self.context_length = min(options.n_ctx, manifest.context_length or options.n_ctx)
         self.load_seconds = time.perf_counter() - started
@@ -129,7 +146,7 @@ class ScriptedRuntime:
         pass
 
     def _answer(self, text: str) -> ScriptedAnswer:
-        return next((a for a in self.answers if a.matches(text)), self.default)
+        return self.script.answer(text)
 
     def _start(self, prompt: str, question: str, params: SamplingParams) -> Generation:
         prompt_tokens = self.count_tokens(prompt)
@@ -146,22 +163,33 @@ class ScriptedRuntime:
     ) -> Iterator[Token]:
         started = time.perf_counter()
         with self._busy:
-            text, stop = _cut_at_stop(answer.text, () if params.choices else params.stop)
-            words = _WORD.findall(text)
-            finish = FinishReason.STOP_SEQUENCE if stop else FinishReason.STOP
-            if len(words) > params.max_tokens:
-                words, finish = words[: params.max_tokens], FinishReason.LENGTH
-            for index, word in enumerate(words):
-                if self.token_delay_s:
-                    time.sleep(self.token_delay_s)
-                prob = answer.probs[min(index, len(answer.probs) - 1)]
-                if stats.time_to_first_token_s is None:
-                    stats.time_to_first_token_s = time.perf_counter() - started
-                stats.completion_tokens += 1
-                yield Token(index, word, _signals(prob))
-            stats.stop_sequence = stop
-            stats.finish_reason = finish
-            stats.total_s = time.perf_counter() - started
+            yield from _play(answer, params, stats, self.script.token_delay_s, started)
+
+
+def _play(
+    answer: ScriptedAnswer,
+    params: SamplingParams,
+    stats: GenerationStats,
+    delay_s: float,
+    started: float,
+) -> Iterator[Token]:
+    """The answer's words as tokens, cut at a stop sequence or ``max_tokens``."""
+    text, stop = _cut_at_stop(answer.text, () if params.choices else params.stop)
+    words = _WORD.findall(text)
+    finish = FinishReason.STOP_SEQUENCE if stop else FinishReason.STOP
+    if len(words) > params.max_tokens:
+        words, finish = words[: params.max_tokens], FinishReason.LENGTH
+    for index, word in enumerate(words):
+        if delay_s:
+            time.sleep(delay_s)
+        prob = answer.probs[min(index, len(answer.probs) - 1)]
+        if stats.time_to_first_token_s is None:
+            stats.time_to_first_token_s = time.perf_counter() - started
+        stats.completion_tokens += 1
+        yield Token(index, word, _signals(prob))
+    stats.stop_sequence = stop
+    stats.finish_reason = finish
+    stats.total_s = time.perf_counter() - started
 
 
 def _signals(prob: float) -> TokenSignals:
