@@ -90,35 +90,8 @@ class _EncoderGraph:
     def __init__(self, model: Path, threads: int, name: str) -> None:
         self.name = name
         self.session: Any = _session(model, threads, name)
-        self.inputs = self._token_inputs(model)
-        self.output, self.pooled = self._embedding_output(model)
-
-    def _token_inputs(self, model: Path) -> dict[str, type[np.integer[Any]]]:
-        inputs: dict[str, type[np.integer[Any]]] = {}
-        for node in self.session.get_inputs():
-            if node.name not in _TOKEN_INPUTS or node.type not in _NUMPY_INTS:
-                raise ModelLoadError(
-                    f"{self.name}: {model} has input {node.name!r} ({node.type}); a text "
-                    f"encoder takes integer inputs among {', '.join(_TOKEN_INPUTS)}"
-                )
-            inputs[node.name] = _NUMPY_INTS[node.type]
-        if "input_ids" not in inputs:
-            raise ModelLoadError(f"{self.name}: {model} has no input_ids input")
-        return inputs
-
-    def _embedding_output(self, model: Path) -> tuple[str, bool]:
-        """The output to read, and whether it is already one vector per text."""
-        outputs = self.session.get_outputs()
-        for node in outputs:
-            if len(node.shape) == 2 and node.name not in _NOT_POOLED:
-                return node.name, True
-        for node in outputs:
-            if len(node.shape) == 3:
-                return node.name, False
-        raise ModelLoadError(
-            f"{self.name}: {model} has no [batch, sequence, hidden] or [batch, dim] output "
-            f"(outputs: {', '.join(f'{o.name} {o.shape}' for o in outputs)})"
-        )
+        self.inputs = _token_inputs(self.session, model, name)
+        self.output, self.pooled = _embedding_output(self.session, model, name)
 
     def cap_length(self, max_length: int) -> int:
         """``max_length``, or the model's position count when that is smaller."""
@@ -155,6 +128,36 @@ class _EncoderGraph:
         return states
 
 
+def _token_inputs(session: Any, model: Path, name: str) -> dict[str, type[np.integer[Any]]]:
+    """The graph's inputs and their integer types; any other input is refused."""
+    inputs: dict[str, type[np.integer[Any]]] = {}
+    for node in session.get_inputs():
+        if node.name not in _TOKEN_INPUTS or node.type not in _NUMPY_INTS:
+            raise ModelLoadError(
+                f"{name}: {model} has input {node.name!r} ({node.type}); a text "
+                f"encoder takes integer inputs among {', '.join(_TOKEN_INPUTS)}"
+            )
+        inputs[node.name] = _NUMPY_INTS[node.type]
+    if "input_ids" not in inputs:
+        raise ModelLoadError(f"{name}: {model} has no input_ids input")
+    return inputs
+
+
+def _embedding_output(session: Any, model: Path, name: str) -> tuple[str, bool]:
+    """The output to read, and whether it is already one vector per text."""
+    outputs = session.get_outputs()
+    for node in outputs:
+        if len(node.shape) == 2 and node.name not in _NOT_POOLED:
+            return node.name, True
+    for node in outputs:
+        if len(node.shape) == 3:
+            return node.name, False
+    raise ModelLoadError(
+        f"{name}: {model} has no [batch, sequence, hidden] or [batch, dim] output "
+        f"(outputs: {', '.join(f'{o.name} {o.shape}' for o in outputs)})"
+    )
+
+
 class OnnxEncoder(Closing):
     """Text to unit vectors with an ONNX encoder: ``embed(["a", "b"])`` is float32 [2, dim].
 
@@ -173,10 +176,7 @@ class OnnxEncoder(Closing):
         pooling: Pooling = "mean",
         normalize: bool = True,
     ) -> None:
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2 (for [CLS] and [SEP]): {max_length}")
+        _check_options(pooling, max_length)
         self.name = name
         self.pooling: Pooling = pooling
         self.normalize = normalize
@@ -224,18 +224,33 @@ class OnnxEncoder(Closing):
         return sum(len(e.ids) for e in self._tokenizer.encode_batch(list(texts)))
 
     def _run(self, encodings: Sequence[Any]) -> Vectors:
-        ids, mask, types = _padded(encodings, self._pad_id)
-        states = self._graph.states(ids, mask, types)
-        vectors = states if self._graph.pooled else _pool(states, mask, self.pooling)
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if self.normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-        return vectors
+        return _vectors(self._graph, encodings, self._pad_id, self.pooling, self.normalize)
 
     def close(self) -> None:
         """Free the session; calls in flight finish, later ones raise ModelError."""
         self._graph.session = None
+
+
+def _check_options(pooling: str, max_length: int) -> None:
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', not {pooling!r}")
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (for [CLS] and [SEP]): {max_length}")
+
+
+def _vectors(
+    graph: _EncoderGraph, encodings: Sequence[Any], pad_id: int, pooling: Pooling, normalize: bool
+) -> Vectors:
+    """One vector per encoding: the graph's output for the padded batch, pooled unless
+    the graph pools, unit length when ``normalize``."""
+    ids, mask, types = _padded(encodings, pad_id)
+    states = graph.states(ids, mask, types)
+    vectors = states if graph.pooled else _pool(states, mask, pooling)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return vectors
 
 
 def _load_tokenizer(path: Path, max_length: int, name: str) -> tuple[Any, int]:
