@@ -17,6 +17,8 @@ __all__ = ["ChatPrompt"]
 
 
 class ChatPrompt:
+    """A model's chat prompt: template, system prompt, guarded tokens."""
+
     def __init__(self, manifest: ModelManifest, llm: Any, vocab: LlamaVocab) -> None:
         self.manifest, self._llm, self._vocab = manifest, llm, vocab
         self._source = manifest.chat_template or llm.metadata.get("tokenizer.chat_template")
@@ -60,7 +62,7 @@ class ChatPrompt:
             tokens = self._as_rendered(messages, text)
             if tokens is not None:
                 return tokens
-        return self._piecewise(messages, marks, text)
+        return _piecewise(self._llm, self._vocab, self.manifest.name, messages, marks, text)
 
     def _as_rendered(self, messages: Sequence[ChatMessage], marked: str) -> list[int] | None:
         vocab = self._vocab
@@ -72,24 +74,34 @@ class ChatPrompt:
         expected = vocab.control_count(vocab.tokenize(marked, add_special=add_special))
         return tokens if vocab.control_count(tokens) == expected else None
 
-    def _piecewise(self, messages: Sequence[ChatMessage], marks: list[str], text: str) -> list[int]:
-        pieces: list[tuple[str, bool]] = []  # (text, parse control tokens)
-        rest = text
-        for message, mark in zip(messages, marks, strict=True):
-            before, found, rest = rest.partition(mark)
-            if not found or mark in rest:
-                raise InvalidRequestError(
-                    f"a message contains text of a control token of {self.manifest.name} "
-                    "and its chat template transforms messages, so it cannot be kept as "
-                    "plain text; remove the control token"
-                )
-            pieces += [(before, True), (message.content, False)]
-        pieces.append((rest, True))
-        add_bos = not (self._vocab.bos_text and text.startswith(self._vocab.bos_text))
-        split: list[int] = []
-        for index, (piece, special) in enumerate(pieces):
-            if piece or (index == 0 and add_bos):
-                split += self._llm.tokenize(
-                    piece.encode("utf-8"), add_bos=add_bos and index == 0, special=special
-                )
-        return split
+
+def _piecewise(
+    llm: Any,
+    vocab: LlamaVocab,
+    name: str,
+    messages: Sequence[ChatMessage],
+    marks: list[str],
+    text: str,
+) -> list[int]:
+    """The template's text between the placeholders tokenized with control tokens, each
+    message's text without."""
+    pieces: list[tuple[str, bool]] = []  # (text, parse control tokens)
+    rest = text
+    for message, mark in zip(messages, marks, strict=True):
+        before, found, rest = rest.partition(mark)
+        if not found or mark in rest:
+            raise InvalidRequestError(
+                f"a message contains text of a control token of {name} "
+                "and its chat template transforms messages, so it cannot be kept as "
+                "plain text; remove the control token"
+            )
+        pieces += [(before, True), (message.content, False)]
+    pieces.append((rest, True))
+    add_bos = not (vocab.bos_text and text.startswith(vocab.bos_text))
+    split: list[int] = []
+    for index, (piece, special) in enumerate(pieces):
+        if piece or (index == 0 and add_bos):
+            split += llm.tokenize(
+                piece.encode("utf-8"), add_bos=add_bos and index == 0, special=special
+            )
+    return split
