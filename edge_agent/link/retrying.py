@@ -22,6 +22,8 @@ __all__ = ["RetryingCall"]
 
 
 class RetryingCall:
+    """Attempts of one escalation until an answer, a failure to report, or the deadline."""
+
     def __init__(
         self,
         client: BrokerClient,
@@ -55,7 +57,7 @@ class RetryingCall:
 
     def _wait_or_give_up(self, failure: AttemptFailed, attempts: int, remaining_s: float) -> None:
         exc = failure.error
-        delay = self._retry_delay(exc, failure.started, attempts, remaining_s)
+        delay = retry_delay(self.settings, exc, failure.started, attempts, remaining_s)
         if delay is None:
             outage = is_outage(exc)
             self._on_failure(exc, outage)
@@ -71,35 +73,47 @@ class RetryingCall:
             self.cancel.check()
 
     def _answered(self, received: Received, started: float, attempts: int) -> CloudAnswer:
-        result = received.result
-        assert result is not None
-        rtt = received.rtt_s()
-        self._on_success(rtt)
-        first_text = received.first_text
-        return CloudAnswer(
-            text="".join(received.parts),
-            model=result.answer_model,
-            models_used=result.models_used,
-            finish_reason=result.finish_reason,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            rtt_s=rtt,
-            time_to_first_text_s=None if first_text is None else first_text - started,
-            total_s=time.perf_counter() - started,
-            attempts=attempts,
-        )
+        answer = cloud_answer(received, started, attempts)
+        self._on_success(answer.rtt_s)
+        return answer
 
-    def _retry_delay(
-        self, exc: errors.RidgelineError, streamed: bool, attempts: int, remaining_s: float
-    ) -> float | None:
-        if streamed or attempts > self.settings.retries:
-            return None
-        if isinstance(exc, errors.OverloadedError):
-            delay = exc.retry_after_s
-        elif isinstance(exc, errors.UnavailableError) and exc.status == "UNAVAILABLE":
-            delay = 0.1 * attempts  # refused or reset before any byte: the broker may be back
-        else:
-            return None
-        if delay >= remaining_s - self.settings.connect_timeout_s:
-            return None  # no time left for another try
-        return delay
+
+def cloud_answer(received: Received, started: float, attempts: int) -> CloudAnswer:
+    """The answer a finished attempt received (``started``: when the call began)."""
+    result = received.result
+    assert result is not None
+    first_text = received.first_text
+    return CloudAnswer(
+        text="".join(received.parts),
+        model=result.answer_model,
+        models_used=result.models_used,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        rtt_s=received.rtt_s(),
+        time_to_first_text_s=None if first_text is None else first_text - started,
+        total_s=time.perf_counter() - started,
+        attempts=attempts,
+    )
+
+
+def retry_delay(
+    settings: EscalationSettings,
+    exc: errors.RidgelineError,
+    streamed: bool,
+    attempts: int,
+    remaining_s: float,
+) -> float | None:
+    """How long to wait before trying again; None: do not (text already streamed, retries
+    used up, an error a retry cannot fix, or no time left)."""
+    if streamed or attempts > settings.retries:
+        return None
+    if isinstance(exc, errors.OverloadedError):
+        delay = exc.retry_after_s
+    elif isinstance(exc, errors.UnavailableError) and exc.status == "UNAVAILABLE":
+        delay = 0.1 * attempts  # refused or reset before any byte: the broker may be back
+    else:
+        return None
+    if delay >= remaining_s - settings.connect_timeout_s:
+        return None  # no time left for another try
+    return delay
