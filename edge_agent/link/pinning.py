@@ -168,34 +168,44 @@ class PinStore:
         return True
 
     def _load(self) -> dict[str, Pin]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"pinned brokers file {self.path}: cannot read it: {exc}") from exc
-        try:
-            return _parse_pins(json.loads(text))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(
-                f"pinned brokers file {self.path} is corrupt ({exc}); "
-                "fix it or remove it and pin the brokers again"
-            ) from exc
+        return read_pins(self.path)
 
     def _save(self, pins: dict[str, Pin]) -> None:
-        document = {
-            "version": _PIN_FILE_VERSION,
-            "brokers": {
-                key: {"fingerprint": pin.fingerprint, "pem": pin.pem.decode("ascii")}
-                for key, pin in sorted(pins.items())
-            },
-        }
-        data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-        try:
-            private_dir(self.path.parent)
-            atomic_write(self.path, data)
-        except OSError as exc:
-            raise ConfigError(f"pinned brokers file {self.path}: cannot write it: {exc}") from exc
+        write_pins(self.path, pins)
+
+
+def read_pins(path: Path) -> dict[str, Pin]:
+    """The pins in ``path`` (none when it does not exist); a bad file is a ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"pinned brokers file {path}: cannot read it: {exc}") from exc
+    try:
+        return _parse_pins(json.loads(text))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(
+            f"pinned brokers file {path} is corrupt ({exc}); "
+            "fix it or remove it and pin the brokers again"
+        ) from exc
+
+
+def write_pins(path: Path, pins: dict[str, Pin]) -> None:
+    """Replace ``path`` atomically, mode 0600, in a private directory."""
+    document = {
+        "version": _PIN_FILE_VERSION,
+        "brokers": {
+            key: {"fingerprint": pin.fingerprint, "pem": pin.pem.decode("ascii")}
+            for key, pin in sorted(pins.items())
+        },
+    }
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    try:
+        private_dir(path.parent)
+        atomic_write(path, data)
+    except OSError as exc:
+        raise ConfigError(f"pinned brokers file {path}: cannot write it: {exc}") from exc
 
 
 def _parse_pins(document: object) -> dict[str, Pin]:
