@@ -20,6 +20,8 @@ PATHS = ("local", "cloud", "skipped-local", "local-degraded")
 
 
 class DaemonMetrics:
+    """The daemon's counters and histograms, and the live gauges (:class:`_Live`)."""
+
     def __init__(self, agent: Callable[[], EdgeAgent], admission: Admission) -> None:
         try:
             import prometheus_client as prom
@@ -56,14 +58,7 @@ class DaemonMetrics:
             "Tokens the local model generated",
             registry=self.registry,
         )
-        gauge = GaugeMetricFamily
-        daemon = self
-
-        class Live:
-            def collect(self) -> Iterator[Any]:
-                yield from daemon._live(gauge)
-
-        self.registry.register(Live())
+        self.registry.register(_Live(agent, admission, GaugeMetricFamily))
 
     def record(self, answer: Answer, seconds: float) -> None:
         self.requests.labels(answer.source).inc()
@@ -74,7 +69,19 @@ class DaemonMetrics:
     def record_error(self, kind: str) -> None:
         self.errors.labels(kind).inc()
 
-    def _live(self, gauge: Any) -> Iterator[Any]:
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+
+class _Live:
+    """The gauges read from the live agent at each scrape (a custom collector)."""
+
+    def __init__(self, agent: Callable[[], EdgeAgent], admission: Admission, gauge: Any) -> None:
+        self._agent, self._admission, self._gauge = agent, admission, gauge
+
+    def collect(self) -> Iterator[Any]:
+        gauge = self._gauge
         agent = self._agent()
         admission = self._admission
         yield gauge(
@@ -94,7 +101,3 @@ class DaemonMetrics:
             if isinstance(value, (bool, int, float)):
                 telemetry.add_metric([name], float(value))
         yield telemetry
-
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
-        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
