@@ -68,9 +68,8 @@ class RidgelineOptions(_Body):
         return data
 
 
-class _OpenAIBody(_Body):
-    """Fields both completion endpoints share. Some are accepted and ignored because they
-    do not change one answer of a local model (user, penalties, metadata, ...)."""
+class _OpenAIFields(_Body):
+    """The fields both completion endpoints read."""
 
     model: str = ""
     stream: StrictBool = False
@@ -83,6 +82,23 @@ class _OpenAIBody(_Body):
     seed: JsonInt | None = None
     stop: tuple[str, ...] | None = None
     ridgeline: RidgelineOptions | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stops(cls, value: Any) -> Any:
+        stops = [value] if isinstance(value, str) else value
+        if stops is None:
+            return None
+        if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
+            raise ValueError("stop must be a string or a list of non-empty strings")
+        return tuple(stops)
+
+
+class _OpenAIBody(_OpenAIFields):
+    """Fields both completion endpoints share. Those below are accepted and ignored because
+    they do not change one answer of a local model (user, penalties, metadata, ...), or
+    refused by :meth:`refuse_unsupported`."""
+
     response_format: Any = None
     logprobs: Any = None
     top_logprobs: Any = None
@@ -100,16 +116,6 @@ class _OpenAIBody(_Body):
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stops(cls, value: Any) -> Any:
-        stops = [value] if isinstance(value, str) else value
-        if stops is None:
-            return None
-        if not isinstance(stops, list) or not all(isinstance(x, str) and x for x in stops):
-            raise ValueError("stop must be a string or a list of non-empty strings")
-        return tuple(stops)
 
     @property
     def include_usage(self) -> bool:
