@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import grpc
 import grpc.aio
@@ -19,8 +18,8 @@ from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 from ridgeline_core import errors
 
 from . import wire
-from .auth import check_device_id, current_device
 from .backends import Backend, Outcome
+from .callers import RunningCalls, backend_for, device_of
 from .generation import GenerationTimes, generate
 from .interceptors import status_of
 from .metrics import BrokerMetrics
@@ -52,6 +51,8 @@ def add_to_server(service: BrokerService, server: grpc.aio.Server) -> None:
 
 
 class BrokerService(broker_pb2_grpc.BrokerServicer):
+    """The servicer: converts at the boundary and hands the work to the domain."""
+
     def __init__(
         self,
         backends: Mapping[str, Backend],
@@ -67,52 +68,23 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.metrics = metrics
         self.auth = auth
         self.rate = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
-        self.draining = False  # shutting down: refuse new calls, let running ones finish
-        self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.calls = RunningCalls()
+
+    @property
+    def draining(self) -> bool:
+        return self.calls.draining
+
+    @property
+    def active(self) -> int:
+        return self.calls.active
 
     def drain(self) -> None:
         """Refuse new calls from now on (UNAVAILABLE, so clients retry elsewhere)."""
-        self.draining = True
+        self.calls.draining = True
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no Generate call is running; False if ``timeout_s`` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    def _refuse_when_draining(self) -> None:
-        if self.draining:
-            raise errors.UnavailableError("the broker is shutting down; retry another broker")
-
-    def _device(self, request: broker_pb2.GenerateRequest, context: Any) -> str:
-        authenticated = current_device.get()
-        claimed = request.device_id
-        if claimed:
-            check_device_id(claimed)
-        if self.auth:
-            if authenticated is None:  # the interceptor always sets it; never serve anonymously
-                raise errors.UnauthenticatedError("missing device token")
-            if claimed and claimed != authenticated:
-                raise errors.PermissionDeniedError(
-                    f"device_id {claimed!r} does not match the token's device"
-                )
-            return authenticated
-        # without auth a claimed id is unverified: limits key on where the call comes from
-        return _peer_host(context.peer())
-
-    def _backend(self, request: broker_pb2.GenerateRequest) -> Backend:
-        name = wire.target_model(request) or self.default_model
-        backend = self.backends.get(name)
-        if backend is None:
-            if len(name) > 128 or not name.isprintable():
-                raise errors.UnknownModelError("unknown model (invalid name)")
-            served = ", ".join(sorted(self.backends)) or "none"
-            raise errors.UnknownModelError(f"unknown model {name!r} (served: {served})")
-        return backend
+        return await self.calls.wait_idle(timeout_s)
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -121,14 +93,13 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     ) -> AsyncIterator[broker_pb2.GenerateResponse]:
         times = GenerationTimes(received=time.perf_counter())
         call = _CallMetrics(self.metrics)
-        self.active += 1
-        self._idle.clear()
+        self.calls.started()
         try:
-            self._refuse_when_draining()
+            self.calls.refuse_when_draining()
             if isinstance(request, Malformed):
                 request.check()
-            device = self._device(request, context)
-            backend = self._backend(request)
+            device = device_of(request, context, self.auth)
+            backend = backend_for(request, self.backends, self.default_model)
             call.model = backend.name
             checked = wire.backend_request(request, self.limits)
             self.rate.admit(device)
@@ -148,29 +119,15 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             raise
         finally:
             call.done()
-            self.active -= 1
-            if not self.active:
-                self._idle.set()
+            self.calls.ended()
 
     async def ListModels(
         self, request: broker_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListModelsResponse:
         if isinstance(request, Malformed):
             request.check()
-        self._refuse_when_draining()
-        return broker_pb2.ListModelsResponse(
-            models=[
-                broker_pb2.ModelInfo(
-                    name=backend.name,
-                    backend=backend.kind,
-                    role=backend.role,
-                    context_length=backend.context_length,
-                )
-                for backend in sorted(self.backends.values(), key=lambda b: b.name)
-            ],
-            strategies=[broker_pb2.Strategy.KIND_SINGLE],
-            default_model=self.default_model,
-        )
+        self.calls.refuse_when_draining()
+        return wire.models_to_pb(self.backends.values(), self.default_model)
 
 
 class _CallMetrics:
@@ -203,9 +160,3 @@ class _CallMetrics:
 
     def done(self) -> None:
         self.metrics.child(self.metrics.requests, self.model, self.code).inc()
-
-
-def _peer_host(peer: str) -> str:
-    """``ipv4:10.0.0.7:53124`` -> ``ipv4:10.0.0.7``: one device per host, not per connection."""
-    host, sep, port = peer.rpartition(":")
-    return host if sep and port.isdigit() else peer

@@ -11,7 +11,7 @@ the client's (:mod:`ridgeline_core.wire`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -22,7 +22,7 @@ from ridgeline_core.runtime import ChatMessage, SamplingParams
 from ridgeline_core.runtime.choices import check_choices
 from ridgeline_core.wire import FINISH_TO_PB, ROLES_FROM_PB
 
-from .backends import BackendRequest, Outcome
+from .backends import Backend, BackendRequest, Outcome
 from .settings import LimitsSettings
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "backend_request",
     "delta_to_pb",
     "lenient",
+    "models_to_pb",
     "result_to_pb",
     "target_model",
 ]
@@ -171,4 +172,21 @@ def result_to_pb(
             ),
             strategy=broker_pb2.Strategy.KIND_SINGLE,
         )
+    )
+
+
+def models_to_pb(backends: Iterable[Backend], default_model: str) -> broker_pb2.ListModelsResponse:
+    """What ListModels answers: each backend by name, the strategies, the default."""
+    return broker_pb2.ListModelsResponse(
+        models=[
+            broker_pb2.ModelInfo(
+                name=backend.name,
+                backend=backend.kind,
+                role=backend.role,
+                context_length=backend.context_length,
+            )
+            for backend in sorted(backends, key=lambda b: b.name)
+        ],
+        strategies=[broker_pb2.Strategy.KIND_SINGLE],
+        default_model=default_model,
     )
