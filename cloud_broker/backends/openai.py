@@ -39,6 +39,8 @@ __all__ = ["OpenAIBackend"]
 
 
 class OpenAIBackend:
+    """One model behind an OpenAI-compatible server (see the module docstring)."""
+
     kind = "openai"
     role = "chat"
 
@@ -50,33 +52,11 @@ class OpenAIBackend:
         self._settings = settings
         self._url = f"{settings.base_url}/chat/completions"
         self._wire = ChatCompletions(settings)
-        key = settings.api_key.get_secret_value()
-        if not key and settings.api_key_env:
-            key = (env if env is not None else dict(os.environ)).get(settings.api_key_env, "")
-            if not key:
-                raise ConfigError(
-                    f"openai backend {settings.name!r}: environment variable "
-                    f"{settings.api_key_env} is not set"
-                )
-        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if key:
-            self._headers["Authorization"] = f"Bearer {key}"
+        self._headers = _headers(settings, env)
         self._session: Any = None
 
     async def start(self) -> None:
-        try:
-            import aiohttp
-        except ImportError:
-            raise MissingDependencyError.for_module("aiohttp", "broker") from None
-        connector = aiohttp.TCPConnector(
-            limit=self._settings.max_connections, keepalive_timeout=30, ttl_dns_cache=300
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=self._settings.timeout_s, sock_connect=self._settings.connect_timeout_s
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers=self._headers, raise_for_status=False
-        )
+        self._session = _session(self._settings, self._headers)
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         import aiohttp
@@ -112,39 +92,77 @@ class OpenAIBackend:
         finally:
             self.running -= 1
 
-    async def _answer(
+    def _answer(
         self, response: Any, request: BackendRequest
     ) -> AsyncGenerator[str | Outcome, None]:
-        """The upstream's server-sent events as text pieces, then the outcome. One piece
-        per network read: text that arrives together leaves together, since every gRPC
-        message costs the broker far more than joining strings. A choices answer is held
-        until it is complete and checked."""
-        choices = request.params.choices
-        events, held = SseChunks(), []
-        while not events.done:
-            data = await response.content.readany()
-            if not data:
-                break
-            texts = events.feed(data)
-            if texts and choices:
-                held += texts
-            elif texts:
-                yield "".join(texts)
-        if not (events.done or events.finished):
-            raise UnavailableError(
-                f"model {self.name!r}: {self._settings.base_url} ended the stream "
-                "before the answer was complete"
-            )
-        finish = events.finish
-        if choices:
-            yield self._wire.chosen("".join(held), choices)
-            finish = FinishReason.STOP
-        prompt_tokens = events.prompt_tokens
-        if not prompt_tokens:  # not reported: estimate, so token limits still hold
-            prompt_tokens = (sum(len(m.content) for m in request.messages) + 3) // 4
-        yield Outcome(finish, prompt_tokens, events.completion_tokens or events.pieces)
+        return answer_of(response, request, self._wire, self.name, self._settings.base_url)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _headers(settings: OpenAIBackendSettings, env: dict[str, str] | None) -> dict[str, str]:
+    """The request headers, with the API key from the settings or its environment variable."""
+    key = settings.api_key.get_secret_value()
+    if not key and settings.api_key_env:
+        key = (env if env is not None else dict(os.environ)).get(settings.api_key_env, "")
+        if not key:
+            raise ConfigError(
+                f"openai backend {settings.name!r}: environment variable "
+                f"{settings.api_key_env} is not set"
+            )
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return headers
+
+
+def _session(settings: OpenAIBackendSettings, headers: dict[str, str]) -> Any:
+    """A pooled aiohttp session with the backend's limits and timeouts."""
+    try:
+        import aiohttp
+    except ImportError:
+        raise MissingDependencyError.for_module("aiohttp", "broker") from None
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_connections, keepalive_timeout=30, ttl_dns_cache=300
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=settings.timeout_s, sock_connect=settings.connect_timeout_s
+    )
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers, raise_for_status=False
+    )
+
+
+async def answer_of(
+    response: Any, request: BackendRequest, wire: ChatCompletions, name: str, base_url: str
+) -> AsyncGenerator[str | Outcome, None]:
+    """The upstream's server-sent events as text pieces, then the outcome. One piece
+    per network read: text that arrives together leaves together, since every gRPC
+    message costs the broker far more than joining strings. A choices answer is held
+    until it is complete and checked."""
+    choices = request.params.choices
+    events, held = SseChunks(), []
+    while not events.done:
+        data = await response.content.readany()
+        if not data:
+            break
+        texts = events.feed(data)
+        if texts and choices:
+            held += texts
+        elif texts:
+            yield "".join(texts)
+    if not (events.done or events.finished):
+        raise UnavailableError(
+            f"model {name!r}: {base_url} ended the stream before the answer was complete"
+        )
+    finish = events.finish
+    if choices:
+        yield wire.chosen("".join(held), choices)
+        finish = FinishReason.STOP
+    prompt_tokens = events.prompt_tokens
+    if not prompt_tokens:  # not reported: estimate, so token limits still hold
+        prompt_tokens = (sum(len(m.content) for m in request.messages) + 3) // 4
+    yield Outcome(finish, prompt_tokens, events.completion_tokens or events.pieces)
