@@ -115,14 +115,8 @@ class _Slots:
     def load(self) -> None:
         path = self._store.open_verified(self.manifest)
         slots = self._settings.slots
-        threads = self._settings.threads or max(1, default_threads() // slots)
-        options = LoadOptions(
-            n_ctx=self._settings.n_ctx,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=self._settings.n_batch,
-            n_gpu_layers=self._settings.n_gpu_layers,
-        )
+        options = _load_options(self._settings)
+        threads = options.n_threads
         for _ in range(slots):
             runtime = load_runtime(self.manifest, path, options)
             self._runtimes.append(runtime)
@@ -160,16 +154,7 @@ class _Slots:
         try:
             if cancel.is_set():  # the client left while this waited for its thread
                 return Outcome(FinishReason.CANCELLED, 0, 0)
-            runtime: Runtime = self._local.runtime
-            with runtime.generate(request.messages, request.params) as generation:
-                for token in generation:
-                    if cancel.is_set():
-                        break
-                    if token.text:
-                        emit(token.text)
-            stats = generation.stats
-            assert stats.finish_reason is not None
-            return Outcome(stats.finish_reason, stats.prompt_tokens, stats.completion_tokens)
+            return _generate(self._local.runtime, request, emit, cancel)
         finally:
             with self._running_lock:
                 self.running -= 1
@@ -188,3 +173,34 @@ class _Slots:
 def _retrieve(future: asyncio.Future[Outcome]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _load_options(settings: LlamaCppSettings) -> LoadOptions:
+    """Each slot's load options: the cores shared among the slots unless set."""
+    threads = settings.threads or max(1, default_threads() // settings.slots)
+    return LoadOptions(
+        n_ctx=settings.n_ctx,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=settings.n_batch,
+        n_gpu_layers=settings.n_gpu_layers,
+    )
+
+
+def _generate(
+    runtime: Runtime,
+    request: BackendRequest,
+    emit: Callable[[object], None],
+    cancel: threading.Event,
+) -> Outcome:
+    """Run one generation on this thread's copy, handing each piece of text to ``emit``;
+    stops before the next token once ``cancel`` is set."""
+    with runtime.generate(request.messages, request.params) as generation:
+        for token in generation:
+            if cancel.is_set():
+                break
+            if token.text:
+                emit(token.text)
+    stats = generation.stats
+    assert stats.finish_reason is not None
+    return Outcome(stats.finish_reason, stats.prompt_tokens, stats.completion_tokens)
