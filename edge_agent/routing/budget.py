@@ -5,24 +5,18 @@ processes share one budget; the file holds the last day's escalations only.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ridgeline_core.errors import ConfigError
-
 from ..settings import BudgetSettings
 from ..telemetry.snapshot import Reading
 from .budget_file import Spending, SpendingFile
+from .spending import DAY_S, SharedSpending
 
 __all__ = ["EscalationBudget"]
 
-log = logging.getLogger(__name__)
-
 HOUR_S = 3600.0
-DAY_S = 86400.0
 
 
 class EscalationBudget:
@@ -39,9 +33,7 @@ class EscalationBudget:
         self.settings = settings
         self.path = path
         self._clock = clock
-        self._lock = threading.Lock()
-        self._file = SpendingFile(path)
-        self._spent: Spending = self._file.load() if self.limited else []
+        self._spending = SharedSpending(SpendingFile(path), load=self.limited)
 
     @property
     def limited(self) -> bool:
@@ -56,41 +48,13 @@ class EscalationBudget:
         if not self.limited:
             return None
         now = self._clock()
-        self._reload_if_changed()
-        with self._lock:
-            spent = list(self._spent)
-        return fraction_left(self.settings, spent, now)
+        return fraction_left(self.settings, self._spending.current(), now)
 
     def record(self, tokens: int) -> None:
         """Count one escalation that used ``tokens`` (prompt + completion) at the broker."""
         if not self.limited:
             return
-        now = self._clock()
-        entry = (now, max(0, tokens))
-        with self._lock:
-            try:
-                with self._file.locked():
-                    stored = self._file.load() if self.path is not None else self._spent
-                    spent = [e for e in stored if now - e[0] < DAY_S] + [entry]
-                    self._file.save(spent)
-            except (OSError, ConfigError) as exc:
-                # An answer that already streamed must not fail for its bookkeeping:
-                # keep counting in memory and say why the file is not kept.
-                log.warning("escalation budget not saved (%s); counting in memory", exc)
-                spent = [e for e in self._spent if now - e[0] < DAY_S] + [entry]
-            self._spent = spent
-
-    def _reload_if_changed(self) -> None:
-        """Pick up spending by other processes (``ask`` runs) that share the file."""
-        if not self._file.changed():
-            return
-        try:
-            spent = self._file.load()
-        except ConfigError as exc:
-            log.warning("%s", exc)
-            return
-        with self._lock:
-            self._spent = spent
+        self._spending.add(self._clock(), max(0, tokens))
 
     def read(self) -> Reading:
         return {"budget_left": self.left()}
