@@ -16,7 +16,6 @@ and compares its probability with τ. It holds:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -26,13 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from ridgeline_core.files import atomic_write
 from ridgeline_core.runtime import ChatMessage, Runtime, TokenSignals
 from ridgeline_core.store.manifest import ModelManifest
 
 from ..decision import ConfidenceInfo
 from ..evaluation.calibration import Calibrator, PlattCalibrator
-from .calibration_file import FORMAT, CalibrationError, check_features, model_fields, read_json
+from .calibration_file import (
+    FORMAT,
+    CalibrationError,
+    check_features,
+    file_json,
+    model_fields,
+    read_json,
+    write_json,
+)
 from .features import Evidence, feature_values, probes_for, run_probes
 from .scorers import Scorer, get_scorer, margin
 
@@ -76,6 +82,8 @@ running_score = margin
 
 @dataclass
 class ConfidenceModel:
+    """One model's calibration (see the module docstring); calibration_file has its format."""
+
     model: str
     features: tuple[str, ...]
     calibrator: Calibrator
@@ -112,15 +120,7 @@ class ConfidenceModel:
     # -- files ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "model": self.model,
-            "features": list(self.features),
-            "calibrator": self.calibrator.to_dict(),
-            "running": self.running.to_dict(),
-            "prompt_style": self.prompt_style,
-            "info": self.info,
-        }
+        return file_json(self)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "calibration") -> ConfidenceModel:
@@ -129,10 +129,8 @@ class ConfidenceModel:
         return cls(*model_fields(data, where), where=where)
 
     def save(self, path: Path) -> None:
-        """Write atomically (a reader never sees half a file). It lives next to the model's
-        manifest, which other users (the service's) read: the umask decides its mode."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=None)
+        """Write the calibration file, atomically and with the umask's mode (see write_json)."""
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> ConfidenceModel:

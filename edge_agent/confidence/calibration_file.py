@@ -5,20 +5,61 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ridgeline_core.errors import ConfigError
+from ridgeline_core.files import atomic_write
 
 from ..evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
 from .features import probes_for
 
-__all__ = ["FORMAT", "CalibrationError", "check_features", "model_fields", "read_json"]
+__all__ = [
+    "FORMAT",
+    "CalibrationError",
+    "CalibrationFields",
+    "check_features",
+    "file_json",
+    "model_fields",
+    "read_json",
+    "write_json",
+]
 
 FORMAT = "ridgeline-calibration/1"
 
 
 class CalibrationError(ConfigError):
     """A calibration file is missing a field, malformed, or for something else."""
+
+
+class CalibrationFields(Protocol):
+    """What a calibration file holds: a ConfidenceModel's fields."""
+
+    model: str
+    features: tuple[str, ...]
+    calibrator: Calibrator
+    running: PlattCalibrator
+    prompt_style: str
+    info: dict[str, Any]
+
+
+def file_json(fields: CalibrationFields) -> dict[str, Any]:
+    """The file's JSON for a model's fields; ``model_fields`` reads it back."""
+    return {
+        "format": FORMAT,
+        "model": fields.model,
+        "features": list(fields.features),
+        "calibrator": fields.calibrator.to_dict(),
+        "running": fields.running.to_dict(),
+        "prompt_style": fields.prompt_style,
+        "info": fields.info,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (a reader never sees half a file). The file lives next to the
+    model's manifest, which other users (the service's) read: the umask decides its mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(data, indent=2) + "\n", mode=None)
 
 
 def read_json(path: Path) -> Any:
