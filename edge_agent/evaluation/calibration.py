@@ -61,6 +61,16 @@ def _scores(x: npt.ArrayLike) -> FloatArray:
     return _check_finite(array, "x")
 
 
+def _feature_rows(x: npt.ArrayLike) -> FloatArray:
+    """Feature vectors as rows (n, features); a 1-D array is n rows of one feature."""
+    array = np.asarray(x, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[1] == 0:
+        raise ValueError(f"expected a 2-D (n, features) array, got shape {array.shape}")
+    return _check_finite(array, "x")
+
+
 def _labels(y: npt.ArrayLike, n: int) -> FloatArray:
     array = np.asarray(y)
     if array.shape != (n,):
@@ -272,17 +282,8 @@ class LogisticCalibrator(Calibrator):
         self.coef: FloatArray | None = None
         self.intercept: float | None = None
 
-    @staticmethod
-    def _features(x: npt.ArrayLike) -> FloatArray:
-        array = np.asarray(x, dtype=np.float64)
-        if array.ndim == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] == 0:
-            raise ValueError(f"expected a 2-D (n, features) array, got shape {array.shape}")
-        return _check_finite(array, "x")
-
     def fit(self, x: npt.ArrayLike, y: npt.ArrayLike) -> LogisticCalibrator:
-        features = self._features(x)
+        features = _feature_rows(x)
         labels = _labels(y, features.shape[0])
         self.mean, self.std = _standardise(features)
         weights = _fit_logistic((features - self.mean) / self.std, labels, self.l2)
@@ -292,7 +293,7 @@ class LogisticCalibrator(Calibrator):
     def predict(self, x: npt.ArrayLike) -> FloatArray:
         if self.mean is None or self.std is None or self.coef is None or self.intercept is None:
             raise RuntimeError("logistic calibrator is not fitted")
-        features = self._features(x)
+        features = _feature_rows(x)
         if features.shape[1] != self.coef.size:
             raise ValueError(f"expected {self.coef.size} features, got {features.shape[1]}")
         return _sigmoid(((features - self.mean) / self.std) @ self.coef + self.intercept)
