@@ -23,6 +23,8 @@ from .llama_grammar import llama_parses
 from .llama_lib import import_llama_cpp
 from .llama_load import llama_parts, load_llama
 from .llama_probe import first_token, first_token_probs, last_logits
+from .llama_prompt import ChatPrompt
+from .llama_vocab import LlamaVocab
 from .model_lock import ModelLock
 from .threads import default_threads
 from .types import ChatMessage, GenerationStats, LoadOptions, SamplingParams, Token
@@ -32,7 +34,45 @@ __all__ = ["LlamaCppRuntime", "default_threads"]
 log = logging.getLogger(__name__)
 
 
-class LlamaCppRuntime:
+class _LlamaReading:
+    """What a loaded model says about text without generating: its prompt, its token
+    counts, the probability of each candidate's first token."""
+
+    manifest: ModelManifest
+    context_length: int
+    _lib: Any
+    _llm: Any
+    _vocab: LlamaVocab
+    _prompt: ChatPrompt
+    _lock: ModelLock
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        """The prompt text the chat template makes of ``messages``."""
+        return self._prompt.render(messages)
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock.using():
+            return len(self._vocab.tokenize(text, add_special=False))
+
+    def next_token_probs(
+        self, messages: Sequence[ChatMessage], candidates: Sequence[str]
+    ) -> list[float]:
+        with self._lock.using():
+            tokens = self._prompt.tokens(messages)
+            if len(tokens) >= self.context_length:
+                raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
+            firsts = [first_token(self._vocab, candidate) for candidate in candidates]
+            logits = last_logits(self._lib, self._llm, self._vocab, tokens, self.manifest.name)
+        return first_token_probs(logits, firsts)
+
+    def _chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        return self._prompt.tokens(messages)
+
+    def _control_count(self, tokens: list[int]) -> int:
+        return self._vocab.control_count(tokens)
+
+
+class LlamaCppRuntime(_LlamaReading):
     """A GGUF model loaded by llama.cpp: its vocabulary (:mod:`.llama_vocab`), its chat
     prompt (:mod:`.llama_prompt`) and its token loop (:mod:`.llama_decode`), used by one
     generation at a time."""
@@ -65,37 +105,10 @@ class LlamaCppRuntime:
             tokens = self._vocab.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
         return self._start_tokens(tokens, params, params.stop)
 
-    def render(self, messages: Sequence[ChatMessage]) -> str:
-        """The prompt text the chat template makes of ``messages``."""
-        return self._prompt.render(messages)
-
-    def count_tokens(self, text: str) -> int:
-        with self._lock.using():
-            return len(self._vocab.tokenize(text, add_special=False))
-
-    def next_token_probs(
-        self, messages: Sequence[ChatMessage], candidates: Sequence[str]
-    ) -> list[float]:
-        with self._lock.using():
-            tokens = self._prompt.tokens(messages)
-            if len(tokens) >= self.context_length:
-                raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
-            firsts = [first_token(self._vocab, candidate) for candidate in candidates]
-            logits = last_logits(self._lib, self._llm, self._vocab, tokens, self.manifest.name)
-        return first_token_probs(logits, firsts)
-
     def close(self) -> None:
         """Free the model once no generation is running (waits up to a minute for one)."""
         if not self._lock.close(self._llm.close):  # a generation was abandoned: leak
             log.warning("%s is still generating; not freeing it", self.manifest.name)
-
-    # -- helpers -------------------------------------------------------------------
-
-    def _chat_tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
-        return self._prompt.tokens(messages)
-
-    def _control_count(self, tokens: list[int]) -> int:
-        return self._vocab.control_count(tokens)
 
     def _start_tokens(
         self, tokens: list[int], params: SamplingParams, stops: Sequence[str]
