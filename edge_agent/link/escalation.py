@@ -26,7 +26,7 @@ from ..telemetry.meters import BrokerHealth
 from .answers import CloudAnswer, Draft, EscalationFailed
 from .attempt import EscalationRequest
 from .circuit import CircuitBreaker
-from .gate import CallGate, settled
+from .gate import CallGate
 from .prober import HealthProber
 from .retrying import RetryingCall
 
@@ -144,11 +144,21 @@ class Escalator:
         request = EscalationRequest(
             list(messages), params, draft, uuid.uuid4().hex, self.model or None, self.device_id
         )  # one id for every attempt
-        call = RetryingCall(
-            self.client, self.settings, request, cancel, on_success=self._gate.succeeded,
-            on_failure=self._gate.failed,
-        )  # fmt: skip
-        return (yield from settled(self.circuit, call.run(deadline_s)))
+        settled = False  # the circuit heard how this call ended
+        try:
+            call = RetryingCall(
+                self.client, self.settings, request, cancel, on_success=self._gate.succeeded,
+                on_failure=self._gate.failed,
+            )  # fmt: skip
+            answer = yield from call.run(deadline_s)
+            settled = True
+            return answer
+        except EscalationFailed as failed:
+            settled = failed.outage
+            raise
+        finally:
+            if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
+                self.circuit.release()
 
     def probe(self) -> bool:
         """One health check; closes an open circuit when the broker serves again."""

@@ -9,16 +9,16 @@ the permission back without counting.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 
 from ridgeline_core import errors
 
 from ..telemetry.meters import BrokerHealth
-from .answers import CloudAnswer, EscalationFailed
+from .answers import EscalationFailed
 from .circuit import CircuitBreaker
 from .prober import HealthProber
 
-__all__ = ["CallGate", "settled"]
+__all__ = ["CallGate"]
 
 log = logging.getLogger("edge_agent.link.escalation")
 
@@ -84,22 +84,3 @@ class CallGate:
                 self._prober.wake()
             self._health.record_down()
             self._on_change()
-
-
-def settled(
-    circuit: CircuitBreaker, steps: Generator[str, None, CloudAnswer]
-) -> Generator[str, None, CloudAnswer]:
-    """``steps`` of a call that took the permission; if it ends without telling the
-    circuit (cancelled, a caller's callback raised, not the broker's fault), the
-    permission is given back."""
-    told = False  # the circuit heard how the call ended
-    try:
-        answer = yield from steps
-        told = True
-        return answer
-    except EscalationFailed as failed:
-        told = failed.outage
-        raise
-    finally:
-        if not told:
-            circuit.release()
