@@ -150,17 +150,17 @@ class RidgelineRoutes(_Routes):
     async def health(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        a, dispatcher = self.agent(), self.dispatcher
-        admission = dispatcher.admission
+        a, in_flight = self.agent(), self.dispatcher.in_flight
+        admission = in_flight.admission
         body = {
-            "status": "draining" if dispatcher.draining else "ok",
+            "status": "draining" if in_flight.draining else "ok",
             "models_loaded": a.pool.loaded(),
             "running": admission.running,
             "queued": admission.waiting,
             "slots": admission.slots,
             "threshold": a.decide_threshold().value,
         }
-        return web.json_response(body, status=503 if dispatcher.draining else 200)
+        return web.json_response(body, status=503 if in_flight.draining else 200)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         from aiohttp import web

@@ -12,8 +12,9 @@ from ridgeline_core.errors import ConfigError, MissingDependencyError
 from ridgeline_core.transport import is_loopback, split_host_port
 
 from ..agent import EdgeAgent
-from ..settings import DaemonSettings, grpc_target
+from ..settings import grpc_target
 from .dispatch import Dispatcher
+from .generations import Generations
 from .grpc_api import SERVICE_NAME, EdgeService, KeyInterceptor
 from .http_api import build_app
 from .metrics import DaemonMetrics
@@ -130,14 +131,16 @@ class Doors:
 
     async def open(
         self,
-        daemon: DaemonSettings,
-        agent: Callable[[], EdgeAgent],
+        generations: Generations,
         dispatcher: Dispatcher,
         metrics: DaemonMetrics,
-        key: Callable[[], str | None],
         out: Callable[[str], None],
     ) -> None:
-        """Bind HTTP and gRPC as configured; ``out`` says where each listens."""
+        """Bind HTTP and gRPC as ``generations.settings`` say; ``out`` says where each
+        listens. The agent and the API key are read per call: a reload changes them."""
+        daemon = generations.settings.daemon
+        agent = lambda: generations.agent  # noqa: E731
+        key = lambda: generations.key  # noqa: E731
         if not daemon.http and not daemon.grpc:
             raise ConfigError("daemon.http and daemon.grpc are both empty: nothing to serve")
         if daemon.http:

@@ -12,7 +12,7 @@ from typing import Any
 from ridgeline_core.errors import MissingDependencyError
 
 from ..agent import Answer, EdgeAgent
-from .dispatch import Admission
+from .admission import Admission
 
 __all__ = ["DaemonMetrics"]
 

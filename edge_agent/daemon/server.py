@@ -11,20 +11,17 @@ may finish for ``daemon.drain_s``, then the rest are cancelled and the process e
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import signal
 from collections.abc import Callable
-from typing import Any
 
 from ridgeline_core.runtime import RuntimePool
 
 from ..agent import EdgeAgent
 from ..settings import EdgeSettings
-from .dispatch import Admission, Dispatcher
+from .background import Background
 from .generations import Generations
 from .listeners import Doors
-from .metrics import DaemonMetrics
+from .serving import Serving
 from .sockets import prepare_socket
 from .upkeep import Upkeep, check_binds, sd_notify
 
@@ -37,8 +34,8 @@ log = logging.getLogger(__name__)
 
 class Daemon:
     """``edge-agent serve``: the doors (:mod:`.listeners`), the agent and its replacements
-    (:mod:`.generations`), admission and dispatch, and the lifetime: start, SIGHUP reload,
-    idle unloading, SIGTERM drain."""
+    (:mod:`.generations`), what a request passes through (:mod:`.serving`), and the
+    lifetime: start, SIGHUP reload, idle unloading, SIGTERM drain."""
 
     def __init__(
         self,
@@ -49,23 +46,12 @@ class Daemon:
     ) -> None:
         self._out = out
         self.generations = Generations(settings, check_binds(settings))
-        d = settings.daemon
-        self.admission = Admission(d.slots, d.queue)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=64, thread_name_prefix="ridgeline-request"
-        )
-        self.metrics = DaemonMetrics(lambda: self.agent, self.admission)
-        self.dispatcher = Dispatcher(
-            lambda: self.agent,
-            self.admission,
-            self._executor,
-            self.metrics.record,
-            lambda: self.metrics.record_error("cancelled"),
-        )
-        self.upkeep = Upkeep(self.generations, self.admission, self.dispatcher, reload, out)
+        self.serving = Serving(lambda: self.agent, settings.daemon)
+        self.admission, self.metrics = self.serving.admission, self.serving.metrics
+        self.dispatcher = self.serving.dispatcher
+        self.upkeep = Upkeep(self.generations, self.serving.in_flight, reload, out)
         self._doors = Doors()
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._background = Background()
 
     @property
     def agent(self) -> EdgeAgent:
@@ -88,42 +74,29 @@ class Daemon:
         return self._doors.grpc.target
 
     async def start(self) -> None:
-        key = lambda: self.generations.key  # noqa: E731  # read per call: a reload changes it
-        agent = lambda: self.agent  # noqa: E731
-        await self._doors.open(
-            self.settings.daemon, agent, self.dispatcher, self.metrics, key, self._out
-        )
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        self._spawn(self.upkeep.unload_idle())
+        await self._doors.open(self.generations, self.dispatcher, self.metrics, self._out)
+        self._background.on_signals(self.reload)
+        self._background.spawn(self.upkeep.unload_idle())
         sd_notify("READY=1")
         self._out("ready")
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.append(task)
-        task.add_done_callback(self._tasks.remove)
 
     async def reload(self) -> None:
         """Read the settings again (SIGHUP): see :class:`~.upkeep.Upkeep`."""
         await self.upkeep.reload()
 
     async def wait(self) -> None:
-        await self._stop.wait()
+        await self._background.stopping.wait()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._background.stopping.set()
 
     async def shutdown(self) -> None:
         sd_notify("STOPPING=1")
         await self._doors.grpc.leave_rotation()
         await self.upkeep.drain()
-        for task in list(self._tasks):
-            task.cancel()
+        self._background.cancel()
         await self._doors.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.serving.close()
         await self.generations.close()
         self._out("stopped")
 

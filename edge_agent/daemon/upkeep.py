@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from ridgeline_core.errors import ConfigError
 
 from ..settings import EdgeSettings
-from .dispatch import Admission, Dispatcher
 from .generations import Generations
+from .inflight import InFlight
 
 __all__ = ["Upkeep", "check_binds", "sd_notify"]
 
@@ -54,11 +54,11 @@ def check_binds(settings: EdgeSettings) -> str | None:
 
 @dataclass
 class Upkeep:
-    """Reload, idle unloading and drain over the daemon's generations and dispatcher."""
+    """Reload, idle unloading and drain over the daemon's generations and the requests
+    in flight."""
 
     generations: Generations
-    admission: Admission
-    dispatcher: Dispatcher
+    in_flight: InFlight
     reload_settings: Callable[[], EdgeSettings] | None
     out: Callable[[str], None]
 
@@ -72,7 +72,7 @@ class Upkeep:
                     unloaded = await asyncio.to_thread(self.generations.pool.unload_idle, idle_s)
                     for name in unloaded:
                         log.info("unloaded %s after %.0f s unused", name, idle_s)
-                await self.generations.close_retired(self.dispatcher.serving)
+                await self.generations.close_retired(self.in_flight.serving)
             except Exception:  # keep unloading later; one failure is no reason to stop
                 log.exception("unloading idle models failed")
 
@@ -93,20 +93,20 @@ class Upkeep:
         for name in ("http", "grpc", "max_request_bytes"):
             if getattr(new.daemon, name) != getattr(old.daemon, name):
                 log.warning("daemon.%s changed: restart the daemon to apply it", name)
-        self.admission.resize(new.daemon.slots, new.daemon.queue)
-        await self.generations.close_retired(self.dispatcher.serving)
+        self.in_flight.admission.resize(new.daemon.slots, new.daemon.queue)
+        await self.generations.close_retired(self.in_flight.serving)
         sd_notify("READY=1")
         self.out("reloaded")
 
     async def drain(self) -> None:
         """Let running requests finish for ``daemon.drain_s``, then cancel the rest."""
         drain_s = self.generations.settings.daemon.drain_s
-        in_flight = self.admission.in_flight
-        if in_flight:
-            self.out(f"draining {in_flight} request(s), up to {drain_s} s")
-        if await self.dispatcher.drain(drain_s):
+        admitted = self.in_flight.admission.in_flight
+        if admitted:
+            self.out(f"draining {admitted} request(s), up to {drain_s} s")
+        if await self.in_flight.drain(drain_s):
             return
         self.out("drain time is up: cancelling the rest")
-        self.dispatcher.cancel_all("the daemon is shutting down")
-        if not await self.dispatcher.drain(10.0):
+        self.in_flight.cancel_all("the daemon is shutting down")
+        if not await self.in_flight.drain(10.0):
             log.warning("requests still running at exit (a model load or broker call)")
