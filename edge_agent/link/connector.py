@@ -20,7 +20,7 @@ from ..settings import EdgeSettings, state_dir
 from ..telemetry.meters import BrokerHealth
 from .escalation import BrokerLink, Escalator
 
-__all__ = ["RETRY_S", "BrokerConnector", "open_link"]
+__all__ = ["RETRY_S", "BrokerConnector", "link_state", "open_link"]
 
 RETRY_S = 30.0  # a broker that could not be set up is tried again after this long
 
@@ -81,15 +81,20 @@ class BrokerConnector:
         link = self.link()
         if link is None:
             return LinkState("unusable" if self.failed else "none", self._missing or "no broker")
-        ok, why = link.available()
-        if not ok:
-            return LinkState("open", why)
-        return LinkState("half-open" if why == "half-open" else "ready")
+        return link_state(link)
 
     def close(self) -> None:
         with self._lock:
             if self._link is not None:
                 self._link.close()
+
+
+def link_state(link: BrokerLink) -> LinkState:
+    """What a link's circuit allows now: ready, half-open (one trial) or open (and why)."""
+    ok, why = link.available()
+    if not ok:
+        return LinkState("open", why)
+    return LinkState("half-open" if why == "half-open" else "ready")
 
 
 def open_link(

@@ -27,7 +27,7 @@ from .answers import CloudAnswer, Draft, EscalationFailed
 from .attempt import EscalationRequest
 from .circuit import CircuitBreaker
 from .gate import CallGate
-from .prober import HealthProber
+from .guarded import GuardedLink
 from .retrying import RetryingCall
 
 __all__ = ["BrokerLink", "CloudAnswer", "Draft", "EscalationFailed", "Escalator", "drain"]
@@ -74,8 +74,9 @@ class BrokerLink(Protocol):
     def close(self) -> None: ...
 
 
-class Escalator:
-    """One broker link: client, circuit breaker, health bookkeeping and an optional prober."""
+class Escalator(GuardedLink):
+    """One broker link: its calls, each under the circuit of :class:`~.guarded.GuardedLink`
+    (client, circuit breaker, health bookkeeping and an optional prober)."""
 
     def __init__(
         self,
@@ -88,31 +89,9 @@ class Escalator:
         device_id: str = "",
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.client = client
-        self.settings = settings
-        self.health = health
-        self.address = address
+        super().__init__(client, settings, health, address=address, on_change=on_change)
         self.model = model
         self.device_id = device_id
-        circuit = CircuitBreaker(
-            settings.failure_threshold, settings.reset_after_s, settings.reset_max_s
-        )
-        self.prober = HealthProber(
-            client, settings, circuit, health, address=address, on_change=on_change
-        )
-        self._gate = CallGate(circuit, health, self.prober, address, on_change)
-
-    @property
-    def circuit(self) -> CircuitBreaker:
-        return self._gate.circuit
-
-    @circuit.setter
-    def circuit(self, circuit: CircuitBreaker) -> None:
-        self._gate.circuit = circuit
-
-    def available(self) -> tuple[bool, str]:
-        """Whether a call may go out now, and if not, why (without using up a trial)."""
-        return self._gate.available()
 
     def escalate(
         self,
@@ -144,33 +123,31 @@ class Escalator:
         request = EscalationRequest(
             list(messages), params, draft, uuid.uuid4().hex, self.model or None, self.device_id
         )  # one id for every attempt
-        settled = False  # the circuit heard how this call ended
-        try:
-            call = RetryingCall(
-                self.client, self.settings, request, cancel, on_success=self._gate.succeeded,
-                on_failure=self._gate.failed,
-            )  # fmt: skip
-            answer = yield from call.run(deadline_s)
-            settled = True
-            return answer
-        except EscalationFailed as failed:
-            settled = failed.outage
-            raise
-        finally:
-            if not settled:  # cancelled, a caller's callback raised, or not the broker's fault
-                self.circuit.release()
+        call = RetryingCall(
+            self.client, self.settings, request, cancel, on_success=self._gate.succeeded,
+            on_failure=self._gate.failed,
+        )  # fmt: skip
+        return (yield from _run_settled(call, deadline_s, self._gate))
 
-    def probe(self) -> bool:
-        """One health check; closes an open circuit when the broker serves again."""
-        return self.prober.probe()
 
-    def start_probing(self, idle_interval_s: float = 30.0) -> None:
-        """Probe in the background (see :class:`~.prober.HealthProber`)."""
-        self.prober.start(idle_interval_s)
-
-    def close(self) -> None:
-        self.prober.close()
-        self.client.close()
+def _run_settled(
+    call: RetryingCall, deadline_s: float, gate: CallGate
+) -> Generator[str, None, CloudAnswer]:
+    """Run ``call``, which holds ``gate``'s permission, and make sure the circuit hears how
+    it ended: an answer or an outage is counted by the call itself; anything else (it was
+    cancelled, a caller's callback raised, not the broker's fault) gives the permission
+    back."""
+    settled = False  # the circuit heard how this call ended
+    try:
+        answer = yield from call.run(deadline_s)
+        settled = True
+        return answer
+    except EscalationFailed as failed:
+        settled = failed.outage
+        raise
+    finally:
+        if not settled:
+            gate.circuit.release()
 
 
 def answered_info(link: BrokerLink, cloud: CloudAnswer) -> BrokerInfo:

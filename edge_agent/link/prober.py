@@ -16,12 +16,14 @@ from ..settings import EscalationSettings
 from ..telemetry.meters import BrokerHealth
 from .circuit import CircuitBreaker
 
-__all__ = ["HealthProber"]
+__all__ = ["HealthProber", "check_health", "record_probe"]
 
 log = logging.getLogger("edge_agent.link.escalation")
 
 
 class HealthProber:
+    """Health checks of one broker, on demand or from a background thread."""
+
     def __init__(
         self,
         client: BrokerClient,
@@ -40,25 +42,10 @@ class HealthProber:
 
     def probe(self) -> bool:
         """One health check; closes an open circuit when the broker serves again."""
-        started = time.perf_counter()
-        try:
-            self.client.wait_ready(self.settings.probe_timeout_s)
-            ok = self.client.health(timeout_s=self.settings.probe_timeout_s)
-        except errors.RidgelineError:
-            ok = False
-        if ok:
-            self.health.record_rtt(time.perf_counter() - started)
-            if self.circuit.state != "closed":
-                log.info("broker %s: serving again, circuit closed", self.address)
-            self.circuit.record_success()
-        else:
-            if self.circuit.state == "half-open":
-                self.circuit.allow()  # take the trial so the failure doubles the wait
-            self.circuit.record_failure("health probe failed")
-            if self.circuit.state != "closed":
-                self.health.record_down()
+        rtt_s = check_health(self.client, self.settings.probe_timeout_s)
+        record_probe(rtt_s, self.circuit, self.health, self.address)
         self._on_change()
-        return ok
+        return rtt_s is not None
 
     def start(self, idle_interval_s: float = 30.0) -> None:
         if self._thread is None:
@@ -92,3 +79,31 @@ class HealthProber:
                 self.probe()
             except Exception:  # a bug must not end probing (the circuit would stay open)
                 log.exception("broker %s: health probe failed unexpectedly", self.address)
+
+
+def check_health(client: BrokerClient, timeout_s: float) -> float | None:
+    """One health check's round trip; None when the broker does not serve."""
+    started = time.perf_counter()
+    try:
+        client.wait_ready(timeout_s)
+        ok = client.health(timeout_s=timeout_s)
+    except errors.RidgelineError:
+        ok = False
+    return time.perf_counter() - started if ok else None
+
+
+def record_probe(
+    rtt_s: float | None, circuit: CircuitBreaker, health: BrokerHealth, address: str
+) -> None:
+    """What one health check (its round trip, None: failed) teaches the circuit."""
+    if rtt_s is not None:
+        health.record_rtt(rtt_s)
+        if circuit.state != "closed":
+            log.info("broker %s: serving again, circuit closed", address)
+        circuit.record_success()
+    else:
+        if circuit.state == "half-open":
+            circuit.allow()  # take the trial so the failure doubles the wait
+        circuit.record_failure("health probe failed")
+        if circuit.state != "closed":
+            health.record_down()
