@@ -9,7 +9,7 @@ requests generate in parallel. A request that finds every copy busy waits for on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..cancel import CancelToken
 from ..progress import NULL_PROGRESS, Progress
@@ -55,11 +55,13 @@ class RuntimePool:
         verified or loaded blocks only requests for that model. A cancelled ``cancel``
         ends the wait for a busy copy (RequestCancelledError).
         """
-        runtime = self._acquire(self._key(name), progress, cancel)
+        key = self._key(name)
+        runtime = _borrow(self._book, key, cancel, lambda: self._load(key, progress))
         try:
             yield runtime
         finally:
-            self._release(self._key(name), runtime)
+            if not self._book.give_back(key, runtime):
+                runtime.close()  # unloaded while lent: free it now that it is back
 
     def get(self, name: str, progress: Progress = NULL_PROGRESS) -> Runtime:
         """A loaded copy of ``name`` for work that takes the model's own lock each time
@@ -67,26 +69,9 @@ class RuntimePool:
         with self.lease(name, progress) as runtime:
             return runtime  # the copy stays loaded; only its lease ends
 
-    def _acquire(self, key: CopyKey, progress: Progress, cancel: CancelToken | None) -> Runtime:
-        taken = self._book.take(key, cancel)
-        if not isinstance(taken, Copies):
-            return taken
-        try:
-            manifest = self.catalog.get(key.name)
-            runtime = load_runtime(
-                manifest, self.store.open_verified(manifest, progress), key.options
-            )
-        except BaseException:
-            self._book.unreserve(taken)
-            raise
-        if not self._book.add(key, taken, runtime):
-            runtime.close()  # the pool closed while this copy loaded: free it, do not lend it
-            raise RuntimeError("the runtime pool is closed")
-        return runtime
-
-    def _release(self, key: CopyKey, runtime: Runtime) -> None:
-        if not self._book.give_back(key, runtime):
-            runtime.close()  # unloaded while lent: free it now that it is back
+    def _load(self, key: CopyKey, progress: Progress) -> Runtime:
+        manifest = self.catalog.get(key.name)
+        return load_runtime(manifest, self.store.open_verified(manifest, progress), key.options)
 
     def loaded(self) -> list[str]:
         return self._book.loaded()
@@ -105,3 +90,21 @@ class RuntimePool:
     def close(self) -> None:
         for runtime in self._book.close():
             runtime.close()
+
+
+def _borrow(
+    book: LoanBook, key: CopyKey, cancel: CancelToken | None, load: Callable[[], Runtime]
+) -> Runtime:
+    """A free copy of the model, or one ``load``ed for this request when one more may be."""
+    taken = book.take(key, cancel)
+    if not isinstance(taken, Copies):
+        return taken
+    try:
+        runtime = load()
+    except BaseException:
+        book.unreserve(taken)
+        raise
+    if not book.add(key, taken, runtime):
+        runtime.close()  # the pool closed while this copy loaded: free it, do not lend it
+        raise RuntimeError("the runtime pool is closed")
+    return runtime
