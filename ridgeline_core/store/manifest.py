@@ -255,21 +255,7 @@ class ModelManifest(_Strict):
         The store fetches and verifies every part the same way; a part's messages name
         the model and, for a companion file, the file (``file_label``).
         """
-        views = [self]
-        for extra in self.files:
-            views.append(
-                self.model_copy(
-                    update={
-                        "sha256": extra.sha256,
-                        "size": extra.size,
-                        "source": extra.source,
-                        "files": [],
-                        "build": None,
-                        "file_label": extra.name,
-                    }
-                )
-            )
-        return views
+        return [self, *(self.model_copy(update=_file_view(extra)) for extra in self.files)]
 
     @property
     def label(self) -> str:
@@ -278,11 +264,7 @@ class ModelManifest(_Strict):
 
     @classmethod
     def from_file(cls, path: Path) -> ModelManifest:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
-        return cls.from_dict(data, origin=path)
+        return cls.from_dict(_read_toml(path), origin=path)
 
     @classmethod
     def from_dict(cls, data: dict[str, object], origin: Path | None = None) -> ModelManifest:
@@ -295,6 +277,26 @@ class ModelManifest(_Strict):
         if not path.is_absolute() and self.origin is not None:
             path = self.origin.parent / path
         return path
+
+
+def _file_view(extra: ModelFile) -> dict[str, object]:
+    """What a companion file's view changes in its model's manifest."""
+    return {
+        "sha256": extra.sha256,
+        "size": extra.size,
+        "source": extra.source,
+        "files": [],
+        "build": None,
+        "file_label": extra.name,
+    }
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        data: dict[str, object] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc}") from exc
+    return data
 
 
 def _check_source_digest(manifest: ModelManifest) -> None:
