@@ -52,45 +52,18 @@ Embed = Callable[[str], npt.NDArray[Any]]
 _ScopeIndex = ScopeIndex  # the name tests know it by
 
 
-class SemanticCache(Closing):
-    """Answers keyed by prompt meaning, per scope, in a SQLite file at ``path``.
+class _CacheUpkeep:
+    """Storing, clearing and counting: the cache's operations besides the lookup."""
 
-    ``embed`` maps a prompt to a 1-D unit vector; ``encoder`` names it (vectors of another
-    encoder are incomparable). ``clock`` is injectable for tests.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        embed: Embed,
-        *,
-        encoder: str,
-        similarity: float = 0.9,
-        ttl_s: float = 7 * 86400,
-        max_entries: int = 10_000,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.path = Path(path)
-        limits = CacheLimits(self.path, float(similarity), float(ttl_s), int(max_entries))
-        self.encoder = encoder
-        self.similarity = float(similarity)
-        self.ttl_s = float(ttl_s)
-        self.max_entries = int(max_entries)
-        self._embed = embed
-        self._scopes = Scopes(self.path, clock)
-        self._meta = CacheMeta(encoder, self._scopes, self.path)
-        self._lookup = EntryLookup(limits, self._meta, self._scopes, clock)
-        self._writer = EntryWriter(limits, self._meta, self._scopes, clock)
-        self._guard = CacheGuard(self.path, self._meta, self._scopes)
-
-    def lookup(
-        self, prompt: str, scope: str, vector: npt.NDArray[Any] | None = None
-    ) -> CacheHit | None:
-        """The stored answer whose prompt is most similar to ``prompt`` in ``scope``, if it
-        reaches ``similarity`` and is younger than ``ttl_s``. ``vector``: ``embed(prompt)``
-        when the caller already has it."""
-        query = _unit(self._embed(prompt) if vector is None else vector)
-        return self._guard.run(lambda conn: self._lookup.find(conn, query, scope))
+    path: Path
+    encoder: str
+    similarity: float
+    ttl_s: float
+    max_entries: int
+    _embed: Embed
+    _guard: CacheGuard
+    _lookup: EntryLookup
+    _writer: EntryWriter
 
     def put(
         self,
@@ -130,6 +103,47 @@ class SemanticCache(Closing):
             "ttl_s": self.ttl_s,
             "max_entries": self.max_entries,
         }
+
+
+class SemanticCache(_CacheUpkeep, Closing):
+    """Answers keyed by prompt meaning, per scope, in a SQLite file at ``path``.
+
+    ``embed`` maps a prompt to a 1-D unit vector; ``encoder`` names it (vectors of another
+    encoder are incomparable). ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        embed: Embed,
+        *,
+        encoder: str,
+        similarity: float = 0.9,
+        ttl_s: float = 7 * 86400,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        limits = CacheLimits(self.path, float(similarity), float(ttl_s), int(max_entries))
+        self.encoder = encoder
+        self.similarity = float(similarity)
+        self.ttl_s = float(ttl_s)
+        self.max_entries = int(max_entries)
+        self._embed = embed
+        self._scopes = Scopes(self.path, clock)
+        self._meta = CacheMeta(encoder, self._scopes, self.path)
+        self._lookup = EntryLookup(limits, self._meta, self._scopes, clock)
+        self._writer = EntryWriter(limits, self._meta, self._scopes, clock)
+        self._guard = CacheGuard(self.path, self._meta, self._scopes)
+
+    def lookup(
+        self, prompt: str, scope: str, vector: npt.NDArray[Any] | None = None
+    ) -> CacheHit | None:
+        """The stored answer whose prompt is most similar to ``prompt`` in ``scope``, if it
+        reaches ``similarity`` and is younger than ``ttl_s``. ``vector``: ``embed(prompt)``
+        when the caller already has it."""
+        query = _unit(self._embed(prompt) if vector is None else vector)
+        return self._guard.run(lambda conn: self._lookup.find(conn, query, scope))
 
     def close(self) -> None:
         self._guard.close()
