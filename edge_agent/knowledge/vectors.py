@@ -31,7 +31,7 @@ _ALIGN = 64  # bytes: a cache line
 _MIN_CAPACITY = 4  # a cache keeps one index per scope, and conversations make many
 
 
-class VectorRows:
+class _RowStorage:
     """The rows: a float32 matrix with spare capacity, and a contiguous array per field
     whose values move with their row."""
 
@@ -62,7 +62,23 @@ class VectorRows:
         """One field's values, a row each (a writable view: assign to set them)."""
         return self._fields.arrays[name][: self._n]
 
-    # -- changing ------------------------------------------------------------------------
+    def _check(self, row: int) -> int:
+        if not 0 <= row < self._n:
+            raise IndexError(f"row {row} is not in an index of {self._n} rows")
+        return row
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        capacity = max(_MIN_CAPACITY, 2 * needed)
+        matrix = _aligned_matrix(capacity, self.dim)
+        matrix[: self._n] = self._matrix[: self._n]
+        self._matrix = matrix
+        self._fields.grow(capacity, self._n)
+
+
+class VectorRows(_RowStorage):
+    """Rows added, replaced and removed (their fields move with them)."""
 
     def append(self, vectors: npt.ArrayLike) -> int:
         """Add rows (a 2-D array of unit vectors); returns the first new row. Their fields
@@ -98,22 +114,6 @@ class VectorRows:
         self._matrix[:kept] = self._matrix[: self._n][keep]
         self._fields.compact(keep, self._n)
         self._n = kept
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _check(self, row: int) -> int:
-        if not 0 <= row < self._n:
-            raise IndexError(f"row {row} is not in an index of {self._n} rows")
-        return row
-
-    def _reserve(self, needed: int) -> None:
-        if needed <= self.capacity:
-            return
-        capacity = max(_MIN_CAPACITY, 2 * needed)
-        matrix = _aligned_matrix(capacity, self.dim)
-        matrix[: self._n] = self._matrix[: self._n]
-        self._matrix = matrix
-        self._fields.grow(capacity, self._n)
 
 
 class _Columns:
