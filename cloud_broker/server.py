@@ -118,8 +118,10 @@ class BrokerServer:
             # open, so running streams finish; what is still running after the grace
             # period is cancelled by stopping the server.
             assert self.service is not None
-            if not await self.service.wait_idle(grace):
-                self._log(f"grace of {grace:g} s over: cancelling {self.service.active} stream(s)")
+            if not await self.service.calls.wait_idle(grace):
+                self._log(
+                    f"grace of {grace:g} s over: cancelling {self.service.calls.active} stream(s)"
+                )
             await self.server.stop(0)
         for backend in self.backends.values():
             await backend.close()

@@ -70,21 +70,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.rate = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
         self.calls = RunningCalls()
 
-    @property
-    def draining(self) -> bool:
-        return self.calls.draining
-
-    @property
-    def active(self) -> int:
-        return self.calls.active
-
     def drain(self) -> None:
         """Refuse new calls from now on (UNAVAILABLE, so clients retry elsewhere)."""
         self.calls.draining = True
-
-    async def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no Generate call is running; False if ``timeout_s`` passed first."""
-        return await self.calls.wait_idle(timeout_s)
 
     # -- calls ------------------------------------------------------------------------------
 
