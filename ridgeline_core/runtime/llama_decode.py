@@ -59,7 +59,7 @@ class Decoder:
         started = time.perf_counter()
         tokens = start_sampling(self._llm, prompt_tokens, params, grammar)
         try:
-            finish = yield from self._tokens(tokens, budget, out, started)
+            finish = yield from _token_loop(self, tokens, budget, out, started)
             if grammar is not None and finish is FinishReason.LENGTH:
                 # the context filled up before the choice was complete
                 raise PromptTooLongError.for_prompt(len(prompt_tokens), self.context_length)
@@ -76,31 +76,32 @@ class Decoder:
             stats.finish_reason = finish
             stats.total_s = time.perf_counter() - started
 
-    def _tokens(
-        self, tokens: Any, budget: int, out: _Output, started: float
-    ) -> Generator[Token, None, FinishReason]:
-        """The answer's tokens, each with its signals; how the answer ended."""
-        lib, signals, stats = self._lib, self._signals, out.stats
-        ctx, n_vocab, vocab = self._llm._ctx.ctx, self._n_vocab, self._vocab.handle
-        for token_id in tokens:
-            if stats.time_to_first_token_s is None:
-                stats.time_to_first_token_s = time.perf_counter() - started
-            token_signals = None
-            if signals is not None:
-                signals_started = time.perf_counter()
-                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
-                token_signals = signals(logits, token_id)
-                stats.signals_s += time.perf_counter() - signals_started
-            if lib.llama_vocab_is_eog(vocab, token_id):
-                stats.eog_signals = token_signals
-                return FinishReason.STOP
-            stats.completion_tokens += 1
-            hit = yield from out.feed(token_id, token_signals, self._vocab.piece(token_id))
-            if hit is not None:
-                return FinishReason.STOP_SEQUENCE
-            if stats.completion_tokens >= budget:
-                return FinishReason.LENGTH
-        return FinishReason.LENGTH
+
+def _token_loop(
+    decoder: Decoder, tokens: Any, budget: int, out: _Output, started: float
+) -> Generator[Token, None, FinishReason]:
+    """The answer's tokens, each with its signals; how the answer ended."""
+    lib, signals, stats = decoder._lib, decoder._signals, out.stats
+    ctx, n_vocab, vocab = decoder._llm._ctx.ctx, decoder._n_vocab, decoder._vocab.handle
+    for token_id in tokens:
+        if stats.time_to_first_token_s is None:
+            stats.time_to_first_token_s = time.perf_counter() - started
+        token_signals = None
+        if signals is not None:
+            signals_started = time.perf_counter()
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+            token_signals = signals(logits, token_id)
+            stats.signals_s += time.perf_counter() - signals_started
+        if lib.llama_vocab_is_eog(vocab, token_id):
+            stats.eog_signals = token_signals
+            return FinishReason.STOP
+        stats.completion_tokens += 1
+        hit = yield from out.feed(token_id, token_signals, decoder._vocab.piece(token_id))
+        if hit is not None:
+            return FinishReason.STOP_SEQUENCE
+        if stats.completion_tokens >= budget:
+            return FinishReason.LENGTH
+    return FinishReason.LENGTH
 
 
 def start_sampling(llm: Any, prompt_tokens: list[int], params: SamplingParams, grammar: Any) -> Any:
