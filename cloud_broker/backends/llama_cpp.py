@@ -53,7 +53,7 @@ class LlamaCppBackend:
     @property
     def running(self) -> int:
         """Generations running on a worker thread right now (stopping ones included)."""
-        return self._slots.running
+        return self._slots.busy.count
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         loop = asyncio.get_running_loop()
@@ -109,18 +109,14 @@ class _Slots:
         self._local = threading.local()
         self._executor: ThreadPoolExecutor | None = None
         self._cancels: set[threading.Event] = set()
-        self.running = 0
-        self._running_lock = threading.Lock()
+        self.busy = _Busy()  # generations running on a worker thread now
 
     def load(self) -> None:
-        path = self._store.open_verified(self.manifest)
-        slots = self._settings.slots
-        options = _load_options(self._settings)
-        threads = options.n_threads
-        for _ in range(slots):
-            runtime = load_runtime(self.manifest, path, options)
-            self._runtimes.append(runtime)
+        slots, options = self._settings.slots, _load_options(self._settings)
+        self._runtimes = _load_copies(self.manifest, self._store, options, slots)
+        for runtime in self._runtimes:
             self._free.put(runtime)
+        threads = options.n_threads
         self._log(
             f"loaded {self.manifest.name} (llama.cpp, {slots} slot(s) x {threads} thread(s), "
             f"n_ctx {self._settings.n_ctx}) in {self._runtimes[0].load_seconds:.1f} s"
@@ -149,15 +145,12 @@ class _Slots:
     def _drive(
         self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
     ) -> Outcome:
-        with self._running_lock:
-            self.running += 1
         try:
-            if cancel.is_set():  # the client left while this waited for its thread
-                return Outcome(FinishReason.CANCELLED, 0, 0)
-            return _generate(self._local.runtime, request, emit, cancel)
+            with self.busy:
+                if cancel.is_set():  # the client left while this waited for its thread
+                    return Outcome(FinishReason.CANCELLED, 0, 0)
+                return _generate(self._local.runtime, request, emit, cancel)
         finally:
-            with self._running_lock:
-                self.running -= 1
             emit(_END)
 
     async def close(self) -> None:
@@ -168,6 +161,22 @@ class _Slots:
         for runtime in self._runtimes:
             runtime.close()
         self._runtimes.clear()
+
+
+class _Busy:
+    """A thread-safe count of the blocks running now (``with busy:``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self.count -= 1
 
 
 def _retrieve(future: asyncio.Future[Outcome]) -> None:
@@ -185,6 +194,22 @@ def _load_options(settings: LlamaCppSettings) -> LoadOptions:
         n_batch=settings.n_batch,
         n_gpu_layers=settings.n_gpu_layers,
     )
+
+
+def _load_copies(
+    manifest: ModelManifest, store: ModelStore, options: LoadOptions, slots: int
+) -> list[Runtime]:
+    """One loaded copy per slot, from the verified file."""
+    path = store.open_verified(manifest)
+    copies: list[Runtime] = []
+    try:
+        for _ in range(slots):
+            copies.append(load_runtime(manifest, path, options))
+    except BaseException:
+        for copy in copies:  # a later copy failed: free the earlier ones
+            copy.close()
+        raise
+    return copies
 
 
 def _generate(
