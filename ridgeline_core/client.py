@@ -242,6 +242,20 @@ def _ignore_state(_: grpc.ChannelConnectivity) -> None:
 _HEALTH_SERVICE = b"ridgeline.v1.Broker"
 
 
+def _health_check(channel: Any, metadata: Any, timeout_s: float) -> bool:
+    """One call to the standard health service for the broker's service name."""
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=_health_request,
+        response_deserializer=_health_serving,
+    )
+    try:
+        serving: bool = check(b"", timeout=timeout_s, metadata=metadata)
+    except grpc.RpcError:
+        return False
+    return serving
+
+
 def _health_request(_: bytes) -> bytes:
     """``HealthCheckRequest{service: "ridgeline.v1.Broker"}``, encoded by hand: field 1,
     length-delimited. The edge needs no grpcio-health-checking for one tiny message."""
@@ -400,16 +414,7 @@ class BrokerClient(_ClientCore, Closing):
 
     def health(self, *, timeout_s: float) -> bool:
         """True when the broker's health service says it is serving ``ridgeline.v1.Broker``."""
-        check = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=_health_request,
-            response_deserializer=_health_serving,
-        )
-        try:
-            serving: bool = check(b"", timeout=timeout_s, metadata=self._metadata)
-        except grpc.RpcError:
-            return False
-        return serving
+        return _health_check(self._channel, self._metadata, timeout_s)
 
     def close(self) -> None:
         self._connectivity.close()
