@@ -13,7 +13,7 @@ call from several threads at once, so one encoder serves concurrent :meth:`embed
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -205,13 +205,7 @@ class OnnxEncoder(Closing):
             return np.zeros((0, self._dim), dtype=np.float32)
         encodings = self._tokenizer.encode_batch(texts)
         self.last_truncated = sum(1 for e in encodings if e.overflowing)
-        # longest first, so each batch pads to nearly its own length
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
-        result = np.empty((len(texts), self._dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            result[rows] = self._run([encodings[i] for i in rows])
-        return result
+        return _in_batches(encodings, batch_size, self._dim, self._run)
 
     def embed_one(self, text: str) -> npt.NDArray[np.float32]:
         """The vector of one text: float32 [dim]."""
@@ -229,6 +223,19 @@ class OnnxEncoder(Closing):
     def close(self) -> None:
         """Free the session; calls in flight finish, later ones raise ModelError."""
         self._graph.session = None
+
+
+def _in_batches(
+    encodings: Sequence[Any], batch_size: int, dim: int, run: Callable[[list[Any]], Vectors]
+) -> Vectors:
+    """``run`` over batches, longest inputs first (each batch pads to nearly its own
+    length); the rows come back in the inputs' order."""
+    order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+    result = np.empty((len(encodings), dim), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        result[rows] = run([encodings[i] for i in rows])
+    return result
 
 
 def _check_options(pooling: str, max_length: int) -> None:
