@@ -86,19 +86,7 @@ class Answerer(ABC):
     def _stream(
         self, prompt: Prompt, cancel: CancelToken, options: RequestOptions
     ) -> Iterator[StreamEvent]:
-        events = self._events(prompt, cancel, options)
-        finished = False
-        try:
-            for event in events:
-                yield event
-                finished = isinstance(event, Done)
-            finished = True
-        finally:
-            if not finished:
-                cancel.cancel("the stream was closed before its end")
-                close = getattr(events, "close", None)
-                if close is not None:
-                    close()
+        yield from _cancelled_if_left(self._events(prompt, cancel, options), cancel)
 
     async def ask_async(self, prompt: Prompt, **options: Unpack[AskOptions]) -> Answer:
         """:meth:`ask` without blocking the event loop; cancelling the task cancels the
@@ -125,3 +113,20 @@ class Answerer(ABC):
 
     async def models_async(self) -> list[ModelInfo]:
         return await asyncio.to_thread(self.models)
+
+
+def _cancelled_if_left(events: Iterator[StreamEvent], cancel: CancelToken) -> Iterator[StreamEvent]:
+    """``events``; a consumer that stops before ``Done`` cancels the request and closes
+    them."""
+    finished = False
+    try:
+        for event in events:
+            yield event
+            finished = isinstance(event, Done)
+        finished = True
+    finally:
+        if not finished:
+            cancel.cancel("the stream was closed before its end")
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
