@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("edge_agent", "cloud_broker", "ridgeline_core", "scripts", "tools")
 MAX_FUNCTION_LINES = 60
-MAX_CLASS_LINES = 160
+MAX_CLASS_LINES = 70  # "about 60": a class this big is split by responsibility
 
 
 def sizes() -> list[tuple[int, str, str]]:

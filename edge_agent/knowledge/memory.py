@@ -71,6 +71,13 @@ class _FollowedRows:
     _rows: OutcomeRows
     _log: OutcomeLog | None
 
+    def _write(self, outcomes: Sequence[Outcome]) -> None:
+        """Append to the file; rewrite it when it holds too many stale lines."""
+        if self._log is not None:
+            self._log.append(outcomes, self._loaded)
+            if self._loaded and self._log.stale_lines(len(self._rows.outcomes)) > 0:
+                self._log.rewrite(self._rows.outcomes)
+
     def _refresh(self) -> None:
         """Read the file on first use; after that, pick up what others appended."""
         log_file = self._log
@@ -161,10 +168,7 @@ class OutcomeMemory(_FollowedRows):
                     else np.asarray(vectors, dtype=np.float32).reshape(len(outcomes), -1)
                 )
                 self._rows.insert(outcomes, rows)
-            if self._log is not None:
-                self._log.append(outcomes, self._loaded)
-                if self._loaded and self._log.stale_lines(len(self._rows.outcomes)) > 0:
-                    self._log.rewrite(self._rows.outcomes)
+            self._write(outcomes)
 
 
 def embed_in_batches(embed: EmbedFn, prompts: Sequence[str]) -> Vectors:
