@@ -23,7 +23,7 @@ from .fetch import FetchContext, HashingWriter, fetch_source
 from .manifest import ModelManifest, PartsSource
 
 if TYPE_CHECKING:
-    from .store import BlobChecker
+    from .checker import BlobChecker
 
 __all__ = ["PullResult", "Pulls"]
 
