@@ -2,7 +2,8 @@
 stored as blobs, and the record of what each was built from (``builds/<name>.json``).
 
 :class:`BuiltFiles` is the part of :class:`~ridgeline_core.store.store.ModelStore` that
-handles them; the store supplies its blob files, records and checker.
+handles them, over :class:`AddedFiles` (any file made on this machine, known by its
+digest); the store supplies its blob files, records and checker.
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ from .manifest import ModelManifest
 from .records import BuildRecord, BuildRecords, inputs_of
 
 if TYPE_CHECKING:
-    from .store import BlobChecker
+    from .checker import BlobChecker
 
-__all__ = ["BuiltFiles"]
+__all__ = ["AddedFiles", "BuiltFiles"]
 
 
-class BuiltFiles:
-    """Built files of the store's models, checked before use like pulled ones."""
+class AddedFiles:
+    """Files made on this machine (a build, a trained head): made in the store's scratch
+    space, added as blobs, and opened by digest, checked before use like pulled ones."""
 
     _files: BlobFiles
-    _records: BuildRecords
-    _pull_command: str
 
     @property
     def _checker(self) -> BlobChecker:
@@ -50,6 +50,13 @@ class BuiltFiles:
         """A stored file known by digest and size (a build's output), checked before use;
         ``full`` hashes it even when its stamp says it is unchanged."""
         return self._checker.open_blob(digest, size, label, hint, full=full)
+
+
+class BuiltFiles(AddedFiles):
+    """Built files of the store's models and the records of what each was built from."""
+
+    _records: BuildRecords
+    _pull_command: str
 
     def _remove_build(self, manifest: ModelManifest) -> int:
         """Delete the built files and the record; return the bytes freed."""
