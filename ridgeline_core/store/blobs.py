@@ -26,7 +26,20 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["BlobFiles", "StoreArea"]
+__all__ = ["BlobFiles", "StoreArea", "store_errors"]
+
+
+@contextlib.contextmanager
+def store_errors(root: Path, action: str) -> Iterator[None]:
+    """The one place an OSError on the store's own files becomes a StoreError naming the
+    store (``root``) and what it could not do (``action``)."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StoreError(
+            f"model store {root}: cannot {action}: {exc.strerror or exc}{where}"
+        ) from exc
 
 
 class StoreArea:
@@ -65,16 +78,9 @@ class StoreArea:
         for leftover in self.tmp.glob(f"wheel-{digest[:16]}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
-    @contextlib.contextmanager
-    def errors(self, action: str) -> Iterator[None]:
+    def errors(self, action: str) -> contextlib.AbstractContextManager[None]:
         """An OSError on the store's own files is a StoreError naming the store."""
-        try:
-            yield
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise StoreError(
-                f"model store {self.root}: cannot {action}: {exc.strerror or exc}{where}"
-            ) from exc
+        return store_errors(self.root, action)
 
     @contextlib.contextmanager
     def lock(self, digest: str) -> Iterator[None]:
