@@ -22,7 +22,6 @@ throughputs on a shared machine.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import resource
 import shlex
@@ -144,8 +143,7 @@ def main() -> None:
 
     print("$ python " + " ".join(shlex.quote(a) for a in [Path(__file__).name, *sys.argv[1:]]))
     with_signals = load(args, signals=True)
-    without = copy.copy(with_signals)  # same loaded model, signals off
-    without._signals = None
+    without = load(args, signals=False)  # a second copy (the weights are memory-mapped)
     prompt = with_signals.render([ChatMessage("user", PROMPT)])
 
     variants: dict[str, Callable[[int], Run]] = {
@@ -163,7 +161,7 @@ def main() -> None:
                 raise SystemExit(f"{name} produced different text; the comparison is invalid")
             runs[name].append(run)
 
-    n_vocab = with_signals._n_vocab
+    n_vocab = with_signals._vocab.size
     print(
         f"model {args.model} · threads {args.threads} · max_tokens {args.max_tokens} · "
         f"{reference.tokens} tokens generated · prompt {with_signals.count_tokens(prompt)} tokens "
