@@ -1,7 +1,7 @@
 """The ``ridgeline.v1.Broker`` service: thin. Protobuf is converted at the boundary
-(:mod:`.wire`: every request is checked before any model work starts), the generation
-itself is domain code (:mod:`.generation`: admission, streaming, token accounting), and
-the metrics of a call are recorded in one place (:class:`_CallMetrics`).
+(:mod:`.wire`), every request is checked before any model work starts (:mod:`.intake`),
+the generation itself is domain code (:mod:`.generation`: admission, streaming, token
+accounting), and the metrics of a call are recorded in one place (:class:`_CallMetrics`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from ridgeline_core import errors
 
 from . import wire
 from .backends import Backend, Outcome
-from .callers import RunningCalls, backend_for, device_of
 from .generation import GenerationTimes, generate
+from .intake import Intake
 from .interceptors import status_of
 from .metrics import BrokerMetrics
-from .ratelimit import RateLimiter
 from .settings import LimitsSettings
 from .wire import Malformed
 
@@ -62,13 +61,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         *,
         auth: bool,
     ) -> None:
-        self.backends = dict(backends)
-        self.default_model = default_model
-        self.limits = limits
+        self.intake = Intake(backends, default_model, limits, auth=auth)
+        self.calls = self.intake.calls  # the server drains through these
         self.metrics = metrics
-        self.auth = auth
-        self.rate = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
-        self.calls = RunningCalls()
 
     def drain(self) -> None:
         """Refuse new calls from now on (UNAVAILABLE, so clients retry elsewhere)."""
@@ -83,16 +78,11 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         call = _CallMetrics(self.metrics)
         self.calls.started()
         try:
-            self.calls.refuse_when_draining()
-            if isinstance(request, Malformed):
-                request.check()
-            device = device_of(request, context, self.auth)
-            backend = backend_for(request, self.backends, self.default_model)
+            device, backend = self.intake.caller(request, context)
             call.model = backend.name
-            checked = wire.backend_request(request, self.limits)
-            self.rate.admit(device)
+            checked = self.intake.admit(request, device)
             # aclosing: a client that leaves frees the slot now, in this task
-            generation = generate(backend, checked, device, self.rate, times)
+            generation = generate(backend, checked, device, self.intake.rate, times)
             async with contextlib.aclosing(generation) as items:
                 async for item in items:
                     if isinstance(item, str):
@@ -115,7 +105,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         if isinstance(request, Malformed):
             request.check()
         self.calls.refuse_when_draining()
-        return wire.models_to_pb(self.backends.values(), self.default_model)
+        return wire.models_to_pb(self.intake.backends.values(), self.intake.default_model)
 
 
 class _CallMetrics:

@@ -5,16 +5,18 @@ memory-mapped, so slots share them in the page cache) and its own worker
 thread: a generation runs from start to end on one thread, off the event loop.
 Tokens reach the loop one by one; when the client goes away the worker sees
 the cancel flag before its next token and closes the generation.
+
+The worker threads, each bound to its copy, are in :mod:`.llama_threads`; the way
+the text takes from a worker to the loop in :mod:`.llama_handoff`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import threading
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from ridgeline_core.runtime import FinishReason, LoadOptions, Runtime, load_runtime
 from ridgeline_core.runtime.llama_cpp import default_threads
@@ -23,10 +25,10 @@ from ridgeline_core.store import ModelManifest, ModelStore
 from ..admission import Admission
 from ..settings import LlamaCppSettings
 from . import BackendRequest, Outcome
+from .llama_handoff import Handoff
+from .llama_threads import BoundThreads
 
 __all__ = ["LlamaCppBackend"]
-
-_END = object()
 
 
 class LlamaCppBackend:
@@ -57,26 +59,13 @@ class LlamaCppBackend:
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[object] = asyncio.Queue()
+        pieces = Handoff(loop)
         cancel = threading.Event()
-
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(pieces.put_nowait, item)
-
-        job = self._slots.submit(request, emit, cancel)
+        job = self._slots.submit(request, pieces, cancel)
         work = asyncio.wrap_future(job, loop=loop)
         try:
-            ended = False
-            while not ended:
-                # tokens that piled up while the loop was busy leave as one delta
-                texts = [await pieces.get()]
-                while not pieces.empty():
-                    texts.append(pieces.get_nowait())
-                if texts[-1] is _END:
-                    texts.pop()
-                    ended = True
-                if texts:
-                    yield "".join(texts)  # type: ignore[arg-type]
+            while (text := await pieces.delta()) is not None:
+                yield text
             yield await work
         finally:
             cancel.set()
@@ -105,59 +94,47 @@ class _Slots:
     ) -> None:
         self.manifest, self._store, self._settings, self._log = manifest, store, settings, log
         self._runtimes: list[Runtime] = []
-        self._free: queue.SimpleQueue[Runtime] = queue.SimpleQueue()
-        self._local = threading.local()
-        self._executor: ThreadPoolExecutor | None = None
+        self._threads: BoundThreads | None = None
         self._cancels: set[threading.Event] = set()
         self.busy = _Busy()  # generations running on a worker thread now
 
     def load(self) -> None:
         slots, options = self._settings.slots, _load_options(self._settings)
         self._runtimes = _load_copies(self.manifest, self._store, options, slots)
-        for runtime in self._runtimes:
-            self._free.put(runtime)
         threads = options.n_threads
         self._log(
             f"loaded {self.manifest.name} (llama.cpp, {slots} slot(s) x {threads} thread(s), "
             f"n_ctx {self._settings.n_ctx}) in {self._runtimes[0].load_seconds:.1f} s"
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=slots,
-            thread_name_prefix=f"llama-{self.manifest.name}",
-            initializer=self._bind_runtime,
-        )
-
-    def _bind_runtime(self) -> None:
-        # each worker thread owns one slot's model for its whole life
-        self._local.runtime = self._free.get_nowait()
+        self._threads = BoundThreads(self.manifest.name, self._runtimes)
 
     def submit(
-        self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
+        self, request: BackendRequest, pieces: Handoff, cancel: threading.Event
     ) -> Future[Outcome]:
-        if self._executor is None:
+        if self._threads is None:
             raise RuntimeError(f"backend {self.manifest.name} is not started")
         self._cancels.add(cancel)
-        return self._executor.submit(self._drive, request, emit, cancel)
+        return self._threads.submit(lambda runtime: self._drive(runtime, request, pieces, cancel))
 
     def forget(self, cancel: threading.Event) -> None:
         self._cancels.discard(cancel)
 
     def _drive(
-        self, request: BackendRequest, emit: Callable[[object], None], cancel: threading.Event
+        self, runtime: Runtime, request: BackendRequest, pieces: Handoff, cancel: threading.Event
     ) -> Outcome:
         try:
             with self.busy:
                 if cancel.is_set():  # the client left while this waited for its thread
                     return Outcome(FinishReason.CANCELLED, 0, 0)
-                return _generate(self._local.runtime, request, emit, cancel)
+                return _generate(runtime, request, pieces.emit, cancel)
         finally:
-            emit(_END)
+            pieces.end()
 
     async def close(self) -> None:
         for cancel in list(self._cancels):
             cancel.set()
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        if self._threads is not None:
+            await self._threads.close()
         for runtime in self._runtimes:
             runtime.close()
         self._runtimes.clear()
@@ -215,7 +192,7 @@ def _load_copies(
 def _generate(
     runtime: Runtime,
     request: BackendRequest,
-    emit: Callable[[object], None],
+    emit: Callable[[str], None],
     cancel: threading.Event,
 ) -> Outcome:
     """Run one generation on this thread's copy, handing each piece of text to ``emit``;

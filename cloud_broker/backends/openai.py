@@ -37,6 +37,9 @@ from .openai_wire import ChatCompletions, SseChunks, http_error
 
 __all__ = ["OpenAIBackend"]
 
+# what reading an upstream's stream raises when the stream is not what the API says
+_MALFORMED = (ValueError, AttributeError, TypeError)
+
 
 class OpenAIBackend:
     """One model behind an OpenAI-compatible server (see the module docstring)."""
@@ -76,19 +79,8 @@ class OpenAIBackend:
                     raise await http_error(response, self.name)
                 async for item in self._answer(response, request):
                     yield item
-        except aiohttp.ClientError as exc:  # refused, reset, or a broken response body
-            raise UnavailableError(
-                f"model {self.name!r}: cannot reach {self._settings.base_url}: {exc}"
-            ) from None
-        except asyncio.TimeoutError:
-            raise UnavailableError(
-                f"model {self.name!r}: {self._settings.base_url} did not answer within "
-                f"{self._settings.timeout_s:g} s"
-            ) from None
-        except (ValueError, AttributeError, TypeError) as exc:  # bad JSON, UTF-8 or shapes
-            raise UnavailableError(
-                f"model {self.name!r}: {self._settings.base_url} sent a malformed stream: {exc}"
-            ) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, *_MALFORMED) as exc:
+            raise _upstream_failure(exc, self.name, self._settings) from None
         finally:
             self.running -= 1
 
@@ -101,6 +93,22 @@ class OpenAIBackend:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _upstream_failure(
+    exc: BaseException, name: str, settings: OpenAIBackendSettings
+) -> UnavailableError:
+    """Not reaching the upstream, its timeout, or a stream we cannot read, as ours."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientError):  # refused, reset, or a broken response body
+        return UnavailableError(f"model {name!r}: cannot reach {settings.base_url}: {exc}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return UnavailableError(
+            f"model {name!r}: {settings.base_url} did not answer within {settings.timeout_s:g} s"
+        )
+    # one of _MALFORMED: bad JSON, UTF-8 or shapes
+    return UnavailableError(f"model {name!r}: {settings.base_url} sent a malformed stream: {exc}")
 
 
 def _headers(settings: OpenAIBackendSettings, env: dict[str, str] | None) -> dict[str, str]:

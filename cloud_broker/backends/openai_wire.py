@@ -1,6 +1,6 @@
 """OpenAI's chat completions API as the openai backend speaks it: the request body
-(sampling, and the choices constraint as a grammar or a JSON schema), the streamed server-
-sent events, the answer to a choices request, and upstream HTTP errors as ours."""
+(sampling, and the choices constraint of :mod:`.openai_choices`), the streamed server-sent
+events, and upstream HTTP errors as ours."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from ridgeline_core.errors import (
     UnavailableError,
 )
 from ridgeline_core.runtime import FinishReason
-from ridgeline_core.runtime.choices import choices_grammar
 
 from ..settings import OpenAIBackendSettings
 from . import BackendRequest
+from .openai_choices import ChoicesConstraint
 
 __all__ = ["ChatCompletions", "SseChunks", "http_error"]
 
@@ -26,15 +26,13 @@ _FINISH = {
     "content_filter": FinishReason.STOP,
     "tool_calls": FinishReason.STOP,
 }
-_CHOICE_KEY = "choice"  # the one property of the JSON object a json_schema answer is
-_CHOICE_SLACK_TOKENS = 48  # room for the JSON object around the value, and whitespace
 
 
 class ChatCompletions:
     """Request bodies for one upstream model, and the choice in a constrained answer."""
 
     def __init__(self, settings: OpenAIBackendSettings) -> None:
-        self._settings = settings
+        self._choices = ChoicesConstraint(settings)
         self._upstream_model = settings.model or settings.name
 
     def payload(self, request: BackendRequest) -> bytes:
@@ -52,47 +50,14 @@ class ChatCompletions:
         if params.seed is not None:
             body["seed"] = params.seed
         if params.choices:
-            body.update(self._choices_payload(params.choices))
+            body.update(self._choices.fields(params.choices))
         elif params.stop:
             body["stop"] = list(params.stop)
         return json.dumps(body).encode()
 
-    def _choices_payload(self, choices: tuple[str, ...]) -> dict[str, Any]:
-        """The fields that limit the answer to ``choices``. max_tokens covers the longest
-        choice however it is written (JSON escapes included), so none is cut short."""
-        longest = max(len(json.dumps(choice)) for choice in choices)
-        fields: dict[str, Any] = {"max_tokens": longest + _CHOICE_SLACK_TOKENS}
-        if self._settings.choices == "grammar":
-            fields["grammar"] = choices_grammar(choices)
-        else:
-            schema = {
-                "type": "object",
-                "properties": {_CHOICE_KEY: {"type": "string", "enum": list(choices)}},
-                "required": [_CHOICE_KEY],
-                "additionalProperties": False,
-            }
-            fields["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": "choice", "strict": True, "schema": schema},
-            }
-        return fields
-
     def chosen(self, text: str, choices: tuple[str, ...]) -> str:
         """The choice a complete constrained answer names, or UnavailableError."""
-        chosen: object = text
-        if self._settings.choices == "json_schema":
-            try:
-                chosen = json.loads(text)[_CHOICE_KEY]
-            except (ValueError, KeyError, TypeError):
-                chosen = None
-        if not isinstance(chosen, str) or chosen not in choices:
-            where = f"model {self._settings.name!r}: {self._settings.base_url}"
-            raise UnavailableError(
-                f"{where} answered {text[:120]!r}, "
-                f"which is not one of the {len(choices)} choices (does it support "
-                f"choices = {self._settings.choices!r}?)"
-            )
-        return chosen
+        return self._choices.chosen(text, choices)
 
 
 async def http_error(response: Any, name: str) -> Exception:
