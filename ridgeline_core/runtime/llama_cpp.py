@@ -19,6 +19,7 @@ from ..errors import ModelError, PromptTooLongError
 from ..store.manifest import ModelManifest
 from .base import Generation
 from .choices import check_choices, choices_grammar
+from .llama_decode import Decoder
 from .llama_grammar import llama_parses
 from .llama_lib import import_llama_cpp
 from .llama_load import llama_parts, load_llama
@@ -72,7 +73,50 @@ class _LlamaReading:
         return self._vocab.control_count(tokens)
 
 
-class LlamaCppRuntime(_LlamaReading):
+class _LlamaStarting:
+    """Starting a generation on prompt tokens: the context check, the choices grammar
+    (checked to parse here), and the token loop run while holding the model."""
+
+    manifest: ModelManifest
+    context_length: int
+    _lib: Any
+    _vocab: LlamaVocab
+    _decoder: Decoder
+    _lock: ModelLock
+
+    def _start_tokens(
+        self, tokens: list[int], params: SamplingParams, stops: Sequence[str]
+    ) -> Generation:
+        if len(tokens) >= self.context_length:
+            raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
+        grammar = self._choices_grammar(params.choices) if params.choices else None
+        stats = GenerationStats(prompt_tokens=len(tokens))
+        return Generation(self._run(tokens, params, stops, grammar, stats), stats)
+
+    def _choices_grammar(self, choices: Sequence[str]) -> Any:
+        """A ``LlamaGrammar`` for exactly one of ``choices``, checked to parse here:
+        llama-cpp-python adds a grammar that llama.cpp refused to its sampler chain
+        unchecked, which would crash the process rather than fail the request."""
+        text = choices_grammar(check_choices(choices))
+        with self._lock.using():
+            parses = llama_parses(self._lib, self._vocab, text)
+        if not parses:
+            raise ModelError(f"{self.manifest.name}: llama.cpp refused the choices grammar")
+        return self._lib.LlamaGrammar.from_string(text, verbose=False)
+
+    def _run(
+        self,
+        prompt_tokens: list[int],
+        params: SamplingParams,
+        stops: Sequence[str],
+        grammar: Any,
+        stats: GenerationStats,
+    ) -> Iterator[Token]:
+        with self._lock.owned():
+            yield from self._decoder.decode(prompt_tokens, params, stops, grammar, stats)
+
+
+class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
     """A GGUF model loaded by llama.cpp: its vocabulary (:mod:`.llama_vocab`), its chat
     prompt (:mod:`.llama_prompt`) and its token loop (:mod:`.llama_decode`), used by one
     generation at a time."""
@@ -109,34 +153,3 @@ class LlamaCppRuntime(_LlamaReading):
         """Free the model once no generation is running (waits up to a minute for one)."""
         if not self._lock.close(self._llm.close):  # a generation was abandoned: leak
             log.warning("%s is still generating; not freeing it", self.manifest.name)
-
-    def _start_tokens(
-        self, tokens: list[int], params: SamplingParams, stops: Sequence[str]
-    ) -> Generation:
-        if len(tokens) >= self.context_length:
-            raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
-        grammar = self._choices_grammar(params.choices) if params.choices else None
-        stats = GenerationStats(prompt_tokens=len(tokens))
-        return Generation(self._run(tokens, params, stops, grammar, stats), stats)
-
-    def _choices_grammar(self, choices: Sequence[str]) -> Any:
-        """A ``LlamaGrammar`` for exactly one of ``choices``, checked to parse here:
-        llama-cpp-python adds a grammar that llama.cpp refused to its sampler chain
-        unchecked, which would crash the process rather than fail the request."""
-        text = choices_grammar(check_choices(choices))
-        with self._lock.using():
-            parses = llama_parses(self._lib, self._vocab, text)
-        if not parses:
-            raise ModelError(f"{self.manifest.name}: llama.cpp refused the choices grammar")
-        return self._lib.LlamaGrammar.from_string(text, verbose=False)
-
-    def _run(
-        self,
-        prompt_tokens: list[int],
-        params: SamplingParams,
-        stops: Sequence[str],
-        grammar: Any,
-        stats: GenerationStats,
-    ) -> Iterator[Token]:
-        with self._lock.owned():
-            yield from self._decoder.decode(prompt_tokens, params, stops, grammar, stats)

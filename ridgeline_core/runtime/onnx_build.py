@@ -354,8 +354,40 @@ class _GraphWriter:
         )
 
 
-class _BertGraph(_GraphWriter):
-    """Emits the nodes of one BERT encoder."""
+class _BertLayer(_GraphWriter):
+    """Emits one transformer layer of a BERT encoder: self-attention, the feed-forward with
+    the exact GELU, and a residual LayerNorm after each."""
+
+    def layer(self, x: str, bias: str, p: str) -> str:
+        attended = self.self_attention(x, bias, p + "attention.self")
+        projected = self.linear(attended, p + "attention.output.dense")
+        x = self.layer_norm(self.op("Add", projected, x), p + "attention.output.LayerNorm")
+        inner = self.gelu(self.linear(x, p + "intermediate.dense"))
+        outer = self.linear(inner, p + "output.dense")
+        return self.layer_norm(self.op("Add", outer, x), p + "output.LayerNorm")
+
+    def self_attention(self, x: str, bias: str, p: str) -> str:
+        def heads(name: str, perm: list[int]) -> str:
+            split = self.op("Reshape", self.linear(x, f"{p}.{name}"), "heads_shape")
+            return self.op("Transpose", split, perm=perm)
+
+        query = heads("query", [0, 2, 1, 3])  # [batch, heads, sequence, head_size]
+        key = heads("key", [0, 2, 3, 1])  # [batch, heads, head_size, sequence]
+        value = heads("value", [0, 2, 1, 3])
+        scores = self.op("Div", self.op("MatMul", query, key), "sqrt_head_size")
+        probs = self.op("Softmax", self.op("Add", scores, bias), axis=-1)
+        context = self.op("Transpose", self.op("MatMul", probs, value), perm=[0, 2, 1, 3])
+        return self.op("Reshape", context, "hidden_shape")
+
+    def gelu(self, x: str) -> str:
+        """The exact GELU, x * (1 + erf(x / sqrt(2))) * 0.5, in the form onnxruntime fuses."""
+        erf = self.op("Erf", self.op("Div", x, "sqrt_two"))
+        return self.op("Mul", self.op("Mul", x, self.op("Add", erf, "one")), "half")
+
+
+class _BertGraph(_BertLayer):
+    """Emits the nodes of one BERT encoder: the embeddings, the padding mask as an attention
+    bias, the stack of layers and the output."""
 
     def model(self) -> Any:
         hidden = self.encoder(self.embeddings())
@@ -392,32 +424,6 @@ class _BertGraph(_GraphWriter):
         for n in range(self.config.num_hidden_layers):
             hidden = self.layer(hidden, bias, f"encoder.layer.{n}.")
         return hidden
-
-    def layer(self, x: str, bias: str, p: str) -> str:
-        attended = self.self_attention(x, bias, p + "attention.self")
-        projected = self.linear(attended, p + "attention.output.dense")
-        x = self.layer_norm(self.op("Add", projected, x), p + "attention.output.LayerNorm")
-        inner = self.gelu(self.linear(x, p + "intermediate.dense"))
-        outer = self.linear(inner, p + "output.dense")
-        return self.layer_norm(self.op("Add", outer, x), p + "output.LayerNorm")
-
-    def self_attention(self, x: str, bias: str, p: str) -> str:
-        def heads(name: str, perm: list[int]) -> str:
-            split = self.op("Reshape", self.linear(x, f"{p}.{name}"), "heads_shape")
-            return self.op("Transpose", split, perm=perm)
-
-        query = heads("query", [0, 2, 1, 3])  # [batch, heads, sequence, head_size]
-        key = heads("key", [0, 2, 3, 1])  # [batch, heads, head_size, sequence]
-        value = heads("value", [0, 2, 1, 3])
-        scores = self.op("Div", self.op("MatMul", query, key), "sqrt_head_size")
-        probs = self.op("Softmax", self.op("Add", scores, bias), axis=-1)
-        context = self.op("Transpose", self.op("MatMul", probs, value), perm=[0, 2, 1, 3])
-        return self.op("Reshape", context, "hidden_shape")
-
-    def gelu(self, x: str) -> str:
-        """The exact GELU, x * (1 + erf(x / sqrt(2))) * 0.5, in the form onnxruntime fuses."""
-        erf = self.op("Erf", self.op("Div", x, "sqrt_two"))
-        return self.op("Mul", self.op("Mul", x, self.op("Add", erf, "one")), "half")
 
 
 def _encoder_constants(c: BertConfig) -> dict[str, Array]:

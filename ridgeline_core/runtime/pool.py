@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from ..cancel import CancelToken
 from ..progress import NULL_PROGRESS, Progress
@@ -33,17 +34,12 @@ class RuntimePool:
         *,
         instances: int = 1,
     ) -> None:
-        if instances < 1:
-            raise ValueError(f"instances must be at least 1, not {instances}")
+        self._book = LoanBook(instances)  # ValueError below one
         self.catalog = catalog
         self.store = store
         self.options = options
         self.instances = instances
-        self._book = LoanBook(instances)
-
-    def _key(self, name: str) -> CopyKey:
-        manifest = self.catalog.get(name)
-        return CopyKey(manifest.name, manifest.sha256, self.options)
+        self._copies = _CopyLoader(catalog, store, options)
 
     @contextlib.contextmanager
     def lease(
@@ -55,8 +51,8 @@ class RuntimePool:
         verified or loaded blocks only requests for that model. A cancelled ``cancel``
         ends the wait for a busy copy (RequestCancelledError).
         """
-        key = self._key(name)
-        runtime = _borrow(self._book, key, cancel, lambda: self._load(key, progress))
+        key = self._copies.key(name)
+        runtime = _borrow(self._book, key, cancel, lambda: self._copies.load(key, progress))
         try:
             yield runtime
         finally:
@@ -68,10 +64,6 @@ class RuntimePool:
         (calibration, evaluation); requests go through :meth:`lease`."""
         with self.lease(name, progress) as runtime:
             return runtime  # the copy stays loaded; only its lease ends
-
-    def _load(self, key: CopyKey, progress: Progress) -> Runtime:
-        manifest = self.catalog.get(key.name)
-        return load_runtime(manifest, self.store.open_verified(manifest, progress), key.options)
 
     def loaded(self) -> list[str]:
         return self._book.loaded()
@@ -90,6 +82,24 @@ class RuntimePool:
     def close(self) -> None:
         for runtime in self._book.close():
             runtime.close()
+
+
+@dataclass(frozen=True)
+class _CopyLoader:
+    """Which copies a model name means (its file's sha256 and the load options) and
+    loading one more from the verified file."""
+
+    catalog: ManifestCatalog
+    store: ModelStore
+    options: LoadOptions
+
+    def key(self, name: str) -> CopyKey:
+        manifest = self.catalog.get(name)
+        return CopyKey(manifest.name, manifest.sha256, self.options)
+
+    def load(self, key: CopyKey, progress: Progress) -> Runtime:
+        manifest = self.catalog.get(key.name)
+        return load_runtime(manifest, self.store.open_verified(manifest, progress), key.options)
 
 
 def _borrow(

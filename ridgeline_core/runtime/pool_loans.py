@@ -79,6 +79,8 @@ class LoanBook(Shelf):
     after the model was unloaded or the pool closed."""
 
     def __init__(self, instances: int) -> None:
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1, not {instances}")
         super().__init__()
         self.instances = instances
 
