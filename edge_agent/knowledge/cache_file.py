@@ -33,10 +33,7 @@ class CacheFile:
 
     def open(self) -> None:
         """Open the file, or move an unusable one aside and start empty."""
-        try:
-            private_dir(self.path.parent)
-        except OSError as exc:
-            raise StoreError(f"cannot create the semantic cache's directory: {exc}") from exc
+        _private_parent(self.path)
         try:
             self._connect()
         except (sqlite3.Error, PermissionError) as exc:
@@ -57,12 +54,7 @@ class CacheFile:
         open a fresh one."""
         identity = self._identity
         self.close()
-        try:
-            st = os.stat(self.path)
-            same = (st.st_dev, st.st_ino) == identity
-        except FileNotFoundError:
-            same = False
-        if same:
+        if _is_file(self.path, identity):
             move_aside(self.path, exc)
         try:
             self._connect()
@@ -76,11 +68,7 @@ class CacheFile:
                 conn.close()
 
     def bytes_on_disk(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += os.stat(self.path.with_name(self.path.name + suffix)).st_size
-        return total
+        return bytes_on_disk(self.path)
 
     def _connect(self) -> None:
         conn, identity = connect(self.path)
@@ -91,6 +79,33 @@ class CacheFile:
             self.conn = None
             conn.close()
             raise
+
+
+def bytes_on_disk(path: Path) -> int:
+    """The size of the cache file and its write-ahead log."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            total += os.stat(path.with_name(path.name + suffix)).st_size
+    return total
+
+
+def _private_parent(path: Path) -> None:
+    """Create the cache file's directory, private (0700): past prompts can be sensitive."""
+    try:
+        private_dir(path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot create the semantic cache's directory: {exc}") from exc
+
+
+def _is_file(path: Path, identity: tuple[int, int] | None) -> bool:
+    """Whether ``path`` is still the file of ``identity`` (st_dev, st_ino): not yet moved
+    aside or replaced by another process."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def create_schema(conn: sqlite3.Connection, path: Path) -> None:

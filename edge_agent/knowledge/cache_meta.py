@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from .cache_scopes import Scopes
-from .cache_sql import meta, scalar, transaction
+from .cache_sql import meta, scalar, set_meta, transaction
 
 __all__ = ["CacheMeta"]
 
@@ -29,6 +29,7 @@ class CacheMeta:
         self.dim: int | None = None  # of the stored vectors; None while there are none
 
     def forget(self) -> None:
+        """Re-read the metadata before the next use (a new connection, or a failed one)."""
         self.data_version = self.generation = None
 
     def sync(self, conn: sqlite3.Connection) -> None:
@@ -53,19 +54,12 @@ class CacheMeta:
         if before != self.generation:
             self.stale = True  # another process changed it since this one last looked
         self.generation = before + 1
-        conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?)", (str(before + 1),)
-        )
+        set_meta(conn, "generation", str(before + 1))
 
     def claim_dim(self, conn: sqlite3.Connection, dim: int) -> None:
         """The first vector stored fixes the dimension (inside the writer's transaction)."""
-        found = meta(conn, "dim")
-        if found is None:
-            conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
-            self.dim = dim
-        else:
-            self.dim = int(found)
-            self.check_dim(dim)
+        self.dim = _stored_dim(conn, dim)
+        self.check_dim(dim)
 
     def check_dim(self, size: int) -> None:
         if self.dim is not None and size != self.dim:
@@ -85,6 +79,15 @@ class CacheMeta:
         self.dim = None
 
 
+def _stored_dim(conn: sqlite3.Connection, dim: int) -> int:
+    """The stored vectors' dimension: the one recorded, or ``dim`` (now recorded) if none."""
+    found = meta(conn, "dim")
+    if found is None:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
+        return dim
+    return int(found)
+
+
 def _take_over(conn: sqlite3.Connection, encoder: str, path: Path) -> bool:
     """Claim the file for ``encoder`` (inside a write transaction): drop another encoder's
     entries and dimension. False when it already is this encoder's."""
@@ -102,5 +105,5 @@ def _take_over(conn: sqlite3.Connection, encoder: str, path: Path) -> bool:
             dropped,
         )
     conn.execute("DELETE FROM meta WHERE key = 'dim'")
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('encoder', ?)", (encoder,))
+    set_meta(conn, "encoder", encoder)
     return True

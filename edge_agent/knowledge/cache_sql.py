@@ -13,6 +13,7 @@ __all__ = [
     "is_corrupt",
     "meta",
     "scalar",
+    "set_meta",
     "transaction",
     "upsert",
 ]
@@ -93,3 +94,7 @@ def scalar(conn: sqlite3.Connection, sql: str) -> int:
 def meta(conn: sqlite3.Connection, key: str) -> str | None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row[0])
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

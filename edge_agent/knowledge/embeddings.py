@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from ridgeline_core.errors import ModelError, ModelNotPulledError
 from ridgeline_core.store import ManifestCatalog, ModelStore
-from ridgeline_core.store.manifest import ModelManifest
 
 from ..settings import EmbeddingSettings
+from .encoder_files import encoder_sha256, encoder_variant
+from .encoder_files import open_encoder as open_encoder  # importable from here as before
 
 if TYPE_CHECKING:
     from ridgeline_core.runtime.onnx import OnnxEncoder
@@ -55,20 +55,11 @@ class Embedder:
 
     @property
     def variant(self) -> str:
-        manifest = self._catalog.get(self.name)
-        if manifest.build is None:
-            return "as stored"
-        return self.settings.variant or manifest.build.default_variant
+        return encoder_variant(self._catalog.get(self.name), self.settings)
 
     def model_sha256(self) -> str:
         """The digest of the ONNX file this embedder loads (what a trained head depends on)."""
-        manifest = self._catalog.get(self.name)
-        if manifest.build is None:
-            return manifest.sha256
-        self._store.open_built(manifest, self.settings.variant)  # not built: a clear error
-        record = self._store.build_record(manifest)
-        assert record is not None
-        return record.artifacts[self.variant].sha256
+        return encoder_sha256(self._catalog.get(self.name), self._store, self.settings)
 
     def _load(self) -> OnnxEncoder:
         return open_encoder(self._catalog.get(self.name), self._store, self.settings)
@@ -95,44 +86,3 @@ class Embedder:
             if self._encoder is not None:
                 self._encoder.close()
                 self._encoder = None
-
-
-def open_encoder(
-    manifest: ModelManifest, store: ModelStore, settings: EmbeddingSettings
-) -> OnnxEncoder:
-    """The ONNX encoder of an embedding model: its built file (checked), or the ONNX file
-    pulled as is, and the tokenizer that goes with it."""
-    from ridgeline_core.runtime.onnx import OnnxEncoder
-
-    if manifest.role != "embedding" or manifest.runtime != "onnx":
-        raise ModelError(
-            f"embeddings.model {manifest.name!r} is a {manifest.runtime} {manifest.role} model; "
-            "an ONNX embedding model is needed (for example all-minilm-l6-v2)"
-        )
-    if manifest.build is not None and (
-        not store.is_present(manifest) or store.build_record(manifest) is None
-    ):
-        raise ModelNotPulledError(
-            f"embedding model {manifest.name!r} is not built "
-            f"(run: edge-agent models build {manifest.name})"
-        )
-    files = store.open_files(manifest)
-    if manifest.build is not None:
-        model = store.open_built(manifest, settings.variant)
-        max_length = manifest.build.max_length
-        pooling, normalize = manifest.build.pooling, manifest.build.normalize
-    else:  # an ONNX file pulled as is
-        model = files["model"]
-        max_length = manifest.context_length or 512
-        pooling, normalize = "mean", True
-    if "tokenizer.json" not in files:
-        raise ModelError(f"model {manifest.name!r} lists no tokenizer.json in its files")
-    return OnnxEncoder(
-        model,
-        files["tokenizer.json"],
-        name=manifest.name,
-        max_length=max_length,
-        threads=settings.threads,
-        pooling=pooling,
-        normalize=normalize,
-    )

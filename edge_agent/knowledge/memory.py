@@ -42,7 +42,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..settings import MemorySettings
-from .memory_log import OutcomeLog
+from .memory_follow import EMBED_BATCH as EMBED_BATCH  # importable from here as before
+from .memory_follow import FollowedRows
+from .memory_follow import embed_in_batches as embed_in_batches
 from .memory_outcome import (
     EmbedFn,
     MemoryEstimate,
@@ -51,57 +53,14 @@ from .memory_outcome import (
     Vectors,
     check_outcomes,
 )
-from .memory_rows import OutcomeRows
 
 __all__ = ["EmbedFn", "MemoryEstimate", "Outcome", "OutcomeMemory", "Source", "Vectors"]
 
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 64  # prompts embedded at once when the file is read
 
-
-class _FollowedRows:
-    """The rows in memory, kept in step with the log file: read on first use, then each
-    time before use, what other processes appended (or everything, after a rewrite)."""
-
-    settings: MemorySettings
-    _embed: EmbedFn
-    _loaded: bool
-    _rows: OutcomeRows
-    _log: OutcomeLog | None
-
-    def _write(self, outcomes: Sequence[Outcome]) -> None:
-        """Append to the file; rewrite it when it holds too many stale lines."""
-        if self._log is not None:
-            self._log.append(outcomes, self._loaded)
-            if self._loaded and self._log.stale_lines(len(self._rows.outcomes)) > 0:
-                self._log.rewrite(self._rows.outcomes)
-
-    def _refresh(self) -> None:
-        """Read the file on first use; after that, pick up what others appended."""
-        log_file = self._log
-        if log_file is None:
-            return
-        change = log_file.change() if self._loaded else "reload"
-        if change == "reload":
-            self._rows = OutcomeRows(self.settings.max_entries)
-            self._insert(log_file.reload())
-            self._loaded = True
-            if log_file.stale_lines(len(self._rows.outcomes)) > 0:
-                log_file.rewrite(self._rows.outcomes)
-        elif change == "more":
-            self._insert(log_file.read_more())
-
-    def _insert(self, outcomes: list[Outcome]) -> None:
-        if outcomes:
-            self._rows.insert(outcomes, self._embed_all([o.prompt for o in outcomes]))
-
-    def _embed_all(self, prompts: Sequence[str]) -> Vectors:
-        return embed_in_batches(self._embed, prompts)
-
-
-class OutcomeMemory(_FollowedRows):
+class OutcomeMemory:
     """Judged outcomes of a model's local answers, with their prompts' embeddings.
 
     ``embed`` turns prompts into unit rows (``Embedder.embed``); it is called only when the
@@ -112,30 +71,24 @@ class OutcomeMemory(_FollowedRows):
     def __init__(self, settings: MemorySettings, embed: EmbedFn, path: Path | None) -> None:
         self.settings = settings
         self.path = path
-        self._embed = embed
         self._lock = threading.RLock()
-        self._loaded = path is None  # an in-process memory has nothing to read
-        self._rows = OutcomeRows(settings.max_entries)
-        self._log = None if path is None else OutcomeLog(path, settings.max_entries)
+        self._followed = FollowedRows(settings, embed, path)
 
     def estimate(self, model: str, vector: npt.ArrayLike) -> MemoryEstimate | None:
         """P(right) of ``model``'s answer to the prompt embedded as ``vector`` (see the
         module docstring); None while the model has fewer than ``min_outcomes``."""
         with self._lock:
-            self._refresh()
-            return self._rows.estimate(model, vector, self.settings)
+            return self._followed.refresh().estimate(model, vector, self.settings)
 
     def size(self, model: str | None = None) -> int:
         """Outcomes held for ``model`` (all models: None)."""
         with self._lock:
-            self._refresh()
-            return self._rows.size(model)
+            return self._followed.refresh().size(model)
 
     def outcomes(self) -> list[Outcome]:
         """Every outcome held, oldest first."""
         with self._lock:
-            self._refresh()
-            return list(self._rows.outcomes)
+            return list(self._followed.refresh().outcomes)
 
     def add(
         self,
@@ -160,21 +113,4 @@ class OutcomeMemory(_FollowedRows):
             return
         check_outcomes(outcomes)
         with self._lock:
-            if self._loaded:
-                self._refresh()
-                rows = (
-                    self._embed_all([o.prompt for o in outcomes])
-                    if vectors is None
-                    else np.asarray(vectors, dtype=np.float32).reshape(len(outcomes), -1)
-                )
-                self._rows.insert(outcomes, rows)
-            self._write(outcomes)
-
-
-def embed_in_batches(embed: EmbedFn, prompts: Sequence[str]) -> Vectors:
-    """``embed`` over ``prompts``, EMBED_BATCH at a time (bounded memory for a big file)."""
-    parts = [
-        np.asarray(embed(prompts[i : i + EMBED_BATCH]), dtype=np.float32)
-        for i in range(0, len(prompts), EMBED_BATCH)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+            self._followed.record(outcomes, vectors)

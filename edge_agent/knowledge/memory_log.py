@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,51 +28,43 @@ class OutcomeLog:
 
     def __init__(self, path: Path, max_entries: int) -> None:
         self.path, self.max_entries = path, max_entries
-        self._file_id: tuple[int, int] | None = None  # (device, inode) read
-        self._offset = 0  # bytes of the file read
-        self._file_lines = 0  # lines in the file (stale ones included)
+        self._read = _ReadMark()
 
     def change(self) -> Literal["reload", "more"] | None:
         """How the file changed since it was read: rewritten, grown, or not at all."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        if (stat.st_dev, stat.st_ino) != self._file_id or stat.st_size < self._offset:
-            return "reload"  # rewritten by another process
-        return "more" if stat.st_size > self._offset else None
+        return self._read.change(self.path)
 
     def reload(self) -> list[Outcome]:
-        self._offset = self._file_lines = 0
-        self._file_id = None
+        self._read = _ReadMark()
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             return []
-        self._file_id = (stat.st_dev, stat.st_ino)
+        self._read.file_id = _id(stat)
         return self.read_more()
 
     def read_more(self) -> list[Outcome]:
         """The outcomes of the complete lines past what was read (the newest of each)."""
-        data = _read_from(self.path, self._offset)
+        data = _read_from(self.path, self._read.offset)
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
         lines = data[:end].splitlines()
-        self._offset += end
-        self._file_lines += len(lines)
+        self._read.offset += end
+        self._read.lines += len(lines)
         return _parse(lines, self.path)[-self.max_entries :]
 
     def append(self, outcomes: Sequence[Outcome], loaded: bool) -> None:
         data = _jsonl(outcomes)
         start, stat = _append(self.path, data)
-        if loaded and start == self._offset and self._file_id in (None, _id(stat)):
+        mark = self._read
+        if loaded and start == mark.offset and mark.file_id in (None, _id(stat)):
             # Nobody wrote in between: these lines are already in memory.
-            self._offset = start + len(data)
-            self._file_lines += len(outcomes)
-            self._file_id = _id(stat)
+            mark.offset = start + len(data)
+            mark.lines += len(outcomes)
+            mark.file_id = _id(stat)
 
     def stale_lines(self, held: int) -> int:
         """Lines of the file beyond what it needs, once that is worth a rewrite."""
-        excess = self._file_lines - held
+        excess = self._read.lines - held
         return excess if excess > max(64, self.max_entries // 4) else 0
 
     def rewrite(self, outcomes: Sequence[Outcome]) -> None:
@@ -83,8 +75,27 @@ class OutcomeLog:
             stat = self.path.stat()
         except OSError as exc:
             raise StoreError(f"cannot rewrite the outcome memory {self.path}: {exc}") from exc
-        self._file_id, self._offset = _id(stat), len(data)
-        self._file_lines = len(outcomes)
+        self._read = _ReadMark(_id(stat), len(data), len(outcomes))
+
+
+@dataclass
+class _ReadMark:
+    """How far this process has read the file, to tell a file others appended to (read on
+    from the offset) from one rewritten under it (read again)."""
+
+    file_id: tuple[int, int] | None = None  # (device, inode) read
+    offset: int = 0  # bytes of the file read
+    lines: int = 0  # lines in those bytes (stale ones included)
+
+    def change(self, path: Path) -> Literal["reload", "more"] | None:
+        """How ``path`` changed since it was read: rewritten, grown, or not at all."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return None
+        if (stat.st_dev, stat.st_ino) != self.file_id or stat.st_size < self.offset:
+            return "reload"  # rewritten by another process
+        return "more" if stat.st_size > self.offset else None
 
 
 def _parse(lines: list[bytes], path: Path) -> list[Outcome]:

@@ -46,29 +46,15 @@ class OutcomeRows:
         count = int(mine.sum())
         if count < s.min_outcomes:
             return None
-        v = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
-        if v.shape[0] != self._vectors.dim:
-            raise InvalidRequestError(
-                f"vector has {v.shape[0]} dimensions; the memory's have {self._vectors.dim}"
-            )
+        v = _query(vector, self._vectors.dim)
         return _estimate(self._vectors, mine, count, v, s)
 
     def insert(self, outcomes: Sequence[Outcome], vectors: Vectors) -> None:
-        if vectors.ndim != 2 or vectors.shape[0] != len(outcomes):
-            raise InvalidRequestError(
-                f"{len(outcomes)} outcomes need as many vectors, got shape {vectors.shape}"
-            )
-        vectors = _unit_rows(vectors)
+        vectors = _unit_rows(vectors, len(outcomes))
         stale = {self._index[key] for o in outcomes if (key := (o.model, o.prompt)) in self._index}
         if stale:
             self._drop(sorted(stale))
-        if self._vectors.dim != vectors.shape[1]:
-            if self.outcomes:
-                raise InvalidRequestError(
-                    f"vectors have {vectors.shape[1]} dimensions; the memory's have "
-                    f"{self._vectors.dim}"
-                )
-            self._vectors = _empty_index(vectors.shape[1])
+        self._vectors = _sized_for(self._vectors, vectors, len(self.outcomes))
         start = self._vectors.append(vectors)
         right, model_ids = self._vectors.field("right"), self._vectors.field("model")
         for row, o in enumerate(outcomes, start):
@@ -93,12 +79,37 @@ def _empty_index(dim: int) -> VectorIndex:
     return VectorIndex(dim, (("right", np.bool_), ("model", np.int32)))
 
 
+def _sized_for(index: VectorIndex, vectors: Vectors, held: int) -> VectorIndex:
+    """``index`` if it is as wide as ``vectors``; else, while it holds nothing (``held``
+    outcomes), a new empty one that is: a memory's vectors all have one width."""
+    if index.dim == vectors.shape[1]:
+        return index
+    if held:
+        raise InvalidRequestError(
+            f"vectors have {vectors.shape[1]} dimensions; the memory's have {index.dim}"
+        )
+    return _empty_index(vectors.shape[1])
+
+
+def _query(vector: npt.ArrayLike, dim: int) -> Vectors:
+    """``vector`` as a unit row, checked to be as wide as the memory's (``dim``)."""
+    v = _unit(np.asarray(vector, dtype=np.float32).reshape(-1))
+    if v.shape[0] != dim:
+        raise InvalidRequestError(f"vector has {v.shape[0]} dimensions; the memory's have {dim}")
+    return v
+
+
 def _unit(v: Vectors) -> Vectors:
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 0 and math.isfinite(norm) else v
 
 
-def _unit_rows(vectors: Vectors) -> Vectors:
+def _unit_rows(vectors: Vectors, count: int) -> Vectors:
+    """``vectors`` as unit rows, checked to be ``count`` of them (one per outcome)."""
+    if vectors.ndim != 2 or vectors.shape[0] != count:
+        raise InvalidRequestError(
+            f"{count} outcomes need as many vectors, got shape {vectors.shape}"
+        )
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.where(norms > 0, vectors / np.where(norms > 0, norms, 1), vectors).astype(np.float32)
 

@@ -449,21 +449,7 @@ class SpecialistRegistry:
             loaded = self._loaded.get(name)
         if loaded is not None:
             return loaded
-        record = self.record(name)
-        current = self._embedder.model_sha256()
-        if record.encoder != self._embedder.name or record.encoder_sha256 != current:
-            raise ModelError(
-                f"specialist {name!r} was trained on embeddings of {record.encoder} "
-                f"({record.encoder_variant}); the agent now uses {self._embedder.name} "
-                f"({self._embedder.variant}): train it again"
-            )
-        head = self._store.open_blob(
-            record.head_sha256,
-            record.head_size,
-            f"specialist {name} (head)",
-            f"train it again: edge-agent specialists train {name} --examples FILE.jsonl",
-        )
-        specialist = Specialist(record, head, self._embedder)
+        specialist = _load_specialist(name, self.record(name), self._store, self._embedder)
         with self._lock:
             return self._loaded.setdefault(name, specialist)
 
@@ -483,3 +469,24 @@ class SpecialistRegistry:
             loaded, self._loaded = list(self._loaded.values()), {}
         for specialist in loaded:
             specialist.close()
+
+
+def _load_specialist(
+    name: str, record: SpecialistRecord, store: ModelStore, embedder: Embedder
+) -> Specialist:
+    """The specialist ``name`` of ``record``, its head opened from the store (checked);
+    refused when it was trained on another encoder's embeddings than ``embedder``'s."""
+    current = embedder.model_sha256()
+    if record.encoder != embedder.name or record.encoder_sha256 != current:
+        raise ModelError(
+            f"specialist {name!r} was trained on embeddings of {record.encoder} "
+            f"({record.encoder_variant}); the agent now uses {embedder.name} "
+            f"({embedder.variant}): train it again"
+        )
+    head = store.open_blob(
+        record.head_sha256,
+        record.head_size,
+        f"specialist {name} (head)",
+        f"train it again: edge-agent specialists train {name} --examples FILE.jsonl",
+    )
+    return Specialist(record, head, embedder)
