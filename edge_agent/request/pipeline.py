@@ -58,20 +58,7 @@ class Pipeline:
         cancel: CancelToken | None = None,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
-        started = time.perf_counter()
-        snapshot = parts.sampler.snapshot()
-        threshold = parts.policy.evaluate(snapshot)
-        tau = request.options.threshold
-        record = Record(
-            snapshot=snapshot,
-            threshold=threshold,
-            tau=threshold.value if tau is None else tau,
-            mode=request.mode,
-            model=request.model,
-            scorer=parts.confidence.scorer_name,
-            started=started,
-        )
-        record.decide_ms = (time.perf_counter() - started) * 1000
+        record = _open_record(parts, request)
         self.context = RequestContext(parts, request, record, live, cancel, progress)
 
     @property
@@ -115,6 +102,26 @@ class Pipeline:
         if not shown and local.run.text:
             yield TextChunk(local.run.text)
         return local_answer(ctx.record, decided)
+
+
+def _open_record(parts: EdgeParts, request: PreparedRequest) -> Record:
+    """The request's record, opened now: the clock starts, and τ is fixed from the
+    telemetry of this moment (or the request's own threshold)."""
+    started = time.perf_counter()
+    snapshot = parts.sampler.snapshot()
+    threshold = parts.policy.evaluate(snapshot)
+    tau = request.options.threshold
+    record = Record(
+        snapshot=snapshot,
+        threshold=threshold,
+        tau=threshold.value if tau is None else tau,
+        mode=request.mode,
+        model=request.model,
+        scorer=parts.confidence.scorer_name,
+        started=started,
+    )
+    record.decide_ms = (time.perf_counter() - started) * 1000
+    return record
 
 
 def _caching(ctx: RequestContext) -> bool:
