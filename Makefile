@@ -33,8 +33,8 @@ setup-dev: $(VENV)/.installed-dev
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# scripts/setup-venv.sh compiles llama-cpp-python (scripts/install-llama-cpp.sh) while pip
-# installs everything else, then installs the project with the extras.
+# scripts/setup-venv.sh compiles llama-cpp-python (scripts/install-llama-cpp.sh) while uv
+# (or pip) installs everything else, then installs the project with the extras.
 SETUP_VENV := scripts/setup-venv.sh scripts/install-llama-cpp.sh scripts/requirements.py
 
 $(VENV)/.installed-edge: pyproject.toml $(SETUP_VENV) | $(BIN)/python
