@@ -13,11 +13,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ridgeline_core.runtime import LoadOptions, Runtime, load_runtime
 from ridgeline_core.store import ManifestCatalog, ModelManifest, ModelStore
 
 pytest_plugins = ["lanes"]
+
+# Property-based tests: a bounded, reproducible run in `make test` (seconds each), and a
+# long one for `make fuzz` (RIDGELINE_FUZZ=1). No example database: runs stay independent.
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=5000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("fuzz" if os.environ.get("RIDGELINE_FUZZ") else "ci")
 
 SMOLLM2 = "smollm2-135m-instruct"
 
