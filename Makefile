@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test test-fast setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings clean
+.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -20,6 +20,12 @@ test: lint
 # (tests/lanes.py), with a fresh model store. `make test` runs everything.
 test-fast: lint
 	env -u RIDGELINE_TEST_STORE RIDGELINE_TEST_LANE=fast $(BIN)/pytest -q
+
+# The property-based tests (hypothesis) with many more examples than `make test` gives
+# them: minutes, not seconds, so it is not part of CI. RIDGELINE_FUZZ selects the long
+# profile (tests/conftest.py); each run draws new examples.
+fuzz: setup-dev
+	RIDGELINE_FUZZ=1 $(BIN)/pytest -q -m property
 
 # The script is a no-op when .venv already has a build with the same flags, and
 # rebuilds when LLAMA_CMAKE_ARGS changes.
