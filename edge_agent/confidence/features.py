@@ -467,7 +467,8 @@ def _short_probe(runtime: Runtime, prompt: str, probe: str) -> ShortAnswer:
     started = time.perf_counter()
     pieces: list[str] = []
     signals: list[TokenSignals] = []
-    with runtime.complete(text, params) as stream:
+    # the prompt is someone else's text: its "<|im_end|>" stays text (the frame has none)
+    with runtime.complete(text, params, control_tokens=False) as stream:
         for token in stream:
             pieces.append(token.text)
             if token.signals is not None:

@@ -76,8 +76,12 @@ class Runtime(Protocol):
     def render(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt text :meth:`generate` would send for ``messages``."""
 
-    def complete(self, prompt: str, params: SamplingParams) -> Generation:
-        """Stream a continuation of raw prompt text (no template)."""
+    def complete(
+        self, prompt: str, params: SamplingParams, *, control_tokens: bool = True
+    ) -> Generation:
+        """Stream a continuation of raw prompt text (no template). ``control_tokens=False``
+        reads all of it as plain text: ``<|im_end|>`` in it stays those characters (for a
+        prompt that carries someone else's text)."""
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in this model's vocabulary."""

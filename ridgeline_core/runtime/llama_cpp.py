@@ -142,11 +142,14 @@ class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
             tokens = self._prompt.tokens(messages)
         return self._start_tokens(tokens, params, (*params.stop, *self.manifest.stop))
 
-    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+    def complete(
+        self, prompt: str, params: SamplingParams, *, control_tokens: bool = True
+    ) -> Generation:
         # Let the vocabulary add BOS unless the template already wrote it.
-        bos = self._vocab.bos_text
+        written = control_tokens and bool(self._vocab.bos_text)
+        add_bos = not (written and prompt.startswith(self._vocab.bos_text))
         with self._lock.using():
-            tokens = self._vocab.tokenize(prompt, add_special=not (bos and prompt.startswith(bos)))
+            tokens = self._vocab.tokenize(prompt, add_special=add_bos, control=control_tokens)
         return self._start_tokens(tokens, params, params.stop)
 
     def close(self) -> None:

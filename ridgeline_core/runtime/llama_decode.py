@@ -1,5 +1,6 @@
-"""llama.cpp's token loop for one answer: sample, read each token's signals from the logits
-row the sampler just used (a zero-copy view, no ``logits_all``), complete UTF-8, match stop
+"""llama.cpp's token loop for one answer: keep the whole chunks of the prompt the context
+already holds (:mod:`.llama_reuse`), sample, read each token's signals from the logits row
+the sampler just used (a zero-copy view, no ``logits_all``), complete UTF-8, match stop
 sequences (or hold a choices answer until it is whole), and hand out tokens only once their
 text is released."""
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import ModelError, PromptTooLongError
 from .choices import ChoiceHolder
+from .llama_reuse import PromptChunks
 from .llama_vocab import LlamaVocab
 from .signals import SignalComputer
 from .text import StopMatcher, Utf8Stream
@@ -39,6 +41,7 @@ class Decoder:
     ) -> None:
         self._lib, self._llm, self._vocab, self._signals = lib, llm, vocab, signals
         self._n_vocab = vocab.size
+        self._chunks = PromptChunks(int(llm.n_batch))
         self.name, self.context_length = name, context_length
 
     def decode(
@@ -57,6 +60,7 @@ class Decoder:
         out = _Output.for_answer(params, stops, grammar is not None, stats, self.name)
         finish = FinishReason.LENGTH
         started = time.perf_counter()
+        stats.cached_tokens = self._chunks.keep(self._llm, prompt_tokens)
         tokens = start_sampling(self._llm, prompt_tokens, params, grammar)
         try:
             finish = yield from _token_loop(self, tokens, budget, out, started)
@@ -105,7 +109,8 @@ def _token_loop(
 
 
 def start_sampling(llm: Any, prompt_tokens: list[int], params: SamplingParams, grammar: Any) -> Any:
-    """llama.cpp's sampling loop over the prompt (token ids, lazily)."""
+    """llama.cpp's sampling loop over the prompt (token ids, lazily), in a context already
+    cut to what the prompt keeps of it (:mod:`.llama_reuse`)."""
     llm.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
     return llm.generate(
         prompt_tokens,

@@ -17,9 +17,11 @@ class LlamaVocab:
         self.bos_text = self.token_text(llm.token_bos())
         self.eos_text = self.token_text(llm.token_eos())
 
-    def tokenize(self, text: str, add_special: bool) -> list[int]:
-        """Tokens of ``text``, control tokens parsed."""
-        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=add_special, special=True))
+    def tokenize(self, text: str, add_special: bool, control: bool = True) -> list[int]:
+        """Tokens of ``text``; with ``control`` the text of a control token (``<|im_end|>``)
+        becomes that token, without it stays those characters."""
+        encoded = text.encode("utf-8")
+        return list(self._llm.tokenize(encoded, add_bos=add_special, special=control))
 
     def token_text(self, token: int) -> str:
         if token < 0:

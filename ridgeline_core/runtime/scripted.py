@@ -121,7 +121,9 @@ class ScriptedRuntime:
         question = next((m.content for m in reversed(messages) if m.role == "user"), "")
         return self._start(self.render(messages), question, params)
 
-    def complete(self, prompt: str, params: SamplingParams) -> Generation:
+    def complete(
+        self, prompt: str, params: SamplingParams, *, control_tokens: bool = True
+    ) -> Generation:
         return self._start(prompt, prompt, params)
 
     def render(self, messages: Sequence[ChatMessage]) -> str:

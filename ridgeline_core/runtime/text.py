@@ -9,7 +9,13 @@ __all__ = ["StopMatcher", "Utf8Stream"]
 
 
 class Utf8Stream:
-    """Turns token bytes into text, holding back a character split across tokens."""
+    """Turns token bytes into text, holding back a character split across tokens.
+
+    A character still unfinished when the text ends (``max_tokens`` cut it, or the model
+    stopped inside it) is dropped: the text is the whole characters before the cut, never
+    U+FFFD for the missing bytes. Bytes that are wrong in themselves (no character starts
+    or continues that way) still read as U+FFFD where they are.
+    """
 
     def __init__(self) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -18,7 +24,10 @@ class Utf8Stream:
         return self._decoder.decode(data)
 
     def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
+        # The decoder keeps back only the start of a character that may still complete
+        # (anything else it has already replaced), so what it holds at the end is the cut.
+        self._decoder.reset()
+        return ""
 
 
 class StopMatcher:

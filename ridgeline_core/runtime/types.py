@@ -99,6 +99,7 @@ class GenerationStats:
     eog_signals: TokenSignals | None = None  # signals of the end-of-generation token
     stop_sequence: str | None = None
     signals_s: float = 0.0  # time spent computing per-token signals
+    cached_tokens: int = 0  # prompt tokens kept from the context, not evaluated again
 
     @property
     def tokens_per_s(self) -> float | None:
