@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP API, ``/v1/embeddings``, ``/v1/classify``, ``/health`` and
-``/metrics`` (aiohttp); ``/v1/responses`` is :mod:`.responses_http`.
+"""The OpenAI-compatible HTTP API, ``/v1/embeddings``, ``/v1/classify``, ``/health``,
+``/metrics`` and ``/openapi.json`` (aiohttp); ``/v1/responses`` is :mod:`.responses_http`.
 
 Handlers are thin: parse the declared body (:mod:`.bodies` through :mod:`.openai_api` and
 :mod:`.specialist_api`), run through the :class:`Dispatcher`, format the answer. Who may
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ridgeline_core import errors
 
 from ..agent import EdgeAgent
-from . import openai_api, specialist_api
+from . import openai_api, openapi, specialist_api
 from .dispatch import Dispatcher
 from .http_guard import guard, read_json
 from .http_sse import stream_answer
@@ -55,6 +55,7 @@ def build_app(
     app.router.add_post("/v1/classify", own.classify)
     app.router.add_get("/health", own.health)
     app.router.add_get("/metrics", own.prometheus)
+    app.router.add_get("/openapi.json", openapi.serve)
     return app
 
 
