@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -321,3 +325,21 @@ def test_responses_errors_through_the_client(daemon: DaemonProcess) -> None:
     status, _, body = daemon.post("/v1/responses", None, raw=b'{"input": "hi", "top_p": NaN}')
     assert status == 400 and set(body["error"]) == {"message", "type", "param", "code"}
     assert json.loads(json.dumps(body))["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.model
+def test_the_readme_example_runs_against_the_daemon(daemon: DaemonProcess) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("### The Responses API")
+    [code] = re.findall(r"```py\n(.*?)```", readme[start : readme.index("\n### ", start + 1)], re.S)
+    code = code.replace("http://127.0.0.1:8177", daemon.url)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=without_proxies(dict(os.environ)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout and "no broker is configured" in result.stdout
