@@ -205,6 +205,65 @@ def test_the_guard_answers_in_openai_error_shape() -> None:
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
 
 
+class _FailingJob:
+    """A job that streams ``events`` and then raises ``error`` (a broker lost mid-answer)."""
+
+    def __init__(self, events: list[Any], error: BaseException) -> None:
+        self.events, self.error, self.closed = events, error, False
+
+    async def __aiter__(self) -> Any:
+        for event in self.events:
+            yield event
+        raise self.error
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
+def test_an_error_mid_stream_ends_it_with_response_failed() -> None:
+    """After the first event the status is sent: the failure is said in the stream, as
+    ``error`` then ``response.failed``; before it, the error keeps its own status."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from edge_agent.daemon.http_guard import guard
+    from edge_agent.daemon.responses_http import stream_response
+    from edge_agent.request.events import TextChunk
+
+    metrics = SimpleNamespace(errors=[], record_error=lambda kind: metrics.errors.append(kind))
+    jobs: list[_FailingJob] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        call = parse_responses({"input": "hi", "stream": True}, {}, MODELS)
+        return await stream_response(request, call, "smol", jobs[-1], metrics)  # type: ignore[arg-type]
+
+    async def run(job: _FailingJob) -> tuple[int, str]:
+        jobs.append(job)
+        app = web.Application(middlewares=[guard(metrics, lambda: None, 1 << 16, True)])  # type: ignore[arg-type]
+        app.router.add_post("/", handler)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.post("/", json={})
+            return response.status, await response.text()
+
+    lost = errors.UnavailableError("the broker went away")
+    status, text = asyncio.run(run(_FailingJob([TextChunk("Hel")], lost)))
+    events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    assert status == 200 and names == [event["type"] for event in events]
+    assert names[-3:] == ["response.output_text.delta", "error", "response.failed"]
+    assert events[-2]["code"] == "unavailable" and "went away" in events[-2]["message"]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["code"] == "unavailable"
+    assert [event["sequence_number"] for event in events] == list(range(len(events)))
+    assert jobs[-1].closed and metrics.errors == ["unavailable"]
+    status, text = asyncio.run(run(_FailingJob([TextChunk("Hel")], RuntimeError("bug"))))
+    *_, last = (json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: "))
+    assert last["response"]["error"]["code"] == "internal"
+    status, text = asyncio.run(run(_FailingJob([], lost)))  # nothing sent yet
+    assert status == 503 and json.loads(text)["error"]["code"] == "unavailable"
+
+
 # -- the official client against a real daemon -------------------------------------------
 
 
