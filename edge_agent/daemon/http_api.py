@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP API, ``/v1/embeddings``, ``/v1/classify``, ``/health`` and
-``/metrics`` (aiohttp).
+"""The OpenAI-compatible HTTP API, ``/v1/embeddings``, ``/v1/classify``, ``/health``,
+``/metrics`` and ``/openapi.json`` (aiohttp); ``/v1/responses`` is :mod:`.responses_http`.
 
 Handlers are thin: parse the declared body (:mod:`.bodies` through :mod:`.openai_api` and
 :mod:`.specialist_api`), run through the :class:`Dispatcher`, format the answer. Who may
@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from ridgeline_core import errors
 
 from ..agent import EdgeAgent
-from . import openai_api, specialist_api
+from . import openai_api, openapi, specialist_api
 from .dispatch import Dispatcher
 from .http_guard import guard, read_json
 from .http_sse import stream_answer
 from .metrics import DaemonMetrics
+from .responses_http import ResponsesRoute
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -49,10 +50,12 @@ def build_app(
     app.router.add_post("/v1/completions", openai.completions)
     app.router.add_get("/v1/models", openai.models)
     app.router.add_get("/v1/models/{name}", openai.model)
+    app.router.add_post("/v1/responses", ResponsesRoute(agent, dispatcher, metrics).create)
     app.router.add_post("/v1/embeddings", own.embeddings)
     app.router.add_post("/v1/classify", own.classify)
     app.router.add_get("/health", own.health)
     app.router.add_get("/metrics", own.prometheus)
+    app.router.add_get("/openapi.json", openapi.serve)
     return app
 
 

@@ -21,11 +21,24 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from ridgeline_core.runtime import SamplingParams
 from ridgeline_core.validation import JsonInt, JsonNumber, invalid_request
 
-__all__ = ["MAX_DEADLINE_S", "MAX_STOPS", "AskOptions", "Mode", "RequestOptions"]
+__all__ = [
+    "MAX_DEADLINE_S",
+    "MAX_STOPS",
+    "AskOptions",
+    "MaxTokens",
+    "Mode",
+    "RequestOptions",
+    "Temperature",
+    "TopP",
+]
 
 Mode = Literal["auto", "local", "cloud"]
 MAX_STOPS = 8
 MAX_DEADLINE_S = 3600.0  # a broker call that may take longer than an hour is a mistake
+# the sampling bounds, shared with request bodies that name these options differently
+MaxTokens = Annotated[JsonInt, Field(ge=1, le=32768)]
+Temperature = Annotated[JsonNumber, Field(ge=0.0, le=2.0)]
+TopP = Annotated[JsonNumber, Field(gt=0.0, le=1.0)]
 
 
 class RequestOptions(BaseModel):
@@ -34,9 +47,9 @@ class RequestOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str | None = Field(default=None, description="local model (default: models.default)")
-    max_tokens: Annotated[JsonInt, Field(ge=1, le=32768)] | None = None
-    temperature: Annotated[JsonNumber, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[JsonNumber, Field(gt=0.0, le=1.0)] | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
     seed: Annotated[JsonInt, Field(ge=0, le=2**32 - 1)] | None = None
     stop: tuple[str, ...] | None = Field(
         default=None, description="added to the model's and the settings' stop sequences"
