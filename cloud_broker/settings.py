@@ -156,7 +156,11 @@ class LlamaCppSettings(Section):
         default=0, ge=0, description="CPU threads per slot; 0: the physical cores / slots"
     )
     n_ctx: int = Field(default=2048, ge=256, description="context length of each slot")
-    n_batch: int = Field(default=512, ge=1, description="prompt tokens per decode batch")
+    n_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="prompt tokens per decode batch (default: 64 on the CPU, 512 with GPU layers)",
+    )
     n_gpu_layers: int = Field(default=0, ge=-1, description="layers on the GPU; -1: all")
 
 

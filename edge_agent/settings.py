@@ -63,7 +63,11 @@ class RuntimeSettings(Section):
     n_ctx: int = Field(
         default=2048, ge=256, le=1 << 20, description="context length in tokens (llama.cpp: ≥ 256)"
     )
-    n_batch: int = Field(default=512, ge=1, description="prompt tokens per forward pass")
+    n_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="prompt tokens per forward pass (default: 64 on the CPU, 512 with GPU layers)",
+    )
     n_gpu_layers: int = Field(
         default=0, ge=-1, description="layers offloaded to a GPU (-1: all; CUDA/Metal builds)"
     )

@@ -433,7 +433,9 @@ def test_to_toml_parses_back_and_carries_origins(tmp_path: Path) -> None:
     )
     assert any(line.startswith("stop = ") and f"# file {config}" in line for line in lines)
     assert any(line.startswith("system_prompt = ") and "# flag --system" in line for line in lines)
-    assert any(line.startswith("n_batch = 512") and line.endswith("# default") for line in lines)
+    assert any(
+        line.startswith("# n_batch = (unset)") and line.endswith("# default") for line in lines
+    )
     # unset values are commented out, not written as a bogus value
     assert any(line.startswith("# threads = (unset)") for line in lines)
     assert "[runtime]" in lines and "[generation]" in lines

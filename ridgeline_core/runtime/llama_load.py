@@ -38,7 +38,7 @@ def load_llama(lib: Any, manifest: ModelManifest, path: Path, options: LoadOptio
         return lib.Llama(
             model_path=str(path),
             n_ctx=n_ctx,
-            n_batch=min(options.n_batch, n_ctx),
+            n_batch=min(options.batch, n_ctx),
             n_threads=threads,
             n_threads_batch=options.n_threads_batch or threads,
             n_gpu_layers=options.n_gpu_layers,

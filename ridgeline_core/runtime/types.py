@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CPU_N_BATCH",
+    "GPU_N_BATCH",
     "ChatMessage",
     "FinishReason",
     "GenerationStats",
@@ -44,6 +46,13 @@ class SamplingParams:
     choices: tuple[str, ...] = ()
 
 
+# Prompt tokens per forward pass when the settings leave it open. A prompt reuses only
+# whole n_batch chunks of the previous one (llama_reuse), so a small batch keeps more of a
+# conversation; on a CPU 64 evaluates a prompt as fast as 512, a GPU wants large batches.
+CPU_N_BATCH = 64
+GPU_N_BATCH = 512
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How a runtime loads a model file; part of the loaded model's identity."""
@@ -51,9 +60,16 @@ class LoadOptions:
     n_ctx: int = 2048
     n_threads: int | None = None  # None: the physical cores this process may use
     n_threads_batch: int | None = None
-    n_batch: int = 512
+    n_batch: int | None = None  # None: CPU_N_BATCH without GPU layers, GPU_N_BATCH with
     n_gpu_layers: int = 0  # -1 offloads every layer (CUDA/Metal builds)
     signals: bool = True  # compute per-token confidence signals
+
+    @property
+    def batch(self) -> int:
+        """Prompt tokens per forward pass: ``n_batch``, or the default for the device."""
+        if self.n_batch is not None:
+            return self.n_batch
+        return GPU_N_BATCH if self.n_gpu_layers else CPU_N_BATCH
 
 
 @dataclass(frozen=True, slots=True)
