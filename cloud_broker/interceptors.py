@@ -11,9 +11,10 @@ never with the traceback itself.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -55,30 +56,40 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> Non
 
 def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            try:
-                async with contextlib.aclosing(inner_stream(request, context)) as stream:
-                    async for item in stream:
-                        yield item
-            except Exception as exc:
-                await _abort(context, exc)
-
-        return handler._replace(unary_stream=unary_stream)
+        if inspect.iscoroutinefunction(handler.unary_stream):
+            return handler._replace(unary_stream=_guarded(handler.unary_stream))
+        return handler._replace(unary_stream=_guarded_stream(handler.unary_stream))
     if handler.unary_unary is not None:
-        inner_unary = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await inner_unary(request, context)
-            except Exception as exc:
-                await _abort(context, exc)
-
-        return handler._replace(unary_unary=unary_unary)
+        return handler._replace(unary_unary=_guarded(handler.unary_unary))
     return handler
+
+
+def _guarded(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A unary handler, or a streaming one that writes with ``context.write``."""
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await inner(request, context)
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return guarded
+
+
+def _guarded_stream(
+    inner: Callable[..., AsyncGenerator[Any, None]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """A streaming handler written as an async generator."""
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async with contextlib.aclosing(inner(request, context)) as stream:
+                async for item in stream:
+                    yield item
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return guarded
 
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]

@@ -126,6 +126,14 @@ class LimitsSettings(Section):
     tokens_per_minute: int = Field(
         default=60_000, ge=0, description="prompt + completion tokens per device; 0: unlimited"
     )
+    write_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "how long a stream may wait for its client to read; then its generation is "
+            "stopped, its slot freed and the call ends DEADLINE_EXCEEDED"
+        ),
+    )
 
 
 class MetricsSettings(Section):
