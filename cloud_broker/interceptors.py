@@ -1,7 +1,8 @@
 """Server interceptors: device authentication, and domain errors to status codes.
 
 ``AuthInterceptor`` checks the bearer token of every call except health and
-reflection, and records the device for the service. ``ErrorInterceptor`` turns
+reflection, and records the device for the service; health and reflection requests that
+do not parse are answered INVALID_ARGUMENT (:mod:`.lenient`). ``ErrorInterceptor`` turns
 a :class:`RidgelineError` into its status through :mod:`ridgeline_core.status` (the
 translation the edge daemon and the clients share); an unexpected exception
 is logged with its traceback and answered INTERNAL with a request reference,
@@ -24,6 +25,7 @@ from ridgeline_core import errors
 from ridgeline_core.status import abort, to_status
 
 from .auth import TokenStore, current_device
+from .lenient import refusing_malformed
 
 __all__ = ["AuthInterceptor", "ErrorInterceptor", "status_of"]
 
@@ -103,11 +105,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(_PUBLIC_PREFIXES):
+        if handler is None:
             return handler
         cached = self._wrapped.get(id(handler))
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[id(handler)] = (handler, _wrap(handler))
+            if details.method.startswith(_PUBLIC_PREFIXES):  # grpc's servicers
+                wrapped = refusing_malformed(handler, details.method.rsplit("/", 1)[-1])
+            else:
+                wrapped = _wrap(handler)
+            cached = self._wrapped[id(handler)] = (handler, wrapped)
         return cached[1]
 
 

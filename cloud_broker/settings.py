@@ -46,7 +46,10 @@ class ServerSettings(Section):
         default=False,
         description="serve without TLS; refused unless listen is a loopback address",
     )
-    reflection: bool = Field(default=False, description="serve gRPC server reflection")
+    reflection: bool = Field(
+        default=False,
+        description="serve gRPC server reflection (v1 and v1alpha; --dev turns it on)",
+    )
     grace_s: float = Field(
         default=10.0, ge=0, description="on SIGTERM, how long running streams may finish"
     )
