@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from typing import Any, Generic, TypeVar
 
 import grpc.aio
@@ -86,14 +86,26 @@ class BoundedWriter:
     async def write(self, message: Any) -> None:
         await self._bounded(self._context.write(message))
 
-    async def _bounded(self, operation: Any) -> None:
+    async def _bounded(self, operation: Coroutine[Any, Any, None]) -> None:
+        # not asyncio.wait_for: before Python 3.12 it swallows a cancellation (the client
+        # left) that comes as the write completes, and the call would go on writing
+        writing = asyncio.ensure_future(operation)
+        writing.add_done_callback(_retrieve)
         try:
-            await asyncio.wait_for(operation, self._stall_s)
-        except asyncio.TimeoutError:
+            done, _ = await asyncio.wait((writing,), timeout=self._stall_s)
+        finally:
+            writing.cancel()  # cancelled, timed out or done: nothing is left waiting
+        if not done:
             raise errors.SlowClientError(
                 f"the client read nothing for {self._stall_s:g} s (limits.write_stall_s): "
                 "its generation was stopped"
-            ) from None
+            )
+        try:
+            writing.result()
+        except (grpc.aio.InternalError, grpc.aio.UsageError):
+            # the call is over (the client left as the write started): end as cancelled,
+            # which grpc expects of a call it has cancelled, without a status to send
+            raise asyncio.CancelledError from None
 
     def end(self, error: errors.SlowClientError) -> None:
         """Leave ``error``'s status on the call, for grpc to send after what is pending;
@@ -104,3 +116,9 @@ class BoundedWriter:
         self._context.set_code(status.code)
         self._context.set_details(status.details)
         self._context.set_trailing_metadata(status.trailing)
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a write's failure seen: a write given up on is not read by anyone."""
+    if not task.cancelled():
+        task.exception()
