@@ -380,6 +380,7 @@ def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
 def assert_precise(code: grpc.StatusCode, details: str) -> None:
     assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), details
     assert code != grpc.StatusCode.DEADLINE_EXCEEDED, f"no answer in time: {details}"
+    assert code != grpc.StatusCode.UNAVAILABLE, f"the broker is gone: {details}"
 
 
 def assert_healthy(broker: BrokerProcess, channel: grpc.Channel) -> None:
