@@ -25,7 +25,7 @@ cli = root_group(
 @click.option(
     "--dev",
     is_flag=True,
-    help="development mode: plaintext, no auth, loopback addresses only",
+    help="development mode: plaintext, no auth, reflection on, loopback addresses only",
 )
 @click.pass_obj
 def serve(state: CliState, listen: str | None, dev: bool) -> None:
@@ -41,6 +41,7 @@ def serve(state: CliState, listen: str | None, dev: bool) -> None:
     if dev:
         flags["server.allow_plaintext"] = (True, "--dev")
         flags["auth.enabled"] = (False, "--dev")
+        flags["server.reflection"] = (True, "--dev")
     settings = state.load(flags).settings
     if dev:
         host, _ = split_host_port(settings.server.listen)

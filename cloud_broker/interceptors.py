@@ -1,7 +1,8 @@
 """Server interceptors: device authentication, and domain errors to status codes.
 
 ``AuthInterceptor`` checks the bearer token of every call except health and
-reflection, and records the device for the service. ``ErrorInterceptor`` turns
+reflection, and records the device for the service; health and reflection requests that
+do not parse are answered INVALID_ARGUMENT (:mod:`.lenient`). ``ErrorInterceptor`` turns
 a :class:`RidgelineError` into its status through :mod:`ridgeline_core.status` (the
 translation the edge daemon and the clients share); an unexpected exception
 is logged with its traceback and answered INTERNAL with a request reference,
@@ -11,9 +12,10 @@ never with the traceback itself.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -23,6 +25,7 @@ from ridgeline_core import errors
 from ridgeline_core.status import abort, to_status
 
 from .auth import TokenStore, current_device
+from .lenient import refusing_malformed
 
 __all__ = ["AuthInterceptor", "ErrorInterceptor", "status_of"]
 
@@ -55,30 +58,40 @@ async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> Non
 
 def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.unary_stream is not None:
-        inner_stream = handler.unary_stream
-
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            try:
-                async with contextlib.aclosing(inner_stream(request, context)) as stream:
-                    async for item in stream:
-                        yield item
-            except Exception as exc:
-                await _abort(context, exc)
-
-        return handler._replace(unary_stream=unary_stream)
+        if inspect.iscoroutinefunction(handler.unary_stream):
+            return handler._replace(unary_stream=_guarded(handler.unary_stream))
+        return handler._replace(unary_stream=_guarded_stream(handler.unary_stream))
     if handler.unary_unary is not None:
-        inner_unary = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            try:
-                return await inner_unary(request, context)
-            except Exception as exc:
-                await _abort(context, exc)
-
-        return handler._replace(unary_unary=unary_unary)
+        return handler._replace(unary_unary=_guarded(handler.unary_unary))
     return handler
+
+
+def _guarded(inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A unary handler, or a streaming one that writes with ``context.write``."""
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await inner(request, context)
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return guarded
+
+
+def _guarded_stream(
+    inner: Callable[..., AsyncGenerator[Any, None]],
+) -> Callable[..., AsyncIterator[Any]]:
+    """A streaming handler written as an async generator."""
+
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        try:
+            async with contextlib.aclosing(inner(request, context)) as stream:
+                async for item in stream:
+                    yield item
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return guarded
 
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
@@ -92,11 +105,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(_PUBLIC_PREFIXES):
+        if handler is None:
             return handler
         cached = self._wrapped.get(id(handler))
         if cached is None or cached[0] is not handler:
-            cached = self._wrapped[id(handler)] = (handler, _wrap(handler))
+            if details.method.startswith(_PUBLIC_PREFIXES):  # grpc's servicers
+                wrapped = refusing_malformed(handler, details.method.rsplit("/", 1)[-1])
+            else:
+                wrapped = _wrap(handler)
+            cached = self._wrapped[id(handler)] = (handler, wrapped)
         return cached[1]
 
 

@@ -1,15 +1,16 @@
 """The ``ridgeline.v1.Broker`` service: thin. Protobuf is converted at the boundary
 (:mod:`.wire`), every request is checked before any model work starts (:mod:`.intake`),
 the generation itself is domain code (:mod:`.generation`: admission, streaming, token
-accounting), and the metrics of a call are recorded in one place (:class:`_CallMetrics`).
+accounting) delivered with bounded writes (:mod:`.delivery`: a client that stops reading
+does not keep the model's slot), and the metrics of a call are recorded in one place
+(:class:`_CallMetrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import grpc
 import grpc.aio
@@ -19,6 +20,7 @@ from ridgeline_core import errors
 
 from . import wire
 from .backends import Backend, Outcome
+from .delivery import BoundedWriter, BufferedGeneration
 from .generation import GenerationTimes, generate
 from .intake import Intake
 from .interceptors import status_of
@@ -71,27 +73,37 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
 
     # -- calls ------------------------------------------------------------------------------
 
-    async def Generate(
+    async def Generate(  # type: ignore[override]  # writes through context: bounded
         self, request: broker_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[broker_pb2.GenerateResponse]:
+    ) -> None:
         times = GenerationTimes(received=time.perf_counter())
         call = _CallMetrics(self.metrics)
         self.calls.started()
+        writer = BoundedWriter(context, self.intake.limits.write_stall_s)
         try:
             device, backend = self.intake.caller(request, context)
             call.model = backend.name
             checked = self.intake.admit(request, device)
-            # aclosing: a client that leaves frees the slot now, in this task
-            generation = generate(backend, checked, device, self.intake.rate, times)
-            async with contextlib.aclosing(generation) as items:
-                async for item in items:
+            await writer.open()
+            generation = BufferedGeneration(
+                generate(backend, checked, device, self.intake.rate, times)
+            )
+            try:
+                async for item in generation:
                     if isinstance(item, str):
-                        yield wire.delta_to_pb(item, backend.name)
+                        await writer.write(wire.delta_to_pb(item, backend.name))
                     else:
-                        yield wire.result_to_pb(
-                            item, backend.name, times.queue_s, times.first_s, times.total_s
+                        await writer.write(
+                            wire.result_to_pb(
+                                item, backend.name, times.queue_s, times.first_s, times.total_s
+                            )
                         )
                         call.answered(item, times)
+            finally:
+                await generation.close()  # stopped if still running: its slot is free
+        except errors.SlowClientError as exc:
+            call.failed(exc)
+            writer.end(exc)
         except BaseException as exc:
             call.failed(exc)
             raise

@@ -46,7 +46,10 @@ class ServerSettings(Section):
         default=False,
         description="serve without TLS; refused unless listen is a loopback address",
     )
-    reflection: bool = Field(default=False, description="serve gRPC server reflection")
+    reflection: bool = Field(
+        default=False,
+        description="serve gRPC server reflection (v1 and v1alpha; --dev turns it on)",
+    )
     grace_s: float = Field(
         default=10.0, ge=0, description="on SIGTERM, how long running streams may finish"
     )
@@ -125,6 +128,14 @@ class LimitsSettings(Section):
     requests_per_minute: int = Field(default=120, ge=0, description="per device; 0: unlimited")
     tokens_per_minute: int = Field(
         default=60_000, ge=0, description="prompt + completion tokens per device; 0: unlimited"
+    )
+    write_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "how long a stream may wait for its client to read; then its generation is "
+            "stopped, its slot freed and the call ends DEADLINE_EXCEEDED"
+        ),
     )
 
 

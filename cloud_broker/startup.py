@@ -14,12 +14,13 @@ import grpc
 import grpc.aio
 
 from ridgeline_core import transport
-from ridgeline_core.errors import ConfigError, MissingDependencyError, RidgelineError
+from ridgeline_core.errors import ConfigError, RidgelineError
 
 from .auth import TokenStore
 from .backends import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor, status_of
 from .metrics import BrokerMetrics
+from .reflection import enable_reflection
 from .service import BrokerService
 from .settings import BrokerSettings, split_host_port
 
@@ -85,12 +86,7 @@ def add_services(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     if settings.server.reflection:
-        try:
-            from grpc_reflection.v1alpha import reflection
-        except ImportError:
-            raise MissingDependencyError.for_module("grpcio-reflection", "broker") from None
-        names.append(reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        enable_reflection(names, server)
     return service, health
 
 

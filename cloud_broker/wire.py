@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 
 from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
-from ridgeline_core.runtime import ChatMessage, SamplingParams
+from ridgeline_core.runtime import MAX_STOP_CHARS, MAX_STOPS, ChatMessage, SamplingParams
 from ridgeline_core.runtime.choices import check_choices
 from ridgeline_core.wire import FINISH_TO_PB, ROLES_FROM_PB
 
@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 _MAX_REQUEST_ID = 128
-_MAX_STOPS = 8
-_MAX_STOP_CHARS = 64
 _MAX_SEED = 2**32 - 1
 _SINGLE = (broker_pb2.Strategy.KIND_UNSPECIFIED, broker_pb2.Strategy.KIND_SINGLE)
 
@@ -45,12 +43,15 @@ _SINGLE = (broker_pb2.Strategy.KIND_UNSPECIFIED, broker_pb2.Strategy.KIND_SINGLE
 class Malformed:
     """Stands in for a request whose bytes did not parse."""
 
-    def __init__(self, method: str, error: Exception) -> None:
+    def __init__(self, method: str, exception: Exception) -> None:
         self.method = method
-        self.error = error
+        self.exception = exception
+
+    def error(self) -> errors.InvalidRequestError:
+        return errors.InvalidRequestError(f"malformed {self.method} request: {self.exception}")
 
     def check(self) -> None:
-        raise errors.InvalidRequestError(f"malformed {self.method} request: {self.error}")
+        raise self.error()
 
 
 def lenient(message: Any, method: str) -> Callable[[bytes], Any]:
@@ -70,6 +71,11 @@ def target_model(request: broker_pb2.GenerateRequest) -> str | None:
     if request.WhichOneof("target") != "strategy":
         return request.model or None
     strategy = request.strategy
+    if strategy.kind not in broker_pb2.Strategy.Kind.values():
+        raise errors.InvalidRequestError(
+            f"strategy.kind {strategy.kind} is not a strategy of this protocol",
+            param="strategy.kind",
+        )
     kind = broker_pb2.Strategy.Kind.Name(strategy.kind)
     if strategy.kind not in _SINGLE:
         raise errors.UnsupportedError(f"strategy {kind} is not offered by this broker")
@@ -143,10 +149,10 @@ def _params(params: broker_pb2.SamplingParams, limits: LimitsSettings) -> Sampli
 
 
 def _stops(stops: Any) -> tuple[str, ...]:
-    if len(stops) > _MAX_STOPS:
-        raise errors.InvalidRequestError(f"at most {_MAX_STOPS} stop sequences")
-    if any(not stop or len(stop) > _MAX_STOP_CHARS for stop in stops):
-        raise errors.InvalidRequestError(f"stop sequences must be 1-{_MAX_STOP_CHARS} characters")
+    if len(stops) > MAX_STOPS:
+        raise errors.InvalidRequestError(f"at most {MAX_STOPS} stop sequences")
+    if any(not stop or len(stop) > MAX_STOP_CHARS for stop in stops):
+        raise errors.InvalidRequestError(f"stop sequences must be 1-{MAX_STOP_CHARS} characters")
     return tuple(stops)
 
 

@@ -34,7 +34,8 @@ fault; ``OverloadedError`` also takes ``retry_after_s`` second, positionally)::
     │   └── QueueFullError          every slot and queue place of the model is taken
     ├── UnavailableError            the broker or a backend cannot serve UNAVAILABLE 503
     ├── UnsupportedError            valid, but not offered  UNIMPLEMENTED         400
-    └── RequestCancelledError       the caller cancelled    CANCELLED            499
+    ├── RequestCancelledError       the caller cancelled    CANCELLED            499
+    └── SlowClientError             the caller stopped reading DEADLINE_EXCEEDED  408
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "RateLimitedError",
     "RequestCancelledError",
     "RidgelineError",
+    "SlowClientError",
     "SourceError",
     "StoreError",
     "TemplateError",
@@ -234,3 +236,12 @@ class RequestCancelledError(RidgelineError):
     kind = "cancelled"
     grpc_status = "CANCELLED"
     http_status = 499
+
+
+class SlowClientError(RidgelineError):
+    """The caller read nothing of a stream for longer than the server waits (a stalled or
+    hostile client): the server stopped the work and freed what it held for the call."""
+
+    kind = "slow_client"
+    grpc_status = "DEADLINE_EXCEEDED"  # a time bound passed; not overload (no retry hint)
+    http_status = 408

@@ -94,7 +94,9 @@ def _by_kind() -> dict[str, type[errors.RidgelineError]]:
 def _by_code() -> dict[str, type[errors.RidgelineError]]:
     by_code: dict[str, type[errors.RidgelineError]] = {}
     for cls in _classes():
-        if cls is not errors.RidgelineError:  # INTERNAL without a kind: not ours to name
+        # INTERNAL without a kind: not ours to name; a bare DEADLINE_EXCEEDED is the
+        # caller's own deadline (a stalled reader is told so with its kind)
+        if cls not in (errors.RidgelineError, errors.SlowClientError):
             by_code.setdefault(cls.grpc_status, cls)
     by_code.pop("INTERNAL", None)
     return by_code

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import grpc
@@ -346,3 +347,133 @@ def test_rate_limiter_forgets_idle_devices_only() -> None:
         assert "idle" not in limiter._requests
     finally:
         ratelimit._MAX_DEVICES = limit
+
+
+class _FakeContext:
+    """A streaming call's context whose writes complete when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: asyncio.Future[None] | None = None
+        self.written: list[str] = []
+        self.status: tuple[object, str, object] | None = None
+
+    async def send_initial_metadata(self, metadata: object) -> None:
+        pass
+
+    async def write(self, message: str) -> None:
+        self.pending = asyncio.get_running_loop().create_future()
+        await self.pending
+        self.written.append(message)
+
+    def set_code(self, code: object) -> None:
+        self.status = (code, "", ())
+
+    def set_details(self, details: str) -> None:
+        assert self.status is not None
+        self.status = (self.status[0], details, ())
+
+    def set_trailing_metadata(self, trailing: object) -> None:
+        assert self.status is not None
+        self.status = (self.status[0], self.status[1], trailing)
+
+
+def test_a_write_the_client_never_reads_ends_in_slow_client_error() -> None:
+    from cloud_broker.delivery import BoundedWriter
+
+    async def scenario() -> _FakeContext:
+        context = _FakeContext()
+        writer = BoundedWriter(context, stall_s=0.05)  # type: ignore[arg-type]
+        await writer.open()
+        with pytest.raises(errors.SlowClientError, match=r"read nothing for 0\.05 s") as stalled:
+            await writer.write("x")
+        assert context.pending is not None and context.pending.cancelled()
+        writer.end(stalled.value)
+        return context
+
+    context = asyncio.run(scenario())
+    assert context.status is not None
+    code, details, trailing = context.status
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "limits.write_stall_s" in details
+    assert ("ridgeline-error-kind", "slow_client") in trailing  # type: ignore[operator]
+
+
+def test_a_cancel_as_the_write_completes_is_not_swallowed() -> None:
+    """The client leaving while its write completes still ends the call (asyncio.wait_for
+    before Python 3.12 would drop the cancellation and write on)."""
+    from cloud_broker.delivery import BoundedWriter
+
+    async def scenario() -> None:
+        context = _FakeContext()
+        writer = BoundedWriter(context, stall_s=10)  # type: ignore[arg-type]
+        task = asyncio.create_task(writer.write("x"))
+        while context.pending is None:
+            await asyncio.sleep(0)
+        context.pending.set_result(None)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_write_ends_the_call_as_cancelled() -> None:
+    from cloud_broker.delivery import BoundedWriter
+
+    async def scenario() -> None:
+        context = _FakeContext()
+        writer = BoundedWriter(context, stall_s=10)  # type: ignore[arg-type]
+        task = asyncio.create_task(writer.write("x"))
+        while context.pending is None:
+            await asyncio.sleep(0)
+        context.pending.set_exception(grpc.aio.UsageError("RPC already finished."))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_buffered_generation_runs_ahead_and_stops_when_closed() -> None:
+    """The generation does not wait for its reader; close() stops it and waits for its
+    cleanup (where the slot is released)."""
+    from cloud_broker.delivery import BufferedGeneration
+
+    cleaned: list[str] = []
+
+    async def source(n: int) -> AsyncGenerator[int, None]:
+        try:
+            for i in range(n):
+                yield i
+                await asyncio.sleep(0)
+        finally:
+            cleaned.append("done")
+
+    async def scenario() -> list[int]:
+        finished = BufferedGeneration(source(3))
+        await asyncio.sleep(0.01)  # nobody reads: it runs to its end anyway
+        assert cleaned == ["done"]
+        items = [item async for item in finished]
+        endless = BufferedGeneration(source(10**9))
+        await asyncio.sleep(0.01)
+        await endless.close()
+        assert cleaned == ["done", "done"]
+        return items
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_buffered_generation_raises_its_failure_to_the_reader() -> None:
+    from cloud_broker.delivery import BufferedGeneration
+
+    async def failing() -> AsyncGenerator[str, None]:
+        yield "a"
+        raise errors.QueueFullError("busy", 1.0)
+
+    async def scenario() -> list[str]:
+        read: list[str] = []
+        with pytest.raises(errors.QueueFullError):
+            async for item in BufferedGeneration(failing()):
+                read.append(item)
+        return read
+
+    assert asyncio.run(scenario()) == ["a"]

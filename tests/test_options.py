@@ -49,6 +49,7 @@ def test_options_are_frozen_and_apply_to_the_settings_sampling() -> None:
         ({"mode": "often"}, "mode 'often' is not one of auto, local, cloud", "mode"),
         ({"stop": "END"}, "stop must be a list of non-empty strings", "stop"),
         ({"stop": ["x"] * 9}, "stop has 9 sequences; at most 8", "stop"),
+        ({"stop": ["x" * 65]}, "stop sequences must be 1-64 characters (one has 65)", "stop"),
         ({"private": "yes"}, "private must be true or false", "private"),
         ({"colour": "blue"}, "unknown field 'colour'", "colour"),
     ],

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
-from ridgeline_core.runtime import SamplingParams
+from ridgeline_core.runtime import MAX_STOP_CHARS, MAX_STOPS, SamplingParams
 from ridgeline_core.validation import JsonInt, JsonNumber, invalid_request
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 Mode = Literal["auto", "local", "cloud"]
-MAX_STOPS = 8
 MAX_DEADLINE_S = 3600.0  # a broker call that may take longer than an hour is a mistake
 # the sampling bounds, shared with request bodies that name these options differently
 MaxTokens = Annotated[JsonInt, Field(ge=1, le=32768)]
@@ -74,6 +73,10 @@ class RequestOptions(BaseModel):
             raise ValueError("stop must be a list of non-empty strings")
         if len(value) > MAX_STOPS:
             raise ValueError(f"stop has {len(value)} sequences; at most {MAX_STOPS}")
+        if longest := max((len(x) for x in value if len(x) > MAX_STOP_CHARS), default=0):
+            raise ValueError(
+                f"stop sequences must be 1-{MAX_STOP_CHARS} characters (one has {longest})"
+            )
         return tuple(value)
 
     @classmethod

@@ -3,6 +3,8 @@
 from .base import Generation, Runtime, load_runtime, register_runtime, registered_runtimes
 from .pool import RuntimePool
 from .types import (
+    MAX_STOP_CHARS,
+    MAX_STOPS,
     ChatMessage,
     FinishReason,
     GenerationStats,
@@ -13,6 +15,8 @@ from .types import (
 )
 
 __all__ = [
+    "MAX_STOPS",
+    "MAX_STOP_CHARS",
     "ChatMessage",
     "FinishReason",
     "Generation",

@@ -9,6 +9,8 @@ from typing import Literal
 __all__ = [
     "CPU_N_BATCH",
     "GPU_N_BATCH",
+    "MAX_STOPS",
+    "MAX_STOP_CHARS",
     "ChatMessage",
     "FinishReason",
     "GenerationStats",
@@ -19,6 +21,11 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant"]
+
+# Stop sequences one request may set, and their length: the edge daemon and the broker
+# check the same limits, so what one accepts the other does not refuse.
+MAX_STOPS = 8
+MAX_STOP_CHARS = 64
 
 
 @dataclass(frozen=True)
