@@ -20,7 +20,7 @@ from ridgeline_core import errors
 from ..agent import EdgeAgent
 from . import openai_api, specialist_api
 from .dispatch import Dispatcher
-from .http_guard import guard, read_json
+from .http_guard import guard, read_json, started
 from .http_sse import stream_answer
 from .metrics import DaemonMetrics
 
@@ -109,7 +109,7 @@ class OpenAIRoutes(_Routes):
         headers = openai_api.decision_headers(result)
         # the daemon's time for this request and the pipeline's part (browsers' dev tools
         # and curl -v show it; benchmarks/daemon.py splits the overhead with it)
-        handled = (time.perf_counter() - request["started"]) * 1000
+        handled = (time.perf_counter() - started()) * 1000
         pipeline = result.decision.timings.total_ms
         headers["Server-Timing"] = f"daemon;dur={handled:.2f}, pipeline;dur={pipeline:.2f}"
         return web.json_response(body, headers=headers)

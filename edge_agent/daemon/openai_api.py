@@ -280,13 +280,28 @@ def status_of(error: errors.RidgelineError) -> tuple[int, str]:
     return error.http_status, _TYPES.get(error.http_status, "server_error")
 
 
-def error_body(error: errors.RidgelineError) -> dict[str, Any]:
+def error_body(error: errors.RidgelineError, *, prompt_noun: str = "messages") -> dict[str, Any]:
+    """The OpenAI error body; ``prompt_noun``: what the request's prompt is called
+    (``messages``, ``prompt``) in a context-length message."""
     _, kind = status_of(error)
     return {
         "error": {
-            "message": str(error),
+            "message": _message(error, prompt_noun),
             "type": kind,
             "param": error.param,
             "code": _CODES.get(error.kind, error.kind),
         }
     }
+
+
+def _message(error: errors.RidgelineError, prompt_noun: str) -> str:
+    """The error's message; a prompt over the context in OpenAI's words, which clients
+    (LiteLLM, LangChain) match to fall back to a model with a longer context."""
+    if isinstance(error, errors.PromptTooLongError) and error.context_length is not None:
+        return (
+            f"This model's maximum context length is {error.context_length} tokens. However, "
+            f"your {prompt_noun} resulted in {error.prompt_tokens} tokens. Please reduce the "
+            f"length of the {prompt_noun} (or raise runtime.n_ctx if the model was trained "
+            "for a longer context)."
+        )
+    return str(error)
