@@ -10,8 +10,11 @@ user-facing fix is also checked once against a real ``edge-agent serve`` with Sm
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import socket
+import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +22,21 @@ from typing import Any
 import pytest
 from daemonthread import ThreadDaemon
 from fastlane import SCRIPT, SCRIPTED, fast_settings
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, StreamReset, TrailersReceived
+from h2.settings import SettingCodes
 
 from edge_agent import EdgeClient
 from ridgeline_core import errors
 
-LONG = " ".join(f"word{i}," for i in range(40_000))  # ~400 KB of SSE: fills any buffer
+# 6,000 tokens of 2 KB at 2 ms each: 12 s of answer, ~1 MB/s of SSE (a loopback socket
+# buffers up to 4 MB, so a client that does not read stalls the writes within seconds)
+LONG = " ".join(f"{i:05d}" + "x" * 2000 for i in range(6000))
 HARDENING_SCRIPT: dict[str, Any] = {
     **SCRIPT,
     "answers": [*SCRIPT["answers"], {"when": "go on forever", "text": LONG, "prob": 0.95}],
+    "token_delay_s": 0.002,
 }
 LOCAL = {"mode": "local"}
 
@@ -222,3 +232,170 @@ def test_context_overflow_uses_openais_wording(edge: ThreadDaemon) -> None:
     assert error["message"].startswith(
         "This model's maximum context length is 512 tokens. However, your prompt resulted in "
     ), error
+
+
+# -- clients that never read, clients that reset -----------------------------------------
+
+
+FOREVER = {
+    "messages": [{"role": "user", "content": "go on forever"}],
+    "max_tokens": 30_000,  # all of LONG: only a cancel ends it sooner
+    "stream": True,
+    "ridgeline": LOCAL,
+}
+
+
+def raw_stream(port: int, body: dict[str, Any], receive_buffer: int | None = None) -> socket.socket:
+    """A streaming chat request on a raw socket, nothing read yet (``receive_buffer``:
+    SO_RCVBUF, set before connecting so the window it advertises stays small)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    data = json.dumps(body).encode()
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+    )
+    return s
+
+
+def reset(s: socket.socket) -> None:
+    """Close with a TCP RST, as a killed client does."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def wait_until(check: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+def test_a_client_that_never_reads_is_cut_off_and_frees_its_slot(
+    edge: ThreadDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    cancelled = edge.metric("ridgeline_edge_request_errors_total", kind="cancelled")
+    stalled = raw_stream(edge.port, FOREVER, receive_buffer=4096)
+    try:
+        assert wait_until(lambda: edge.running() == 1, 10.0)
+        # the generation would run for 12 s; write_stall_s = 1 s ends it sooner
+        with caplog.at_level(logging.WARNING):
+            assert wait_until(lambda: edge.running() == 0, 30.0)
+        assert edge.metric("ridgeline_edge_request_errors_total", kind="cancelled") == (
+            cancelled + 1
+        )
+        assert edge.metric("ridgeline_edge_request_errors_total", kind="internal") == 0
+        assert any("took no data" in r.getMessage() for r in caplog.records)
+        status, body = edge.request("POST", "/v1/chat/completions", chat("capital of France?"))
+        assert status == 200 and "Paris" in body["choices"][0]["message"]["content"]
+        received = b""
+        while chunk := stalled.recv(1 << 16):  # what was buffered, then the end
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and b"[DONE]" not in received
+    finally:
+        stalled.close()
+
+
+def test_a_reset_right_after_the_first_bytes_is_one_cancel_not_an_error(
+    edge: ThreadDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    cancelled = edge.metric("ridgeline_edge_request_errors_total", kind="cancelled")
+    resets = 20
+    with caplog.at_level(logging.WARNING):
+        for _ in range(resets):
+            s = raw_stream(edge.port, FOREVER)
+            assert s.recv(64).startswith(b"HTTP/1.1 200")
+            reset(s)
+            assert wait_until(lambda: edge.running() == 0, 10.0)
+    assert edge.metric("ridgeline_edge_request_errors_total", kind="internal") == 0
+    assert edge.metric("ridgeline_edge_request_errors_total", kind="cancelled") == (
+        cancelled + resets
+    )
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+
+
+class StalledGrpc:
+    """A raw HTTP/2 gRPC call to ``Edge/Ask`` from a client whose stream window is 0 (it
+    never takes a byte of the answer) and that answers pings, as issue 16 found it."""
+
+    def __init__(self, target: str, request: bytes) -> None:
+        host, port = target.rsplit(":", 1)
+        self.socket = socket.create_connection((host, int(port)), timeout=1)
+        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.h2.initiate_connection()
+        self.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/ridgeline.v1.Edge/Ask"),
+            (":authority", target),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        self.h2.send_headers(1, headers)
+        self.h2.send_data(1, b"\0" + struct.pack(">I", len(request)) + request, end_stream=True)
+        self.socket.sendall(self.h2.data_to_send())
+        self.status: str | None = None  # grpc-status of the trailers, once they come
+        self.reset = False
+
+    def pump(self, seconds: float) -> None:
+        """Read frames for ``seconds`` (pings are answered; no window is ever opened)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.status is None and not self.reset:
+            try:
+                data = self.socket.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                self.reset = True
+                break
+            for event in self.h2.receive_data(data):
+                if isinstance(event, DataReceived):
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, 1)
+                if isinstance(event, TrailersReceived):
+                    self.status = dict(event.headers).get("grpc-status")
+                elif isinstance(event, StreamReset):
+                    self.reset = True
+            self.socket.sendall(self.h2.data_to_send())
+
+    def open_window(self) -> None:
+        self.h2.increment_flow_control_window(1 << 30)
+        self.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1})
+        self.socket.sendall(self.h2.data_to_send())
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def test_a_grpc_client_that_never_reads_is_cut_off_and_frees_its_slot(
+    edge: ThreadDaemon,
+) -> None:
+    from edge_agent import RequestOptions
+    from edge_agent.sdk import wire
+
+    options = RequestOptions(max_tokens=30_000, mode="local")
+    request = wire.ask_request("go on forever", options).SerializeToString()
+    cancelled = edge.metric("ridgeline_edge_request_errors_total", kind="cancelled")
+    stalled = StalledGrpc(edge.grpc, request)
+    try:
+        assert wait_until(lambda: edge.running() == 1, 10.0)
+        # the generation would run for 12 s; write_stall_s = 1 s ends it sooner
+        assert wait_until(lambda: edge.running() == 0, 30.0)
+        assert edge.metric("ridgeline_edge_request_errors_total", kind="cancelled") == (
+            cancelled + 1
+        )
+        with EdgeClient(edge.grpc) as client:  # the slot is free for others
+            assert "Paris" in client.ask("capital of France?").text
+        # HTTP/2 sends a status after the data queued before it: a client that reads
+        # again gets what was queued, then CANCELLED (the answer was cut short)
+        stalled.open_window()
+        stalled.pump(30.0)
+        assert stalled.status == "1", stalled.status
+    finally:
+        stalled.close()

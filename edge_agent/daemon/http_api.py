@@ -37,13 +37,17 @@ def build_app(
     api_key: Callable[[], str | None],
     max_request_bytes: int,
     loopback: bool,
+    *,
+    write_stall_s: float = 30.0,
 ) -> Any:
-    """The aiohttp application (see :func:`.http_guard.guard` for ``loopback``)."""
+    """The aiohttp application (see :func:`.http_guard.guard` for ``loopback``;
+    ``write_stall_s``: :mod:`.http_sse`)."""
     from aiohttp import web
 
     middleware = guard(metrics, api_key, max_request_bytes, loopback)
     app = web.Application(middlewares=[middleware], client_max_size=max_request_bytes)
     openai = OpenAIRoutes(agent, dispatcher, metrics)
+    openai.write_stall_s = write_stall_s
     own = RidgelineRoutes(agent, dispatcher, metrics)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/completions", openai.completions)
@@ -67,6 +71,8 @@ class _Routes:
 
 class OpenAIRoutes(_Routes):
     """OpenAI's completions and models endpoints."""
+
+    write_stall_s = 30.0  # how long a streamed answer waits for its client to take data
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         call = openai_api.parse_chat(await read_json(request), request.headers, self._roles())
@@ -102,7 +108,13 @@ class OpenAIRoutes(_Routes):
         if call.stream:
             model = call.options.model or self.agent().settings.models.default
             return await stream_answer(
-                request, call, job, chat=chat, model=model, metrics=self.metrics
+                request,
+                call,
+                job,
+                chat=chat,
+                model=model,
+                metrics=self.metrics,
+                stall_s=self.write_stall_s,
             )
         result = await job.answer()
         body = (openai_api.chat_response if chat else openai_api.completion_response)(call, result)
