@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from daemonthread import ThreadDaemon
-from fastlane import SCRIPT, SCRIPTED, fast_settings
+from fastlane import EASY, SCRIPT, SCRIPTED, fast_settings
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, StreamReset, TrailersReceived
@@ -399,3 +399,103 @@ def test_a_grpc_client_that_never_reads_is_cut_off_and_frees_its_slot(
         assert stalled.status == "1", stalled.status
     finally:
         stalled.close()
+
+
+# -- real OpenAI request fields ----------------------------------------------------------
+
+
+def openai_client(daemon: ThreadDaemon) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+IGNORED_CHAT_FIELDS: dict[str, Any] = {
+    "safety_identifier": "user-1234",
+    "prompt_cache_key": "conversation-1",
+    "prompt_cache_retention": "24h",
+    "reasoning_effort": "low",
+    "verbosity": "low",
+    "modalities": ["text"],
+    "prediction": {"type": "content", "content": "The capital of France is Paris."},
+    "user": "someone",
+    "metadata": {"app": "test"},
+    "store": False,
+    "service_tier": "auto",
+    "frequency_penalty": 0.5,
+    "presence_penalty": 0.1,
+    "parallel_tool_calls": False,
+    "tool_choice": "none",
+    "logprobs": False,
+    "logit_bias": {},
+    "n": 1,
+    "response_format": {"type": "text"},
+}
+
+
+def test_the_openai_client_may_send_every_field_openai_defines(
+    edge: ThreadDaemon, no_errors_logged: None
+) -> None:
+    import openai
+
+    client = openai_client(edge)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = client.chat.completions.create(
+        model="default", messages=question, **IGNORED_CHAT_FIELDS
+    )
+    assert "Paris" in (reply.choices[0].message.content or "")
+    chunks = list(
+        client.chat.completions.create(
+            model="default",
+            messages=question,
+            stream=True,
+            stream_options={"include_usage": True},
+            **IGNORED_CHAT_FIELDS,
+        )
+    )
+    assert "Paris" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    completion = client.completions.create(
+        model="default",
+        prompt="What is the capital of France?",
+        best_of=1,
+        echo=False,
+        suffix=None,
+        logprobs=None,
+        user="someone",
+        frequency_penalty=0.0,
+        presence_penalty=0.0,
+        logit_bias=None,
+        seed=1,
+    )
+    assert "Paris" in completion.choices[0].text
+    status, body = edge.request("POST", "/v1/chat/completions", chat(EASY, stream=None))
+    assert status == 200 and body["object"] == "chat.completion", body  # null: not streamed
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n", 2),
+        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("tool_choice", "required"),
+        ("logit_bias", {"50256": -100}),
+        ("logprobs", True),
+        ("top_logprobs", 3),
+        ("modalities", ["text", "audio"]),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
+        ("web_search_options", {}),
+    ],
+)
+def test_fields_that_would_change_the_answers_meaning_are_refused(
+    edge: ThreadDaemon, field: str, value: Any
+) -> None:
+    status, body = edge.request("POST", "/v1/chat/completions", chat(EASY, **{field: value}))
+    assert status == 400, body
+    error = openai_error(body)
+    assert error["param"] == field and error["code"] == "unsupported", body
+
+
+def test_a_field_openai_does_not_define_is_still_refused(edge: ThreadDaemon) -> None:
+    status, body = edge.request("POST", "/v1/chat/completions", chat(EASY, frobnicate=1))
+    assert status == 400 and "unknown field 'frobnicate'" in openai_error(body)["message"]

@@ -79,7 +79,7 @@ def parse_chat(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) 
     body: ChatBody = parse_body(ChatBody, raw)
     body.refuse_unsupported()
     options = body.options(local_model(body.model, models), headers)
-    return Call(list(body.messages), options, body.stream, body.include_usage, body.model)
+    return Call(list(body.messages), options, body.streamed, body.include_usage, body.model)
 
 
 def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) -> Call:
@@ -88,7 +88,7 @@ def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, 
     body: CompletionBody = parse_body(CompletionBody, raw)
     body.refuse_unsupported()
     options = body.options(local_model(body.model, models), headers)
-    call = Call(body.prompt, options, body.stream, body.include_usage, body.model)
+    call = Call(body.prompt, options, body.streamed, body.include_usage, body.model)
     call.id = f"cmpl-{uuid.uuid4().hex[:24]}"
     return call
 
