@@ -436,7 +436,6 @@ IGNORED_CHAT_FIELDS: dict[str, Any] = {
 def test_the_openai_client_may_send_every_field_openai_defines(
     edge: ThreadDaemon, no_errors_logged: None
 ) -> None:
-    import openai
 
     client = openai_client(edge)
     question = [{"role": "user", "content": "What is the capital of France?"}]
@@ -499,3 +498,25 @@ def test_fields_that_would_change_the_answers_meaning_are_refused(
 def test_a_field_openai_does_not_define_is_still_refused(edge: ThreadDaemon) -> None:
     status, body = edge.request("POST", "/v1/chat/completions", chat(EASY, frobnicate=1))
     assert status == 400 and "unknown field 'frobnicate'" in openai_error(body)["message"]
+
+
+# -- conversations that end with the assistant, or carry one without content -------------
+
+
+def test_an_assistant_turn_may_end_the_conversation_or_have_null_content(
+    edge: ThreadDaemon, no_errors_logged: None
+) -> None:
+    continued = chat(EASY)["messages"] + [{"role": "assistant", "content": "The capital"}]
+    status, body = edge.request("POST", "/v1/chat/completions", {"messages": continued})
+    assert status == 200, body
+    assert body["choices"][0]["message"]["role"] == "assistant"
+    earlier = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": None},
+        {"role": "user", "content": EASY},
+    ]
+    status, body = edge.request("POST", "/v1/chat/completions", {"messages": earlier})
+    assert status == 200 and "Paris" in body["choices"][0]["message"]["content"], body
+    only_assistant = [{"role": "assistant", "content": "Hello"}]
+    status, body = edge.request("POST", "/v1/chat/completions", {"messages": only_assistant})
+    assert status == 400 and "user" in openai_error(body)["message"], body

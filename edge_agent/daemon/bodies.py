@@ -317,7 +317,10 @@ def _message(message: Any, index: int) -> dict[str, str]:
         raise errors.UnsupportedError(
             f"messages[{index}] has role {role!r}; supported: {', '.join(ROLES)}"
         )
-    return {"role": role, "content": _text_content(message.get("content"), index)}
+    content = message.get("content")
+    if role == "assistant" and content is None:  # valid (with tool calls, say): no text
+        content = ""
+    return {"role": role, "content": _text_content(content, index)}
 
 
 def _text_content(content: Any, index: int) -> str:
