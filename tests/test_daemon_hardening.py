@@ -15,6 +15,7 @@ import logging
 import socket
 import struct
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def settings(root: Path, **daemon: Any) -> Any:
         root,
         HARDENING_SCRIPT,
         daemon={"http": "127.0.0.1:0", "grpc": "127.0.0.1:0", "slots": 1, "queue": 0, **daemon},
+        runtime={"n_ctx": 384},  # under the scripted model's trained 512
     )
     pulled.models.store().pull(pulled.models.catalog().get(SCRIPTED))
     return pulled
@@ -219,18 +221,18 @@ def test_grpc_path_like_model_is_invalid_argument_not_internal(
 
 
 def test_context_overflow_uses_openais_wording(edge: ThreadDaemon) -> None:
-    words = "capital of France " * 400  # the scripted model holds 512 words
+    words = "capital of France " * 400  # the scripted model holds 384 words here
     status, body = edge.request("POST", "/v1/chat/completions", chat(words, ridgeline=LOCAL))
     error = openai_error(body)
     assert status == 400 and error["code"] == "context_length_exceeded", body
     assert error["message"].startswith(
-        "This model's maximum context length is 512 tokens. However, your messages resulted in "
+        "This model's maximum context length is 384 tokens. However, your messages resulted in "
     ), error
     status, body = edge.request("POST", "/v1/completions", {"prompt": words, "ridgeline": LOCAL})
     error = openai_error(body)
     assert status == 400 and error["code"] == "context_length_exceeded", body
     assert error["message"].startswith(
-        "This model's maximum context length is 512 tokens. However, your prompt resulted in "
+        "This model's maximum context length is 384 tokens. However, your prompt resulted in "
     ), error
 
 
@@ -520,3 +522,67 @@ def test_an_assistant_turn_may_end_the_conversation_or_have_null_content(
     only_assistant = [{"role": "assistant", "content": "Hello"}]
     status, body = edge.request("POST", "/v1/chat/completions", {"messages": only_assistant})
     assert status == 400 and "user" in openai_error(body)["message"], body
+
+
+# -- minor: usage null on chunks, the enforced context, telemetry gauges in base units ----
+
+
+def sse_chunks(daemon: ThreadDaemon, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    request = urllib.request.Request(
+        daemon.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        lines = [line.decode().strip() for line in response]
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+
+def test_stream_chunks_carry_usage_null_until_the_usage_chunk(edge: ThreadDaemon) -> None:
+    usage = {"stream": True, "stream_options": {"include_usage": True}, "ridgeline": LOCAL}
+    for path, body in [
+        ("/v1/chat/completions", chat(EASY, **usage)),
+        ("/v1/completions", {"prompt": EASY, **usage}),
+    ]:
+        *chunks, last = sse_chunks(edge, path, body)
+        assert len(chunks) >= 2 and all("usage" in c and c["usage"] is None for c in chunks)
+        assert last["choices"] == [] and last["usage"]["total_tokens"] > 0
+        assert {c["model"] for c in [*chunks, last]} == {SCRIPTED}
+        without = sse_chunks(edge, path, {**body, "stream_options": None})
+        assert all("usage" not in c for c in without)
+
+
+def test_models_report_the_context_that_is_enforced(edge: ThreadDaemon) -> None:
+    status, body = edge.request("GET", "/v1/models")
+    assert status == 200
+    (model,) = [m for m in body["data"] if m["id"] == SCRIPTED]
+    assert model["ridgeline"]["context_length"] == 384  # runtime.n_ctx, not the trained 512
+
+
+def test_telemetry_gauges_have_one_unit_each() -> None:
+    from types import SimpleNamespace
+
+    from prometheus_client.core import GaugeMetricFamily
+
+    from edge_agent.daemon.admission import Admission
+    from edge_agent.daemon.metrics import _Live
+    from edge_agent.telemetry import Telemetry
+
+    reading = Telemetry(
+        battery_percent=40.0, temperature_c=61.5, throttled=True, power_w=7.5, cpu_load=0.25
+    )
+    agent = SimpleNamespace(
+        decide_threshold=lambda: SimpleNamespace(value=0.6),
+        pool=SimpleNamespace(loaded=lambda: []),
+        local_speed=SimpleNamespace(read=lambda: {}),
+        sampler=SimpleNamespace(snapshot=lambda: reading),
+    )
+    families = {
+        f.name: f for f in _Live(lambda: agent, Admission(1, 0), GaugeMetricFamily).collect()
+    }
+    values = {name: f.samples[0].value for name, f in families.items() if len(f.samples) == 1}
+    assert "ridgeline_edge_telemetry" not in families
+    assert values["ridgeline_edge_battery_ratio"] == pytest.approx(0.4)
+    assert values["ridgeline_edge_temperature_celsius"] == 61.5
+    assert values["ridgeline_edge_throttled"] == 1.0
+    assert values["ridgeline_edge_power_watts"] == 7.5
+    assert values["ridgeline_edge_cpu_load_ratio"] == 0.25
+    assert all(len(f.samples) == 1 and not f.samples[0].labels for f in families.values())

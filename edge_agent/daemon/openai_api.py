@@ -188,6 +188,8 @@ def chat_chunk(
     if answer is not None:
         chunk["model"] = answer.model
         chunk["ridgeline"] = extension(answer)
+    if call.include_usage:
+        chunk["usage"] = None  # OpenAI's: null on every chunk but the usage chunk
     return chunk
 
 
@@ -222,6 +224,8 @@ def completion_chunk(
     }
     if answer is not None:
         chunk["ridgeline"] = extension(answer)
+    if call.include_usage:
+        chunk["usage"] = None
     return chunk
 
 
