@@ -15,6 +15,7 @@ import logging
 import socket
 import struct
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,8 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, StreamReset, TrailersReceived
 from h2.settings import SettingCodes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent import EdgeClient
 from ridgeline_core import errors
@@ -586,3 +589,118 @@ def test_telemetry_gauges_have_one_unit_each() -> None:
     assert values["ridgeline_edge_power_watts"] == 7.5
     assert values["ridgeline_edge_cpu_load_ratio"] == 0.25
     assert all(len(f.samples) == 1 and not f.samples[0].labels for f in families.values())
+
+
+# -- property-based: no body makes the HTTP API fail -------------------------------------
+
+ODD = st.sampled_from(
+    [10**400, -(10**400), 1e308, -0.0, 2**63, "\ud800", "a\udfffb", "", " ", "<|im_end|>", {}, []]
+)
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | ODD,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+ROLE = st.sampled_from(["system", "developer", "user", "assistant", "tool", "wizard"]) | JSON
+TEXT = st.text(max_size=40) | ODD | JSON
+MESSAGE = st.fixed_dictionaries(
+    {"role": ROLE},
+    optional={
+        "content": TEXT
+        | st.lists(
+            st.fixed_dictionaries({"type": st.just("text") | JSON, "text": TEXT}), max_size=2
+        ),
+        "name": JSON,
+        "tool_calls": JSON,
+    },
+)
+SMALL = st.integers(min_value=-2, max_value=4) | JSON  # max_tokens: cheap generations only
+OPTIONS = {
+    "model": st.sampled_from(["", "default", SCRIPTED, "../x", "nope"]) | JSON,
+    "max_tokens": SMALL,
+    "max_completion_tokens": SMALL,
+    "temperature": st.floats(min_value=-1, max_value=3) | JSON,
+    "top_p": st.floats(min_value=-1, max_value=2) | JSON,
+    "seed": st.integers() | JSON,
+    "stop": st.text(max_size=4) | st.lists(st.text(max_size=4), max_size=3) | JSON,
+    "n": SMALL,
+    "stream": st.booleans() | JSON,
+    "stream_options": st.fixed_dictionaries({"include_usage": st.booleans() | JSON}) | JSON,
+    "ridgeline": st.fixed_dictionaries(
+        {},
+        optional={
+            "mode": st.sampled_from(["local", "auto", "cloud"]) | JSON,
+            "threshold": st.floats(min_value=-1, max_value=2) | JSON,
+            "deadline_s": st.floats(min_value=-1, max_value=1e12) | JSON,
+            "private": st.booleans() | JSON,
+        },
+    )
+    | JSON,
+    "response_format": JSON,
+    "logit_bias": JSON,
+    "tools": JSON,
+    "reasoning_effort": JSON,
+    "unknown_field": JSON,
+}
+BODIES = st.one_of(
+    st.tuples(
+        st.just("/v1/chat/completions"),
+        st.fixed_dictionaries({"messages": st.lists(MESSAGE, max_size=3) | JSON}, optional=OPTIONS),
+    ),
+    st.tuples(
+        st.just("/v1/completions"),
+        st.fixed_dictionaries({"prompt": TEXT | st.lists(TEXT, max_size=2)}, optional=OPTIONS),
+    ),
+    st.tuples(
+        st.just("/v1/embeddings"),
+        st.fixed_dictionaries(
+            {"input": TEXT | st.lists(TEXT, max_size=3)},
+            optional={
+                "model": JSON | st.just("all-minilm-l6-v2"),
+                "encoding_format": st.sampled_from(["float", "base64"]) | JSON,
+                "dimensions": JSON,
+                "user": JSON,
+            },
+        ),
+    ),
+    st.tuples(
+        st.just("/v1/classify"),
+        st.fixed_dictionaries(
+            {"specialist": TEXT, "text": TEXT},
+            optional={"threshold": JSON, "mode": JSON, "deadline_s": JSON},
+        ),
+    ),
+    st.tuples(st.sampled_from(["/v1/chat/completions", "/v1/completions"]), JSON),
+)
+
+
+def post_anything(daemon: ThreadDaemon, path: str, body: Any) -> tuple[int, str, bytes]:
+    data = json.dumps(body).encode()  # lone surrogates go out as JSON's \\ud800 escapes
+    request = urllib.request.Request(daemon.url + path, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers.get_content_type(), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get_content_type(), error.read()
+
+
+@given(BODIES)
+def test_no_request_body_makes_the_api_fail(edge: ThreadDaemon, case: tuple[str, Any]) -> None:
+    path, body = case
+    status, content_type, raw = post_anything(edge, path, body)
+    assert status < 500 or status == 503, (status, raw[:300])
+    if content_type == "text/event-stream":
+        events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]", raw[-300:]
+        assert all(json.loads(e).get("error", {}).get("code") != "internal" for e in events[:-1])
+    elif status != 200:
+        error = openai_error(json.loads(raw))
+        assert error["type"] in ("invalid_request_error", "permission_error", "server_error")
+    assert edge.metric("ridgeline_edge_request_errors_total", kind="internal") == 0
