@@ -19,9 +19,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import GEMMA, SMOLLM2, isolated_env, without_proxies
+from daemonproc import DaemonProcess
 from daemonthread import ThreadDaemon
 from fastlane import EASY, SCRIPT, SCRIPTED, fast_settings
 from h2.config import H2Configuration
@@ -90,8 +93,8 @@ def openai_error(body: Any) -> dict[str, Any]:
 # -- who may call: the loopback Host check (DNS rebinding) -------------------------------
 
 
-def host_status(daemon: ThreadDaemon, host: str) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+def host_status(port: int, host: str) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.putrequest("GET", "/v1/models", skip_host=True)
         connection.putheader("Host", host)
@@ -127,8 +130,8 @@ def test_only_literal_loopback_hosts_pass_the_rebinding_check(edge: ThreadDaemon
         f"[::1]:{port}",
         "localhost.",
     ]
-    assert {host: host_status(edge, host) for host in refused} == dict.fromkeys(refused, 403)
-    assert {host: host_status(edge, host) for host in accepted} == dict.fromkeys(accepted, 200)
+    assert {host: host_status(port, host) for host in refused} == dict.fromkeys(refused, 403)
+    assert {host: host_status(port, host) for host in accepted} == dict.fromkeys(accepted, 200)
 
 
 # -- bodies that used to answer 500 with a traceback -------------------------------------
@@ -561,7 +564,6 @@ def test_models_report_the_context_that_is_enforced(edge: ThreadDaemon) -> None:
 
 
 def test_telemetry_gauges_have_one_unit_each() -> None:
-    from types import SimpleNamespace
 
     from prometheus_client.core import GaugeMetricFamily
 
@@ -704,3 +706,99 @@ def test_no_request_body_makes_the_api_fail(edge: ThreadDaemon, case: tuple[str,
         error = openai_error(json.loads(raw))
         assert error["type"] in ("invalid_request_error", "permission_error", "server_error")
     assert edge.metric("ridgeline_edge_request_errors_total", kind="internal") == 0
+
+
+# -- the same fixes through a real `edge-agent serve` with SmolLM2 -----------------------
+
+
+@pytest.fixture(scope="module")
+def served(
+    smollm2_path: Path, model_store: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaemonProcess]:
+    root = tmp_path_factory.mktemp("served")
+    config = (
+        f'[models]\ndefault = "{SMOLLM2}"\n[runtime]\nthreads = 2\n'
+        "[generation]\nmax_tokens = 16\n[telemetry]\nsources = []\n"
+        f'[budget]\nstate_file = "{root / "budget.json"}"\n[daemon]\nwrite_stall_s = 2.0\n'
+    )
+    env = without_proxies(isolated_env(model_store, root))
+    process = DaemonProcess(env, root, config=config)
+    yield process
+    process.stop()
+
+
+@pytest.mark.model
+def test_a_real_daemon_refuses_rebinding_and_bad_bodies_with_400(served: DaemonProcess) -> None:
+    port = int(served.url.rsplit(":", 1)[1])
+    assert host_status(port, f"127.0.0.1.nip.io:{port}") == 403
+    assert host_status(port, "127.attacker") == 403
+    assert host_status(port, f"localhost:{port}") == 200
+    deep = b'{"messages": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    for raw in (
+        json.dumps(chat("hi", temperature=HUGE)).encode(),
+        deep,
+        b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+    ):
+        status, _, body = served.post("/v1/chat/completions", None, raw=raw)
+        assert status == 400, body
+        openai_error(body)
+    words = "Paris is the capital of France. " * 400
+    status, _, body = served.post("/v1/completions", {"prompt": words})
+    assert status == 400 and openai_error(body)["code"] == "context_length_exceeded"
+    assert openai_error(body)["message"].startswith(
+        "This model's maximum context length is 2048 tokens. However, your prompt resulted in"
+    )
+    with EdgeClient(served.grpc) as client, pytest.raises(errors.InvalidModelNameError):
+        client.ask("hi", model="../x")
+    assert "Traceback" not in served.stderr()
+
+
+@pytest.mark.model
+def test_a_real_daemon_takes_openai_fields_continuations_and_resets(
+    served: DaemonProcess,
+) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key="unused", max_retries=0)
+    question = [{"role": "user", "content": EASY}]
+    reply = client.chat.completions.create(
+        model="default", messages=question, max_tokens=8, **IGNORED_CHAT_FIELDS
+    )
+    assert reply.choices[0].message.content
+    continued = [*question, {"role": "assistant", "content": "The capital of France is"}]
+    reply = client.chat.completions.create(model="default", messages=continued, max_tokens=6)  # type: ignore[arg-type]
+    assert "Paris" in (reply.choices[0].message.content or "")
+    models = client.models.list().data
+    assert {m.model_extra["ridgeline"]["context_length"] for m in models} == {2048}
+    port = int(served.url.rsplit(":", 1)[1])
+    body = {**FOREVER, "messages": [{"role": "user", "content": "Count from 1 to 1000."}]}
+    for _ in range(5):
+        s = raw_stream(port, {**body, "max_tokens": 200})
+        assert s.recv(64).startswith(b"HTTP/1.1 200")
+        reset(s)
+        assert wait_until(lambda: served.get("/health")[1]["running"] == 0, 20.0)
+    _, metrics = served.get("/metrics")
+    assert 'ridgeline_edge_request_errors_total{kind="internal"}' not in metrics
+    assert "Traceback" not in served.stderr()
+
+
+@pytest.mark.model
+def test_an_escalated_streams_chunks_name_the_broker_model(
+    shared_broker: Any, tmp_path: Path
+) -> None:
+    base = settings(tmp_path)
+    escalating = base.model_copy(
+        update={
+            "broker": base.broker.model_copy(
+                update={"address": shared_broker.address, "plaintext": True, "model": GEMMA}
+            )
+        }
+    )
+    daemon = ThreadDaemon(escalating)
+    try:
+        body = chat(EASY, max_tokens=8, stream=True, ridgeline={"mode": "cloud"})
+        chunks = sse_chunks(daemon, "/v1/chat/completions", body)
+        assert chunks[-1]["ridgeline"]["source"] == "cloud", chunks[-1]
+        assert {c["model"] for c in chunks} == {GEMMA}  # from the first chunk to the last
+    finally:
+        daemon.stop()

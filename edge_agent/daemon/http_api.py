@@ -104,15 +104,18 @@ class OpenAIRoutes(_Routes):
     ) -> web.StreamResponse:
         from aiohttp import web
 
-        job = await self.dispatcher.start(call.prompt, call.options, text=call.stream)
+        job = await self.dispatcher.start(
+            call.prompt, call.options, text=call.stream, decided=call.stream
+        )
         if call.stream:
-            model = call.options.model or self.agent().settings.models.default
+            settings = self.agent().settings
+            model = call.options.model or settings.models.default
             return await stream_answer(
                 request,
                 call,
                 job,
                 chat=chat,
-                model=model,
+                model=(model, settings.broker.model),
                 metrics=self.metrics,
                 stall_s=self.write_stall_s,
             )

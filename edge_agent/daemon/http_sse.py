@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ridgeline_core import errors
 
-from ..request.events import Done, TextChunk
+from ..request.events import Decided, Done, TextChunk
 from . import openai_api
 from .dispatch import Job
 from .http_guard import INTERNAL
@@ -40,11 +40,17 @@ class _Sse:
     written within the stall bound."""
 
     def __init__(
-        self, request: web.Request, call: openai_api.Call, chat: bool, model: str, stall_s: float
+        self,
+        request: web.Request,
+        call: openai_api.Call,
+        chat: bool,
+        models: tuple[str, str],
+        stall_s: float,
     ) -> None:
         from aiohttp import web
 
-        self.request, self.call, self.chat, self.model = request, call, chat, model
+        self.request, self.call, self.chat = request, call, chat
+        self.model, self._broker_model = models
         self.stall_s = stall_s
         self.response = web.StreamResponse(
             headers={
@@ -68,6 +74,13 @@ class _Sse:
             await asyncio.wait_for(self.response.write(data), self.stall_s)
         except asyncio.TimeoutError:  # TimeoutError's alias from Python 3.11 on
             raise _Stalled from None
+
+    def decided(self, path: str) -> None:
+        """The route is chosen: chunks from now on name the model that answers, the
+        broker's when it is configured (``broker.model``); with the broker's default the
+        name is known only with the answer, in the last chunk."""
+        if path in ("cloud", "skipped-local") and self._broker_model:
+            self.model = self._broker_model
 
     async def text(self, text: str) -> None:
         call, model = self.call, self.model
@@ -102,10 +115,12 @@ async def stream_answer(
     job: Job,
     *,
     chat: bool,
-    model: str,
+    model: tuple[str, str],
     metrics: DaemonMetrics,
     stall_s: float = 30.0,
 ) -> web.StreamResponse:
+    """Stream ``job``'s answer; ``model``: the local model and the broker's (empty: its
+    default), which chunks name before the answer says which one answered."""
     sse = _Sse(request, call, chat, model, stall_s)
     try:
         await _relay(sse, job, metrics)
@@ -132,6 +147,8 @@ async def _relay(sse: _Sse, job: Job, metrics: DaemonMetrics) -> None:
         async for event in job:
             if isinstance(event, TextChunk):
                 await sse.text(event.text)
+            elif isinstance(event, Decided):
+                sse.decided(event.path)
             elif isinstance(event, Done):
                 await sse.done(event)
     except (ConnectionError, _Stalled):
