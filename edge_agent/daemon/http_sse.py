@@ -102,12 +102,6 @@ class _Sse:
         await self._write(b"data: [DONE]\n\n")
         await asyncio.wait_for(self.response.write_eof(), self.stall_s)
 
-    def cut(self) -> None:
-        """Drop the connection: nothing more can reach a client that does not read."""
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
-
 
 async def stream_answer(
     request: web.Request,
@@ -134,10 +128,16 @@ async def stream_answer(
             request.path,
             stall_s,
         )
-        sse.cut()
+        _drop(request)
     finally:
         job.close()  # a client that left mid-stream cancels the generation (counted once)
     return sse.response
+
+
+def _drop(request: web.Request) -> None:
+    """Drop the connection: nothing more can reach a client that does not read."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def _relay(sse: _Sse, job: Job, metrics: DaemonMetrics) -> None:
