@@ -802,3 +802,18 @@ def test_an_escalated_streams_chunks_name_the_broker_model(
         assert {c["model"] for c in chunks} == {GEMMA}  # from the first chunk to the last
     finally:
         daemon.stop()
+
+
+def test_a_grpc_client_that_leaves_mid_answer_is_one_cancel(
+    edge: ThreadDaemon, no_errors_logged: None
+) -> None:
+    from edge_agent import TextChunk
+
+    cancelled = edge.metric("ridgeline_edge_request_errors_total", kind="cancelled")
+    with EdgeClient(edge.grpc) as client:
+        events = client.stream("go on forever", max_tokens=30_000, mode="local")
+        assert isinstance(next(e for e in events if isinstance(e, TextChunk)), TextChunk)
+        events.close()  # type: ignore[attr-defined]
+        assert wait_until(lambda: edge.running() == 0, 10.0)
+    assert edge.metric("ridgeline_edge_request_errors_total", kind="cancelled") == cancelled + 1
+    assert edge.metric("ridgeline_edge_request_errors_total", kind="internal") == 0

@@ -87,7 +87,11 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         ``write_stall_s``. The stuck write is left to gRPC (it fails when the call ends):
         cancelling it would leave the call unable to send its status."""
         write = asyncio.ensure_future(context.write(message))
-        done, _ = await asyncio.wait({write}, timeout=self.write_stall_s)
+        try:
+            done, _ = await asyncio.wait({write}, timeout=self.write_stall_s)
+        except asyncio.CancelledError:  # the client left: gRPC tears the call down
+            write.cancel()
+            raise
         if write in done:
             write.result()
             return
