@@ -45,12 +45,13 @@ class ModelsView:
         parts = self.parts
         loaded = set(parts.runtimes.loaded())
         default = parts.settings.models.default
+        n_ctx = parts.settings.runtime.n_ctx
         return [
             ModelInfo(
                 name=m.name,
                 runtime=m.runtime,
                 role=m.role,
-                context_length=m.context_length,
+                context_length=_enforced_context(m.role, m.context_length, n_ctx),
                 pulled=parts.store.is_present(m),
                 loaded=m.name in loaded,
                 default=m.name == default,
@@ -187,3 +188,11 @@ class KnowledgeView:
 
 class PartsView(ModelsView, RoutingView, KnowledgeView):
     """All of them, as :class:`~edge_agent.agent.EdgeAgent` offers them."""
+
+
+def _enforced_context(role: str, trained: int | None, n_ctx: int) -> int | None:
+    """The context a generative model is loaded with (``runtime.n_ctx`` caps what it was
+    trained for): the longest prompt plus answer it takes here. Encoders keep theirs."""
+    if role not in ("chat", "base"):
+        return trained
+    return n_ctx if trained is None else min(trained, n_ctx)

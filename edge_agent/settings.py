@@ -518,6 +518,13 @@ class DaemonSettings(Section):
     max_request_bytes: int = Field(
         default=1 << 20, ge=1024, le=64 << 20, description="largest HTTP request body"
     )
+    write_stall_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="a streamed answer's client that takes no data this long is cut off "
+        "and its generation cancelled (frees the slot)",
+    )
 
     def read_api_key(self) -> str | None:
         if self.api_key is not None:

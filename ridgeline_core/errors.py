@@ -20,6 +20,7 @@ fault; ``OverloadedError`` also takes ``retry_after_s`` second, positionally)::
     ├── ModelError                                          INTERNAL             500
     │   ├── UnknownModelError       no manifest has that name NOT_FOUND          404
     │   ├── ManifestError           a manifest is malformed or unsafe
+    │   │   └── InvalidModelNameError a name that can be no model's (a path) INVALID_ARGUMENT 400
     │   ├── ModelNotPulledError     known model, not stored FAILED_PRECONDITION  404
     │   ├── IntegrityError          stored file does not match its sha256
     │   ├── TemplateError           the chat template failed or was refused
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigError",
     "EmptyPromptError",
     "IntegrityError",
+    "InvalidModelNameError",
     "InvalidRequestError",
     "ManifestError",
     "MissingDependencyError",
@@ -132,6 +134,15 @@ class UnknownModelError(ModelError):
 
 class ManifestError(ModelError):
     kind = "bad_manifest"
+
+
+class InvalidModelNameError(ManifestError):
+    """A model name no manifest may have (``../x``): in a manifest the manifest is bad, in
+    a request the request is."""
+
+    kind = "invalid_model_name"
+    grpc_status = "INVALID_ARGUMENT"
+    http_status = 400
 
 
 class ModelNotPulledError(ModelError):

@@ -9,13 +9,15 @@ would be accepted. A validator that raises a :class:`RidgelineError` itself (an
 
 :data:`JsonNumber` and :data:`JsonInt` are the number types of request bodies: JSON
 numbers only (``true`` and ``"3"`` are refused, as a typed API would), finite, and for
-integers a float with no fraction (``2.0``) is accepted.
+integers a float with no fraction (``2.0``) is accepted. An integer no float holds
+(``1e400`` written out) is not finite either.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ValidationError
@@ -31,9 +33,14 @@ def _number(value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PydanticCustomError("not_number", "must be a number")
+    if isinstance(value, int) and abs(value) > _FLOAT_MAX:  # JSON integers have no bound
+        raise PydanticCustomError("not_finite", "must be a finite number")
     if not math.isfinite(value):
         raise PydanticCustomError("not_finite", "must be a finite number")
     return value
+
+
+_FLOAT_MAX = int(sys.float_info.max)
 
 
 def _integer(value: Any) -> Any:

@@ -10,7 +10,7 @@ UnsupportedError by :meth:`ChatBody.refuse_unsupported`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -72,7 +72,7 @@ class _OpenAIFields(_Body):
     """The fields both completion endpoints read."""
 
     model: str = ""
-    stream: StrictBool = False
+    stream: StrictBool | None = False  # null: not streamed (OpenAI's default)
     stream_options: dict[str, Any] | None = None
     n: JsonInt | None = None
     max_tokens: JsonInt | None = None
@@ -93,11 +93,42 @@ class _OpenAIFields(_Body):
             raise ValueError("stop must be a string or a list of non-empty strings")
         return tuple(stops)
 
+    @property
+    def streamed(self) -> bool:
+        return bool(self.stream)
 
-class _OpenAIBody(_OpenAIFields):
-    """Fields both completion endpoints share. Those below are accepted and ignored because
-    they do not change one answer of a local model (user, penalties, metadata, ...), or
-    refused by :meth:`refuse_unsupported`."""
+    @property
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class _IgnoredFields(_Body):
+    """OpenAI fields accepted and ignored: they do not change what a local model answers
+    (who asks, caching and storage hints, billing tiers, sampling penalties, hints for
+    reasoning models, a predicted output that only speeds OpenAI up). README's
+    OpenAI-compatibility table lists them with the reason."""
+
+    user: Any = None
+    safety_identifier: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+    prompt_cache_key: Any = None
+    prompt_cache_retention: Any = None
+    prompt_cache_options: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    prediction: Any = None
+    moderation: Any = None
+    parallel_tool_calls: Any = None
+
+
+class _RefusedUnlessPlain(_Body):
+    """OpenAI fields whose plain value (absent, null, empty, false, 1, text) is accepted;
+    any other asks for what the local models cannot give, and ignoring it would change
+    the answer's meaning, so :meth:`refuse_unsupported` refuses it."""
 
     response_format: Any = None
     logprobs: Any = None
@@ -105,34 +136,53 @@ class _OpenAIBody(_OpenAIFields):
     echo: Any = None
     suffix: Any = None
     best_of: Any = None
-    user: Any = None
-    frequency_penalty: Any = None
-    presence_penalty: Any = None
     logit_bias: Any = None
-    metadata: Any = None
-    store: Any = None
-    parallel_tool_calls: Any = None
-    service_tier: Any = None
     tools: Any = None
     tool_choice: Any = None
     functions: Any = None
-
-    @property
-    def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
+    function_call: Any = None
+    audio: Any = None
+    modalities: Any = None
+    web_search_options: Any = None
 
     def refuse_unsupported(self) -> None:
         """UnsupportedError for what a valid body may ask but the local models lack."""
-        for key in ("tools", "functions"):
-            if getattr(self, key):
-                raise errors.UnsupportedError(f"{key} are not supported by the local models")
-        if self.response_format not in (None, {"type": "text"}):
-            raise errors.UnsupportedError("response_format other than text is not supported")
-        for key in ("logprobs", "echo"):
-            if getattr(self, key):
-                raise errors.UnsupportedError(f"{key} is not supported")
-        if self.n not in (None, 1):
-            raise errors.UnsupportedError("n must be 1: one answer per request")
+        for name, plain, why in _REFUSED:
+            if name in type(self).model_fields and not plain(getattr(self, name)):
+                raise errors.UnsupportedError(why, param=name)
+
+
+def _absent(value: Any) -> bool:
+    return value is None or value is False or value == 0 or value in ([], {}, "")
+
+
+_REFUSED: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("tools", _absent, "tools are not supported by the local models"),
+    ("functions", _absent, "functions are not supported by the local models"),
+    ("tool_choice", lambda v: v in (None, "none", "auto"), "tool_choice needs tools"),
+    ("function_call", lambda v: v in (None, "none", "auto"), "function_call needs functions"),
+    (
+        "response_format",
+        lambda v: v in (None, {"type": "text"}),
+        "response_format other than text is not supported",
+    ),
+    ("logprobs", _absent, "logprobs is not supported"),
+    ("top_logprobs", _absent, "top_logprobs is not supported (logprobs are not)"),
+    ("echo", _absent, "echo is not supported"),
+    ("suffix", _absent, "suffix (insertion) is not supported"),
+    ("best_of", lambda v: v in (None, 1), "best_of must be 1: one answer per request"),
+    ("n", lambda v: v in (None, 1), "n must be 1: one answer per request"),
+    ("logit_bias", _absent, "logit_bias is not supported: the local models cannot apply it"),
+    ("audio", lambda v: v is None, "audio output is not supported: the local models write text"),
+    ("modalities", lambda v: v in (None, ["text"]), "modalities other than text are not supported"),
+    ("web_search_options", lambda v: v is None, "web search is not supported"),
+)
+
+
+class _OpenAIBody(_OpenAIFields, _IgnoredFields, _RefusedUnlessPlain):
+    """Fields both completion endpoints share: those used (:class:`_OpenAIFields`),
+    those ignored (:class:`_IgnoredFields`), those refused unless plain
+    (:class:`_RefusedUnlessPlain`). A field OpenAI does not define is refused."""
 
     def options(self, model: str | None, headers: Mapping[str, str]) -> RequestOptions:
         """The request's options: the body's, then ``X-Ridgeline-*`` headers for the
@@ -267,7 +317,10 @@ def _message(message: Any, index: int) -> dict[str, str]:
         raise errors.UnsupportedError(
             f"messages[{index}] has role {role!r}; supported: {', '.join(ROLES)}"
         )
-    return {"role": role, "content": _text_content(message.get("content"), index)}
+    content = message.get("content")
+    if role == "assistant" and content is None:  # valid (with tool calls, say): no text
+        content = ""
+    return {"role": role, "content": _text_content(content, index)}
 
 
 def _text_content(content: Any, index: int) -> str:

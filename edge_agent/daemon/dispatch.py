@@ -93,19 +93,25 @@ class Dispatcher:
         self._on_cancelled = on_cancelled  # counted here: the client is gone by then
 
     async def start(
-        self, prompt: Prompt, options: RequestOptions, *, text: bool = True, live: bool = False
+        self,
+        prompt: Prompt,
+        options: RequestOptions,
+        *,
+        text: bool = True,
+        live: bool = False,
+        decided: bool = False,
     ) -> Job:
         """Check and admit the request and start it. Raises at once (before any response
         is sent) when the request is malformed, or the daemon is full or draining.
 
         ``text``: deliver ``TextChunk`` events (a non-streaming caller needs only the
         answer); ``live``: stream broker text as it arrives, with ``Reset`` if it fails,
-        and the ``Decided`` events."""
+        and the ``Decided`` events; ``decided``: the ``Decided`` events alone."""
         request = self._agent().prepare(prompt, options)
         agent, cancel = await self.in_flight.admit(self._agent)
         events: asyncio.Queue[StreamEvent | BaseException] = asyncio.Queue()
         wanted: tuple[type, ...] = ((TextChunk,) if text else ()) + (
-            (Reset, Decided) if live else ()
+            (Reset, Decided) if live else (Decided,) if decided else ()
         )
         work = _worker(self, agent, request, events, cancel, wanted=wanted, live=live)
         try:

@@ -20,7 +20,7 @@ from ridgeline_core import errors
 from ..agent import EdgeAgent
 from . import openai_api, openapi, specialist_api
 from .dispatch import Dispatcher
-from .http_guard import guard, read_json
+from .http_guard import guard, read_json, started
 from .http_sse import stream_answer
 from .metrics import DaemonMetrics
 from .responses_http import ResponsesRoute
@@ -38,13 +38,17 @@ def build_app(
     api_key: Callable[[], str | None],
     max_request_bytes: int,
     loopback: bool,
+    *,
+    write_stall_s: float = 30.0,
 ) -> Any:
-    """The aiohttp application (see :func:`.http_guard.guard` for ``loopback``)."""
+    """The aiohttp application (see :func:`.http_guard.guard` for ``loopback``;
+    ``write_stall_s``: :mod:`.http_sse`)."""
     from aiohttp import web
 
     middleware = guard(metrics, api_key, max_request_bytes, loopback)
     app = web.Application(middlewares=[middleware], client_max_size=max_request_bytes)
     openai = OpenAIRoutes(agent, dispatcher, metrics)
+    openai.write_stall_s = write_stall_s
     own = RidgelineRoutes(agent, dispatcher, metrics)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/completions", openai.completions)
@@ -70,6 +74,8 @@ class _Routes:
 
 class OpenAIRoutes(_Routes):
     """OpenAI's completions and models endpoints."""
+
+    write_stall_s = 30.0  # how long a streamed answer waits for its client to take data
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         call = openai_api.parse_chat(await read_json(request), request.headers, self._roles())
@@ -101,18 +107,27 @@ class OpenAIRoutes(_Routes):
     ) -> web.StreamResponse:
         from aiohttp import web
 
-        job = await self.dispatcher.start(call.prompt, call.options, text=call.stream)
+        job = await self.dispatcher.start(
+            call.prompt, call.options, text=call.stream, decided=call.stream
+        )
         if call.stream:
-            model = call.options.model or self.agent().settings.models.default
+            settings = self.agent().settings
+            model = call.options.model or settings.models.default
             return await stream_answer(
-                request, call, job, chat=chat, model=model, metrics=self.metrics
+                request,
+                call,
+                job,
+                chat=chat,
+                model=(model, settings.broker.model),
+                metrics=self.metrics,
+                stall_s=self.write_stall_s,
             )
         result = await job.answer()
         body = (openai_api.chat_response if chat else openai_api.completion_response)(call, result)
         headers = openai_api.decision_headers(result)
         # the daemon's time for this request and the pipeline's part (browsers' dev tools
         # and curl -v show it; benchmarks/daemon.py splits the overhead with it)
-        handled = (time.perf_counter() - request["started"]) * 1000
+        handled = (time.perf_counter() - started()) * 1000
         pipeline = result.decision.timings.total_ms
         headers["Server-Timing"] = f"daemon;dur={handled:.2f}, pipeline;dur={pipeline:.2f}"
         return web.json_response(body, headers=headers)

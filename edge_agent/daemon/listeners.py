@@ -36,6 +36,8 @@ class HttpListener:
         metrics: DaemonMetrics,
         key: Callable[[], str | None],
         max_request_bytes: int,
+        *,
+        write_stall_s: float = 30.0,
     ) -> str:
         try:
             from aiohttp import web
@@ -43,7 +45,13 @@ class HttpListener:
             raise MissingDependencyError.for_module("aiohttp", "edge") from None
         host, port = split_host_port(address)
         app = build_app(
-            agent, dispatcher, metrics, key, max_request_bytes, loopback=is_loopback(host)
+            agent,
+            dispatcher,
+            metrics,
+            key,
+            max_request_bytes,
+            loopback=is_loopback(host),
+            write_stall_s=write_stall_s,
         )
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
@@ -145,11 +153,17 @@ class Doors:
             raise ConfigError("daemon.http and daemon.grpc are both empty: nothing to serve")
         if daemon.http:
             url = await self.http.start(
-                daemon.http, agent, dispatcher, metrics, key, daemon.max_request_bytes
+                daemon.http,
+                agent,
+                dispatcher,
+                metrics,
+                key,
+                daemon.max_request_bytes,
+                write_stall_s=daemon.write_stall_s,
             )
             out(f"http listening on {url}")
         if daemon.grpc:
-            service = EdgeService(agent, dispatcher, metrics.record_error)
+            service = EdgeService(agent, dispatcher, metrics.record_error, daemon.write_stall_s)
             out(f"grpc listening on {await self.grpc.start(daemon.grpc, service, key)}")
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from ridgeline_core.errors import MissingDependencyError
 from ..agent import Answer, EdgeAgent
 from .admission import Admission
 
-__all__ = ["DaemonMetrics"]
+__all__ = ["TELEMETRY_GAUGES", "DaemonMetrics"]
 
 PATHS = ("local", "cloud", "skipped-local", "local-degraded")
 
@@ -94,10 +94,25 @@ class _Live:
         speed = agent.local_speed.read().get("local_tokens_per_s")
         if speed is not None:
             yield gauge("ridgeline_edge_local_tokens_per_second", "Local decode speed", speed)
-        telemetry = gauge(
-            "ridgeline_edge_telemetry", "Telemetry readings that set τ", labels=["name"]
-        )
         for name, value in agent.sampler.snapshot().values().items():
-            if isinstance(value, (bool, int, float)):
-                telemetry.add_metric([name], float(value))
-        yield telemetry
+            known = TELEMETRY_GAUGES.get(name)
+            if known is not None and isinstance(value, (bool, int, float)):
+                metric, help_text, scale = known
+                yield gauge(metric, help_text, float(value) * scale)
+
+
+# Each telemetry reading that sets τ as a gauge of its own, in Prometheus' base units (one
+# gauge of every reading mixed percent, ratios, °C, watts, seconds and yes/no): the metric,
+# its help, the factor from the reading's unit. Decode speed has its gauge above.
+TELEMETRY_GAUGES: dict[str, tuple[str, str, float]] = {
+    "battery_percent": ("ridgeline_edge_battery_ratio", "Battery charge, 0..1", 0.01),
+    "power_plugged": ("ridgeline_edge_power_plugged", "1 on mains power", 1.0),
+    "cpu_load": ("ridgeline_edge_cpu_load_ratio", "CPU load of other processes, 0..1", 1.0),
+    "temperature_c": ("ridgeline_edge_temperature_celsius", "Hottest sensor", 1.0),
+    "throttled": ("ridgeline_edge_throttled", "1 while the board slows itself", 1.0),
+    "power_w": ("ridgeline_edge_power_watts", "Measured board power draw", 1.0),
+    "local_ttft_s": ("ridgeline_edge_local_ttft_seconds", "Local time to first token", 1.0),
+    "broker_rtt_s": ("ridgeline_edge_broker_rtt_seconds", "Broker round trip", 1.0),
+    "broker_available": ("ridgeline_edge_broker_available", "0 when the broker is down", 1.0),
+    "budget_left": ("ridgeline_edge_budget_left_ratio", "Escalation budget left, 0..1", 1.0),
+}

@@ -79,7 +79,7 @@ def parse_chat(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) 
     body: ChatBody = parse_body(ChatBody, raw)
     body.refuse_unsupported()
     options = body.options(local_model(body.model, models), headers)
-    return Call(list(body.messages), options, body.stream, body.include_usage, body.model)
+    return Call(list(body.messages), options, body.streamed, body.include_usage, body.model)
 
 
 def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, str]) -> Call:
@@ -88,7 +88,7 @@ def parse_completion(raw: Any, headers: Mapping[str, str], models: Mapping[str, 
     body: CompletionBody = parse_body(CompletionBody, raw)
     body.refuse_unsupported()
     options = body.options(local_model(body.model, models), headers)
-    call = Call(body.prompt, options, body.stream, body.include_usage, body.model)
+    call = Call(body.prompt, options, body.streamed, body.include_usage, body.model)
     call.id = f"cmpl-{uuid.uuid4().hex[:24]}"
     return call
 
@@ -188,6 +188,8 @@ def chat_chunk(
     if answer is not None:
         chunk["model"] = answer.model
         chunk["ridgeline"] = extension(answer)
+    if call.include_usage:
+        chunk["usage"] = None  # OpenAI's: null on every chunk but the usage chunk
     return chunk
 
 
@@ -222,6 +224,8 @@ def completion_chunk(
     }
     if answer is not None:
         chunk["ridgeline"] = extension(answer)
+    if call.include_usage:
+        chunk["usage"] = None
     return chunk
 
 
@@ -280,13 +284,28 @@ def status_of(error: errors.RidgelineError) -> tuple[int, str]:
     return error.http_status, _TYPES.get(error.http_status, "server_error")
 
 
-def error_body(error: errors.RidgelineError) -> dict[str, Any]:
+def error_body(error: errors.RidgelineError, *, prompt_noun: str = "messages") -> dict[str, Any]:
+    """The OpenAI error body; ``prompt_noun``: what the request's prompt is called
+    (``messages``, ``prompt``) in a context-length message."""
     _, kind = status_of(error)
     return {
         "error": {
-            "message": str(error),
+            "message": _message(error, prompt_noun),
             "type": kind,
             "param": error.param,
             "code": _CODES.get(error.kind, error.kind),
         }
     }
+
+
+def _message(error: errors.RidgelineError, prompt_noun: str) -> str:
+    """The error's message; a prompt over the context in OpenAI's words, which clients
+    (LiteLLM, LangChain) match to fall back to a model with a longer context."""
+    if isinstance(error, errors.PromptTooLongError) and error.context_length is not None:
+        return (
+            f"This model's maximum context length is {error.context_length} tokens. However, "
+            f"your {prompt_noun} resulted in {error.prompt_tokens} tokens. Please reduce the "
+            f"length of the {prompt_noun} (or raise runtime.n_ctx if the model was trained "
+            "for a longer context)."
+        )
+    return str(error)

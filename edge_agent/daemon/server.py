@@ -73,9 +73,12 @@ class Daemon:
     def grpc_target(self) -> str | None:
         return self._doors.grpc.target
 
-    async def start(self) -> None:
+    async def start(self, *, signals: bool = True) -> None:
+        """Open the doors; ``signals``: handle SIGTERM/SIGINT/SIGHUP (only the main thread
+        may, so a daemon embedded on another thread goes without)."""
         await self._doors.open(self.generations, self.dispatcher, self.metrics, self._out)
-        self._background.on_signals(self.reload)
+        if signals:
+            self._background.on_signals(self.reload)
         self._background.spawn(self.upkeep.unload_idle())
         sd_notify("READY=1")
         self._out("ready")

@@ -29,7 +29,9 @@ def conversation(prompt: Prompt, system_prompt: str | None) -> tuple[list[ChatMe
     """The messages to answer and the question they end with.
 
     ``prompt`` is one user message, or a whole chat (``ChatMessage`` objects or
-    ``{"role", "content"}`` mappings) ending with the user's turn. A chat that brings its
+    ``{"role", "content"}`` mappings) ending with the user's turn, or with an assistant
+    turn that the answer continues (its text is the start of the answer, which the
+    answer does not repeat). A chat that brings its
     own system message keeps it; otherwise ``system_prompt`` (or the manifest's) is added.
     The question, the last user message, is what confidence features and pre-route read.
     """
@@ -56,9 +58,12 @@ def conversation(prompt: Prompt, system_prompt: str | None) -> tuple[list[ChatMe
         messages.append(ChatMessage(role, content))
     if not messages:
         raise EmptyPromptError("the conversation has no messages")
-    if messages[-1].role != "user":
-        raise InvalidRequestError("the last message must be the user's")
-    question = messages[-1].content
+    users = [m.content for m in messages if m.role == "user"]
+    if messages[-1].role not in ("user", "assistant") or not users:
+        raise InvalidRequestError(
+            "the last message must be the user's, or an assistant turn to continue after one"
+        )
+    question = users[-1]
     if not question.strip():
         raise EmptyPromptError("the last user message is empty")
     if system_prompt and not any(m.role == "system" for m in messages):

@@ -13,7 +13,7 @@ from .llama_vocab import LlamaVocab
 from .template import ChatTemplate
 from .types import ChatMessage
 
-__all__ = ["ChatPrompt"]
+__all__ = ["ChatPrompt", "continued"]
 
 
 class ChatPrompt:
@@ -41,9 +41,20 @@ class ChatPrompt:
         return messages
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
-        return self.template().render(self.with_system(messages))
+        head, prefix = continued(messages)
+        return self.template().render(self.with_system(head)) + prefix
 
     def tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """Tokens of the templated conversation (see :meth:`_tokens`); a conversation that
+        ends with an assistant turn continues it (:func:`continued`): that text follows
+        the assistant's header as plain text, without an end of turn."""
+        head, prefix = continued(messages)
+        tokens = self._tokens(head)
+        if prefix:
+            tokens += self._llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False)
+        return tokens
+
+    def _tokens(self, messages: Sequence[ChatMessage]) -> list[int]:
         """Tokens of the templated conversation, where only the template's own text may
         become control tokens: a message that contains "<|im_end|>" is those characters,
         not the end of its turn, so no one can forge a turn or a system message.
@@ -73,6 +84,15 @@ class ChatPrompt:
         # with nothing between) show up as more control tokens than the template writes
         expected = vocab.control_count(vocab.tokenize(marked, add_special=add_special))
         return tokens if vocab.control_count(tokens) == expected else None
+
+
+def continued(messages: Sequence[ChatMessage]) -> tuple[Sequence[ChatMessage], str]:
+    """A conversation that ends with an assistant turn asks for that turn to be continued
+    (as OpenAI-compatible servers do): the messages before it, rendered as usual up to the
+    assistant's header, and its text, which the answer goes on from."""
+    if len(messages) > 1 and messages[-1].role == "assistant":
+        return messages[:-1], messages[-1].content
+    return messages, ""
 
 
 def _piecewise(

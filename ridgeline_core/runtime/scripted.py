@@ -130,6 +130,9 @@ class ScriptedRuntime:
         system = self.manifest.system_prompt
         if system and not any(m.role == "system" for m in messages):
             messages = [ChatMessage("system", system), *messages]
+        if len(messages) > 1 and messages[-1].role == "assistant":  # continue that turn
+            head = "".join(f"<{m.role}>{m.content}\n" for m in messages[:-1])
+            return head + "<assistant>" + messages[-1].content
         return "".join(f"<{m.role}>{m.content}\n" for m in messages) + "<assistant>"
 
     def count_tokens(self, text: str) -> int:

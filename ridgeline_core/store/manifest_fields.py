@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from ..errors import ManifestError
+from ..errors import InvalidModelNameError, ManifestError
 
 __all__ = [
     "DIGEST_PATTERN",
@@ -36,7 +36,7 @@ DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 def check_name(name: str) -> str:
     """A model name: lowercase letters, digits, '.', '_' or '-'; never a path."""
     if not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ManifestError(
+        raise InvalidModelNameError(
             f"invalid model name {name!r}: use 1-64 of a-z 0-9 . _ - "
             "(starting with a letter or digit, no '..')"
         )
