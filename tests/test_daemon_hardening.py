@@ -253,8 +253,23 @@ FOREVER = {
 }
 
 
-def raw_stream(port: int, body: dict[str, Any], receive_buffer: int | None = None) -> socket.socket:
-    """A streaming chat request on a raw socket, nothing read yet (``receive_buffer``:
+# the same endless answer from each streaming endpoint, and what only its end would say
+STREAMS = {
+    "/v1/chat/completions": (FOREVER, b"[DONE]"),
+    "/v1/responses": (
+        {"input": "go on forever", "max_output_tokens": 30_000, "stream": True, "ridgeline": LOCAL},
+        b"response.completed",
+    ),
+}
+
+
+def raw_stream(
+    port: int,
+    body: dict[str, Any],
+    receive_buffer: int | None = None,
+    path: str = "/v1/chat/completions",
+) -> socket.socket:
+    """A streaming request on a raw socket, nothing read yet (``receive_buffer``:
     SO_RCVBUF, set before connecting so the window it advertises stays small)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if receive_buffer is not None:
@@ -263,8 +278,9 @@ def raw_stream(port: int, body: dict[str, Any], receive_buffer: int | None = Non
     s.connect(("127.0.0.1", port))
     data = json.dumps(body).encode()
     s.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data) + data
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(data)
+        + data
     )
     return s
 
@@ -284,11 +300,13 @@ def wait_until(check: Any, timeout_s: float) -> bool:
     return bool(check())
 
 
+@pytest.mark.parametrize("path", sorted(STREAMS))
 def test_a_client_that_never_reads_is_cut_off_and_frees_its_slot(
-    edge: ThreadDaemon, caplog: pytest.LogCaptureFixture
+    edge: ThreadDaemon, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
+    body, end = STREAMS[path]
     cancelled = edge.metric("ridgeline_edge_request_errors_total", kind="cancelled")
-    stalled = raw_stream(edge.port, FOREVER, receive_buffer=4096)
+    stalled = raw_stream(edge.port, body, receive_buffer=4096, path=path)
     try:
         assert wait_until(lambda: edge.running() == 1, 10.0)
         # the generation would run for 12 s; write_stall_s = 1 s ends it sooner
@@ -304,19 +322,20 @@ def test_a_client_that_never_reads_is_cut_off_and_frees_its_slot(
         received = b""
         while chunk := stalled.recv(1 << 16):  # what was buffered, then the end
             received += chunk
-        assert received.startswith(b"HTTP/1.1 200") and b"[DONE]" not in received
+        assert received.startswith(b"HTTP/1.1 200") and end not in received
     finally:
         stalled.close()
 
 
+@pytest.mark.parametrize("path", sorted(STREAMS))
 def test_a_reset_right_after_the_first_bytes_is_one_cancel_not_an_error(
-    edge: ThreadDaemon, caplog: pytest.LogCaptureFixture
+    edge: ThreadDaemon, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
     cancelled = edge.metric("ridgeline_edge_request_errors_total", kind="cancelled")
     resets = 20
     with caplog.at_level(logging.WARNING):
         for _ in range(resets):
-            s = raw_stream(edge.port, FOREVER)
+            s = raw_stream(edge.port, STREAMS[path][0], path=path)
             assert s.recv(64).startswith(b"HTTP/1.1 200")
             reset(s)
             assert wait_until(lambda: edge.running() == 0, 10.0)

@@ -66,9 +66,6 @@ def _properties(schema: dict[str, Any]) -> dict[str, Any]:
     return props
 
 
-# aiohttp 3.14 warns (NotAppKeyWarning) about http_guard's string request key; the guard
-# is another change's to fix
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_every_route_of_the_app_is_described_and_the_key_applies() -> None:
     import asyncio
 

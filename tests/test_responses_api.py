@@ -166,9 +166,6 @@ def test_bad_bodies_name_the_field(body: dict[str, Any], param: str) -> None:
     assert caught.value.param == param, str(caught.value)
 
 
-# http_guard stores its start time under a plain string key, which aiohttp 3.14 warns
-# about (NotAppKeyWarning); the guard is another change's to fix
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_the_guard_answers_in_openai_error_shape() -> None:
     """The application in process (no model: every request here fails before it would
     run): statuses and bodies come from the same guard as the other endpoints."""
@@ -221,7 +218,6 @@ class _FailingJob:
         self.closed = True
 
 
-@pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 def test_an_error_mid_stream_ends_it_with_response_failed() -> None:
     """After the first event the status is sent: the failure is said in the stream, as
     ``error`` then ``response.failed``; before it, the error keeps its own status."""

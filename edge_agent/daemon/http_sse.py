@@ -11,8 +11,10 @@ generation, which frees its slot for others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ridgeline_core import errors
@@ -26,13 +28,42 @@ from .metrics import DaemonMetrics
 if TYPE_CHECKING:
     from aiohttp import web
 
-__all__ = ["stream_answer"]
+__all__ = ["Stalled", "delivering", "stream_answer", "write_within"]
 
 log = logging.getLogger("edge_agent.daemon.http_api")
 
 
-class _Stalled(Exception):
+class Stalled(Exception):
     """The client took no data for the stall bound."""
+
+
+async def write_within(response: web.StreamResponse, data: bytes, stall_s: float) -> None:
+    """Write ``data``, or raise :class:`Stalled` when the client takes none for ``stall_s``."""
+    try:
+        await asyncio.wait_for(response.write(data), stall_s)
+    except asyncio.TimeoutError:  # TimeoutError's alias from Python 3.11 on
+        raise Stalled from None
+
+
+@contextlib.asynccontextmanager
+async def delivering(request: web.Request, job: Job, stall_s: float) -> AsyncIterator[None]:
+    """Around a stream's writes: a client that resets the connection or stops reading ends
+    it (a stalled one is dropped), and either way the job is closed, which cancels a
+    generation still running: one cancel, not an error."""
+    try:
+        yield
+    except ConnectionError:  # the client reset the connection
+        pass
+    except (Stalled, asyncio.TimeoutError):
+        log.warning(
+            "the client of %s took no data for %.3g s (daemon.write_stall_s): stream "
+            "ended, generation cancelled",
+            request.path,
+            stall_s,
+        )
+        _drop(request)
+    finally:
+        job.close()
 
 
 class _Sse:
@@ -70,10 +101,7 @@ class _Sse:
         await self._write(b"data: " + json.dumps(data).encode() + b"\n\n")
 
     async def _write(self, data: bytes) -> None:
-        try:
-            await asyncio.wait_for(self.response.write(data), self.stall_s)
-        except asyncio.TimeoutError:  # TimeoutError's alias from Python 3.11 on
-            raise _Stalled from None
+        await write_within(self.response, data, self.stall_s)
 
     def decided(self, path: str) -> None:
         """The route is chosen: chunks from now on name the model that answers, the
@@ -116,21 +144,9 @@ async def stream_answer(
     """Stream ``job``'s answer; ``model``: the local model and the broker's (empty: its
     default), which chunks name before the answer says which one answered."""
     sse = _Sse(request, call, chat, model, stall_s)
-    try:
+    async with delivering(request, job, stall_s):
         await _relay(sse, job, metrics)
         await sse.end()
-    except ConnectionError:  # the client reset the connection: its generation is cancelled
-        pass
-    except (_Stalled, asyncio.TimeoutError):
-        log.warning(
-            "the client of %s took no data for %.3g s (daemon.write_stall_s): stream "
-            "ended, generation cancelled",
-            request.path,
-            stall_s,
-        )
-        _drop(request)
-    finally:
-        job.close()  # a client that left mid-stream cancels the generation (counted once)
     return sse.response
 
 
@@ -151,7 +167,7 @@ async def _relay(sse: _Sse, job: Job, metrics: DaemonMetrics) -> None:
                 sse.decided(event.path)
             elif isinstance(event, Done):
                 await sse.done(event)
-    except (ConnectionError, _Stalled):
+    except (ConnectionError, Stalled):
         raise
     except errors.RidgelineError as error:
         if not sse.response.prepared:

@@ -128,7 +128,9 @@ _MESSAGE = {
     "required": ["role", "content"],
     "properties": {
         "role": {"enum": ["system", "developer", "user", "assistant"]},
-        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]},
+        "content": {  # null: an assistant turn with no text
+            "anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}, {"type": "null"}]
+        },
     },
 }
 # shapes a field's validator checks that its Python type does not say (by body and field)

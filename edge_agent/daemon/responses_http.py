@@ -11,6 +11,7 @@ not pulled) still gets its own status.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -24,7 +25,8 @@ from ..request.answer import Answer
 from ..request.events import Done, TextChunk
 from . import openai_api
 from .dispatch import Dispatcher, Job
-from .http_guard import INTERNAL, read_json
+from .http_guard import INTERNAL, read_json, started
+from .http_sse import Stalled, delivering, write_within
 from .metrics import DaemonMetrics
 from .responses_api import (
     ResponsesCall,
@@ -47,9 +49,14 @@ class ResponsesRoute:
     """The handler; ``agent`` is the current agent (a reload replaces it)."""
 
     def __init__(
-        self, agent: Callable[[], EdgeAgent], dispatcher: Dispatcher, metrics: DaemonMetrics
+        self,
+        agent: Callable[[], EdgeAgent],
+        dispatcher: Dispatcher,
+        metrics: DaemonMetrics,
+        write_stall_s: float = 30.0,
     ) -> None:
         self.agent, self.dispatcher, self.metrics = agent, dispatcher, metrics
+        self.write_stall_s = write_stall_s  # how long a stream waits for its client to read
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -60,10 +67,11 @@ class ResponsesRoute:
         job = await self.dispatcher.start(call.chat.prompt, options, text=call.stream)
         if call.stream:
             model = options.model or self.agent().settings.models.default
-            return await stream_response(request, call, model, job, self.metrics)
+            stream = _EventStream(request, call, model, self.write_stall_s)
+            return await stream_response(stream, job, self.metrics)
         answer = await job.answer()
         headers = openai_api.decision_headers(answer)
-        handled = (time.perf_counter() - request["started"]) * 1000
+        handled = (time.perf_counter() - started()) * 1000
         pipeline = answer.decision.timings.total_ms
         headers["Server-Timing"] = f"daemon;dur={handled:.2f}, pipeline;dur={pipeline:.2f}"
         return web.json_response(whole(call, answer.model, answer=answer), headers=headers)
@@ -72,10 +80,12 @@ class ResponsesRoute:
 class _EventStream:
     """One streamed response: the opening events before the first text, then deltas."""
 
-    def __init__(self, request: web.Request, call: ResponsesCall, model: str) -> None:
+    def __init__(
+        self, request: web.Request, call: ResponsesCall, model: str, stall_s: float
+    ) -> None:
         from aiohttp import web
 
-        self.request, self.call, self.model = request, call, model
+        self.request, self.call, self.model, self.stall_s = request, call, model, stall_s
         self.sequence = 0
         self.response = web.StreamResponse(
             headers={
@@ -119,26 +129,38 @@ class _EventStream:
         await self._write("response.content_part.added", part)
 
     async def _write(self, kind: str, fields: dict[str, Any]) -> None:
-        data = {"type": kind, "sequence_number": self.sequence, **fields}
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
         self.sequence += 1
-        payload = json.dumps(data)
-        await self.response.write(f"event: {kind}\ndata: {payload}\n\n".encode())
+        data = f"event: {kind}\ndata: {json.dumps(event)}\n\n".encode()
+        await write_within(self.response, data, self.stall_s)
 
     def _at(self) -> dict[str, Any]:
         return {"item_id": self.call.message_id, "output_index": 0, "content_index": 0}
 
 
 async def stream_response(
-    request: web.Request, call: ResponsesCall, model: str, job: Job, metrics: DaemonMetrics
+    stream: _EventStream, job: Job, metrics: DaemonMetrics
 ) -> web.StreamResponse:
-    """The job's events as the Responses API's server-sent events."""
-    stream = _EventStream(request, call, model)
+    """The job's events as the Responses API's server-sent events. A client that resets
+    the connection or stops reading ends the stream and cancels the generation
+    (:func:`.http_sse.delivering`)."""
+    async with delivering(stream.request, job, stream.stall_s):
+        await _relay(stream, job, metrics)
+        await asyncio.wait_for(stream.response.write_eof(), stream.stall_s)
+    return stream.response
+
+
+async def _relay(stream: _EventStream, job: Job, metrics: DaemonMetrics) -> None:
+    """The events; a failure of the job is said in the stream once headers are out.
+    Failures to write (the client left or stalled) propagate."""
     try:
         async for event in job:
             if isinstance(event, TextChunk):
                 await stream.text(event.text)
             elif isinstance(event, Done):
                 await stream.done(event.answer)
+    except (ConnectionError, Stalled):
+        raise
     except errors.RidgelineError as error:
         if not stream.response.prepared:
             raise  # nothing sent yet: a plain error response with its status
@@ -147,10 +169,6 @@ async def stream_response(
     except Exception:
         if not stream.response.prepared:
             raise
-        log.exception("streaming %s failed", request.path)
+        log.exception("streaming %s failed", stream.request.path)
         metrics.record_error("internal")
         await stream.failed(INTERNAL["error"])
-    finally:
-        job.close()  # a client that left mid-stream cancels the generation
-    await stream.response.write_eof()
-    return stream.response
