@@ -21,12 +21,15 @@ from typing import Any
 
 import pytest
 from brokerproc import BrokerProcess
+from clirun import run
 from fastlane import EASY, SCRIPTED, fast_agent
 
+from edge_agent.daemon import bodies, openai_api
+from edge_agent.daemon.grpc_api import options_of
 from edge_agent.link.escalation import Escalator
 from edge_agent.settings import EscalationSettings
 from edge_agent.telemetry.meters import BrokerHealth
-from ridgeline.v1 import broker_pb2
+from ridgeline.v1 import broker_pb2, edge_pb2
 from ridgeline_core import errors
 from ridgeline_core.client import MAX_TIMEOUT_S, AnswerStream, BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
@@ -159,6 +162,25 @@ def test_an_out_of_range_deadline_is_refused_before_any_call(
         agent.ask(EASY, mode="cloud", deadline_s=deadline_s)
     assert link.circuit.state == "closed"
     assert not link.client.timeouts  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("huge", [1e10, math.inf])
+def test_every_entry_point_refuses_a_huge_deadline(huge: float, edge_env: dict[str, str]) -> None:
+    chat = {"messages": [{"role": "user", "content": "hi"}], "ridgeline": {"deadline_s": huge}}
+    classify = {"specialist": "intents", "text": "hi", "deadline_s": huge}
+    entries = [
+        lambda: openai_api.parse_chat(chat, {}, {"smol": "chat"}),
+        lambda: bodies.parse_body(bodies.ClassifyBody, classify).options(),
+        lambda: options_of(edge_pb2.AskRequest(deadline_s=huge)),
+    ]
+    for entry in entries:
+        with pytest.raises(errors.InvalidRequestError, match="deadline_s") as refused:
+            entry()
+        assert (refused.value.param or "").endswith("deadline_s")
+    result = run("edge-agent", "ask", "--deadline", f"{huge}", "hi", env=edge_env)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.startswith("error: deadline_s must be")
+    assert "Traceback" not in result.stderr
 
 
 def test_a_huge_deadline_given_to_the_link_itself_is_bounded() -> None:
