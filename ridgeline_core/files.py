@@ -16,6 +16,9 @@ secrets. So every such write goes through here, with one set of guarantees:
   directory could swap the files (a socket), ``exclusive`` refuses one that is not private.
 * :func:`open_private` and :func:`private_append` open a file that is 0600 even if an older
   version made it wider, for files written in place (SQLite, a JSONL log).
+* :func:`move_aside` renames a state file found unusable to ``<name>.corrupt-<UTC time>``,
+  so that the next start begins afresh and the bad file is kept to look at. A symbolic link
+  is moved as the link: what it points to is never touched.
 
 Modes and directory fsync are POSIX (Linux, macOS). Errors are plain :class:`OSError`; each
 caller maps them to its own domain error, with its own message.
@@ -28,7 +31,8 @@ import errno
 import io
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "SharedDirectoryError",
     "atomic_write",
     "fsync_dir",
+    "move_aside",
     "open_private",
     "private_append",
     "private_dir",
@@ -157,3 +162,23 @@ def private_append(path: Path) -> Iterator[io.BufferedWriter]:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def move_aside(path: Path, siblings: Sequence[str] = ()) -> Path:
+    """Rename ``path`` to ``<name>.corrupt-<UTC time>`` (``-<n>`` added while that is
+    taken) and each existing ``<name><suffix>`` of ``siblings`` (a write-ahead log) to the
+    same name with its suffix; returns the new path. A symbolic link is renamed, never
+    followed. The rename is durable in the directory."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while os.path.lexists(aside):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    os.replace(path, aside)
+    for suffix in siblings:
+        side = path.with_name(path.name + suffix)
+        if os.path.lexists(side):
+            os.replace(side, aside.with_name(aside.name + suffix))
+    fsync_dir(path.parent)
+    return aside

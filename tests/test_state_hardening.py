@@ -13,7 +13,10 @@ run against a real broker process.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,9 @@ from typing import Any
 import pytest
 from brokerproc import BrokerProcess
 from clirun import run
-from fastlane import EASY, SCRIPTED, fast_agent
+from fastlane import EASY, SCRIPTED, fast_agent, fast_settings
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge_agent.daemon import bodies, openai_api
 from edge_agent.daemon.grpc_api import options_of
@@ -223,3 +228,112 @@ def test_deadline_abuse_leaves_the_shared_circuit_closed(
         assert events and events[-1].finish_reason
     finally:
         client.close()
+
+
+# -- state files through the command line ------------------------------------------------------
+
+
+def scripted_cli_env(root: Path, **settings: str) -> dict[str, str]:
+    """The environment of an in-process ``edge-agent`` over the scripted model, all state
+    under ``root``; ``settings``: more RIDGELINE_EDGE_* variables (without the prefix)."""
+    fast = fast_settings(root)
+    fast.models.store().pull(fast.models.catalog().get(SCRIPTED))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIDGELINE_")}
+    env.update(
+        HOME=str(root / "home"),
+        XDG_CONFIG_HOME=str(root / "config"),
+        XDG_CACHE_HOME=str(root / "cache"),
+        XDG_STATE_HOME=str(root / "state"),
+        RIDGELINE_EDGE_MODELS__STORE_DIR=str(root / "store"),
+        RIDGELINE_EDGE_MODELS__MANIFEST_DIRS=json.dumps([str(root / "manifests")]),
+        RIDGELINE_EDGE_MODELS__DEFAULT=SCRIPTED,
+        RIDGELINE_EDGE_TELEMETRY__SOURCES="[]",
+        RIDGELINE_EDGE_BUDGET__STATE_FILE=str(root / "budget.json"),
+        RIDGELINE_EDGE_BUDGET__REQUESTS_PER_HOUR="5",
+    )
+    env.update({f"RIDGELINE_EDGE_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def budget_left(env: dict[str, str]) -> float:
+    shown = run("edge-agent", "telemetry", "--json", env=env)
+    assert_clean(shown)
+    left: float = json.loads(shown.stdout)["telemetry"]["budget_left"]
+    return left
+
+
+def test_non_finite_budget_entries_are_dropped_and_ask_answers(tmp_path: Path) -> None:
+    env = scripted_cli_env(tmp_path)
+    state = tmp_path / "budget.json"
+    now = time.time()
+    bad = [[math.inf, 3], [now, math.inf], [math.nan, 1], [-math.inf, 2]]
+    state.write_text(json.dumps({"escalations": [*bad, [now - 10, 5]]}))  # Infinity, NaN
+    asked = run("edge-agent", "ask", "--json", EASY, env=env)
+    assert_clean(asked)
+    assert json.loads(asked.stdout)["source"] == "local"
+    assert "dropped 4 invalid entries" in asked.stderr and str(state) in asked.stderr
+    assert json.loads(state.read_text()) == {"escalations": [[now - 10, 5]]}
+    shown = run("edge-agent", "telemetry", "--json", env=env)
+    assert_clean(shown)
+    assert "WARNING" not in shown.stderr  # repaired once, for every process
+    assert json.loads(shown.stdout)["telemetry"]["budget_left"] == pytest.approx(0.8)
+
+
+def test_budget_entries_from_the_future_count_from_now(tmp_path: Path) -> None:
+    env = scripted_cli_env(tmp_path)
+    state = tmp_path / "budget.json"
+    later = time.time() + 30 * 86400  # the clock was set back a month
+    state.write_text(json.dumps({"escalations": [[later, 1]] * 5}))
+    assert budget_left(env) == 0.0  # spent now: the escalations happened
+    times = [at for at, _ in json.loads(state.read_text())["escalations"]]
+    assert all(at <= time.time() for at in times)  # so they age out within the hour
+    state.write_text(json.dumps({"escalations": [[at - 3601, 1] for at in times]}))
+    assert budget_left(env) == 1.0
+
+
+def test_a_budget_file_that_is_not_json_is_moved_aside(tmp_path: Path) -> None:
+    env = scripted_cli_env(tmp_path)
+    (tmp_path / "budget.json").write_text("{torn")
+    asked = run("edge-agent", "ask", "--json", EASY, env=env)
+    assert_clean(asked)
+    assert "moved it to budget.json.corrupt-" in asked.stderr
+    assert [p.read_text() for p in tmp_path.glob("budget.json.corrupt-*")] == ["{torn"]
+
+
+_JSON_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | _JSON_NUMBERS | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_ENTRY = st.one_of(st.lists(_JSON_NUMBERS, min_size=2, max_size=2), _JSON)
+
+
+@given(
+    content=st.one_of(
+        st.builds(lambda entries: {"escalations": entries}, st.lists(_ENTRY, max_size=6)),
+        _JSON,
+    )
+)
+def test_any_corrupt_budget_file_leaves_a_working_command(
+    content: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("budget")
+    env = scripted_cli_env(root)
+    state = root / "budget.json"
+    state.write_text(json.dumps(content))  # NaN and Infinity as Python's json writes them
+    left = budget_left(env)
+    assert 0.0 <= left <= 1.0
+    again = run("edge-agent", "telemetry", "--json", env=env)
+    assert_clean(again)
+    assert "WARNING" not in again.stderr  # the first run repaired or moved the file
