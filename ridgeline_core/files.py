@@ -15,7 +15,8 @@ secrets. So every such write goes through here, with one set of guarantees:
   is left as it is: it may be one the user chose to share. Where whoever can write in the
   directory could swap the files (a socket), ``exclusive`` refuses one that is not private.
 * :func:`open_private` and :func:`private_append` open a file that is 0600 even if an older
-  version made it wider, for files written in place (SQLite, a JSONL log).
+  version made it wider, for files written in place (SQLite, a JSONL log). They refuse a
+  symbolic link (``ELOOP``): narrowing its mode would change whatever file it points to.
 * :func:`move_aside` renames a state file found unusable to ``<name>.corrupt-<UTC time>``,
   so that the next start begins afresh and the bad file is kept to look at. A symbolic link
   is moved as the link: what it points to is never touched.
@@ -51,6 +52,7 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 _SHARED_WRITE = 0o022  # group- or world-writable
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _TEMPORARY_ATTEMPTS = 16
 # fsync of a directory that the filesystem cannot sync (some network and FUSE filesystems)
 _NO_DIRECTORY_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
@@ -136,8 +138,9 @@ def fsync_dir(path: Path) -> None:
 def open_private(path: Path, flags: int) -> int:
     """A descriptor for the file at ``path``, opened with ``flags`` (``os.O_RDWR``, ...) and
     created if missing. The file is 0600 afterwards, even one an older version made wider;
-    a file created here is durable in its directory."""
-    flags |= _CLOEXEC
+    a file created here is durable in its directory. A symbolic link at ``path`` is
+    refused (OSError ELOOP), never followed."""
+    flags |= _CLOEXEC | _NOFOLLOW
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         created = True

@@ -13,9 +13,13 @@ run against a real broker process.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
+import sqlite3
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -337,3 +341,129 @@ def test_any_corrupt_budget_file_leaves_a_working_command(
     again = run("edge-agent", "telemetry", "--json", env=env)
     assert_clean(again)
     assert "WARNING" not in again.stderr  # the first run repaired or moved the file
+
+
+# -- the answer cache's metadata -----------------------------------------------------------------
+
+
+def _cache_edit(path: Path, *statements: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "INSERT OR REPLACE INTO meta VALUES ('dim', 'three')",
+        "INSERT OR REPLACE INTO meta VALUES ('dim', '0')",
+        "INSERT OR REPLACE INTO meta VALUES ('generation', 'soon')",
+    ],
+)
+def test_cache_stats_reports_a_cache_with_corrupt_metadata(tmp_path: Path, damage: str) -> None:
+    cache_file = tmp_path / "answers.sqlite"
+    env = scripted_cli_env(tmp_path, CACHE__ENABLED="true", CACHE__PATH=str(cache_file))
+    assert_clean(run("edge-agent", "cache", "stats", "--json", env=env))  # creates the file
+    _cache_edit(cache_file, damage)
+    shown = run("edge-agent", "cache", "stats", "--json", env=env)
+    assert_clean(shown)
+    assert json.loads(shown.stdout)["entries"] == 0
+    assert (
+        shown.stderr.count("WARNING") == 1 and "moved it to answers.sqlite.corrupt-" in shown.stderr
+    )
+    again = run("edge-agent", "cache", "stats", "--json", env=env)
+    assert_clean(again)
+    assert again.stderr == ""
+    cleared = run("edge-agent", "cache", "clear", env=env)
+    assert_clean(cleared)
+    assert "removed 0" in cleared.stdout
+
+
+def test_corrupt_cache_metadata_warns_once_and_the_cache_works_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = {"enabled": True, "store": "all", "path": str(tmp_path / "answers.sqlite")}
+    with fast_agent(tmp_path, None, cache=cache) as agent:
+        assert agent.ask(EASY, threshold=0.5).source == "local"  # stored
+    _cache_edit(tmp_path / "answers.sqlite", "UPDATE meta SET value = 'x' WHERE key = 'dim'")
+    with (
+        caplog.at_level(logging.WARNING, logger="edge_agent"),
+        fast_agent(tmp_path, None, cache=cache) as agent,
+    ):
+        sources = [agent.ask(EASY, threshold=0.5).source for _ in range(3)]
+    assert sources == ["local", "cache", "cache"]  # a fresh cache, used at once
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "unreadable" in warnings[0].getMessage()
+
+
+def test_a_symlinked_cache_path_never_changes_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "shared-notes.txt"
+    target.write_text("someone's notes")
+    target.chmod(0o644)
+    link = tmp_path / "cache" / "answers.sqlite"
+    link.parent.mkdir(mode=0o700)
+    link.symlink_to(target)
+    env = scripted_cli_env(tmp_path, CACHE__ENABLED="true", CACHE__PATH=str(link))
+    shown = run("edge-agent", "cache", "stats", "--json", env=env)
+    assert_clean(shown)
+    assert "symbolic link" in shown.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert target.read_text() == "someone's notes"
+    assert not link.is_symlink()
+    (aside,) = link.parent.glob("answers.sqlite.corrupt-*")
+    assert aside.is_symlink()
+
+
+_META_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),  # what SQLite stores
+    st.floats(allow_nan=False),
+    st.binary(max_size=8),
+)
+
+
+class _Words:
+    name, dimensions = "words", 16
+
+    def __call__(self, text: str) -> Any:
+        import numpy as np
+
+        vector = np.zeros(self.dimensions, dtype=np.float32)
+        for word in text.lower().split():
+            vector[sum(word.encode()) % self.dimensions] += 1
+        return vector if vector.any() else vector + 1
+
+
+@given(
+    column=st.sampled_from(
+        ["meta:dim", "meta:generation", "meta:encoder", "entries:created", "entries:used",
+         "entries:vector", "entries:answer", "entries:prompt"]
+    ),
+    value=_META_VALUES,
+)  # fmt: skip
+def test_any_corrupt_cache_value_leaves_a_working_cache(
+    column: str, value: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from edge_agent.knowledge.cache import SemanticCache
+
+    path = tmp_path_factory.mktemp("cache") / "answers.sqlite"
+    embed = _Words()
+    with SemanticCache(path, embed, encoder="words/test") as cache:
+        cache.put("the capital of France", "s", {"text": "Paris"})
+        cache.put("the height of Everest", "s", {"text": "8849 m"})
+    table, key = column.split(":")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        if table == "meta":
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        else:
+            conn.execute(f"UPDATE entries SET {key} = ? WHERE id = 1", (value,))
+        conn.commit()
+    with SemanticCache(path, embed, encoder="words/test") as cache:
+        for _ in range(2):
+            cache.lookup("the capital of France", "s")
+            cache.lookup("the height of Everest", "s")
+        assert cache.put("the capital of France", "s", {"text": "Paris"})
+        hit = cache.lookup("the capital of France", "s")
+        assert hit is not None and hit.answer == {"text": "Paris"}
+        assert cache.stats()["entries"] >= 1
