@@ -467,3 +467,24 @@ def test_any_corrupt_cache_value_leaves_a_working_cache(
         hit = cache.lookup("the capital of France", "s")
         assert hit is not None and hit.answer == {"text": "Paris"}
         assert cache.stats()["entries"] >= 1
+
+
+# -- an invalid manifest among models.manifest_dirs -------------------------------------------
+
+
+def test_one_invalid_manifest_does_not_stop_the_other_models(tmp_path: Path) -> None:
+    env = scripted_cli_env(tmp_path)
+    bad = tmp_path / "manifests" / "half-written.toml"
+    bad.write_text('name = "half-written"\nruntime = "scripted"\n', encoding="utf-8")
+    asked = run("edge-agent", "ask", "--json", EASY, env=env)
+    assert_clean(asked)
+    assert json.loads(asked.stdout)["model"] == SCRIPTED
+    assert str(bad) in asked.stderr and "invalid" in asked.stderr
+    listed = run("edge-agent", "models", "list", "--json", env=env)
+    assert_clean(listed)
+    names = [row["name"] for row in json.loads(listed.stdout)["models"]]
+    assert SCRIPTED in names and "smollm2-135m-instruct" in names
+    refused = run("edge-agent", "ask", "--model", "half-written", EASY, env=env)
+    assert refused.returncode == 4, refused.stderr
+    assert "model 'half-written' cannot be used" in refused.stderr and str(bad) in refused.stderr
+    assert "Traceback" not in refused.stderr
