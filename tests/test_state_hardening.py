@@ -488,3 +488,35 @@ def test_one_invalid_manifest_does_not_stop_the_other_models(tmp_path: Path) -> 
     assert refused.returncode == 4, refused.stderr
     assert "model 'half-written' cannot be used" in refused.stderr and str(bad) in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# -- all of it at once, for the daemon ---------------------------------------------------------
+
+
+def test_serve_starts_and_answers_over_damaged_state(tmp_path: Path) -> None:
+    """A budget file with Infinity in it, cache metadata it did not write and an invalid
+    manifest: ``serve`` warns about each and answers (it used to exit 70 or 4)."""
+    from daemonproc import DaemonProcess
+
+    cache_file = tmp_path / "answers.sqlite"
+    env = scripted_cli_env(tmp_path, CACHE__ENABLED="true", CACHE__PATH=str(cache_file))
+    assert_clean(run("edge-agent", "cache", "stats", env=env))
+    _cache_edit(cache_file, "INSERT OR REPLACE INTO meta VALUES ('dim', 'three')")
+    (tmp_path / "budget.json").write_text('{"escalations": [[Infinity, Infinity]]}')
+    (tmp_path / "manifests" / "bad.toml").write_text('name = "bad"\n', encoding="utf-8")
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        env.pop(key, None)
+    daemon = DaemonProcess(env, tmp_path)
+    try:
+        body = {"messages": [{"role": "user", "content": EASY}], "max_tokens": 16}
+        for _ in range(2):
+            status, _, answer = daemon.post("/v1/chat/completions", body)
+            assert status == 200, answer
+            assert "Paris" in answer["choices"][0]["message"]["content"]
+    finally:
+        assert daemon.stop() == 0
+    stderr = daemon.stderr()
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    assert "dropped 1 invalid entries" in stderr
+    assert stderr.count("moved it to answers.sqlite.corrupt-") == 1
+    assert "bad.toml" in stderr
