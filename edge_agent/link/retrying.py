@@ -61,8 +61,9 @@ class RetryingCall:
         exc = failure.error
         delay = retry_delay(self.settings, exc, failure.started, attempts, remaining_s)
         if delay is None:
-            callers = callers_deadline(self.settings, failure, deadline_s)
-            outage = is_outage(exc) and not callers
+            outage = is_outage(exc)
+            callers = outage and callers_deadline(self.settings, failure, deadline_s)
+            outage = outage and not callers
             self._on_failure(exc, outage)
             reason = f"{type(exc).__name__}: {exc}"
             if callers:
