@@ -44,6 +44,7 @@ from .status import ERROR_KIND_KEY, from_rpc
 
 __all__ = [
     "ERROR_KIND_KEY",
+    "MAX_TIMEOUT_S",
     "ROLE_CODES",
     "AnswerStream",
     "AsyncBrokerClient",
@@ -56,6 +57,10 @@ __all__ = [
 
 
 ROLE_CODES = wire.ROLES_TO_PB  # chat role name -> protocol enum (the edge service uses it too)
+
+# The longest deadline a call is given. gRPC turns a much longer one (1e10 s) into a
+# deadline that has already passed, so a caller asking to wait "forever" would fail at once.
+MAX_TIMEOUT_S = 86_400.0
 
 Messages = str | Sequence[Mapping[str, str]] | Sequence[broker_pb2.ChatMessage]
 
@@ -338,18 +343,23 @@ class _ClientCore:
         self.timeout_s = timeout_s
         self._opened()
 
+    def _timeout(self, timeout_s: float | None) -> float | None:
+        """``timeout_s`` (else the client's), at most :data:`MAX_TIMEOUT_S`."""
+        chosen = timeout_s or self.timeout_s
+        return None if chosen is None else min(chosen, MAX_TIMEOUT_S)
+
     def _opened(self) -> None:
         """Called once the channel exists."""
 
     def _generate_call(self, request: broker_pb2.GenerateRequest, timeout_s: float | None) -> Any:
         return self._stub.Generate(
-            request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+            request, timeout=self._timeout(timeout_s), metadata=self._metadata
         )
 
     def _list_models_call(self, timeout_s: float | None) -> Any:
         return self._stub.ListModels(
             broker_pb2.ListModelsRequest(),
-            timeout=timeout_s or self.timeout_s,
+            timeout=self._timeout(timeout_s),
             metadata=self._metadata,
         )
 

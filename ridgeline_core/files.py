@@ -15,7 +15,11 @@ secrets. So every such write goes through here, with one set of guarantees:
   is left as it is: it may be one the user chose to share. Where whoever can write in the
   directory could swap the files (a socket), ``exclusive`` refuses one that is not private.
 * :func:`open_private` and :func:`private_append` open a file that is 0600 even if an older
-  version made it wider, for files written in place (SQLite, a JSONL log).
+  version made it wider, for files written in place (SQLite, a JSONL log). They refuse a
+  symbolic link (``ELOOP``): narrowing its mode would change whatever file it points to.
+* :func:`move_aside` renames a state file found unusable to ``<name>.corrupt-<UTC time>``,
+  so that the next start begins afresh and the bad file is kept to look at. A symbolic link
+  is moved as the link: what it points to is never touched.
 
 Modes and directory fsync are POSIX (Linux, macOS). Errors are plain :class:`OSError`; each
 caller maps them to its own domain error, with its own message.
@@ -28,7 +32,8 @@ import errno
 import io
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "SharedDirectoryError",
     "atomic_write",
     "fsync_dir",
+    "move_aside",
     "open_private",
     "private_append",
     "private_dir",
@@ -46,6 +52,7 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 _SHARED_WRITE = 0o022  # group- or world-writable
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _TEMPORARY_ATTEMPTS = 16
 # fsync of a directory that the filesystem cannot sync (some network and FUSE filesystems)
 _NO_DIRECTORY_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF}
@@ -131,8 +138,9 @@ def fsync_dir(path: Path) -> None:
 def open_private(path: Path, flags: int) -> int:
     """A descriptor for the file at ``path``, opened with ``flags`` (``os.O_RDWR``, ...) and
     created if missing. The file is 0600 afterwards, even one an older version made wider;
-    a file created here is durable in its directory."""
-    flags |= _CLOEXEC
+    a file created here is durable in its directory. A symbolic link at ``path`` is
+    refused (OSError ELOOP), never followed."""
+    flags |= _CLOEXEC | _NOFOLLOW
     try:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
         created = True
@@ -157,3 +165,23 @@ def private_append(path: Path) -> Iterator[io.BufferedWriter]:
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def move_aside(path: Path, siblings: Sequence[str] = ()) -> Path:
+    """Rename ``path`` to ``<name>.corrupt-<UTC time>`` (``-<n>`` added while that is
+    taken) and each existing ``<name><suffix>`` of ``siblings`` (a write-ahead log) to the
+    same name with its suffix; returns the new path. A symbolic link is renamed, never
+    followed. The rename is durable in the directory."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while os.path.lexists(aside):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    os.replace(path, aside)
+    for suffix in siblings:
+        side = path.with_name(path.name + suffix)
+        if os.path.lexists(side):
+            os.replace(side, aside.with_name(aside.name + suffix))
+    fsync_dir(path.parent)
+    return aside

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,6 @@ import pytest
 
 from edge_agent.routing.budget import DAY_S, HOUR_S, EscalationBudget
 from edge_agent.settings import BudgetSettings
-from ridgeline_core.errors import ConfigError
 
 T0 = 1_700_000_000.0
 
@@ -148,24 +149,104 @@ def test_record_merges_what_other_processes_wrote(state_file: Path, clock: FakeC
     assert second.left() == 0.5
 
 
-def test_corrupt_file_names_the_file(state_file: Path, clock: FakeClock) -> None:
+def test_a_corrupt_file_is_moved_aside_with_a_warning(
+    state_file: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It used to stop every command (ConfigError, "remove it to reset"); a state file
+    # must not keep the agent from answering (issue 16), and whoever could write it could
+    # as well have removed it.
     state_file.parent.mkdir(parents=True)
     state_file.write_text("{not json")
-    with pytest.raises(ConfigError, match=r"budget\.json") as caught:
-        budget(state_file, clock, requests_per_hour=2)
-    assert str(state_file) in str(caught.value)
-    assert "remove it to reset" in str(caught.value)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.routing.budget"):
+        limited = budget(state_file, clock, requests_per_hour=2)
+    assert limited.left() == 1.0
+    assert str(state_file) in caplog.text and "moved it to budget.json.corrupt-" in caplog.text
+    (aside,) = state_file.parent.glob("budget.json.corrupt-*")
+    assert aside.read_text() == "{not json"
+    assert not state_file.exists()
+    limited.record(1)
+    assert stored(state_file) == [[T0, 1]]
 
 
 @pytest.mark.parametrize(
-    "content",
-    ['{"spent": []}', '{"escalations": [[1, 2, 3]]}', '{"escalations": [["x", 1]]}', "[]"],
+    "content", ['{"spent": []}', '{"escalations": {"a": 1}}', "[]", "3", '"x"', "null"]
 )
-def test_malformed_file_is_a_config_error(state_file: Path, clock: FakeClock, content: str) -> None:
+def test_a_file_that_is_not_a_spending_file_is_moved_aside(
+    state_file: Path, clock: FakeClock, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
     state_file.parent.mkdir(parents=True)
     state_file.write_text(content)
-    with pytest.raises(ConfigError, match="unreadable"):
-        budget(state_file, clock, requests_per_hour=2)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.routing.budget"):
+        assert budget(state_file, clock, requests_per_hour=2).left() == 1.0
+    assert "moved it to" in caplog.text
+    assert len(list(state_file.parent.glob("budget.json.corrupt-*"))) == 1
+
+
+BAD_ENTRIES = [
+    [math.inf, 3], [-math.inf, 3], [math.nan, 3], [T0, math.inf], [T0, math.nan], [T0, -1],
+    [T0, 1.5], ["x", 1], [T0, "2"], [True, 1], [T0, None], [1, 2, 3], [T0], "entry", None,
+    {"at": T0}, [T0, 10**30],
+]  # fmt: skip
+
+
+def test_entries_that_are_not_a_time_and_tokens_are_dropped(
+    state_file: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_file.parent.mkdir(parents=True)
+    good = [[T0 - 10, 7], [T0 - 20, 3.0]]  # JSON's 3.0 is 3
+    state_file.write_text(json.dumps({"escalations": [*BAD_ENTRIES, *good]}))
+    with caplog.at_level(logging.WARNING, logger="edge_agent.routing.budget"):
+        limited = budget(state_file, clock, requests_per_hour=4, tokens_per_day=100)
+        assert limited.left() == 0.5
+        assert limited.left() == 0.5
+    assert caplog.text.count("WARNING") == 1
+    assert f"dropped {len(BAD_ENTRIES)} invalid entries" in caplog.text
+    assert str(state_file) in caplog.text
+    assert stored(state_file) == [[T0 - 10, 7], [T0 - 20, 3]]  # repaired on disk
+    assert not list(state_file.parent.glob("budget.json.corrupt-*"))
+
+
+def test_an_infinite_token_count_does_not_stop_a_record(state_file: Path, clock: FakeClock) -> None:
+    limited = budget(state_file, clock, requests_per_hour=4)
+    limited.record(1)
+    state_file.write_text('{"escalations": [[Infinity, Infinity], [1700000000.0, 5]]}')
+    limited.record(2)  # another process wrote the file: merged, its bad entry dropped
+    assert stored(state_file) == [[T0, 5], [T0, 2]]
+    assert limited.left() == 0.5
+
+
+def test_future_times_are_counted_as_now_and_expire(
+    state_file: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The clock went back a day after these were written: they count once, from now,
+    # and age out like any other, instead of reading as spent until the clock gets there.
+    state_file.parent.mkdir(parents=True)
+    ahead = [[T0 + DAY_S, 1], [T0 + 2 * HOUR_S, 1], [T0 + 5, 1]]  # the last: within tolerance
+    state_file.write_text(json.dumps({"escalations": ahead}))
+    with caplog.at_level(logging.WARNING, logger="edge_agent.routing.budget"):
+        limited = budget(state_file, clock, requests_per_hour=3)
+    assert "2 entries dated in the future" in caplog.text
+    assert stored(state_file) == [[T0, 1], [T0, 1], [T0 + 5, 1]]
+    assert limited.left() == 0.0
+    clock.advance(HOUR_S + 10)
+    assert limited.left() == 1.0
+    again = budget(state_file, clock, requests_per_hour=3)  # a later process agrees
+    assert again.left() == 1.0
+
+
+def test_a_clock_going_back_while_running_does_not_freeze_the_budget(
+    state_file: Path, clock: FakeClock
+) -> None:
+    limited = budget(state_file, clock, requests_per_hour=1)
+    limited.record(1)
+    assert limited.left() == 0.0
+    clock.advance(-DAY_S)  # the clock steps back a day
+    assert limited.left() == 0.0  # the escalation counts, from now
+    clock.advance(HOUR_S + 1)
+    assert limited.left() == 1.0
+    assert stored(state_file) == [[T0 - DAY_S, 1]]  # the file says so too
+    limited.record(1)
+    assert stored(state_file) == [[T0 - DAY_S, 1], [T0 - DAY_S + HOUR_S + 1, 1]]
 
 
 def test_corrupt_file_is_ignored_without_limits(state_file: Path, clock: FakeClock) -> None:

@@ -428,3 +428,127 @@ def test_corruption_found_in_use_is_recovered(
     assert len(list(path.parent.glob(f"{path.name}.corrupt-*"))) == 1
     assert cache.put("question number 7", SCOPE, ANSWER)
     assert cache.lookup("question number 7", SCOPE) is not None
+
+
+# -- metadata and rows that break the schema's promises (issue 16) ----------------------------
+
+
+def _edit(path: Path, *statements: str) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE meta SET value = 'three' WHERE key = 'dim'",
+        "UPDATE meta SET value = '0' WHERE key = 'dim'",
+        "UPDATE meta SET value = '-4' WHERE key = 'dim'",
+        "UPDATE meta SET value = '1e9' WHERE key = 'dim'",
+        "UPDATE meta SET value = x'00ff' WHERE key = 'dim'",
+        "UPDATE meta SET value = 'many' WHERE key = 'generation'",
+    ],
+)
+def test_corrupt_metadata_moves_the_file_aside_once(
+    open_cache: OpenCache, path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    first = open_cache()
+    first.put("What is the capital of France?", SCOPE, ANSWER)
+    first.close()
+    _edit(path, damage)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
+        cache = open_cache()
+        assert cache.lookup("What is the capital of France?", SCOPE) is None
+        assert cache.put("What is the capital of France?", SCOPE, ANSWER)
+        assert cache.lookup("What is the capital of France?", SCOPE) is not None
+        assert cache.stats()["entries"] == 1
+    assert caplog.text.count("WARNING") == 1 and "unreadable" in caplog.text
+    assert len(list(path.parent.glob(f"{path.name}.corrupt-*"))) == 1
+
+
+def test_corrupt_metadata_written_while_open_is_recovered(
+    open_cache: OpenCache, path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = open_cache()
+    cache.put("What is the capital of France?", SCOPE, ANSWER)
+    _edit(path, "UPDATE meta SET value = 'x' WHERE key = 'generation'")
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
+        assert cache.lookup("What is the capital of France?", SCOPE) is None
+    assert "unreadable" in caplog.text
+    assert len(list(path.parent.glob(f"{path.name}.corrupt-*"))) == 1
+    assert cache.put("What is the capital of France?", SCOPE, ANSWER)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE entries SET created = 'yesterday' WHERE prompt LIKE 'What%'",
+        "UPDATE entries SET created = 9e999 WHERE prompt LIKE 'What%'",
+        "UPDATE entries SET vector = 'text, not a vector' WHERE prompt LIKE 'What%'",
+    ],
+)
+def test_entries_with_unreadable_columns_are_dropped_once(
+    open_cache: OpenCache, path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    first = open_cache()
+    first.put("What is the capital of France?", SCOPE, ANSWER)
+    first.put("How tall is Mount Everest?", SCOPE, ANSWER)
+    first.close()
+    _edit(path, damage)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
+        cache = open_cache()
+        assert cache.lookup("What is the capital of France?", SCOPE) is None
+        assert cache.lookup("How tall is Mount Everest?", SCOPE) is not None  # kept
+        assert cache.lookup("What is the capital of France?", SCOPE) is None
+    assert caplog.text.count("WARNING") == 1 and "malformed" in caplog.text
+    assert cache.stats()["entries"] == 1
+
+
+def test_an_entry_damaged_after_loading_is_dropped_at_its_hit(
+    open_cache: OpenCache, path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = open_cache()
+    cache.put("What is the capital of France?", SCOPE, ANSWER)
+    assert cache.lookup("What is the capital of France?", SCOPE) is not None  # loaded
+    _edit(path, "UPDATE entries SET created = 'soon'")  # no generation bump: still loaded
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
+        assert cache.lookup("What is the capital of France?", SCOPE) is None
+    assert "unreadable" in caplog.text
+    assert cache.stats()["entries"] == 0
+
+
+def test_a_symlinked_cache_file_is_moved_aside_and_its_target_untouched(
+    open_cache: OpenCache, path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "someone-elses-file"
+    target.write_text("not a cache")
+    target.chmod(0o644)
+    path.parent.mkdir(mode=0o700)
+    path.symlink_to(target)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.knowledge.cache"):
+        cache = open_cache()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # never chmod'ed through the link
+    assert target.read_text() == "not a cache"
+    (aside,) = path.parent.glob(f"{path.name}.corrupt-*")
+    assert aside.is_symlink() and aside.resolve() == target.resolve()
+    assert "symbolic link" in caplog.text
+    assert path.exists() and not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert cache.put("What is the capital of France?", SCOPE, ANSWER)
+
+
+def test_a_symlinked_write_ahead_log_is_moved_aside(
+    open_cache: OpenCache, path: Path, tmp_path: Path
+) -> None:
+    open_cache().close()
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    wal = path.with_name(path.name + "-wal")
+    wal.unlink(missing_ok=True)
+    wal.symlink_to(target)
+    cache = open_cache()
+    assert cache.put("What is the capital of France?", SCOPE, ANSWER)
+    assert target.read_bytes() == b""  # nothing written through the link
+    assert not wal.is_symlink()

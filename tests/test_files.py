@@ -14,6 +14,7 @@ import pytest
 from ridgeline_core.files import (
     SharedDirectoryError,
     atomic_write,
+    move_aside,
     open_private,
     private_append,
     private_dir,
@@ -257,3 +258,37 @@ def test_private_append_appends_and_syncs(tmp_path: Path, monkeypatch: pytest.Mo
     assert target.read_bytes() == b"one\ntwo\n"
     assert mode(target) == 0o600
     assert log.synced == [("file", target.stat().st_ino)]
+
+
+def test_open_private_refuses_a_symbolic_link_and_leaves_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("theirs")
+    target.chmod(0o644)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(OSError) as refused:
+        open_private(link, os.O_RDWR)
+    assert refused.value.errno == errno.ELOOP
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OSError):
+        open_private(dangling, os.O_WRONLY)
+    assert not (tmp_path / "nowhere").exists()  # not created through the link
+
+
+def test_move_aside_renames_the_file_its_siblings_and_a_link_as_a_link(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    state.write_text("bad")
+    (tmp_path / "state.db-wal").write_text("log")
+    first = move_aside(state, ("-wal", "-shm"))
+    assert first.name.startswith("state.db.corrupt-") and first.read_text() == "bad"
+    assert first.with_name(first.name + "-wal").read_text() == "log"
+    assert not state.exists() and not (tmp_path / "state.db-wal").exists()
+    target = tmp_path / "target"
+    target.write_text("theirs")
+    state.symlink_to(target)
+    second = move_aside(state)
+    assert second != first and second.name.startswith("state.db.corrupt-")  # a free name
+    assert second.is_symlink() and target.read_text() == "theirs"
+    assert not os.path.lexists(state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -494,10 +495,46 @@ def test_same_name_twice_in_one_directory_is_an_error(tmp_path: Path) -> None:
     assert "two.toml" in str(info.value)
 
 
-def test_invalid_manifest_in_a_directory_fails_the_catalog(tmp_path: Path) -> None:
+def test_an_invalid_manifest_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It used to fail the whole catalog, so one bad file stopped every command (issue 16).
     (tmp_path / "bad.toml").write_text(manifest_toml("../escape"), encoding="utf-8")
+    (tmp_path / "broken.toml").write_text("name = 'broken'\nsize = ", encoding="utf-8")
+    (tmp_path / "sizeless.toml").write_text(
+        manifest_toml("sizeless").replace("size = 10\n", ""), encoding="utf-8"
+    )
+    (tmp_path / "good.toml").write_text(manifest_toml("good"), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="ridgeline_core.store.manifest"):
+        catalog = ManifestCatalog.with_bundled([tmp_path])
+    assert [m.name for m in catalog if m.name in ("good", "sizeless")] == ["good"]
+    assert "smollm2-135m-instruct" in catalog and "sizeless" not in catalog
+    assert len(caplog.records) == 3
+    assert str(tmp_path / "sizeless.toml") in caplog.text and "size" in caplog.text
+    assert str(tmp_path / "broken.toml") in caplog.text
+    with pytest.raises(ManifestError, match=r"model 'sizeless' cannot be used: .*sizeless\.toml"):
+        catalog.get("sizeless")
+    with pytest.raises(ManifestError, match=r"broken\.toml"):
+        catalog.get("broken")
     with pytest.raises(ManifestError):
-        ManifestCatalog.from_dirs([tmp_path])
+        catalog.get("../escape")
+    assert catalog.get("good").name == "good"
+
+
+def test_an_invalid_override_hides_the_manifest_it_overrides(tmp_path: Path) -> None:
+    (tmp_path / "mine.toml").write_text(
+        manifest_toml("smollm2-135m-instruct").replace('runtime = "llama.cpp"', "runtime = 3"),
+        encoding="utf-8",
+    )
+    catalog = ManifestCatalog.with_bundled([tmp_path])
+    with pytest.raises(ManifestError, match=r"mine\.toml is invalid"):
+        catalog.get("smollm2-135m-instruct")  # not silently the bundled one
+    assert "smollm2-135m-instruct" not in catalog
+    assert catalog.get("gemma3-270m").name == "gemma3-270m"
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "fixed.toml").write_text(manifest_toml("smollm2-135m-instruct"), encoding="utf-8")
+    assert ManifestCatalog.with_bundled([tmp_path, later]).get("smollm2-135m-instruct")
 
 
 def test_later_directory_overrides_earlier(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ Why it is built this way:
 * Vectors from different encoders cannot be compared, so the encoder's name is stored and a
   file written with another one is emptied on open.
 * The cache must never stop an answer. A file SQLite reports as corrupt (or that cannot be
-  opened for reading and writing) is moved aside to ``<name>.corrupt-<UTC time>`` and the
-  cache starts empty. Any other storage failure is raised as
+  opened for reading and writing, whose metadata is not what this cache writes, or that is
+  a symbolic link) is moved aside to ``<name>.corrupt-<UTC time>`` and the cache starts
+  empty; an entry with an unreadable column is dropped. Any other storage failure is raised as
   :class:`~ridgeline_core.errors.StoreError`, which a caller treats as "no cache this time".
 * Answers can be sensitive: a directory the cache creates is 0700, the file is 0600, and a
   ``private`` prompt is neither embedded nor written.

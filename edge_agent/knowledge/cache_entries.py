@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .cache_meta import CacheMeta
-from .cache_scopes import Scopes
+from .cache_scopes import Scopes, is_time
 from .cache_sql import scalar, transaction, upsert
 
 __all__ = ["CacheHit", "CacheLimits", "EntryLookup", "EntryWriter"]
@@ -82,7 +82,7 @@ class EntryLookup(_Part):
 
     def _find(self, conn: sqlite3.Connection, query: Vector, scope: str) -> CacheHit | None:
         limits = self._limits
-        self._meta.check_dim(query.size)
+        self._meta.check_dim(conn, query.size)
         index = self._scopes.get(conn, scope, self._meta.dim, limits.ttl_s)
         if index is None:
             return None
@@ -110,7 +110,7 @@ class EntryWriter(_Part):
     def put(
         self, conn: sqlite3.Connection, prompt: str, scope: str, vector: Vector, text: str
     ) -> None:
-        self._meta.check_dim(vector.size)
+        self._meta.check_dim(conn, vector.size)
         now = self._clock()
         with transaction(conn):
             if self._meta.dim is None:
@@ -167,10 +167,10 @@ def _take(
     prompt, text, created = row
     try:
         answer = json.loads(text)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):
         answer = None
-    if not isinstance(answer, dict):
-        log.warning("semantic cache %s: dropped an entry with an unreadable answer", path)
+    if not (isinstance(answer, dict) and isinstance(prompt, str) and is_time(created)):
+        log.warning("semantic cache %s: dropped an unreadable entry", path)
         conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         meta.bump(conn)
         return None

@@ -1,25 +1,39 @@
 """The answer cache's SQLite file: opened private (0600 in a 0700 directory), in WAL mode;
-a file that is corrupt or not a database is moved aside to ``<name>.corrupt-<UTC time>``
-(with its write-ahead log) and the cache starts empty; any other failure is a StoreError."""
+a file that is corrupt or not a database, whose metadata is not what this cache writes, or
+that is a symbolic link (it, or its write-ahead log) is moved aside to
+``<name>.corrupt-<UTC time>`` (with its write-ahead log; a link is moved as the link, what
+it points to is never opened or changed) and the cache starts empty; any other failure is a
+StoreError."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ridgeline_core import files
 from ridgeline_core.errors import StoreError
 from ridgeline_core.files import open_private, private_dir
 
-from .cache_sql import BUSY_TIMEOUT_S, SCHEMA, SCHEMA_VERSION, is_corrupt, scalar, transaction
+from .cache_sql import (
+    BUSY_TIMEOUT_S,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UnusableCacheError,
+    is_corrupt,
+    scalar,
+    transaction,
+)
 
 __all__ = ["CacheFile"]
 
 log = logging.getLogger("edge_agent.knowledge.cache")
+
+_SIDE_FILES = ("-wal", "-shm")  # SQLite's write-ahead log and its index
 
 
 class CacheFile:
@@ -37,7 +51,7 @@ class CacheFile:
         try:
             self._connect()
         except (sqlite3.Error, PermissionError) as exc:
-            if not self.path.exists() or (
+            if not os.path.lexists(self.path) or (
                 isinstance(exc, sqlite3.Error) and not is_corrupt(exc)
             ):  # not the file's fault: moving it aside would not help
                 raise StoreError(f"cannot open the semantic cache {self.path}: {exc}") from exc
@@ -102,7 +116,7 @@ def _is_file(path: Path, identity: tuple[int, int] | None) -> bool:
     """Whether ``path`` is still the file of ``identity`` (st_dev, st_ino): not yet moved
     aside or replaced by another process."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return False
     return (st.st_dev, st.st_ino) == identity
@@ -130,19 +144,8 @@ def create_schema(conn: sqlite3.Connection, path: Path) -> None:
 
 def move_aside(path: Path, exc: BaseException) -> None:
     """Move an unusable file (and its WAL) to ``<name>.corrupt-<UTC time>``."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while aside.exists():
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        n += 1
     try:
-        os.replace(path, aside)
-        # A stale write-ahead log would be replayed into the fresh file: it goes too.
-        for suffix in ("-wal", "-shm"):
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                os.replace(side, aside.with_name(aside.name + suffix))
+        aside = files.move_aside(path, _SIDE_FILES)
     except OSError as move_error:
         raise StoreError(
             f"the semantic cache {path} is unreadable ({exc}) and could not be moved "
@@ -156,10 +159,24 @@ def move_aside(path: Path, exc: BaseException) -> None:
     )
 
 
+def _refuse_links(path: Path) -> None:
+    """SQLite would follow a symbolic link (to the file or its WAL) and write, or this
+    module chmod, whatever it points to: such a file is not used."""
+    for suffix in ("", *_SIDE_FILES):
+        if os.path.islink(path.with_name(path.name + suffix)):
+            raise UnusableCacheError(f"{path.name}{suffix} is a symbolic link")
+
+
 def connect(path: Path) -> tuple[sqlite3.Connection, tuple[int, int]]:
     """A connection to ``path`` (made 0600, WAL mode, this version's schema) and the
     file's identity (st_dev, st_ino), to tell later whether it was replaced."""
-    fd = open_private(path, os.O_RDWR)  # narrows a file an older version made wider
+    _refuse_links(path)
+    try:
+        fd = open_private(path, os.O_RDWR)  # narrows a file an older version made wider
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link made since the check
+            raise UnusableCacheError(f"{path.name} is a symbolic link") from exc
+        raise
     try:
         st = os.fstat(fd)
     finally:

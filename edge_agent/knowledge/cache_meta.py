@@ -10,11 +10,14 @@ import sqlite3
 from pathlib import Path
 
 from .cache_scopes import Scopes
-from .cache_sql import meta, scalar, set_meta, transaction
+from .cache_sql import UnusableCacheError, meta, scalar, set_meta, transaction
 
 __all__ = ["CacheMeta"]
 
 log = logging.getLogger("edge_agent.knowledge.cache")
+
+_MAX_DIM = 65_536  # wider than any sentence encoder's vectors
+_MAX_GENERATION = 2**63 - 1
 
 
 class CacheMeta:
@@ -41,16 +44,15 @@ class CacheMeta:
             return
         self.data_version = version
         self._claim_encoder(conn)
-        generation = int(meta(conn, "generation") or 0)
+        generation = meta_int(conn, "generation", 0, _MAX_GENERATION) or 0
         if generation != self.generation:
             self._scopes.clear()
             self.generation = generation
-            dim = meta(conn, "dim")
-            self.dim = int(dim) if dim is not None else None
+            self.dim = meta_int(conn, "dim", 1, _MAX_DIM)
 
     def bump(self, conn: sqlite3.Connection) -> None:
         """Record a change of what can match (inside the writer's transaction)."""
-        before = int(meta(conn, "generation") or 0)
+        before = meta_int(conn, "generation", 0, _MAX_GENERATION) or 0
         if before != self.generation:
             self.stale = True  # another process changed it since this one last looked
         self.generation = before + 1
@@ -59,14 +61,24 @@ class CacheMeta:
     def claim_dim(self, conn: sqlite3.Connection, dim: int) -> None:
         """The first vector stored fixes the dimension (inside the writer's transaction)."""
         self.dim = _stored_dim(conn, dim)
-        self.check_dim(dim)
+        self.check_dim(conn, dim)
 
-    def check_dim(self, size: int) -> None:
-        if self.dim is not None and size != self.dim:
-            raise ValueError(
-                f"the vector has {size} dimensions but the cached vectors have "
-                f"{self.dim} (encoder {self.encoder!r})"
-            )
+    def check_dim(self, conn: sqlite3.Connection, size: int) -> None:
+        """A vector of ``size`` values fits the stored ones: ValueError when it does not
+        (the caller's mistake); UnusableCacheError when the recorded dimension is one no
+        stored vector has (the file's); a record without vectors is forgotten."""
+        if self.dim is None or size == self.dim:
+            return
+        if _count(conn, "SELECT COUNT(*) FROM (SELECT 1 FROM entries LIMIT 1)") == 0:
+            self.dim = None  # the next store records its own
+            return
+        fitting = "SELECT COUNT(*) FROM (SELECT 1 FROM entries WHERE length(vector) = ? LIMIT 1)"
+        if _count(conn, fitting, self.dim * 4) == 0:
+            raise UnusableCacheError(f"its meta dim is {self.dim}, which no stored vector has")
+        raise ValueError(
+            f"the vector has {size} dimensions but the cached vectors have "
+            f"{self.dim} (encoder {self.encoder!r})"
+        )
 
     def _claim_encoder(self, conn: sqlite3.Connection) -> None:
         if meta(conn, "encoder") == self.encoder:
@@ -80,12 +92,32 @@ class CacheMeta:
 
 
 def _stored_dim(conn: sqlite3.Connection, dim: int) -> int:
-    """The stored vectors' dimension: the one recorded, or ``dim`` (now recorded) if none."""
-    found = meta(conn, "dim")
-    if found is None:
-        conn.execute("INSERT INTO meta (key, value) VALUES ('dim', ?)", (str(dim),))
+    """The stored vectors' dimension: the one recorded, or ``dim`` (now recorded) while
+    there are no vectors."""
+    found = meta_int(conn, "dim", 1, _MAX_DIM)
+    if found is None or _count(conn, "SELECT COUNT(*) FROM (SELECT 1 FROM entries LIMIT 1)") == 0:
+        set_meta(conn, "dim", str(dim))
         return dim
-    return int(found)
+    return found
+
+
+def _count(conn: sqlite3.Connection, sql: str, *args: object) -> int:
+    return int(conn.execute(sql, args).fetchone()[0])
+
+
+def meta_int(conn: sqlite3.Connection, key: str, low: int, high: int) -> int | None:
+    """The meta value ``key`` as an integer in [``low``, ``high``]; None when unset.
+    Anything else was not written by this cache: UnusableCacheError (moved aside)."""
+    value = meta(conn, key)
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise UnusableCacheError(f"its meta {key} is {value[:40]!r}, not an integer in range")
+    return number
 
 
 def _take_over(conn: sqlite3.Connection, encoder: str, path: Path) -> bool:

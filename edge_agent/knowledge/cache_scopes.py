@@ -16,7 +16,7 @@ import numpy.typing as npt
 from .cache_sql import transaction
 from .vectors import VectorIndex
 
-__all__ = ["ScopeIndex", "Scopes"]
+__all__ = ["ScopeIndex", "Scopes", "is_time", "well_formed"]
 
 log = logging.getLogger("edge_agent.knowledge.cache")
 
@@ -100,13 +100,13 @@ class Scopes:
             "SELECT id, vector, created FROM entries WHERE scope = ? AND created > ?",
             (scope, self._clock() - ttl_s),
         ).fetchall()
-        width = dim * 4
-        bad = [(entry_id,) for entry_id, blob, _ in rows if len(blob) != width]
-        if bad:
+        good = [r for r in rows if well_formed(r[1], r[2], dim)]
+        if len(good) < len(rows):
+            bad = [(r[0],) for r in rows if not well_formed(r[1], r[2], dim)]
             log.warning("semantic cache %s: dropped %d malformed entries", self._path, len(bad))
             with transaction(conn):
                 conn.executemany("DELETE FROM entries WHERE id = ?", bad)
-            rows = [r for r in rows if len(r[1]) == width]
+            rows = good
         if not rows:
             return None
         index = ScopeIndex.from_rows(dim, rows)
@@ -130,3 +130,13 @@ class Scopes:
 
     def clear(self) -> None:
         self._indexes.clear()
+
+
+def is_time(value: object) -> bool:
+    """A finite number of seconds: what ``created`` and ``used`` must hold."""
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def well_formed(vector: object, created: object, dim: int) -> bool:
+    """A row's vector is ``dim`` float32 values and its creation time is a time."""
+    return isinstance(vector, bytes) and len(vector) == dim * 4 and is_time(created)

@@ -10,6 +10,7 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "UnusableCacheError",
     "is_corrupt",
     "meta",
     "scalar",
@@ -40,6 +41,16 @@ SCHEMA = (
     "CREATE INDEX entries_used ON entries (used, id)",
     "CREATE INDEX entries_created ON entries (created)",
 )
+
+
+class UnusableCacheError(sqlite3.DatabaseError):
+    """The file breaks what the cache requires of it (a meta value that is not what this
+    cache writes, a symbolic link): as unusable as a file SQLite reports corrupt, and
+    handled the same way (moved aside, the cache starts empty)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.sqlite_errorcode = _SQLITE_CORRUPT
 
 
 def is_corrupt(exc: sqlite3.Error) -> bool:

@@ -29,12 +29,16 @@ class EscalationRequest:
 
 
 class AttemptFailed(Exception):
-    """One attempt failed; ``started``: text had streamed (a retry could answer twice)."""
+    """One attempt failed; ``started``: text had streamed (a retry could answer twice);
+    ``timed_out``: it failed because the time it was given ran out."""
 
-    def __init__(self, error: errors.RidgelineError, started: bool) -> None:
+    def __init__(
+        self, error: errors.RidgelineError, started: bool, *, timed_out: bool = False
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.started = started
+        self.timed_out = timed_out
 
 
 @dataclass
@@ -85,7 +89,9 @@ def attempt(
     (RequestCancelledError when ``cancel`` was cancelled). The call is stopped on the broker
     at once when it ends without a result, not at garbage collection."""
     if remaining_s <= 0:
-        raise AttemptFailed(errors.UnavailableError("the escalation deadline passed"), False)
+        passed = errors.UnavailableError("the escalation deadline passed")
+        raise AttemptFailed(passed, False, timed_out=True)
+    ends_at = time.monotonic() + remaining_s
     received = Received(call_started=time.perf_counter())
     stream: AnswerStream | None = None
     forget: Callable[[], None] | None = None
@@ -102,7 +108,8 @@ def attempt(
     except errors.RidgelineError as exc:
         if cancel is not None and cancel.cancelled:
             raise errors.RequestCancelledError(cancel.reason) from exc
-        raise AttemptFailed(exc, received.streamed) from exc
+        timed_out = exc.status == "DEADLINE_EXCEEDED" or time.monotonic() >= ends_at
+        raise AttemptFailed(exc, received.streamed, timed_out=timed_out) from exc
     except (ValueError, KeyError) as exc:  # grpc: "Cannot invoke RPC: Channel closed!"
         closed = errors.UnavailableError(f"the broker link is closed ({exc})")
         raise AttemptFailed(closed, received.streamed) from exc

@@ -6,7 +6,9 @@ refused, the broker was overloaded and named a retry delay that fits the deadlin
 text has streamed, a retry could duplicate work and answer twice, so a broken stream is a
 failure the caller handles (with its local answer). Failures that say the broker is down
 (unreachable, deadline, internal error) count towards the circuit; failures that say the
-request was wrong or not allowed (invalid, unauthenticated, rate limited) do not.
+request was wrong or not allowed (invalid, unauthenticated, rate limited) do not, and
+neither does a deadline the caller set shorter than ``escalation.deadline_s`` running out
+(a broker is not down because one request wanted its answer sooner).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Protocol
 
 from ridgeline_core.cancel import CancelToken
-from ridgeline_core.client import BrokerClient
+from ridgeline_core.client import MAX_TIMEOUT_S, BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
 from ..decision import BrokerInfo
@@ -119,6 +121,7 @@ class Escalator(GuardedLink):
         """Yield the broker's text as it arrives and return its answer, or raise
         :class:`EscalationFailed`; RequestCancelledError when ``cancel`` is cancelled.
         Cancelling, or closing the generator, stops the call on the broker at once."""
+        deadline_s = min(deadline_s, MAX_TIMEOUT_S)  # one gRPC can represent
         self._gate.take(deadline_s)
         request = EscalationRequest(
             list(messages), params, draft, uuid.uuid4().hex, self.model or None, self.device_id

@@ -51,7 +51,7 @@ class CallGate:
 
     def take(self, deadline_s: float) -> None:
         """Refuse a call that cannot go out; otherwise it holds the circuit's permission."""
-        if deadline_s <= 0:
+        if not deadline_s > 0:  # NaN too
             # The caller's time ran out before the call (a slow local generation): no fault
             # of the broker's, so it neither counts towards the circuit nor takes a trial.
             raise EscalationFailed(

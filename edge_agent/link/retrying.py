@@ -53,19 +53,23 @@ class RetryingCall:
                 return self._answered(received, started, attempts)
             except AttemptFailed as failure:
                 remaining = deadline_s - (time.perf_counter() - started)
-                self._wait_or_give_up(failure, attempts, remaining)
+                self._wait_or_give_up(failure, attempts, remaining, deadline_s)
 
-    def _wait_or_give_up(self, failure: AttemptFailed, attempts: int, remaining_s: float) -> None:
+    def _wait_or_give_up(
+        self, failure: AttemptFailed, attempts: int, remaining_s: float, deadline_s: float
+    ) -> None:
         exc = failure.error
         delay = retry_delay(self.settings, exc, failure.started, attempts, remaining_s)
         if delay is None:
             outage = is_outage(exc)
+            callers = outage and callers_deadline(self.settings, failure, deadline_s)
+            outage = outage and not callers
             self._on_failure(exc, outage)
+            reason = f"{type(exc).__name__}: {exc}"
+            if callers:
+                reason = f"the request's deadline_s {deadline_s:g} s ran out ({reason})"
             raise EscalationFailed(
-                f"{type(exc).__name__}: {exc}",
-                started=failure.started,
-                attempts=attempts,
-                outage=outage,
+                reason, started=failure.started, attempts=attempts, outage=outage
             ) from exc
         if self.cancel is None:
             time.sleep(delay)
@@ -95,6 +99,16 @@ def cloud_answer(received: Received, started: float, attempts: int) -> CloudAnsw
         total_s=time.perf_counter() - started,
         attempts=attempts,
     )
+
+
+def callers_deadline(
+    settings: EscalationSettings, failure: AttemptFailed, deadline_s: float
+) -> bool:
+    """Did ``failure`` come from the caller's own deadline rather than the broker? Time
+    ran out, and the caller had given less than the configured ``deadline_s``: a broker
+    that answers within the configured time is not down because a request wanted it
+    sooner. A broker slower than the configured deadline is an outage, whoever waited."""
+    return failure.timed_out and deadline_s < settings.deadline_s
 
 
 def retry_delay(

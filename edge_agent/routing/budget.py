@@ -33,7 +33,7 @@ class EscalationBudget:
         self.settings = settings
         self.path = path
         self._clock = clock
-        self._spending = SharedSpending(SpendingFile(path), load=self.limited)
+        self._spending = SharedSpending(SpendingFile(path), load=self.limited, now=clock)
 
     @property
     def limited(self) -> bool:
@@ -48,7 +48,7 @@ class EscalationBudget:
         if not self.limited:
             return None
         now = self._clock()
-        return fraction_left(self.settings, self._spending.current(), now)
+        return fraction_left(self.settings, self._spending.current(now), now)
 
     def record(self, tokens: int) -> None:
         """Count one escalation that used ``tokens`` (prompt + completion) at the broker."""

@@ -10,8 +10,9 @@ types are in :mod:`.manifest_fields`, the source tables in :mod:`.manifest_sourc
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DIGEST_PATTERN",
@@ -241,31 +244,30 @@ class ManifestCatalog:
     """All manifests found in a list of directories; later directories win.
 
     Ridgeline's bundled manifests come first, so a user's own directory can
-    override one by giving a manifest the same name.
+    override one by giving a manifest the same name. An invalid manifest file is
+    skipped with a warning naming it and its problem, so the other models stay usable;
+    asking for the model it names (its ``name``, else the file's stem) says its manifest
+    is invalid, even where an earlier directory had a valid one: an override that failed
+    does not silently fall back.
     """
 
-    def __init__(self, manifests: Iterable[ModelManifest]) -> None:
+    def __init__(
+        self, manifests: Iterable[ModelManifest], invalid: Mapping[str, str] | None = None
+    ) -> None:
         self._by_name: dict[str, ModelManifest] = {}
         for manifest in manifests:
             self._by_name[manifest.name] = manifest
+        self._invalid = dict(invalid or {})  # model name -> why its manifest was skipped
 
     @classmethod
     def from_dirs(cls, directories: Iterable[Path]) -> ManifestCatalog:
-        manifests: list[ModelManifest] = []
+        found: dict[str, ModelManifest | str] = {}  # a manifest, or why it is invalid
         for directory in directories:
-            if not directory.is_dir():
-                continue
-            seen: dict[str, Path] = {}
-            for path in sorted(directory.glob("*.toml")):
-                manifest = ModelManifest.from_file(path)
-                if manifest.name in seen:
-                    raise ManifestError(
-                        f"model {manifest.name!r} is defined twice: {seen[manifest.name]} "
-                        f"and {path}"
-                    )
-                seen[manifest.name] = path
-                manifests.append(manifest)
-        return cls(manifests)
+            if directory.is_dir():
+                found.update(_read_directory(directory))
+        manifests = [m for m in found.values() if isinstance(m, ModelManifest)]
+        invalid = {name: why for name, why in found.items() if isinstance(why, str)}
+        return cls(manifests, invalid)
 
     @classmethod
     def with_bundled(cls, extra_dirs: Iterable[Path] = ()) -> ManifestCatalog:
@@ -278,6 +280,8 @@ class ManifestCatalog:
             return self._by_name[name]
         except KeyError:
             pass
+        if name in self._invalid:
+            raise ManifestError(f"model {name!r} cannot be used: {self._invalid[name]}")
         check_name(name)
         close = difflib.get_close_matches(name, self._by_name, n=3, cutoff=0.5) or [
             known for known in sorted(self._by_name) if known[:4] == name[:4]
@@ -294,3 +298,34 @@ class ManifestCatalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
+
+
+def _read_directory(directory: Path) -> dict[str, ModelManifest | str]:
+    """The manifests of one directory by model name, or for an invalid one why (logged).
+    Two valid manifests of one name in one directory: ManifestError (which is meant?)."""
+    found: dict[str, ModelManifest | str] = {}
+    seen: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            manifest = ModelManifest.from_file(path)
+        except ManifestError as exc:
+            log.warning("skipped a model manifest: %s", exc)
+            found[_claimed_name(path)] = str(exc)
+            continue
+        if manifest.name in seen:
+            raise ManifestError(
+                f"model {manifest.name!r} is defined twice: {seen[manifest.name]} and {path}"
+            )
+        seen[manifest.name] = path
+        found[manifest.name] = manifest
+    return found
+
+
+def _claimed_name(path: Path) -> str:
+    """The model an invalid manifest meant: its ``name`` if it reads as one, else the file
+    name without ``.toml``."""
+    try:
+        name = tomllib.loads(path.read_text(encoding="utf-8")).get("name")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        name = None
+    return name if isinstance(name, str) and name else path.stem
