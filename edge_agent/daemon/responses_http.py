@@ -67,8 +67,9 @@ class ResponsesRoute:
         job = await self.dispatcher.start(call.chat.prompt, options, text=call.stream)
         if call.stream:
             model = options.model or self.agent().settings.models.default
-            stream = _EventStream(request, call, model, self.write_stall_s)
-            return await stream_response(stream, job, self.metrics)
+            return await stream_response(
+                request, call, model, job, self.metrics, stall_s=self.write_stall_s
+            )
         answer = await job.answer()
         headers = openai_api.decision_headers(answer)
         handled = (time.perf_counter() - started()) * 1000
@@ -139,11 +140,18 @@ class _EventStream:
 
 
 async def stream_response(
-    stream: _EventStream, job: Job, metrics: DaemonMetrics
+    request: web.Request,
+    call: ResponsesCall,
+    model: str,
+    job: Job,
+    metrics: DaemonMetrics,
+    *,
+    stall_s: float = 30.0,
 ) -> web.StreamResponse:
     """The job's events as the Responses API's server-sent events. A client that resets
-    the connection or stops reading ends the stream and cancels the generation
-    (:func:`.http_sse.delivering`)."""
+    the connection or stops reading for ``stall_s`` ends the stream and cancels the
+    generation (:func:`.http_sse.delivering`)."""
+    stream = _EventStream(request, call, model, stall_s)
     async with delivering(stream.request, job, stream.stall_s):
         await _relay(stream, job, metrics)
         await asyncio.wait_for(stream.response.write_eof(), stream.stall_s)
