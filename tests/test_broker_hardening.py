@@ -394,6 +394,7 @@ def assert_healthy(broker: BrokerProcess, channel: grpc.Channel) -> None:
     assert "Traceback" not in broker.stderr()
 
 
+@pytest.mark.property  # the @given is inside: `make fuzz` selects it by this mark
 def test_fuzzed_requests_get_precise_statuses(fuzz_broker: BrokerProcess) -> None:
     with grpc.insecure_channel(fuzz_broker.address) as channel:
         stub = broker_pb2_grpc.BrokerStub(channel)
@@ -411,6 +412,7 @@ def test_fuzzed_requests_get_precise_statuses(fuzz_broker: BrokerProcess) -> Non
     assert codes[grpc.StatusCode.INVALID_ARGUMENT] > 0, codes
 
 
+@pytest.mark.property
 def test_fuzzed_bytes_get_precise_statuses(fuzz_broker: BrokerProcess) -> None:
     """Random bytes as the request body of each method: most do not parse
     (INVALID_ARGUMENT); those that do are requests like any other."""

@@ -149,6 +149,7 @@ def test_answers_whole_and_streamed_conform_to_the_description(schema: Any) -> N
 
 
 @pytest.mark.model
+@pytest.mark.property  # the @given is inside: `make fuzz` selects it by this mark
 @pytest.mark.parametrize("op", openapi.OPERATIONS, ids=lambda op: f"{op.method} {op.path}")
 def test_fuzz_the_api_from_its_description(schema: Any, op: openapi.Operation) -> None:
     """Schema-conforming and schema-violating requests: never a 5xx, and every answer has
