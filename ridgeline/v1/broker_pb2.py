@@ -24,45 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ridgeline/v1/broker.proto\x12\x0cridgeline.v1\"@\n\x0b\x43hatMessage\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.ridgeline.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd9\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xa9\x01\n\x08Strategy\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\x12\x0e\n\x06models\x18\x02 \x03(\t\"b\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_SINGLE\x10\x01\x12\x0e\n\nKIND_ROUTE\x10\x02\x12\x11\n\rKIND_ENSEMBLE\x10\x03\x12\x10\n\x0cKIND_CASCADE\x10\x04\"X\n\nLocalDraft\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\r\n\x05model\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\"\x9e\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.ridgeline.v1.ChatMessage\x12,\n\x06params\x18\x04 \x01(\x0b\x32\x1c.ridgeline.v1.SamplingParams\x12\x0f\n\x05model\x18\x05 \x01(\tH\x00\x12*\n\x08strategy\x18\x06 \x01(\x0b\x32\x16.ridgeline.v1.StrategyH\x00\x12\x32\n\x0blocal_draft\x18\x07 \x01(\x0b\x32\x18.ridgeline.v1.LocalDraftH\x01\x88\x01\x01\x42\x08\n\x06targetB\x0e\n\x0c_local_draft\"(\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"S\n\rBrokerTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\"\xef\x01\n\x0eGenerateResult\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.ridgeline.v1.FinishReason\x12\x13\n\x0bmodels_used\x18\x02 \x03(\t\x12\x14\n\x0c\x61nswer_model\x18\x03 \x01(\t\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.ridgeline.v1.Usage\x12,\n\x07timings\x18\x05 \x01(\x0b\x32\x1b.ridgeline.v1.BrokerTimings\x12-\n\x08strategy\x18\x06 \x01(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\"u\n\x10GenerateResponse\x12(\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x17.ridgeline.v1.TextDeltaH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.ridgeline.v1.GenerateResultH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"P\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\"\x85\x01\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.ridgeline.v1.ModelInfo\x12/\n\nstrategies\x18\x02 \x03(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\x12\x15\n\rdefault_model\x18\x03 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9d\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x32\xa6\x01\n\x06\x42roker\x12K\n\x08Generate\x12\x1d.ridgeline.v1.GenerateRequest\x1a\x1e.ridgeline.v1.GenerateResponse0\x01\x12O\n\nListModels\x12\x1f.ridgeline.v1.ListModelsRequest\x1a .ridgeline.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ridgeline/v1/broker.proto\x12\x0cridgeline.v1\"@\n\x0b\x43hatMessage\x12 \n\x04role\x18\x01 \x01(\x0e\x32\x12.ridgeline.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd9\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x04\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x0f\n\x07\x63hoices\x18\x07 \x03(\tB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x07\n\x05_seed\"\xfd\x01\n\x08Strategy\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1f\n\x12willingness_to_pay\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0c\n\x04task\x18\x05 \x01(\t\"b\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_SINGLE\x10\x01\x12\x0e\n\nKIND_ROUTE\x10\x02\x12\x11\n\rKIND_ENSEMBLE\x10\x03\x12\x10\n\x0cKIND_CASCADE\x10\x04\x42\x15\n\x13_willingness_to_pay\"X\n\nLocalDraft\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\r\n\x05model\x18\x03 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\r\"\xc2\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.ridgeline.v1.ChatMessage\x12,\n\x06params\x18\x04 \x01(\x0b\x32\x1c.ridgeline.v1.SamplingParams\x12\x0f\n\x05model\x18\x05 \x01(\tH\x00\x12*\n\x08strategy\x18\x06 \x01(\x0b\x32\x16.ridgeline.v1.StrategyH\x00\x12\x32\n\x0blocal_draft\x18\x07 \x01(\x0b\x32\x18.ridgeline.v1.LocalDraftH\x01\x88\x01\x01\x12\x15\n\x08max_cost\x18\x08 \x01(\x01H\x02\x88\x01\x01\x42\x08\n\x06targetB\x0e\n\x0c_local_draftB\x0b\n\t_max_cost\"(\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"S\n\rBrokerTimings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\"\xbd\x01\n\x0cMemberRecord\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.ridgeline.v1.Usage\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x12\n\x05score\x18\x06 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04vote\x18\x07 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x08 \x01(\x08\x12\x0c\n\x04note\x18\t \x01(\tB\x08\n\x06_score\"A\n\x0c\x44raftVerdict\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08verifier\x18\x03 \x01(\t\"\x9a\x03\n\x0eGenerateResult\x12\x31\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1a.ridgeline.v1.FinishReason\x12\x13\n\x0bmodels_used\x18\x02 \x03(\t\x12\x14\n\x0c\x61nswer_model\x18\x03 \x01(\t\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.ridgeline.v1.Usage\x12,\n\x07timings\x18\x05 \x01(\x0b\x32\x1b.ridgeline.v1.BrokerTimings\x12-\n\x08strategy\x18\x06 \x01(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\x12+\n\x07members\x18\x07 \x03(\x0b\x32\x1a.ridgeline.v1.MemberRecord\x12\x0c\n\x04\x63ost\x18\x08 \x01(\x01\x12\x15\n\rstrategy_name\x18\t \x01(\t\x12\x36\n\rdraft_verdict\x18\n \x01(\x0b\x32\x1a.ridgeline.v1.DraftVerdictH\x00\x88\x01\x01\x12\r\n\x05notes\x18\x0b \x03(\tB\x10\n\x0e_draft_verdict\"u\n\x10GenerateResponse\x12(\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x17.ridgeline.v1.TextDeltaH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.ridgeline.v1.GenerateResultH\x00\x42\x07\n\x05\x65vent\"\x13\n\x11ListModelsRequest\"\x8e\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x1b\n\x13prompt_price_per_1k\x18\x05 \x01(\x01\x12\x1f\n\x17\x63ompletion_price_per_1k\x18\x06 \x01(\x01\"y\n\x0cStrategyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x10\n\x08max_cost\x18\x05 \x01(\x01\"\xbb\x01\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.ridgeline.v1.ModelInfo\x12/\n\nstrategies\x18\x02 \x03(\x0e\x32\x1b.ridgeline.v1.Strategy.Kind\x12\x15\n\rdefault_model\x18\x03 \x01(\t\x12\x34\n\x10named_strategies\x18\x04 \x03(\x0b\x32\x1a.ridgeline.v1.StrategyInfo*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\x9d\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1f\n\x1b\x46INISH_REASON_STOP_SEQUENCE\x10\x03\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x04\x32\xa6\x01\n\x06\x42roker\x12K\n\x08Generate\x12\x1d.ridgeline.v1.GenerateRequest\x1a\x1e.ridgeline.v1.GenerateResponse0\x01\x12O\n\nListModels\x12\x1f.ridgeline.v1.ListModelsRequest\x1a .ridgeline.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ridgeline.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1666
-  _globals['_ROLE']._serialized_end=1746
-  _globals['_FINISHREASON']._serialized_start=1749
-  _globals['_FINISHREASON']._serialized_end=1906
+  _globals['_ROLE']._serialized_start=2456
+  _globals['_ROLE']._serialized_end=2536
+  _globals['_FINISHREASON']._serialized_start=2539
+  _globals['_FINISHREASON']._serialized_end=2696
   _globals['_CHATMESSAGE']._serialized_start=43
   _globals['_CHATMESSAGE']._serialized_end=107
   _globals['_SAMPLINGPARAMS']._serialized_start=110
   _globals['_SAMPLINGPARAMS']._serialized_end=327
   _globals['_STRATEGY']._serialized_start=330
-  _globals['_STRATEGY']._serialized_end=499
-  _globals['_STRATEGY_KIND']._serialized_start=401
-  _globals['_STRATEGY_KIND']._serialized_end=499
-  _globals['_LOCALDRAFT']._serialized_start=501
-  _globals['_LOCALDRAFT']._serialized_end=589
-  _globals['_GENERATEREQUEST']._serialized_start=592
-  _globals['_GENERATEREQUEST']._serialized_end=878
-  _globals['_TEXTDELTA']._serialized_start=880
-  _globals['_TEXTDELTA']._serialized_end=920
-  _globals['_USAGE']._serialized_start=922
-  _globals['_USAGE']._serialized_end=979
-  _globals['_BROKERTIMINGS']._serialized_start=981
-  _globals['_BROKERTIMINGS']._serialized_end=1064
-  _globals['_GENERATERESULT']._serialized_start=1067
-  _globals['_GENERATERESULT']._serialized_end=1306
-  _globals['_GENERATERESPONSE']._serialized_start=1308
-  _globals['_GENERATERESPONSE']._serialized_end=1425
-  _globals['_LISTMODELSREQUEST']._serialized_start=1427
-  _globals['_LISTMODELSREQUEST']._serialized_end=1446
-  _globals['_MODELINFO']._serialized_start=1448
-  _globals['_MODELINFO']._serialized_end=1528
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1531
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1664
-  _globals['_BROKER']._serialized_start=1909
-  _globals['_BROKER']._serialized_end=2075
+  _globals['_STRATEGY']._serialized_end=583
+  _globals['_STRATEGY_KIND']._serialized_start=462
+  _globals['_STRATEGY_KIND']._serialized_end=560
+  _globals['_LOCALDRAFT']._serialized_start=585
+  _globals['_LOCALDRAFT']._serialized_end=673
+  _globals['_GENERATEREQUEST']._serialized_start=676
+  _globals['_GENERATEREQUEST']._serialized_end=998
+  _globals['_TEXTDELTA']._serialized_start=1000
+  _globals['_TEXTDELTA']._serialized_end=1040
+  _globals['_USAGE']._serialized_start=1042
+  _globals['_USAGE']._serialized_end=1099
+  _globals['_BROKERTIMINGS']._serialized_start=1101
+  _globals['_BROKERTIMINGS']._serialized_end=1184
+  _globals['_MEMBERRECORD']._serialized_start=1187
+  _globals['_MEMBERRECORD']._serialized_end=1376
+  _globals['_DRAFTVERDICT']._serialized_start=1378
+  _globals['_DRAFTVERDICT']._serialized_end=1443
+  _globals['_GENERATERESULT']._serialized_start=1446
+  _globals['_GENERATERESULT']._serialized_end=1856
+  _globals['_GENERATERESPONSE']._serialized_start=1858
+  _globals['_GENERATERESPONSE']._serialized_end=1975
+  _globals['_LISTMODELSREQUEST']._serialized_start=1977
+  _globals['_LISTMODELSREQUEST']._serialized_end=1996
+  _globals['_MODELINFO']._serialized_start=1999
+  _globals['_MODELINFO']._serialized_end=2141
+  _globals['_STRATEGYINFO']._serialized_start=2143
+  _globals['_STRATEGYINFO']._serialized_end=2264
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2267
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2454
+  _globals['_BROKER']._serialized_start=2699
+  _globals['_BROKER']._serialized_end=2865
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,7 @@ class BrokerServicer:
         """Streams the answer as text deltas, then exactly one final message.
         Errors use precise status codes: INVALID_ARGUMENT (malformed request,
         prompt too long), NOT_FOUND (unknown model or strategy), UNAUTHENTICATED,
+        FAILED_PRECONDITION (max_cost below what any member would cost),
         RESOURCE_EXHAUSTED (rate limit or full queue; retry delay in the
         "retry-after-ms" trailing metadata), DEADLINE_EXCEEDED, UNAVAILABLE.
         """
