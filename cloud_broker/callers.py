@@ -2,24 +2,20 @@
 
 A call's device is the token's (with auth; a claimed ``device_id`` must match it) or,
 without auth, its peer host, so that rate limits key on something a client cannot choose.
-Its backend is the model it names, or the broker's default. :class:`RunningCalls` lets the
-shutdown refuse new calls and wait for the running ones.
+:class:`RunningCalls` lets the shutdown refuse new calls and wait for the running ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
 
-from . import wire
 from .auth import check_device_id, current_device
-from .backends import Backend
 
-__all__ = ["RunningCalls", "backend_for", "device_of"]
+__all__ = ["RunningCalls", "device_of"]
 
 
 def device_of(request: broker_pb2.GenerateRequest, context: Any, auth: bool) -> str:
@@ -38,20 +34,6 @@ def device_of(request: broker_pb2.GenerateRequest, context: Any, auth: bool) -> 
         return authenticated
     # without auth a claimed id is unverified: limits key on where the call comes from
     return _peer_host(context.peer())
-
-
-def backend_for(
-    request: broker_pb2.GenerateRequest, backends: Mapping[str, Backend], default: str
-) -> Backend:
-    """The backend of the model the request names (its default when none)."""
-    name = wire.target_model(request) or default
-    backend = backends.get(name)
-    if backend is None:
-        if len(name) > 128 or not name.isprintable():
-            raise errors.UnknownModelError("unknown model (invalid name)")
-        served = ", ".join(sorted(backends)) or "none"
-        raise errors.UnknownModelError(f"unknown model {name!r} (served: {served})")
-    return backend
 
 
 class RunningCalls:

@@ -3,22 +3,23 @@ shutting down, the request parsed, the caller may call, the model is served, the
 request is within the limits, and the caller's rate allows it.
 
 The servicer (:mod:`.service`) only converts and records metrics; what a call is
-checked against (the served models, the limits, the rate limiter, the running calls)
-lives here.
+checked against (the served models and strategies, the limits, the rate limiter, the
+running calls) lives here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from ridgeline.v1 import broker_pb2
+from ridgeline_core.wire import LocalDraft
 
 from . import wire
-from .backends import Backend, BackendRequest
-from .callers import RunningCalls, backend_for, device_of
+from .backends import BackendRequest
+from .callers import RunningCalls, device_of
 from .ratelimit import RateLimiter
 from .settings import LimitsSettings
+from .strategies import Catalog, Plan
 from .wire import Malformed
 
 __all__ = ["Intake"]
@@ -26,34 +27,31 @@ __all__ = ["Intake"]
 
 class Intake:
     """What a call is checked against, and the checks in two steps: who calls which
-    model (:meth:`caller`), then whether the request may run (:meth:`admit`)."""
+    model or strategy (:meth:`caller`), then whether the request may run (:meth:`admit`)."""
 
-    def __init__(
-        self,
-        backends: Mapping[str, Backend],
-        default_model: str,
-        limits: LimitsSettings,
-        *,
-        auth: bool,
-    ) -> None:
-        self.backends = dict(backends)
-        self.default_model = default_model
+    def __init__(self, catalog: Catalog, limits: LimitsSettings, *, auth: bool) -> None:
+        self.catalog = catalog
+        self.backends = catalog.backends
+        self.default_model = catalog.default_model
         self.limits = limits
         self.auth = auth
         self.rate = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
         self.calls = RunningCalls()
 
-    def caller(self, request: broker_pb2.GenerateRequest, context: Any) -> tuple[str, Backend]:
-        """The device the call counts against and the backend of the model it names."""
+    def caller(self, request: broker_pb2.GenerateRequest, context: Any) -> tuple[str, Plan]:
+        """The device the call counts against and the plan (model or strategy) it asks for."""
         self.calls.refuse_when_draining()
         if isinstance(request, Malformed):
             request.check()
         device = device_of(request, context, self.auth)
-        return device, backend_for(request, self.backends, self.default_model)
+        return device, self.catalog.plan(wire.target_of(request))
 
-    def admit(self, request: broker_pb2.GenerateRequest, device: str) -> BackendRequest:
-        """The request in the domain's terms, checked against the limits, once the
-        device's rate allows one more call."""
+    def admit(
+        self, request: broker_pb2.GenerateRequest, device: str
+    ) -> tuple[BackendRequest, LocalDraft | None]:
+        """The request in the domain's terms and the device's draft, checked against the
+        limits, once the device's rate allows one more call."""
         checked = wire.backend_request(request, self.limits)
+        draft = wire.draft_of(request, self.limits)
         self.rate.admit(device)
-        return checked
+        return checked, draft

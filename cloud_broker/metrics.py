@@ -92,6 +92,18 @@ class BrokerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.cost = Counter(
+            "ridgeline_broker_cost",
+            "what answered calls cost (configured prices), by strategy",
+            ["strategy"],
+            registry=self.registry,
+        )
+        self.members = Counter(
+            "ridgeline_broker_strategy_members",
+            "models run for strategies, by strategy, model and role",
+            ["strategy", "model", "role"],
+            registry=self.registry,
+        )
         self.registry.register(_BackendGauges(backends))
         self._children: dict[tuple[Any, ...], Any] = {}
 

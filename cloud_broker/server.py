@@ -33,6 +33,7 @@ from .startup import (
     new_server,
     open_tokens,
 )
+from .strategies import Catalog
 
 __all__ = ["BrokerServer", "build_backends", "run"]
 
@@ -70,6 +71,9 @@ class BrokerServer:
         if not self.backends:
             raise ConfigError("nothing to serve: models.serve is empty and no [[openai]] backend")
         self.metrics = BrokerMetrics(lambda: self.backends.values())
+        self.catalog = Catalog(
+            self.backends, settings.models.default, settings.strategies, settings.prices
+        )
         self.tokens = open_tokens(settings, log_line)
         self.server: grpc.aio.Server | None = None
         self.service: BrokerService | None = None
@@ -85,9 +89,10 @@ class BrokerServer:
             raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
         for backend in self.backends.values():
             await backend.start()
+        await asyncio.to_thread(self.catalog.load)  # a learned router loads its encoder
         server = new_server(settings, interceptors(self.tokens, self.metrics))
         self.service, self.health = add_services(
-            server, settings, self.backends, self.metrics, self.tokens
+            server, settings, self.catalog, self.metrics, self.tokens
         )
         self.port = bind(server, settings)
         await server.start()
@@ -125,6 +130,7 @@ class BrokerServer:
             await self.server.stop(0)
         for backend in self.backends.values():
             await backend.close()
+        self.catalog.close()
         self.announcements.close()
 
 

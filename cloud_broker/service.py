@@ -1,16 +1,15 @@
 """The ``ridgeline.v1.Broker`` service: thin. Protobuf is converted at the boundary
 (:mod:`.wire`), every request is checked before any model work starts (:mod:`.intake`),
-the generation itself is domain code (:mod:`.generation`: admission, streaming, token
-accounting) delivered with bounded writes (:mod:`.delivery`: a client that stops reading
-does not keep the model's slot), and the metrics of a call are recorded in one place
-(:class:`_CallMetrics`).
+the answer itself is domain code (:mod:`.strategies`: a single model, a route, a cascade
+or an ensemble, each member admitted, accounted and priced) delivered with bounded writes
+(:mod:`.delivery`: a client that stops reading does not keep a model's slot), and the
+metrics of a call are recorded in one place (:class:`_CallMetrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 
 import grpc
 import grpc.aio
@@ -19,13 +18,13 @@ from ridgeline.v1 import broker_pb2, broker_pb2_grpc
 from ridgeline_core import errors
 
 from . import wire
-from .backends import Backend, Outcome
 from .delivery import BoundedWriter, BufferedGeneration
-from .generation import GenerationTimes, generate
+from .generation import GenerationTimes
 from .intake import Intake
 from .interceptors import status_of
 from .metrics import BrokerMetrics
 from .settings import LimitsSettings
+from .strategies import Call, Catalog, Meter, Plan, StrategyOutcome, Text
 from .wire import Malformed
 
 __all__ = ["BrokerService", "add_to_server"]
@@ -55,15 +54,9 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     """The servicer: converts at the boundary and hands the work to the domain."""
 
     def __init__(
-        self,
-        backends: Mapping[str, Backend],
-        default_model: str,
-        limits: LimitsSettings,
-        metrics: BrokerMetrics,
-        *,
-        auth: bool,
+        self, catalog: Catalog, limits: LimitsSettings, metrics: BrokerMetrics, *, auth: bool
     ) -> None:
-        self.intake = Intake(backends, default_model, limits, auth=auth)
+        self.intake = Intake(catalog, limits, auth=auth)
         self.calls = self.intake.calls  # the server drains through these
         self.metrics = metrics
 
@@ -81,26 +74,25 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         self.calls.started()
         writer = BoundedWriter(context, self.intake.limits.write_stall_s)
         try:
-            device, backend = self.intake.caller(request, context)
-            call.model = backend.name
-            checked = self.intake.admit(request, device)
+            device, plan = self.intake.caller(request, context)
+            call.model = plan.label
+            answering = self._call(plan, request, device)
             await writer.open()
-            generation = BufferedGeneration(
-                generate(backend, checked, device, self.intake.rate, times)
-            )
+            generation = BufferedGeneration(plan.strategy.run(answering))
             try:
                 async for item in generation:
-                    if isinstance(item, str):
-                        await writer.write(wire.delta_to_pb(item, backend.name))
+                    if isinstance(item, Text):
+                        times.first = times.first or time.perf_counter()
+                        await writer.write(wire.delta_to_pb(item.text, item.model))
                     else:
+                        times.done = time.perf_counter()
+                        times.admitted = times.received + item.queue_s
                         await writer.write(
-                            wire.result_to_pb(
-                                item, backend.name, times.queue_s, times.first_s, times.total_s
-                            )
+                            wire.result_to_pb(item, times.queue_s, times.first_s, times.total_s)
                         )
                         call.answered(item, times)
             finally:
-                await generation.close()  # stopped if still running: its slot is free
+                await generation.close()  # stopped if still running: every slot is free
         except errors.SlowClientError as exc:
             call.failed(exc)
             writer.end(exc)
@@ -111,13 +103,30 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
             call.done()
             self.calls.ended()
 
+    def _call(self, plan: Plan, request: broker_pb2.GenerateRequest, device: str) -> Call:
+        intake = self.intake
+        checked, draft = intake.admit(request, device)
+        return Call(
+            intake.backends,
+            checked,
+            device=device,
+            rate=intake.rate,
+            meter=Meter(intake.catalog.prices, plan.max_cost),
+            draft=draft,
+            task=plan.task,
+            willingness_to_pay=plan.willingness_to_pay,
+        )
+
     async def ListModels(
         self, request: broker_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> broker_pb2.ListModelsResponse:
         if isinstance(request, Malformed):
             request.check()
         self.calls.refuse_when_draining()
-        return wire.models_to_pb(self.intake.backends.values(), self.intake.default_model)
+        catalog = self.intake.catalog
+        return wire.models_to_pb(
+            catalog.backends.values(), catalog.default_model, catalog.prices, catalog.configured
+        )
 
 
 class _CallMetrics:
@@ -129,13 +138,17 @@ class _CallMetrics:
         self.model = ""
         self.code = "OK"
 
-    def answered(self, outcome: Outcome, times: GenerationTimes) -> None:
-        m, model = self.metrics, self.model
-        m.child(m.queue_wait, model).observe(times.queue_s)
-        m.child(m.ttft, model).observe(times.first_s)
-        m.child(m.latency, model).observe(times.total_s)
-        m.child(m.tokens, model, "prompt").inc(outcome.prompt_tokens)
-        m.child(m.tokens, model, "completion").inc(outcome.completion_tokens)
+    def answered(self, outcome: StrategyOutcome, times: GenerationTimes) -> None:
+        m, label = self.metrics, self.model
+        m.child(m.queue_wait, label).observe(times.queue_s)
+        m.child(m.ttft, label).observe(times.first_s)
+        m.child(m.latency, label).observe(times.total_s)
+        m.child(m.cost, label).inc(outcome.cost)
+        for member in outcome.members:
+            m.child(m.tokens, member.model, "prompt").inc(member.prompt_tokens)
+            m.child(m.tokens, member.model, "completion").inc(member.completion_tokens)
+            if outcome.kind != "single":
+                m.child(m.members, label, member.model, member.role).inc()
 
     def failed(self, exc: BaseException) -> None:
         m = self.metrics

@@ -21,6 +21,8 @@ from ridgeline_core.store import ModelsSettings
 from ridgeline_core.store.manifest import check_name
 from ridgeline_core.transport import is_loopback, split_host_port
 
+from .strategy_settings import PriceSettings, StrategySettings, check_strategies
+
 __all__ = [
     "ENV_PREFIX",
     "AuthSettings",
@@ -238,6 +240,12 @@ class BrokerSettings(Section):
     openai: list[OpenAIBackendSettings] = Field(
         default_factory=list, description="models behind OpenAI-compatible servers"
     )
+    prices: dict[str, PriceSettings] = Field(
+        default_factory=dict, description="per model: price per 1000 prompt/completion tokens"
+    )
+    strategies: list[StrategySettings] = Field(
+        default_factory=list, description="named strategies over the served models"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BrokerSettings:
@@ -253,6 +261,7 @@ class BrokerSettings(Section):
             )
         if self.limits.default_max_tokens > self.limits.max_tokens:
             raise ValueError("limits.default_max_tokens is above limits.max_tokens")
+        check_strategies(self.strategies, self.prices, seen)
         return self
 
     def check_transport(self) -> None:

@@ -17,12 +17,12 @@ from ridgeline_core import transport
 from ridgeline_core.errors import ConfigError, RidgelineError
 
 from .auth import TokenStore
-from .backends import Backend
 from .interceptors import AuthInterceptor, ErrorInterceptor, status_of
 from .metrics import BrokerMetrics
 from .reflection import enable_reflection
 from .service import BrokerService
 from .settings import BrokerSettings, split_host_port
+from .strategies import Catalog
 
 __all__ = [
     "Announcements",
@@ -67,7 +67,7 @@ def new_server(
 def add_services(
     server: grpc.aio.Server,
     settings: BrokerSettings,
-    backends: dict[str, Backend],
+    catalog: Catalog,
     metrics: BrokerMetrics,
     tokens: TokenStore | None,
 ) -> tuple[BrokerService, Any]:
@@ -78,9 +78,7 @@ def add_services(
 
     from .service import add_to_server
 
-    service = BrokerService(
-        backends, settings.models.default, settings.limits, metrics, auth=tokens is not None
-    )
+    service = BrokerService(catalog, settings.limits, metrics, auth=tokens is not None)
     add_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

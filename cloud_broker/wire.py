@@ -11,7 +11,7 @@ the client's (:mod:`ridgeline_core.wire`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -20,24 +20,36 @@ from ridgeline.v1 import broker_pb2
 from ridgeline_core import errors
 from ridgeline_core.runtime import MAX_STOP_CHARS, MAX_STOPS, ChatMessage, SamplingParams
 from ridgeline_core.runtime.choices import check_choices
-from ridgeline_core.wire import FINISH_TO_PB, ROLES_FROM_PB
+from ridgeline_core.wire import FINISH_TO_PB, ROLES_FROM_PB, LocalDraft
 
-from .backends import Backend, BackendRequest, Outcome
+from .backends import Backend, BackendRequest
 from .settings import LimitsSettings
+from .strategies import Member, Prices, StrategyOutcome, Target
+from .strategy_settings import StrategySettings
 
 __all__ = [
+    "KINDS_TO_PB",
     "Malformed",
+    "Target",
     "backend_request",
     "delta_to_pb",
+    "draft_of",
     "lenient",
     "models_to_pb",
     "result_to_pb",
-    "target_model",
+    "target_of",
 ]
 
 _MAX_REQUEST_ID = 128
 _MAX_SEED = 2**32 - 1
-_SINGLE = (broker_pb2.Strategy.KIND_UNSPECIFIED, broker_pb2.Strategy.KIND_SINGLE)
+_MAX_NAME = 128
+KINDS_TO_PB = {
+    "single": broker_pb2.Strategy.KIND_SINGLE,
+    "route": broker_pb2.Strategy.KIND_ROUTE,
+    "cascade": broker_pb2.Strategy.KIND_CASCADE,
+    "ensemble": broker_pb2.Strategy.KIND_ENSEMBLE,
+}
+_KINDS_FROM_PB = {code: kind for kind, code in KINDS_TO_PB.items()}
 
 
 class Malformed:
@@ -66,22 +78,60 @@ def lenient(message: Any, method: str) -> Callable[[bytes], Any]:
     return parse
 
 
-def target_model(request: broker_pb2.GenerateRequest) -> str | None:
-    """The model a request names (None: the broker's default)."""
+def target_of(request: broker_pb2.GenerateRequest) -> Target:
+    """The request's target, its strategy's knobs and ``max_cost``, checked."""
+    max_cost = _non_negative(request, "max_cost") if request.HasField("max_cost") else None
     if request.WhichOneof("target") != "strategy":
-        return request.model or None
+        return Target(model=request.model, max_cost=max_cost)
     strategy = request.strategy
     if strategy.kind not in broker_pb2.Strategy.Kind.values():
         raise errors.InvalidRequestError(
             f"strategy.kind {strategy.kind} is not a strategy of this protocol",
             param="strategy.kind",
         )
-    kind = broker_pb2.Strategy.Kind.Name(strategy.kind)
-    if strategy.kind not in _SINGLE:
-        raise errors.UnsupportedError(f"strategy {kind} is not offered by this broker")
-    if len(strategy.models) > 1:
-        raise errors.InvalidRequestError(f"strategy {kind} takes at most one model")
-    return strategy.models[0] if strategy.models else None
+    for text, field in ((strategy.name, "name"), (strategy.task, "task")):
+        if len(text) > _MAX_NAME or not text.isprintable():
+            raise errors.InvalidRequestError(
+                f"strategy.{field} must be at most {_MAX_NAME} printable characters",
+                param=f"strategy.{field}",
+            )
+    wtp = None
+    if strategy.HasField("willingness_to_pay"):
+        wtp = _non_negative(strategy, "willingness_to_pay")
+    return Target(
+        name=strategy.name,
+        kind=_KINDS_FROM_PB.get(strategy.kind, ""),
+        models=tuple(strategy.models),
+        task=strategy.task,
+        willingness_to_pay=wtp,
+        max_cost=max_cost,
+    )
+
+
+def _non_negative(message: Any, field: str) -> float:
+    value = float(getattr(message, field))
+    if not (math.isfinite(value) and value >= 0):
+        raise errors.InvalidRequestError(f"{field} must be a finite number >= 0", param=field)
+    return value
+
+
+def draft_of(request: broker_pb2.GenerateRequest, limits: LimitsSettings) -> LocalDraft | None:
+    """The device's draft, when the request carries one, checked."""
+    if not request.HasField("local_draft"):
+        return None
+    draft = request.local_draft
+    if len(draft.text) > limits.max_prompt_chars:
+        raise errors.InvalidRequestError(
+            f"local_draft.text is {len(draft.text)} characters; at most {limits.max_prompt_chars}",
+            param="local_draft.text",
+        )
+    if not (math.isfinite(draft.confidence) and 0 <= draft.confidence <= 1):
+        raise errors.InvalidRequestError(
+            "local_draft.confidence must be within [0, 1]", param="local_draft.confidence"
+        )
+    if len(draft.model) > _MAX_NAME:
+        raise errors.InvalidRequestError("local_draft.model is too long", param="local_draft.model")
+    return LocalDraft(draft.text, draft.confidence, draft.model, draft.completion_tokens)
 
 
 def backend_request(request: broker_pb2.GenerateRequest, limits: LimitsSettings) -> BackendRequest:
@@ -161,38 +211,87 @@ def delta_to_pb(text: str, model: str) -> broker_pb2.GenerateResponse:
 
 
 def result_to_pb(
-    outcome: Outcome, model: str, queue_s: float, first_s: float, total_s: float
+    outcome: StrategyOutcome, queue_s: float, first_s: float, total_s: float
 ) -> broker_pb2.GenerateResponse:
-    return broker_pb2.GenerateResponse(
-        result=broker_pb2.GenerateResult(
-            finish_reason=FINISH_TO_PB[outcome.finish_reason],
-            models_used=[model],
-            answer_model=model,
-            usage=broker_pb2.Usage(
-                prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
-            ),
-            timings=broker_pb2.BrokerTimings(
-                queue_ms=queue_s * 1000,
-                time_to_first_token_ms=first_s * 1000,
-                total_ms=total_s * 1000,
-            ),
-            strategy=broker_pb2.Strategy.KIND_SINGLE,
-        )
+    result = broker_pb2.GenerateResult(
+        finish_reason=FINISH_TO_PB[outcome.finish_reason],
+        models_used=outcome.models_used,
+        answer_model=outcome.answer_model,
+        usage=broker_pb2.Usage(
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
+        ),
+        timings=broker_pb2.BrokerTimings(
+            queue_ms=queue_s * 1000,
+            time_to_first_token_ms=first_s * 1000,
+            total_ms=total_s * 1000,
+        ),
+        strategy=KINDS_TO_PB[outcome.kind],
+        members=[_member_to_pb(member) for member in outcome.members],
+        cost=outcome.cost,
+        strategy_name=outcome.name,
+        notes=outcome.notes,
     )
+    if outcome.verdict is not None:
+        verdict = outcome.verdict
+        result.draft_verdict.CopyFrom(
+            broker_pb2.DraftVerdict(
+                accepted=verdict.accepted, score=verdict.score, verifier=verdict.verifier
+            )
+        )
+    return broker_pb2.GenerateResponse(result=result)
 
 
-def models_to_pb(backends: Iterable[Backend], default_model: str) -> broker_pb2.ListModelsResponse:
-    """What ListModels answers: each backend by name, the strategies, the default."""
-    return broker_pb2.ListModelsResponse(
-        models=[
+def _member_to_pb(member: Member) -> broker_pb2.MemberRecord:
+    record = broker_pb2.MemberRecord(
+        model=member.model,
+        role=member.role,
+        usage=broker_pb2.Usage(
+            prompt_tokens=member.prompt_tokens, completion_tokens=member.completion_tokens
+        ),
+        cost=member.cost,
+        latency_ms=member.latency_ms,
+        vote=member.vote,
+        accepted=member.accepted,
+        note=member.note,
+    )
+    if member.score is not None:
+        record.score = member.score
+    return record
+
+
+def models_to_pb(
+    backends: Iterable[Backend],
+    default_model: str,
+    prices: Prices,
+    strategies: Sequence[StrategySettings] = (),
+) -> broker_pb2.ListModelsResponse:
+    """What ListModels answers: each backend by name with its prices, the strategy
+    kinds, the named strategies, the default."""
+    models = []
+    for backend in sorted(backends, key=lambda b: b.name):
+        prompt, completion = prices.per_1k(backend.name)
+        models.append(
             broker_pb2.ModelInfo(
                 name=backend.name,
                 backend=backend.kind,
                 role=backend.role,
                 context_length=backend.context_length,
+                prompt_price_per_1k=prompt,
+                completion_price_per_1k=completion,
             )
-            for backend in sorted(backends, key=lambda b: b.name)
-        ],
-        strategies=[broker_pb2.Strategy.KIND_SINGLE],
+        )
+    return broker_pb2.ListModelsResponse(
+        models=models,
+        strategies=list(KINDS_TO_PB.values()),
         default_model=default_model,
+        named_strategies=[
+            broker_pb2.StrategyInfo(
+                name=s.name,
+                kind=KINDS_TO_PB[s.kind],
+                models=s.models,
+                method=s.method,
+                max_cost=s.max_cost,
+            )
+            for s in strategies
+        ],
     )

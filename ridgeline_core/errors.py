@@ -19,6 +19,7 @@ fault; ``OverloadedError`` also takes ``retry_after_s`` second, positionally)::
     │   └── PromptTooLongError      prompt does not fit the model's context
     ├── ModelError                                          INTERNAL             500
     │   ├── UnknownModelError       no manifest has that name NOT_FOUND          404
+    │   │   └── UnknownStrategyError no configured strategy has that name
     │   ├── ManifestError           a manifest is malformed or unsafe
     │   │   └── InvalidModelNameError a name that can be no model's (a path) INVALID_ARGUMENT 400
     │   ├── ModelNotPulledError     known model, not stored FAILED_PRECONDITION  404
@@ -35,6 +36,7 @@ fault; ``OverloadedError`` also takes ``retry_after_s`` second, positionally)::
     │   └── QueueFullError          every slot and queue place of the model is taken
     ├── UnavailableError            the broker or a backend cannot serve UNAVAILABLE 503
     ├── UnsupportedError            valid, but not offered  UNIMPLEMENTED         400
+    ├── CostLimitError              max_cost is below any member's cost FAILED_PRECONDITION 402
     ├── RequestCancelledError       the caller cancelled    CANCELLED            499
     └── SlowClientError             the caller stopped reading DEADLINE_EXCEEDED  408
 """
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "CostLimitError",
     "EmptyPromptError",
     "IntegrityError",
     "InvalidModelNameError",
@@ -66,6 +69,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "UnknownModelError",
+    "UnknownStrategyError",
     "UnsupportedError",
 ]
 
@@ -130,6 +134,12 @@ class UnknownModelError(ModelError):
     kind = "unknown_model"
     grpc_status = "NOT_FOUND"
     http_status = 404
+
+
+class UnknownStrategyError(UnknownModelError):
+    """A request named a strategy the broker does not have configured."""
+
+    kind = "unknown_strategy"
 
 
 class ManifestError(ModelError):
@@ -240,6 +250,15 @@ class UnsupportedError(RidgelineError):
     kind = "unsupported"
     grpc_status = "UNIMPLEMENTED"  # the broker and the edge daemon alike
     http_status = 400  # OpenAI's answer to a parameter it does not offer
+
+
+class CostLimitError(RidgelineError):
+    """The request's ``max_cost`` does not cover what the strategy would have to spend."""
+
+    exit_code = 13
+    kind = "cost_limit"
+    grpc_status = "FAILED_PRECONDITION"
+    http_status = 402
 
 
 class RequestCancelledError(RidgelineError):

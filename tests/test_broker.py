@@ -139,7 +139,12 @@ def test_default_model_and_list_models(client: BrokerClient) -> None:
     assert by_name[SMOLLM2].backend == "llama.cpp"
     assert by_name[SMOLLM2].role == "chat"
     assert by_name[GEMMA].context_length == 2048
-    assert list(listing.strategies) == [broker_pb2.Strategy.KIND_SINGLE]
+    assert set(listing.strategies) == {
+        broker_pb2.Strategy.KIND_SINGLE,
+        broker_pb2.Strategy.KIND_ROUTE,
+        broker_pb2.Strategy.KIND_CASCADE,
+        broker_pb2.Strategy.KIND_ENSEMBLE,
+    }
     answer = client.ask("What is the capital of France?", max_tokens=8)
     assert answer.model == GEMMA
 
@@ -319,10 +324,15 @@ def test_unset_role_and_unknown_strategy(client: BrokerClient) -> None:
     with pytest.raises(errors.InvalidRequestError, match=r"messages\[0\].role is not set"):
         list(client.generate_request(request))
     request = build_request("hi")
-    request.strategy.kind = broker_pb2.Strategy.KIND_ENSEMBLE
-    with pytest.raises(errors.UnsupportedError) as excinfo:
+    request.strategy.kind = broker_pb2.Strategy.KIND_ENSEMBLE  # no models, none configured
+    with pytest.raises(errors.InvalidRequestError, match="needs models") as excinfo:
         list(client.generate_request(request))
-    assert excinfo.value.status == "UNIMPLEMENTED"
+    assert excinfo.value.status == "INVALID_ARGUMENT"
+    request = build_request("hi")
+    request.strategy.name = "no-such-strategy"
+    with pytest.raises(errors.UnknownStrategyError, match="no-such-strategy") as excinfo:
+        list(client.generate_request(request))
+    assert excinfo.value.status == "NOT_FOUND"
 
 
 def test_malformed_bytes_are_invalid_argument(dev_broker: BrokerProcess) -> None:

@@ -11,7 +11,7 @@ backend that cannot guarantee that raises UnsupportedError rather than ignore it
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from ridgeline_core.runtime import ChatMessage, FinishReason, SamplingParams
 
 from ..admission import Admission
 
-__all__ = ["Backend", "BackendRequest", "Outcome"]
+__all__ = ["AnswerSignals", "Backend", "BackendRequest", "Outcome", "Probe"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,16 @@ class BackendRequest:
     request_id: str
     messages: tuple[ChatMessage, ...]
     params: SamplingParams
+    signals: bool = False  # ask for token signals (openai: logprobs)
+
+
+@dataclass(frozen=True)
+class AnswerSignals:
+    """Natural-log probabilities of the answer's generated tokens, summarised."""
+
+    mean_logprob: float
+    min_logprob: float
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,15 @@ class Outcome:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    signals: AnswerSignals | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The probability of each candidate's first token, from one forward pass."""
+
+    probs: tuple[float, ...]
+    prompt_tokens: int
 
 
 class Backend(Protocol):
@@ -52,6 +71,13 @@ class Backend(Protocol):
 
     def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
         """Text pieces, then one :class:`Outcome`."""
+
+    async def next_token_probs(
+        self, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
+    ) -> Probe:
+        """For a chat whose assistant turn is about to start, the probability that the
+        answer's first token is each candidate's first token: one forward pass, no
+        generation. The caller holds the admission slot."""
 
     async def close(self) -> None:
         """Stop running work and free resources."""

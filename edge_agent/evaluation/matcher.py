@@ -22,54 +22,11 @@ polar word of the answer instead, from the small lists ``YES_WORDS`` and ``NO_WO
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 
+from ridgeline_core.answers import NO_WORDS, YES_WORDS, first_polar_word, normalise
+
 __all__ = ["NO_WORDS", "YES_WORDS", "is_correct", "normalise"]
-
-YES_WORDS: frozenset[str] = frozenset({"yes", "yeah", "yep", "yup", "correct", "true"})
-NO_WORDS: frozenset[str] = frozenset(
-    {
-        "no",
-        "nope",
-        "not",
-        "false",
-        "incorrect",
-        "never",
-        # contractions, as normalise leaves them (apostrophe removed)
-        "isnt",
-        "arent",
-        "wasnt",
-        "werent",
-        "dont",
-        "doesnt",
-        "didnt",
-        "cant",
-        "cannot",
-        "wont",
-    }
-)
-
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_APOSTROPHES = re.compile(r"['\u2019\u2018`]")
-# group 1/2: characters kept; anything else matched is replaced by a space
-_PUNCTUATION = re.compile(r"((?<=\d)\.(?=\d))|((?<!\w)-(?=\d))|[^\w\s]|_")
-
-
-def _replace(match: re.Match[str]) -> str:
-    if match.group(1) or match.group(2):
-        return match.group(0)
-    return " "
-
-
-def normalise(text: str) -> str:
-    """Return ``text`` normalised for matching (see the module docstring for the rules)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = _THOUSANDS.sub("", text)
-    text = _APOSTROPHES.sub("", text)
-    text = _PUNCTUATION.sub(_replace, text)
-    return " ".join(text.split())
 
 
 def _contains_run(haystack: Sequence[str], needle: Sequence[str]) -> bool:
@@ -78,15 +35,6 @@ def _contains_run(haystack: Sequence[str], needle: Sequence[str]) -> bool:
         list(haystack[start : start + width]) == list(needle)
         for start in range(len(haystack) - width + 1)
     )
-
-
-def _first_polar_word(tokens: Sequence[str]) -> str | None:
-    for token in tokens:
-        if token in YES_WORDS:
-            return "yes"
-        if token in NO_WORDS:
-            return "no"
-    return None
 
 
 def is_correct(answer_text: str, acceptable: Sequence[str]) -> bool:
@@ -100,5 +48,5 @@ def is_correct(answer_text: str, acceptable: Sequence[str]) -> bool:
     wanted = [normalise(option) for option in acceptable]
     wanted = [option for option in wanted if option]
     if wanted in (["yes"], ["no"]):
-        return _first_polar_word(tokens) == wanted[0]
+        return first_polar_word(tokens) == wanted[0]
     return any(_contains_run(tokens, option.split()) for option in wanted)
