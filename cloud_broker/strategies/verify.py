@@ -37,9 +37,13 @@ __all__ = [
 
 Calibrator = Callable[[str, AnswerSignals], "float | None"]
 
-JUDGE_SYSTEM = (
-    "You check answers to questions. Reply Yes if the proposed answer is correct and No if "
-    "it is not."
+# a few worked examples: small models judge far better with them than from an
+# instruction alone (measured in benchmarks/strategies.py)
+_EXAMPLES = (
+    ("What is the capital of Italy?", "Rome", "Yes"),
+    ("How many legs does a spider have?", "6", "No"),
+    ("What is 3 plus 4?", "7", "Yes"),
+    ("Which planet is the largest in the Solar System?", "Mars", "No"),
 )
 
 
@@ -52,16 +56,18 @@ class Verifier(Protocol):
 
 
 def judge_messages(messages: tuple[ChatMessage, ...], answer: str) -> tuple[ChatMessage, ...]:
-    """The question put to a verifier model about ``answer``."""
+    """The question put to a verifier model about ``answer``: worked examples, then the
+    call's question and ``answer``; the verifier's next word is Yes or No."""
     question = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    return (
-        ChatMessage("system", JUDGE_SYSTEM),
-        ChatMessage(
-            "user",
-            f"Question: {question}\nProposed answer: {answer.strip()}\n"
-            "Is the proposed answer correct? Answer Yes or No.",
-        ),
+    shots = "".join(
+        f"Question: {q}\nProposed answer: {a}\nCorrect: {verdict}\n\n"
+        for q, a, verdict in _EXAMPLES
     )
+    text = (
+        "Decide whether each proposed answer is correct.\n\n"
+        f"{shots}Question: {question.strip()}\nProposed answer: {answer.strip()}\nCorrect:"
+    )
+    return (ChatMessage("user", text),)
 
 
 async def judge(call: Call, model: str, answer: str) -> float:
