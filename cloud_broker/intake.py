@@ -19,7 +19,7 @@ from .backends import BackendRequest
 from .callers import RunningCalls, device_of
 from .ratelimit import RateLimiter
 from .settings import LimitsSettings
-from .strategies import Catalog, Plan
+from .strategies import Call, Catalog, Meter, Plan
 from .wire import Malformed
 
 __all__ = ["Intake"]
@@ -55,3 +55,17 @@ class Intake:
         draft = wire.draft_of(request, self.limits)
         self.rate.admit(device)
         return checked, draft
+
+    def call(self, plan: Plan, request: broker_pb2.GenerateRequest, device: str) -> Call:
+        """The members' runner for ``plan``, once the request passed :meth:`admit`."""
+        checked, draft = self.admit(request, device)
+        return Call(
+            self.backends,
+            checked,
+            device=device,
+            rate=self.rate,
+            meter=Meter(self.catalog.prices, plan.max_cost),
+            draft=draft,
+            task=plan.task,
+            willingness_to_pay=plan.willingness_to_pay,
+        )

@@ -92,18 +92,7 @@ class BrokerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.cost = Counter(
-            "ridgeline_broker_cost",
-            "what answered calls cost (configured prices), by strategy",
-            ["strategy"],
-            registry=self.registry,
-        )
-        self.members = Counter(
-            "ridgeline_broker_strategy_members",
-            "models run for strategies, by strategy, model and role",
-            ["strategy", "model", "role"],
-            registry=self.registry,
-        )
+        self.cost, self.members = _strategy_counters(self.registry)
         self.registry.register(_BackendGauges(backends))
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -121,3 +110,20 @@ class BrokerMetrics:
 
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server, int(server.server_port)
+
+
+def _strategy_counters(registry: CollectorRegistry) -> tuple[Counter, Counter]:
+    """What strategies cost, and the members they ran."""
+    cost = Counter(
+        "ridgeline_broker_cost",
+        "what answered calls cost (configured prices), by strategy",
+        ["strategy"],
+        registry=registry,
+    )
+    members = Counter(
+        "ridgeline_broker_strategy_members",
+        "models run for strategies, by strategy, model and role",
+        ["strategy", "model", "role"],
+        registry=registry,
+    )
+    return cost, members

@@ -24,7 +24,7 @@ from .intake import Intake
 from .interceptors import status_of
 from .metrics import BrokerMetrics
 from .settings import LimitsSettings
-from .strategies import Call, Catalog, Meter, Plan, StrategyOutcome, Text
+from .strategies import Catalog, StrategyOutcome, Text
 from .wire import Malformed
 
 __all__ = ["BrokerService", "add_to_server"]
@@ -76,7 +76,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         try:
             device, plan = self.intake.caller(request, context)
             call.model = plan.label
-            answering = self._call(plan, request, device)
+            answering = self.intake.call(plan, request, device)
             await writer.open()
             generation = BufferedGeneration(plan.strategy.run(answering))
             try:
@@ -102,20 +102,6 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         finally:
             call.done()
             self.calls.ended()
-
-    def _call(self, plan: Plan, request: broker_pb2.GenerateRequest, device: str) -> Call:
-        intake = self.intake
-        checked, draft = intake.admit(request, device)
-        return Call(
-            intake.backends,
-            checked,
-            device=device,
-            rate=intake.rate,
-            meter=Meter(intake.catalog.prices, plan.max_cost),
-            draft=draft,
-            task=plan.task,
-            willingness_to_pay=plan.willingness_to_pay,
-        )
 
     async def ListModels(
         self, request: broker_pb2.ListModelsRequest, context: grpc.aio.ServicerContext

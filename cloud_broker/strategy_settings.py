@@ -50,12 +50,9 @@ class RuleSettings(Section):
     max_prompt_chars: int = Field(default=0, ge=0, description="prompt at most this long; 0: any")
 
 
-class StrategySettings(Section):
-    """One named strategy (``[[strategies]]``)."""
+class _VerifyFields(Section):
+    """How a cascade (or an ensemble picking the best) judges answers."""
 
-    name: str = Field(description="what requests ask for (Strategy.name)")
-    kind: StrategyKind = Field(description="single, route, cascade or ensemble")
-    models: list[str] = Field(min_length=1, description="members, cheapest first")
     verifier: str = Field(
         default="confidence",
         description=(
@@ -77,19 +74,26 @@ class StrategySettings(Section):
         default="",
         description="cascade: the model judging a draft (P(yes)); empty: the first model",
     )
+
+    calibration_file: Path | None = Field(
+        default=None,
+        description="cascade verifier=confidence: a router file whose calibration to use",
+    )
+
+
+class _CombineFields(Section):
     combine: Literal["vote", "best", "fuse"] = Field(
         default="vote", description="ensemble: majority vote, verifier's best, or fuse"
     )
     aggregator: str = Field(default="", description="ensemble combine=fuse: the fusing model")
     min_members: int = Field(default=1, ge=1, description="ensemble: answers needed")
+
+
+class _RouteFields(Section):
     router: Literal["rules", "learned"] = Field(default="rules", description="route: how")
     rules: list[RuleSettings] = Field(default_factory=list, description="route: rules, in order")
     router_file: Path | None = Field(
         default=None, description="route=learned: file from `cloud-broker router train`"
-    )
-    calibration_file: Path | None = Field(
-        default=None,
-        description="cascade verifier=confidence: a router file whose calibration to use",
     )
     willingness_to_pay: float = Field(
         default=1.0,
@@ -99,6 +103,14 @@ class StrategySettings(Section):
             "picks stronger, dearer models; 0: the cheapest model"
         ),
     )
+
+
+class StrategySettings(_VerifyFields, _CombineFields, _RouteFields):
+    """One named strategy (``[[strategies]]``)."""
+
+    name: str = Field(description="what requests ask for (Strategy.name)")
+    kind: StrategyKind = Field(description="single, route, cascade or ensemble")
+    models: list[str] = Field(min_length=1, description="members, cheapest first")
     max_cost: float = Field(default=0.0, ge=0, description="default max_cost; 0: none")
 
     @field_validator("name")

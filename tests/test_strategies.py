@@ -363,5 +363,6 @@ def test_metrics_count_cost_per_strategy(client: BrokerClient, broker: BrokerPro
     after = broker.metrics()['ridgeline_broker_cost_total{strategy="by-rules"}']
     assert after - before == pytest.approx(result.cost, rel=1e-6)
     members = broker.metrics()
-    key = f'ridgeline_broker_strategy_members_total{{model="{SMOLLM2}",role="answer",strategy="by-rules"}}'
+    labels = f'model="{SMOLLM2}",role="answer",strategy="by-rules"'
+    key = f"ridgeline_broker_strategy_members_total{{{labels}}}"
     assert members[key] >= 1

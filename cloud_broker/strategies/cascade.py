@@ -21,7 +21,7 @@ from .members import Answer, Call
 from .single import finish
 from .verify import Verifier, judge
 
-__all__ = ["Cascade"]
+__all__ = ["Cascade", "judge_draft"]
 
 
 class Cascade:
@@ -43,7 +43,7 @@ class Cascade:
         self.draft_judge = draft_judge or self.models[0]
 
     async def run(self, call: Call) -> AsyncGenerator[Text | StrategyOutcome, None]:
-        verdict = await self._judge_draft(call)
+        verdict = await judge_draft(call, self.draft_judge, self.threshold, self.verify_draft)
         if verdict is not None and verdict.accepted:
             assert call.draft is not None
             yield Text(call.draft.text, call.draft.model)
@@ -53,23 +53,6 @@ class Cascade:
         chosen = await self._stages(call)
         yield Text(chosen.text, chosen.member.model)
         yield finish(call, self, chosen.member, chosen.outcome.finish_reason, verdict)
-
-    async def _judge_draft(self, call: Call) -> Verdict | None:
-        draft = call.draft
-        if not (self.verify_draft and draft is not None and draft.text.strip()):
-            return None
-        record = call.record(Member(draft.model or "device", "draft"))
-        record.completion_tokens = draft.completion_tokens
-        try:
-            score = await judge(call, self.draft_judge, draft.text)
-        except (errors.CostLimitError, errors.UnavailableError, errors.UnsupportedError) as exc:
-            record.note = f"not verified: {exc}"
-            call.notes.append(f"the draft was not verified: {exc}")
-            return None
-        record.score, record.accepted = score, score >= self.threshold
-        if not record.accepted:
-            record.note = f"score {score:.2f} below threshold {self.threshold:g}"
-        return Verdict(record.accepted, score, f"verifier:{self.draft_judge}")
 
     async def _stages(self, call: Call) -> Answer:
         request = replace(call.request, signals=self.verifier.signals)
@@ -109,6 +92,28 @@ class Cascade:
         if score is not None:
             answer.member.note = f"score {score:.2f} below threshold {self.threshold:g}"
         return False
+
+
+async def judge_draft(
+    call: Call, judge_model: str, threshold: float, enabled: bool
+) -> Verdict | None:
+    """Stage 0: ``judge_model``'s verdict on the device's draft (None: no draft to judge,
+    or it could not be judged; the cascade then runs as without one)."""
+    draft = call.draft
+    if not (enabled and draft is not None and draft.text.strip()):
+        return None
+    record = call.record(Member(draft.model or "device", "draft"))
+    record.completion_tokens = draft.completion_tokens
+    try:
+        score = await judge(call, judge_model, draft.text)
+    except (errors.CostLimitError, errors.UnavailableError, errors.UnsupportedError) as exc:
+        record.note = f"not verified: {exc}"
+        call.notes.append(f"the draft was not verified: {exc}")
+        return None
+    record.score, record.accepted = score, score >= threshold
+    if not record.accepted:
+        record.note = f"score {score:.2f} below threshold {threshold:g}"
+    return Verdict(record.accepted, score, f"verifier:{judge_model}")
 
 
 def _best(call: Call, answers: list[Answer], failures: list[str]) -> Answer:

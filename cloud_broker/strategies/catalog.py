@@ -81,7 +81,7 @@ class Catalog:
             default = self._defaults.get(strategy.name) or None
             max_cost = target.max_cost if target.max_cost is not None else default
         else:
-            strategy, max_cost = self._spelled_out(target), target.max_cost
+            strategy, max_cost = _spelled_out(self, target), target.max_cost
         return Plan(strategy, target.task, target.willingness_to_pay, max_cost)
 
     def _named(self, target: Target) -> Strategy:
@@ -105,33 +105,35 @@ class Catalog:
             )
         return strategy
 
-    def _spelled_out(self, target: Target) -> Strategy:
-        if target.kind in ("", "single"):
-            if len(target.models) > 1:
-                raise errors.InvalidRequestError("strategy KIND_SINGLE takes at most one model")
-            model = target.model or (target.models[0] if target.models else self.default_model)
-            return Single("", self._served(model))
-        if not target.models:
-            for strategy in self.named.values():
-                if strategy.kind == target.kind:
-                    return strategy
-            raise errors.InvalidRequestError(
-                f"a {target.kind} strategy needs models (no [[strategies]] of that kind is "
-                "configured)",
-                param="strategy.models",
-            )
-        models = [self._served(model) for model in target.models]
-        if len(set(models)) != len(models):
-            raise errors.InvalidRequestError("strategy.models names a model twice")
-        strategy = adhoc_strategy(target.kind, models, self.resources)
-        strategy.name = ""
-        return strategy
-
-    def _served(self, name: str) -> str:
+    def served(self, name: str) -> str:
+        """``name``, when it is a served model."""
         if name not in self.backends:
             served = ", ".join(sorted(self.backends)) or "none"
             raise errors.UnknownModelError(f"unknown model {_shown(name)} (served: {served})")
         return name
+
+
+def _spelled_out(catalog: Catalog, target: Target) -> Strategy:
+    """A strategy the request spells out: a model, or a kind and models."""
+    if target.kind in ("", "single"):
+        if len(target.models) > 1:
+            raise errors.InvalidRequestError("strategy KIND_SINGLE takes at most one model")
+        model = target.model or (target.models[0] if target.models else catalog.default_model)
+        return Single("", catalog.served(model))
+    if not target.models:
+        for strategy in catalog.named.values():
+            if strategy.kind == target.kind:
+                return strategy
+        raise errors.InvalidRequestError(
+            f"a {target.kind} strategy needs models (no [[strategies]] of that kind is configured)",
+            param="strategy.models",
+        )
+    models = [catalog.served(model) for model in target.models]
+    if len(set(models)) != len(models):
+        raise errors.InvalidRequestError("strategy.models names a model twice")
+    strategy = adhoc_strategy(target.kind, models, catalog.resources)
+    strategy.name = ""
+    return strategy
 
 
 def _shown(name: str) -> str:

@@ -52,11 +52,15 @@ class Ensemble:
     async def run(self, call: Call) -> AsyncGenerator[Text | StrategyOutcome, None]:
         answers = await self._members(call)
         if self.combine == "fuse":
-            async with contextlib.aclosing(self._fuse(call, answers)) as items:
+            async with contextlib.aclosing(_fuse(call, self, answers)) as items:
                 async for item in items:
                     yield item
             return
-        chosen = _vote(answers) if self.combine == "vote" else await self._best(call, answers)
+        chosen = (
+            _vote(answers)
+            if self.combine == "vote"
+            else await _best(call, self.judge_model, answers)
+        )
         yield Text(chosen.text, chosen.member.model)
         yield finish(call, self, chosen.member, chosen.outcome.finish_reason)
 
@@ -97,34 +101,36 @@ class Ensemble:
             )
         return answers
 
-    async def _best(self, call: Call, answers: list[Answer]) -> Answer:
-        scored: list[tuple[float, int, Answer]] = []
-        for index, answer in enumerate(answers):
-            try:
-                score = await judge(call, self.judge_model, answer.text)
-            except (errors.UnavailableError, errors.CostLimitError) as exc:
-                call.notes.append(f"answer of {answer.member.model} was not scored: {exc}")
-                score = 0.0
-            answer.member.score = score
-            scored.append((score, -index, answer))
-        chosen = max(scored, key=lambda entry: entry[:2])[2]
-        chosen.member.accepted = True
-        return chosen
 
-    async def _fuse(
-        self, call: Call, answers: list[Answer]
-    ) -> AsyncGenerator[Text | StrategyOutcome, None]:
-        request = call.request
-        fused = BackendRequest(
-            request.request_id, fuse_messages(request.messages, answers), request.params
-        )
-        async with contextlib.aclosing(call.stream(self.aggregator, fused, "aggregator")) as items:
-            async for item in items:
-                if isinstance(item, Answer):
-                    item.member.accepted = True
-                    yield finish(call, self, item.member, item.outcome.finish_reason)
-                else:
-                    yield item
+async def _best(call: Call, judge_model: str, answers: list[Answer]) -> Answer:
+    scored: list[tuple[float, int, Answer]] = []
+    for index, answer in enumerate(answers):
+        try:
+            score = await judge(call, judge_model, answer.text)
+        except (errors.UnavailableError, errors.CostLimitError) as exc:
+            call.notes.append(f"answer of {answer.member.model} was not scored: {exc}")
+            score = 0.0
+        answer.member.score = score
+        scored.append((score, -index, answer))
+    chosen = max(scored, key=lambda entry: entry[:2])[2]
+    chosen.member.accepted = True
+    return chosen
+
+
+async def _fuse(
+    call: Call, ensemble: Ensemble, answers: list[Answer]
+) -> AsyncGenerator[Text | StrategyOutcome, None]:
+    request = call.request
+    fused = BackendRequest(
+        request.request_id, fuse_messages(request.messages, answers), request.params
+    )
+    async with contextlib.aclosing(call.stream(ensemble.aggregator, fused, "aggregator")) as items:
+        async for item in items:
+            if isinstance(item, Answer):
+                item.member.accepted = True
+                yield finish(call, ensemble, item.member, item.outcome.finish_reason)
+            else:
+                yield item
 
 
 def _vote(answers: list[Answer]) -> Answer:

@@ -25,7 +25,7 @@ from ..ratelimit import RateLimiter
 from .base import Member, Text
 from .costs import Meter, estimate_prompt_tokens
 
-__all__ = ["Answer", "Call"]
+__all__ = ["Answer", "Call", "Ledger"]
 
 
 @dataclass(frozen=True)
@@ -37,24 +37,11 @@ class Answer:
     member: Member
 
 
-class Call:
-    """One request's members, run on ``backends`` for ``device`` (see the module)."""
+class Ledger:
+    """A request's members so far, what they cost, and whether the next may start."""
 
-    def __init__(
-        self,
-        backends: Mapping[str, Backend],
-        request: BackendRequest,
-        *,
-        device: str,
-        rate: RateLimiter,
-        meter: Meter,
-        draft: LocalDraft | None = None,
-        task: str = "",
-        willingness_to_pay: float | None = None,
-    ) -> None:
-        self.backends, self.request, self.device, self.rate = backends, request, device, rate
-        self.meter, self.draft, self.task = meter, draft, task
-        self.willingness_to_pay = willingness_to_pay
+    def __init__(self, request: BackendRequest, meter: Meter) -> None:
+        self.request, self.meter = request, meter
         self.members: list[Member] = []
         self.notes: list[str] = []
         self.queue_s: float | None = None
@@ -69,6 +56,52 @@ class Call:
         """The request, sampled at ``temperature`` with ``seed``."""
         params = replace(self.request.params, temperature=temperature, seed=seed)
         return replace(self.request, params=params)
+
+    def record(self, member: Member) -> Member:
+        """Add a record of something that ran elsewhere (the device's draft)."""
+        self.members.append(member)
+        return member
+
+    def start(self, model: str, role: str, estimate: float) -> tuple[Member, int]:
+        if not self.meter.affordable(estimate):
+            meter = self.meter
+            raise errors.CostLimitError(
+                f"max_cost {meter.max_cost:g} does not cover {role} {model!r}: it may cost "
+                f"{estimate:.6g} on top of {meter.spent:.6g} spent",
+                param="max_cost",
+            )
+        member = self.record(Member(model, role))
+        return member, self.meter.reserve(estimate)
+
+    def settle(
+        self, member: Member, key: int, times: GenerationTimes, tokens: tuple[int, int]
+    ) -> None:
+        member.prompt_tokens, member.completion_tokens = tokens
+        member.cost = self.meter.prices.cost(member.model, *tokens)
+        member.latency_ms = times.total_s * 1000
+        self.meter.settle(key, member.cost)
+        if self.queue_s is None:
+            self.queue_s = times.queue_s
+
+
+class Call(Ledger):
+    """One request's members, run on ``backends`` for ``device`` (see the module)."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        request: BackendRequest,
+        *,
+        device: str,
+        rate: RateLimiter,
+        meter: Meter,
+        draft: LocalDraft | None = None,
+        task: str = "",
+        willingness_to_pay: float | None = None,
+    ) -> None:
+        super().__init__(request, meter)
+        self.backends, self.device, self.rate = backends, device, rate
+        self.draft, self.task, self.willingness_to_pay = draft, task, willingness_to_pay
 
     async def answer(
         self, model: str, request: BackendRequest | None = None, role: str = "answer"
@@ -86,7 +119,7 @@ class Call:
         """``model``'s answer as it is written, then the whole :class:`Answer`."""
         request = request or self.request
         backend = self.backends[model]
-        member, key = self._start(model, role, self.estimate(model, request))
+        member, key = self.start(model, role, self.estimate(model, request))
         times = GenerationTimes(received=time.perf_counter())
         pieces: list[str] = []
         outcome: Outcome | None = None
@@ -103,7 +136,8 @@ class Call:
             member.note = f"{exc.kind}: {exc}"
             raise
         finally:
-            self._settle(member, key, times, _tokens(request, outcome, pieces))
+            ran = times.admitted is not None  # else it never got a slot
+            self.settle(member, key, times, _tokens(request, outcome, pieces) if ran else (0, 0))
         assert outcome is not None  # generate() raises when there is none
         yield Answer("".join(pieces), outcome, member)
 
@@ -111,50 +145,32 @@ class Call:
         self, model: str, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
     ) -> tuple[Probe, Member]:
         """``model``'s first-token probabilities for ``candidates`` (one forward pass)."""
-        backend = self.backends[model]
-        estimate = self.meter.prices.cost(model, estimate_prompt_tokens(messages), 0)
-        member, key = self._start(model, "verifier", estimate)
-        times = GenerationTimes(received=time.perf_counter())
-        tokens = (0, 0)
+        return await _probe(self, model, messages, candidates)
+
+
+async def _probe(
+    call: Call, model: str, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
+) -> tuple[Probe, Member]:
+    backend = call.backends[model]
+    estimate = call.meter.prices.cost(model, estimate_prompt_tokens(messages), 0)
+    member, key = call.start(model, "verifier", estimate)
+    times = GenerationTimes(received=time.perf_counter())
+    try:
         await backend.admission.acquire()
-        times.admitted = time.perf_counter()
-        try:
-            probe = await backend.next_token_probs(messages, candidates)
-            tokens = (probe.prompt_tokens, 0)
-        finally:
-            times.done = time.perf_counter()
-            backend.admission.release(times.done - times.admitted)
-            if tokens == (0, 0):  # failed or cancelled: charge the estimate
-                tokens = (estimate_prompt_tokens(messages), 0)
-            self.rate.charge(self.device, tokens[0])
-            self._settle(member, key, times, tokens)
-        return probe, member
-
-    def record(self, member: Member) -> Member:
-        """Add a record of something that ran elsewhere (the device's draft)."""
-        self.members.append(member)
-        return member
-
-    def _start(self, model: str, role: str, estimate: float) -> tuple[Member, int]:
-        if not self.meter.affordable(estimate):
-            meter = self.meter
-            raise errors.CostLimitError(
-                f"max_cost {meter.max_cost:g} does not cover {role} {model!r}: it may cost "
-                f"{estimate:.6g} on top of {meter.spent:.6g} spent",
-                param="max_cost",
-            )
-        member = self.record(Member(model, role))
-        return member, self.meter.reserve(estimate)
-
-    def _settle(
-        self, member: Member, key: int, times: GenerationTimes, tokens: tuple[int, int]
-    ) -> None:
-        member.prompt_tokens, member.completion_tokens = tokens
-        member.cost = self.meter.prices.cost(member.model, *tokens)
-        member.latency_ms = times.total_s * 1000
-        self.meter.settle(key, member.cost)
-        if self.queue_s is None:
-            self.queue_s = times.queue_s
+    except BaseException:  # no slot (queue full, cancelled): it never ran
+        call.settle(member, key, times, (0, 0))
+        raise
+    times.admitted = time.perf_counter()
+    tokens = (estimate_prompt_tokens(messages), 0)  # failed or cancelled: the estimate
+    try:
+        probe = await backend.next_token_probs(messages, candidates)
+        tokens = (probe.prompt_tokens, 0)
+    finally:
+        times.done = time.perf_counter()
+        backend.admission.release(times.done - times.admitted)
+        call.rate.charge(call.device, tokens[0])
+        call.settle(member, key, times, tokens)
+    return probe, member
 
 
 def _tokens(request: BackendRequest, outcome: Outcome | None, pieces: list[str]) -> tuple[int, int]:
