@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import Future
 
-from ridgeline_core.runtime import FinishReason, LoadOptions, Runtime, load_runtime
+from ridgeline_core.runtime import ChatMessage, FinishReason, LoadOptions, Runtime, load_runtime
 from ridgeline_core.runtime.llama_cpp import default_threads
 from ridgeline_core.store import ModelManifest, ModelStore
 
 from ..admission import Admission
 from ..settings import LlamaCppSettings
-from . import BackendRequest, Outcome
+from . import AnswerSignals, BackendRequest, Outcome, Probe
 from .llama_handoff import Handoff
 from .llama_threads import BoundThreads
 
@@ -78,6 +79,12 @@ class LlamaCppBackend:
                     await asyncio.shield(work)
             self._slots.forget(cancel)
 
+    async def next_token_probs(
+        self, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
+    ) -> Probe:
+        """One forward pass on a slot's thread (never beside a generation on that copy)."""
+        return await asyncio.wrap_future(self._slots.probe(messages, tuple(candidates)))
+
     async def close(self) -> None:
         await self._slots.close()
 
@@ -115,6 +122,20 @@ class _Slots:
             raise RuntimeError(f"backend {self.manifest.name} is not started")
         self._cancels.add(cancel)
         return self._threads.submit(lambda runtime: self._drive(runtime, request, pieces, cancel))
+
+    def probe(
+        self, messages: tuple[ChatMessage, ...], candidates: tuple[str, ...]
+    ) -> Future[Probe]:
+        if self._threads is None:
+            raise RuntimeError(f"backend {self.manifest.name} is not started")
+
+        def job(runtime: Runtime) -> Probe:
+            with self.busy:
+                probs = runtime.next_token_probs(messages, candidates)
+                prompt_tokens = runtime.count_tokens(runtime.render(messages))
+            return Probe(tuple(probs), prompt_tokens)
+
+        return self._threads.submit(job)
 
     def forget(self, cancel: threading.Event) -> None:
         self._cancels.discard(cancel)
@@ -197,12 +218,18 @@ def _generate(
 ) -> Outcome:
     """Run one generation on this thread's copy, handing each piece of text to ``emit``;
     stops before the next token once ``cancel`` is set."""
+    logprobs: list[float] = []
     with runtime.generate(request.messages, request.params) as generation:
         for token in generation:
             if cancel.is_set():
                 break
+            if token.signals is not None:
+                logprobs.append(math.log(max(token.signals.prob, 1e-12)))
             if token.text:
                 emit(token.text)
     stats = generation.stats
     assert stats.finish_reason is not None
-    return Outcome(stats.finish_reason, stats.prompt_tokens, stats.completion_tokens)
+    signals = None
+    if logprobs:
+        signals = AnswerSignals(sum(logprobs) / len(logprobs), min(logprobs), len(logprobs))
+    return Outcome(stats.finish_reason, stats.prompt_tokens, stats.completion_tokens, signals)

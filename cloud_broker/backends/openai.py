@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from ridgeline_core.errors import (
@@ -28,11 +28,12 @@ from ridgeline_core.errors import (
     UnavailableError,
     UnsupportedError,
 )
-from ridgeline_core.runtime import FinishReason
+from ridgeline_core.runtime import ChatMessage, FinishReason
 
 from ..admission import Admission
 from ..settings import OpenAIBackendSettings
-from . import BackendRequest, Outcome
+from . import AnswerSignals, BackendRequest, Outcome, Probe
+from .openai_probe import probe_of, probe_payload
 from .openai_wire import ChatCompletions, SseChunks, http_error
 
 __all__ = ["OpenAIBackend"]
@@ -88,6 +89,30 @@ class OpenAIBackend:
         self, response: Any, request: BackendRequest
     ) -> AsyncGenerator[str | Outcome, None]:
         return answer_of(response, request, self._wire, self.name, self._settings.base_url)
+
+    async def next_token_probs(
+        self, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
+    ) -> Probe:
+        """One token asked for with its top logprobs (the upstream runs one forward pass
+        and samples one token); each candidate's probability is the mass of the top tokens
+        that spell its start."""
+        import aiohttp
+
+        if self._session is None:
+            raise RuntimeError(f"backend {self.name} is not started")
+        self.running += 1
+        try:
+            async with self._session.post(
+                self._url, data=probe_payload(self._wire.model, messages)
+            ) as response:
+                if response.status != 200:
+                    raise await http_error(response, self.name)
+                body = await response.json(content_type=None)
+            return probe_of(body, candidates, self.name, messages)
+        except (aiohttp.ClientError, asyncio.TimeoutError, *_MALFORMED) as exc:
+            raise _upstream_failure(exc, self.name, self._settings) from None
+        finally:
+            self.running -= 1
 
     async def close(self) -> None:
         if self._session is not None:
@@ -173,4 +198,8 @@ async def answer_of(
     prompt_tokens = events.prompt_tokens
     if not prompt_tokens:  # not reported: estimate, so token limits still hold
         prompt_tokens = (sum(len(m.content) for m in request.messages) + 3) // 4
-    yield Outcome(finish, prompt_tokens, events.completion_tokens or events.pieces)
+    signals = None
+    if events.logprobs:
+        found = events.logprobs
+        signals = AnswerSignals(sum(found) / len(found), min(found), len(found))
+    yield Outcome(finish, prompt_tokens, events.completion_tokens or events.pieces, signals)

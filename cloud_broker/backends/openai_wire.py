@@ -33,12 +33,12 @@ class ChatCompletions:
 
     def __init__(self, settings: OpenAIBackendSettings) -> None:
         self._choices = ChoicesConstraint(settings)
-        self._upstream_model = settings.model or settings.name
+        self.model = settings.model or settings.name  # the name upstream
 
     def payload(self, request: BackendRequest) -> bytes:
         params = request.params
         body: dict[str, Any] = {
-            "model": self._upstream_model,
+            "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "stream": True,
             # OpenAI and vLLM report usage in a stream only when asked; others ignore it
@@ -49,6 +49,8 @@ class ChatCompletions:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if request.signals:
+            body["logprobs"] = True
         if params.choices:
             body.update(self._choices.fields(params.choices))
         elif params.stop:
@@ -94,6 +96,7 @@ class SseChunks:
         self.finished = False  # a choice said how it finished
         self.finish = FinishReason.STOP
         self.prompt_tokens = self.completion_tokens = self.pieces = 0
+        self.logprobs: list[float] = []  # of the answer's tokens, when the upstream sends them
 
     def feed(self, data: bytes) -> list[str]:
         """The text pieces in ``data`` (a partial line waits for the next read)."""
@@ -121,8 +124,16 @@ class SseChunks:
             if text:
                 self.pieces += 1
                 texts.append(text)
+            self.logprobs += _logprobs(choice)
             reason = choice.get("finish_reason")
             if reason:
                 self.finish = _FINISH.get(reason, FinishReason.STOP)
                 self.finished = True
         return texts
+
+
+def _logprobs(choice: dict[str, Any]) -> list[float]:
+    """The token logprobs a chunk's choice carries (``logprobs.content[].logprob``)."""
+    content = (choice.get("logprobs") or {}).get("content") or ()
+    found = [entry.get("logprob") for entry in content if isinstance(entry, dict)]
+    return [float(value) for value in found if isinstance(value, int | float)]
