@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -99,6 +100,45 @@ def tokens_revoke(state: CliState, device_id: str) -> None:
     """Revoke DEVICE_ID's token (a running broker notices within a second)."""
     _token_file(state).revoke(device_id)
     click.echo(f"revoked {device_id}")
+
+
+@cli.group(cls=RidgelineGroup)
+def router() -> None:
+    """Train the learned router that routes among models (``router = "learned"``)."""
+
+
+@router.command("train")
+@click.option(
+    "--outcomes",
+    "outcomes_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="judged outcomes, JSONL: prompt, model, correct (+ tokens, logprobs)",
+)
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--encoder", default=None, help="embedding model of the store (all-minilm-l6-v2)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.pass_obj
+def router_train(
+    state: CliState, outcomes_file: Path, out_file: Path, encoder: str | None, as_json: bool
+) -> None:
+    """Fit a router on judged outcomes and write it to --out (a strategy's router_file)."""
+    from .router.commands import train_command
+
+    summary = train_command(state.load().settings, outcomes_file, out_file, encoder)
+    if as_json:
+        echo_json(summary)
+        return
+    for model, head in summary["heads"].items():
+        click.echo(
+            f"{model}: {head['rows']} outcomes, accuracy {head['accuracy']:.3f}, "
+            f"held-out AUROC {head['holdout_auroc']:.3f} (l2 {head['l2']:g})"
+        )
+    for model, calibration in summary["calibration"].items():
+        click.echo(
+            f"{model}: confidence calibration, held-out AUROC {calibration['holdout_auroc']:.3f}"
+        )
+    click.echo(f"wrote {out_file}")
 
 
 def main() -> None:

@@ -72,7 +72,11 @@ class BrokerServer:
             raise ConfigError("nothing to serve: models.serve is empty and no [[openai]] backend")
         self.metrics = BrokerMetrics(lambda: self.backends.values())
         self.catalog = Catalog(
-            self.backends, settings.models.default, settings.strategies, settings.prices
+            self.backends,
+            settings.models.default,
+            settings.strategies,
+            settings.prices,
+            open_encoder=_store_encoders(settings),
         )
         self.tokens = open_tokens(settings, log_line)
         self.server: grpc.aio.Server | None = None
@@ -132,6 +136,12 @@ class BrokerServer:
             await backend.close()
         self.catalog.close()
         self.announcements.close()
+
+
+def _store_encoders(settings: BrokerSettings) -> Callable[[str], tuple[Any, str]]:
+    from .router.opener import store_encoders  # numpy and the ONNX runtime: when used
+
+    return store_encoders(settings.models)
 
 
 async def _serve(settings: BrokerSettings, mode: str) -> None:

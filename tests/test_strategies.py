@@ -4,6 +4,7 @@ down, called through the project's gRPC client."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 from brokerproc import BrokerProcess
-from conftest import GEMMA, SMOLLM2
+from clirun import run as run_command
+from conftest import GEMMA, SMOLLM2, MiniLM, isolated_env
+from llamaserver import API_KEY, UPSTREAM_ALIAS, Upstream, running_upstream
 from support import broker_env
 
 from ridgeline.v1 import broker_pb2
@@ -26,7 +29,7 @@ PRICES = {SMOLLM2: (0.001, 0.002), GEMMA: (0.002, 0.004)}  # per 1k prompt, comp
 JUDGE_THRESHOLD = 0.27  # Gemma's P(yes): 0.34 for Shakespeare, 0.20 for Dickens
 
 
-def strategies_config(down_port: int) -> str:
+def strategies_config(down_port: int, upstream_url: str, router_file: Path) -> str:
     prices = "\n".join(
         f'"{m}" = {{ prompt_per_1k = {p}, completion_per_1k = {c} }}'
         for m, (p, c) in PRICES.items()
@@ -40,6 +43,11 @@ serve = ["{SMOLLM2}", "{GEMMA}"]
 default = "{SMOLLM2}"
 [prices]
 {prices}
+[[openai]]
+name = "upstream"
+base_url = "{upstream_url}"
+model = "{UPSTREAM_ALIAS}"
+api_key = "{API_KEY}"
 [[openai]]
 name = "down-a"
 base_url = "http://127.0.0.1:{down_port}/v1"
@@ -64,6 +72,43 @@ kind = "cascade"
 models = ["{SMOLLM2}", "{GEMMA}"]
 verifier = "verifier:{GEMMA}"
 threshold = {JUDGE_THRESHOLD}
+
+[[strategies]]
+name = "learned"
+kind = "route"
+models = ["{SMOLLM2}", "{GEMMA}"]
+router = "learned"
+router_file = "{router_file}"
+willingness_to_pay = 100.0
+
+[[strategies]]
+name = "upstream-first"
+kind = "cascade"
+models = ["upstream", "{GEMMA}"]
+verifier = "confidence"
+threshold = 0.0
+
+[[strategies]]
+name = "self-confident"
+kind = "cascade"
+models = ["{SMOLLM2}", "{GEMMA}"]
+verifier = "confidence"
+threshold = 1.0
+
+[[strategies]]
+name = "agreeing"
+kind = "cascade"
+models = ["{SMOLLM2}", "{GEMMA}"]
+verifier = "agreement"
+samples = 2
+threshold = 0.5
+
+[[strategies]]
+name = "judged-upstream"
+kind = "ensemble"
+combine = "best"
+verifier = "verifier:upstream"
+models = ["{SMOLLM2}", "{GEMMA}"]
 
 [[strategies]]
 name = "vote3"
@@ -106,18 +151,58 @@ def down_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
+def upstream(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    with running_upstream(smollm2_path, tmp_path_factory.mktemp("upstream")) as server:
+        yield server
+
+
+ARITHMETIC = [f"What is {a} plus {b}?" for a, b in [(3, 4), (12, 9), (25, 17), (8, 6), (40, 2)]]
+ARITHMETIC += [f"What is {a} times {b}?" for a, b in [(3, 7), (6, 6), (9, 4), (11, 5), (2, 13)]]
+CAPITALS = [
+    f"What is the capital of {country}?"
+    for country in ("Peru", "Kenya", "Norway", "Japan", "Chile", "Egypt", "Canada", "Brazil")
+]
+CAPITALS += ["Which river flows through Cairo?", "Which ocean lies west of Portugal?"]
+
+
+@pytest.fixture(scope="module")
+def router_file(
+    minilm: MiniLM, model_store: ModelStore, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A router trained (by the real command) on outcomes where SmolLM2 is right on
+    arithmetic and Gemma on capitals."""
+    root = tmp_path_factory.mktemp("router")
+    rows = [
+        {"prompt": prompt, "model": model, "correct": (prompt in ARITHMETIC) == (model == SMOLLM2)}
+        for prompt in ARITHMETIC + CAPITALS
+        for model in (SMOLLM2, GEMMA)
+    ]
+    outcomes = root / "outcomes.jsonl"
+    outcomes.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    out = root / "router.json"
+    env = isolated_env(model_store, root)
+    result = run_command(
+        "cloud-broker", "router", "train", "--outcomes", str(outcomes), "--out", str(out), env=env
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
 def broker(
     smollm2_path: Path,
     gemma_path: Path,
     model_store: ModelStore,
     down_port: int,
+    upstream: Upstream,
+    router_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BrokerProcess]:
     root = tmp_path_factory.mktemp("strategies-broker")
     process = BrokerProcess(
         ["serve", "--dev", "--listen", "127.0.0.1:0"],
         broker_env(model_store, root),
-        config=strategies_config(down_port),
+        config=strategies_config(down_port, upstream.base_url, router_file),
         tmp_path=root,
     )
     yield process
@@ -206,6 +291,18 @@ def test_route_follows_its_rules(client: BrokerClient) -> None:
     assert_costs_add_up(result)
 
 
+def test_a_learned_router_routes_by_what_it_learned(client: BrokerClient) -> None:
+    _, result, _ = run(client, "What is 16 plus 23?", "learned")
+    assert result.answer_model == SMOLLM2
+    assert 0.5 < result.members[0].score <= 1  # its predicted P(correct)
+    _, result, _ = run(client, "What is the capital of Italy?", "learned")
+    assert result.answer_model == GEMMA
+    # nothing is worth paying for: the cheapest model, whatever the router predicts
+    _, result, _ = run(client, "What is the capital of Italy?", "learned", willingness_to_pay=0.0)
+    assert result.answer_model == SMOLLM2
+    assert any("P(correct)" in note for note in result.notes)
+
+
 # -- cascade ----------------------------------------------------------------------------------
 
 
@@ -263,6 +360,31 @@ def test_max_cost_stops_a_cascade_before_a_member_it_cannot_afford(
     assert SMOLLM2 in str(excinfo.value)
 
 
+def test_confidence_from_an_openai_upstreams_logprobs(client: BrokerClient) -> None:
+    _, result, _ = run(client, "What is the capital of France?", "upstream-first")
+    first = result.members[0]
+    assert first.model == "upstream" and first.role == "answer"
+    assert first.HasField("score") and 0 < first.score <= 1  # from the upstream's logprobs
+    assert first.accepted and result.answer_model == "upstream"  # threshold 0 accepts it
+
+
+def test_confidence_from_llama_cpp_token_probabilities(client: BrokerClient) -> None:
+    _, result, _ = run(client, "What is the capital of France?", "self-confident")
+    first, second = result.members[0], result.members[1]
+    assert first.model == SMOLLM2 and first.HasField("score") and 0 < first.score < 1
+    assert "below threshold" in first.note and not first.accepted  # threshold 1: passed on
+    assert second.model == GEMMA and second.accepted
+
+
+def test_agreement_of_samples(client: BrokerClient) -> None:
+    _, result, _ = run(client, "What is the capital of France?", "agreeing")
+    samples = [m for m in result.members if m.role == "sample"]
+    assert len(samples) == 2 and {m.model for m in samples} == {SMOLLM2}
+    first = result.members[0]
+    assert first.model == SMOLLM2 and first.HasField("score")
+    assert first.score == sum(m.accepted for m in samples) / 2
+
+
 # -- ensemble ---------------------------------------------------------------------------------
 
 
@@ -306,6 +428,15 @@ def test_pick_best_by_the_verifier(client: BrokerClient) -> None:
     chosen = [m for m in answers if m.accepted]
     assert len(chosen) == 1 and chosen[0].score == max(m.score for m in answers)
     assert result.answer_model == chosen[0].model
+
+
+def test_a_verifier_behind_an_openai_upstream_scores_without_generating(
+    client: BrokerClient,
+) -> None:
+    _, result, _ = run(client, "Who wrote Romeo and Juliet?", "judged-upstream")
+    verifiers = [m for m in result.members if m.role == "verifier"]
+    assert len(verifiers) == 2 and {m.model for m in verifiers} == {"upstream"}
+    assert all(m.usage.completion_tokens == 0 and 0 <= m.score <= 1 for m in verifiers)
 
 
 def test_fuse_streams_the_aggregators_answer(client: BrokerClient) -> None:

@@ -50,7 +50,8 @@ class ChatCompletions:
         if params.seed is not None:
             body["seed"] = params.seed
         if request.signals:
-            body["logprobs"] = True
+            # top_logprobs too: llama-cpp-python's server sends none without it
+            body.update(logprobs=True, top_logprobs=1)
         if params.choices:
             body.update(self._choices.fields(params.choices))
         elif params.stop:

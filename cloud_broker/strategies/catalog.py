@@ -3,8 +3,9 @@ model, a configured strategy's name, or a kind over models) into a :class:`Plan`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ridgeline_core import errors
 
@@ -59,11 +60,12 @@ class Catalog:
         default_model: str,
         configured: Sequence[StrategySettings] = (),
         prices: Mapping[str, PriceSettings] | None = None,
+        open_encoder: Callable[[str], tuple[Any, str]] | None = None,
     ) -> None:
         self.backends, self.default_model = dict(backends), default_model
         self.configured = list(configured)
         self.prices = Prices(prices or {})
-        self.resources = Resources(self.backends)
+        self.resources = Resources(self.backends, open_encoder)
         self.named: dict[str, Strategy] = {}
         self._defaults = {s.name: s.max_cost for s in self.configured}
 

@@ -32,6 +32,7 @@ class Resources:
     """What strategies are built over: the backends and the routers/calibrations loaded."""
 
     backends: Mapping[str, Backend]
+    open_encoder: Callable[[str], tuple[Any, str]] | None = None  # for learned routers
     routers: dict[Path, Any] = field(default_factory=dict)  # router file -> LearnedRouter
 
     def contexts(self, models: Sequence[str]) -> dict[str, int]:
@@ -43,7 +44,9 @@ class Resources:
         if path not in self.routers:
             from ..router import LearnedRouter  # loads an ONNX encoder: only when used
 
-            self.routers[path] = LearnedRouter.load(path, models)
+            if self.open_encoder is None:
+                raise errors.ConfigError("learned routers need the model store (none given)")
+            self.routers[path] = LearnedRouter.load(path, models, self.open_encoder)
         return self.routers[path]
 
     def close(self) -> None:
