@@ -71,13 +71,7 @@ class BrokerServer:
         if not self.backends:
             raise ConfigError("nothing to serve: models.serve is empty and no [[openai]] backend")
         self.metrics = BrokerMetrics(lambda: self.backends.values())
-        self.catalog = Catalog(
-            self.backends,
-            settings.models.default,
-            settings.strategies,
-            settings.prices,
-            open_encoder=_store_encoders(settings),
-        )
+        self.catalog = _catalog(settings, self.backends)
         self.tokens = open_tokens(settings, log_line)
         self.server: grpc.aio.Server | None = None
         self.service: BrokerService | None = None
@@ -138,10 +132,21 @@ class BrokerServer:
         self.announcements.close()
 
 
-def _store_encoders(settings: BrokerSettings) -> Callable[[str], tuple[Any, str]]:
-    from .router.opener import store_encoders  # numpy and the ONNX runtime: when used
+def _catalog(settings: BrokerSettings, backends: dict[str, Backend]) -> Catalog:
+    """The served models, prices and named strategies (built at start)."""
 
-    return store_encoders(settings.models)
+    def open_encoder(name: str) -> tuple[Any, str]:
+        from .router.opener import store_encoders  # numpy and the ONNX runtime: when used
+
+        return store_encoders(settings.models)(name)
+
+    return Catalog(
+        backends,
+        settings.models.default,
+        settings.strategies,
+        settings.prices,
+        open_encoder=open_encoder,
+    )
 
 
 async def _serve(settings: BrokerSettings, mode: str) -> None:

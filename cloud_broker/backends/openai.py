@@ -96,28 +96,33 @@ class OpenAIBackend:
         """One token asked for with its top logprobs (the upstream runs one forward pass
         and samples one token); each candidate's probability is the mass of the top tokens
         that spell its start."""
-        import aiohttp
-
-        if self._session is None:
-            raise RuntimeError(f"backend {self.name} is not started")
-        self.running += 1
-        try:
-            async with self._session.post(
-                self._url, data=probe_payload(self._wire.model, messages)
-            ) as response:
-                if response.status != 200:
-                    raise await http_error(response, self.name)
-                body = await response.json(content_type=None)
-            return probe_of(body, candidates, self.name, messages)
-        except (aiohttp.ClientError, asyncio.TimeoutError, *_MALFORMED) as exc:
-            raise _upstream_failure(exc, self.name, self._settings) from None
-        finally:
-            self.running -= 1
+        return await _probe(self, messages, candidates)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _probe(
+    backend: OpenAIBackend, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
+) -> Probe:
+    import aiohttp
+
+    if backend._session is None:
+        raise RuntimeError(f"backend {backend.name} is not started")
+    payload = probe_payload(backend._wire.model, messages)
+    backend.running += 1
+    try:
+        async with backend._session.post(backend._url, data=payload) as response:
+            if response.status != 200:
+                raise await http_error(response, backend.name)
+            body = await response.json(content_type=None)
+        return probe_of(body, candidates, backend.name, messages)
+    except (aiohttp.ClientError, asyncio.TimeoutError, *_MALFORMED) as exc:
+        raise _upstream_failure(exc, backend.name, backend._settings) from None
+    finally:
+        backend.running -= 1
 
 
 def _upstream_failure(
