@@ -8,14 +8,16 @@ Subcommands:
   the real gRPC client (``BrokerClient``) to each member: both models greedy, plus
   ``--samples`` sampled answers per model (temperature ``--temperature``, a seed per
   question and k) on the splits of ``--sample-splits`` (test by default: only the
-  ensembles use them, and the router trains
-  on one outcome per prompt and model). Every member gets the same chat: ``SYSTEM`` and the
+  ensembles use them, and the router trains on one outcome per prompt and model). Every
+  member gets the same chat: ``SYSTEM`` and the
   ``FEW_SHOT`` turns (written for this benchmark, none from the data set), then the
   question; ``--max-tokens`` 24, stop at a newline. Answers are judged with
   ``edge_agent.evaluation.matcher.is_correct``. Greedy outcomes go to
   ``benchmarks/data/strategies/outcomes-{split}.jsonl`` (the judged-outcome format that
   ``cloud-broker router train`` reads, one line per prompt and model), sampled ones to
   ``samples-{split}.jsonl``; a rerun resumes where the files stop (``--refresh``: anew).
+  Run it alone (under ``flock /tmp/cpu.lock`` here): llama.cpp's threads spin, so a busy
+  machine slows it many times over; ``collect.json`` records the load average around it.
 * ``prompt-check``: greedy answers of both models on ``--limit`` train questions with and
   without the few-shot turns: the accuracies that chose the prompt, and a few answers.
 * ``run``: trains the learned router (``cloud-broker router train`` on the train outcomes),
@@ -36,7 +38,9 @@ Definitions (printed with the table):
   completion price, with ``PRICES`` (price unit per 1k tokens). Gemma costs twice SmolLM2
   per token, the ratio of their parameter counts (270M / 135M).
 * weak = the cheaper single model, strong = the more accurate one (RouteLLM's pair).
-  PGR = (accuracy - weak accuracy) / (strong accuracy - weak accuracy).
+  PGR = (accuracy - weak accuracy) / (strong accuracy - weak accuracy). Oracle gap
+  recovered = (accuracy - best single) / (oracle router - best single): issue 17's target
+  for the learned router.
 * strong calls = the share of test questions on which the strong model generated (an
   answer or a sample; RouteLLM's "% calls to the strong model"). cost % = the row's cost
   / the strong model's cost over the same questions.
@@ -47,7 +51,7 @@ Definitions (printed with the table):
   area under PGR over strong calls 0..1; CPT(x) = the fewest strong calls on the curve
   with PGR >= x. Ensembles call every member, so they have no curve ("-").
 
-    .venv/bin/python benchmarks/strategies.py collect [--samples 2] [--limit N]
+    flock /tmp/cpu.lock .venv/bin/python benchmarks/strategies.py collect [--samples 2]
     .venv/bin/python benchmarks/strategies.py report
     .venv/bin/python benchmarks/strategies.py run [--strategies rules,learned,...]
 """
@@ -264,7 +268,15 @@ def collect_split(client: Any, split: str, chosen: list[Member], args: argparse.
     print(f"{split}: {len(items)} questions x {len(chosen)} members, {len(todo)} to answer",
           file=sys.stderr)  # fmt: skip
     started, right = time.perf_counter(), Counter[str]()
-    with greedy_file.open("a", encoding="utf-8") as greedy, samples_file.open("a") as sampled:
+    with (
+        greedy_file.open("a", encoding="utf-8") as greedy,
+        contextlib.ExitStack() as stack,
+    ):
+        sampled = (
+            stack.enter_context(samples_file.open("a", encoding="utf-8"))
+            if any(m.variant != "greedy" for m in chosen)
+            else greedy  # never written: greedy members only
+        )
         for n, (item, member) in enumerate(todo, 1):
             row = ask(client, item, member, args.max_tokens)
             right[member.name] += row["correct"]
@@ -812,13 +824,30 @@ def targets(measured: list[dict[str, Any]], pair: Pair) -> list[str]:
     return lines
 
 
+def per_kind(o: Outcomes) -> str:
+    """Accuracy of every member per kind of question (and the oracle's): where the models
+    differ is what a router can use."""
+    cols = [o.column(m) for m in MODELS]
+    either = o.correct[:, cols].any(axis=1)
+    head = "| kind | n | " + " | ".join(o.members) + " | either greedy model |"
+    lines = [head, "|---|---:|" + "---:|" * (len(o.members) + 1)]
+    for kind in [*sorted(set(o.kinds)), "all"]:
+        rows = np.array([kind in ("all", k) for k in o.kinds])
+        cells = [f"{o.correct[rows, c].mean():.2f}" for c in range(len(o.members))]
+        lines.append(f"| {kind} | {rows.sum()} | {' | '.join(cells)} | {either[rows].mean():.2f} |")
+    return "\n".join(lines)
+
+
 def report(args: argparse.Namespace) -> None:
     test = load_outcomes("test", args.out)
     pair = pair_of(test)
     rows = [*single_rows(test, pair), oracle_row(test, pair)]
     notes: list[str] = []
     if outcome_files("train", args.out)[0].exists():
-        rows.append(rules_row(test, pair, kind_rules(load_outcomes("train", args.out))))
+        rules = kind_rules(load_outcomes("train", args.out))
+        rows.append(rules_row(test, pair, rules))
+        notes.append("rule router's rules (fitted on train): "
+                     + ", ".join(f"{k} -> {m}" for k, m in rules.items()))  # fmt: skip
     else:
         notes.append("rule router: no train outcomes to fit its rules (collect train)")
     rows += agreement_cascade_rows(test, pair) + vote_rows(test)
@@ -832,7 +861,8 @@ def report(args: argparse.Namespace) -> None:
     text = "\n\n".join([
         f"$ {command_line()}", definitions(pair, len(test.ids)), table(measured),
         "Targets of issue 17:\n" + "\n".join(targets(measured, pair)),
-        *(["Not in the table:\n" + "\n".join(f"- {n}" for n in notes)] if notes else []),
+        "Accuracy per kind of question (test):\n\n" + per_kind(test),
+        *(["Notes:\n" + "\n".join(f"- {n}" for n in notes)] if notes else []),
     ])  # fmt: skip
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1093,7 +1123,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)  # the broker is stopped however the run ends
     commands = {"collect": collect, "prompt-check": prompt_check, "report": report, "run": run}
-    commands[args.command](args)
+    try:
+        commands[args.command](args)
+    except RuntimeError as exc:  # the broker did not start: its log says why
+        print(f"strategies.py {args.command}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
