@@ -551,6 +551,29 @@ def oracle_row(o: Outcomes, pair: Pair) -> Row:
     return routed(o, pair, ORACLE, oracle(o.correct[:, cols], o.cost[:, cols]))
 
 
+def oracle_without_yes_no(o: Outcomes, pair: Pair) -> Row:
+    """The oracle, except that yes/no questions go to the single model best on them: both
+    models answer yes/no by a near-constant (few-shot or not), so picking the one whose
+    constant matches is a ceiling no prompt-only router can reach."""
+    cols = [o.column(m) for m in MODELS]
+    chosen = oracle(o.correct[:, cols], o.cost[:, cols])
+    polar = np.array([k == "yesno" for k in o.kinds])
+    if polar.any():
+        best = int(np.argmax(o.correct[polar][:, cols].mean(axis=0)))
+        chosen = np.where(polar, best, chosen)
+    return routed(o, pair, f"{ORACLE}, yes/no to the best single", chosen)
+
+
+def polar_answers(o: Outcomes) -> str:
+    """How each greedy model answers the yes/no questions."""
+    polar = [i for i, k in enumerate(o.kinds) if k == "yesno"]
+    out = []
+    for model in MODELS:
+        keys = Counter(vote_key(o.answers[i][o.column(model)]) for i in polar)
+        out.append(f"{model} {keys['yes']} yes / {keys['no']} no")
+    return f"yes/no answers on the {len(polar)} yes/no questions: " + ", ".join(out)
+
+
 def kind_rules(train: Outcomes) -> dict[str, str]:
     """Per kind, the model most accurate on train (a tie: the cheaper): the rule router's
     rules, fitted on train only."""
@@ -816,11 +839,16 @@ def targets(measured: list[dict[str, Any]], pair: Pair) -> list[str]:
             lines.append(f"- {m['name']} ({m['source']}): {100 * gain:+.1f} points over the best "
                          f"single model ({best:.3f}) (target ≥ +3): "
                          f"{'PASS' if gain >= 0.03 else 'MISS'}")  # fmt: skip
+    weak_m = next((m for m in measured if m["name"] == f"single: {pair.weak}"), None)
+    if weak_m:
+        lines.append(f"- cost floor of a cascade {pair.weak} -> {pair.strong}: the first stage "
+                     f"alone costs {100 * weak_m['cost_share']:.0f} % of the strong model "
+                     "(prompt tokens dominate: same chat, 2x price per token)")  # fmt: skip
     oracle_m = next((m for m in measured if m["name"] == ORACLE), None)
     if oracle_m:
         lines.append(f"- ceiling: the oracle router reaches {oracle_m['accuracy']:.3f} "
-                     f"({100 * (oracle_m['accuracy'] - best):+.1f} points over the best single, "
-                     f"{', '.join(singles)})")  # fmt: skip
+                     f"({100 * (oracle_m['accuracy'] - best):+.1f} points over the best "
+                     f"single, {', '.join(singles)}); see the yes/no note below")  # fmt: skip
     return lines
 
 
@@ -841,8 +869,8 @@ def per_kind(o: Outcomes) -> str:
 def report(args: argparse.Namespace) -> None:
     test = load_outcomes("test", args.out)
     pair = pair_of(test)
-    rows = [*single_rows(test, pair), oracle_row(test, pair)]
-    notes: list[str] = []
+    rows = [*single_rows(test, pair), oracle_row(test, pair), oracle_without_yes_no(test, pair)]
+    notes: list[str] = [polar_answers(test)]
     if outcome_files("train", args.out)[0].exists():
         rules = kind_rules(load_outcomes("train", args.out))
         rows.append(rules_row(test, pair, rules))
