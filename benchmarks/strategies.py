@@ -1065,6 +1065,7 @@ def run(args: argparse.Namespace) -> None:
             router = train_router(train_file, Path(tmp) / "router.json", args.store)
         specs = strategy_specs(args, rules, router)
         extra = strategies_toml(specs)
+        RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "strategies-broker.toml").write_text(broker_toml(args.store, extra))
         kept = [r for r in read_jsonl(runs_file) if r["strategy"] not in {s["name"] for s in specs}]
         with broker(args.store, Path(tmp), extra) as address:
