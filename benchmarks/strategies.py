@@ -1059,6 +1059,7 @@ def run(args: argparse.Namespace) -> None:
     rules = kind_rules(load_outcomes("train", args.out))
     items = load_dataset(DATA / "test.jsonl")[: args.limit]
     runs_file = args.out / "runs-test.jsonl"
+    started, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-strategies-") as tmp:
         router = None
         if not args.strategies or "learned" in args.strategies:
@@ -1079,9 +1080,30 @@ def run(args: argparse.Namespace) -> None:
                         runs_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
             finally:
                 client.close()
+    record = {
+        "command": command_line(),
+        "commit": git_commit(),
+        "strategies": [s["name"] for s in specs],
+        "seconds": round(time.perf_counter() - started, 1),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+    (args.out / "runs.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {runs_file.relative_to(ROOT)}; the broker's config is in "
           "benchmarks/results/strategies-broker.toml; now `strategies.py report`",
           file=sys.stderr)  # fmt: skip
+
+
+def git_commit() -> str:
+    """The checkout's commit (the broker that ran is this checkout's), "" outside git."""
+    git = ["git", "-C", str(ROOT)]
+    done = subprocess.run([*git, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        return ""
+    return done.stdout.strip() + (" (modified)" if dirty.stdout.strip() else "")
 
 
 def print_listed(client: Any) -> None:
