@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings clean
+.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings bench-strategies clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -95,6 +95,13 @@ bench-embeddings: setup-dev
 # memory, and 4-client throughput next to llama_cpp.server (about 5 min on 2 cores).
 bench-daemon: setup-dev
 	$(BIN)/python benchmarks/daemon.py $(BENCH_ARGS)
+
+# Routing, cascades and ensembles of SmolLM2 and Gemma through a real broker (issue 17):
+# report from the committed outcome files; STRATEGIES_STEPS="collect run report" answers
+# everything again first (collect about 12 min on 2 cores). Extra flags: BENCH_ARGS.
+STRATEGIES_STEPS ?= report
+bench-strategies: setup-dev
+	for step in $(STRATEGIES_STEPS); do $(BIN)/python benchmarks/strategies.py $$step $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
