@@ -131,6 +131,8 @@ class _CallMetrics:
         m.child(m.latency, label).observe(times.total_s)
         m.child(m.cost, label).inc(outcome.cost)
         for member in outcome.members:
+            if member.role == "draft":  # the device's tokens, not this broker's
+                continue
             m.child(m.tokens, member.model, "prompt").inc(member.prompt_tokens)
             m.child(m.tokens, member.model, "completion").inc(member.completion_tokens)
             if outcome.kind != "single":

@@ -97,6 +97,13 @@ class BrokerInfo:
     completion_tokens: int | None = None
     error: str | None = None
     circuit: str = "closed"
+    strategy: str | None = None  # how the broker answered: single, route, cascade, ensemble
+    strategy_name: str | None = None  # the configured strategy's name
+    members: list[dict[str, Any]] = field(default_factory=list)  # who ran, what each cost
+    cost: float | None = None  # at the broker's prices
+    draft_verdict: dict[str, Any] | None = None  # the broker's judgement of the local draft
+    verdict_recorded: bool = False  # kept in the outcome memory as a judged outcome
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

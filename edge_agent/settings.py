@@ -169,6 +169,18 @@ class BrokerSettings(Section):
         default="", description="broker HOST:PORT (empty: none, or discovery when enabled)"
     )
     model: str = Field(default="", description="broker model (empty: the broker's default)")
+    strategy: str = Field(
+        default="",
+        description=(
+            "a strategy configured on the broker ([[strategies]] in its broker.toml) that "
+            "answers escalations instead of one model (empty: none)"
+        ),
+    )
+    max_cost: float = Field(
+        default=0.0,
+        ge=0,
+        description="most an escalation may cost at the broker's prices (0: no limit)",
+    )
     token: SecretStr | None = Field(default=None, description="device token")
     token_file: Path | None = Field(default=None, description="file holding the device token")
     device_id: str = Field(default="", description="this device's id, as enrolled")

@@ -364,30 +364,8 @@ class _ClientCore:
         )
 
 
-class BrokerClient(_ClientCore, Closing):
-    """Blocking client; one channel, safe to share between threads."""
-
-    def _opened(self) -> None:
-        self._connectivity = _Connectivity(self._channel)
-
-    def stream(
-        self,
-        messages: Sequence[ChatMessage],
-        params: SamplingParams,
-        *,
-        model: str | None = None,
-        device_id: str = "",
-        draft: wire.LocalDraft | None = None,
-        request_id: str | None = None,
-        timeout_s: float | None = None,
-    ) -> AnswerStream:
-        """The answer as domain events (:class:`~ridgeline_core.wire.BrokerDelta`, then one
-        :class:`~ridgeline_core.wire.BrokerResult`); failures raise the error class the
-        broker named."""
-        request = wire.generate_request(
-            messages, params, model=model, device_id=device_id, draft=draft, request_id=request_id
-        )
-        return AnswerStream(self.generate_request(request, timeout_s=timeout_s))
+class _WireCalls(_ClientCore):
+    """The blocking client's protocol-level calls."""
 
     def generate(
         self, messages: Messages, *, timeout_s: float | None = None, **params: Any
@@ -415,6 +393,41 @@ class BrokerClient(_ClientCore, Closing):
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
         return response
+
+
+class BrokerClient(_WireCalls, Closing):
+    """Blocking client; one channel, safe to share between threads."""
+
+    def _opened(self) -> None:
+        self._connectivity = _Connectivity(self._channel)
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams,
+        *,
+        model: str | None = None,
+        device_id: str = "",
+        draft: wire.LocalDraft | None = None,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+        strategy: wire.StrategyChoice | None = None,
+        max_cost: float | None = None,
+    ) -> AnswerStream:
+        """The answer as domain events (:class:`~ridgeline_core.wire.BrokerDelta`, then one
+        :class:`~ridgeline_core.wire.BrokerResult`); failures raise the error class the
+        broker named."""
+        request = wire.generate_request(
+            messages,
+            params,
+            model=model,
+            device_id=device_id,
+            draft=draft,
+            request_id=request_id,
+            strategy=strategy,
+            max_cost=max_cost,
+        )
+        return AnswerStream(self.generate_request(request, timeout_s=timeout_s))
 
     def wait_ready(self, timeout_s: float) -> None:
         """Return once the channel is connected; raise UnavailableError at once when the

@@ -23,7 +23,10 @@ __all__ = [
     "ROLES_TO_PB",
     "BrokerDelta",
     "BrokerResult",
+    "DraftVerdict",
     "LocalDraft",
+    "MemberResult",
+    "StrategyChoice",
     "event_from_pb",
     "generate_request",
     "params_to_pb",
@@ -55,6 +58,40 @@ class LocalDraft:
 
 
 @dataclass(frozen=True)
+class StrategyChoice:
+    """A strategy configured on the broker, asked for by name, with the request's knobs."""
+
+    name: str
+    task: str = ""
+    willingness_to_pay: float | None = None
+
+
+@dataclass(frozen=True)
+class MemberResult:
+    """One model's part in a strategy's answer."""
+
+    model: str
+    role: str  # answer, sample, verifier, aggregator, draft
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    score: float | None = None
+    vote: str = ""
+    accepted: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DraftVerdict:
+    """The broker's judgement of the device's draft."""
+
+    accepted: bool
+    score: float
+    verifier: str
+
+
+@dataclass(frozen=True)
 class BrokerDelta:
     """More of the broker's answer."""
 
@@ -74,6 +111,12 @@ class BrokerResult:
     queue_ms: float
     time_to_first_token_ms: float
     total_ms: float
+    members: tuple[MemberResult, ...] = ()
+    cost: float = 0.0
+    strategy: str = "single"  # single, route, cascade, ensemble
+    strategy_name: str = ""
+    draft_verdict: DraftVerdict | None = None
+    notes: tuple[str, ...] = ()
 
 
 def params_to_pb(params: SamplingParams) -> broker_pb2.SamplingParams:
@@ -100,6 +143,8 @@ def generate_request(
     device_id: str = "",
     draft: LocalDraft | None = None,
     request_id: str | None = None,
+    strategy: StrategyChoice | None = None,
+    max_cost: float | None = None,
 ) -> broker_pb2.GenerateRequest:
     request = broker_pb2.GenerateRequest(
         request_id=request_id or uuid.uuid4().hex,
@@ -109,8 +154,15 @@ def generate_request(
         ],
         params=params_to_pb(params),
     )
-    if model:
+    if strategy is not None:
+        request.strategy.name = strategy.name
+        request.strategy.task = strategy.task
+        if strategy.willingness_to_pay is not None:
+            request.strategy.willingness_to_pay = strategy.willingness_to_pay
+    elif model:
         request.model = model
+    if max_cost is not None:
+        request.max_cost = max_cost
     if draft is not None:
         request.local_draft.CopyFrom(
             broker_pb2.LocalDraft(
@@ -136,4 +188,40 @@ def event_from_pb(event: broker_pb2.GenerateResponse) -> BrokerDelta | BrokerRes
         queue_ms=result.timings.queue_ms,
         time_to_first_token_ms=result.timings.time_to_first_token_ms,
         total_ms=result.timings.total_ms,
+        members=tuple(_member(m) for m in result.members),
+        cost=result.cost,
+        strategy=_KINDS.get(result.strategy, "single"),
+        strategy_name=result.strategy_name,
+        draft_verdict=_verdict(result),
+        notes=tuple(result.notes),
     )
+
+
+_KINDS = {
+    broker_pb2.Strategy.KIND_SINGLE: "single",
+    broker_pb2.Strategy.KIND_ROUTE: "route",
+    broker_pb2.Strategy.KIND_CASCADE: "cascade",
+    broker_pb2.Strategy.KIND_ENSEMBLE: "ensemble",
+}
+
+
+def _member(record: broker_pb2.MemberRecord) -> MemberResult:
+    return MemberResult(
+        model=record.model,
+        role=record.role,
+        prompt_tokens=record.usage.prompt_tokens,
+        completion_tokens=record.usage.completion_tokens,
+        cost=record.cost,
+        latency_ms=record.latency_ms,
+        score=record.score if record.HasField("score") else None,
+        vote=record.vote,
+        accepted=record.accepted,
+        note=record.note,
+    )
+
+
+def _verdict(result: broker_pb2.GenerateResult) -> DraftVerdict | None:
+    if not result.HasField("draft_verdict"):
+        return None
+    verdict = result.draft_verdict
+    return DraftVerdict(verdict.accepted, verdict.score, verdict.verifier)

@@ -122,6 +122,7 @@ class ScriptedLink:
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: Any = None,
     ) -> Generator[str, None, CloudAnswer]:
         self.calls.append(Call(list(messages), params, draft, deadline_s))
         outcome = self.outcomes[min(len(self.calls), len(self.outcomes)) - 1]
@@ -145,6 +146,7 @@ class ScriptedLink:
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: Any = None,
     ) -> CloudAnswer:
         return drain(
             self.stream(messages, params, draft=draft, deadline_s=deadline_s, cancel=cancel)

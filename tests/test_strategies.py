@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from brokerproc import BrokerProcess
@@ -109,6 +110,13 @@ kind = "ensemble"
 combine = "best"
 verifier = "verifier:upstream"
 models = ["{SMOLLM2}", "{GEMMA}"]
+
+[[strategies]]
+name = "verify-draft"
+kind = "cascade"
+models = ["{GEMMA}"]
+verifier = "verifier:{GEMMA}"
+threshold = {JUDGE_THRESHOLD}
 
 [[strategies]]
 name = "vote3"
@@ -497,3 +505,73 @@ def test_metrics_count_cost_per_strategy(client: BrokerClient, broker: BrokerPro
     labels = f'model="{SMOLLM2}",role="answer",strategy="by-rules"'
     key = f"ridgeline_broker_strategy_members_total{{{labels}}}"
     assert members[key] >= 1
+
+
+# -- the edge ---------------------------------------------------------------------------------
+
+
+def edge_ask(broker: BrokerProcess, env: dict[str, str], *args: str) -> dict[str, Any]:
+    result = run_command(
+        "edge-agent", "ask", "--json", "--dev", "--broker", broker.address, *args, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def test_the_edge_records_the_brokers_verdict_on_its_draft(
+    broker: BrokerProcess, edge_env: dict[str, str], tmp_path: Path
+) -> None:
+    # τ 1: the local answer is always short of it, so it goes up as the draft
+    answer = edge_ask(
+        broker, edge_env, "--threshold", "1", "--strategy", "verify-draft", "--max-tokens", "12",
+        "Who wrote Romeo and Juliet?",
+    )  # fmt: skip
+    info = answer["decision"]["broker"]
+    assert info["strategy"] == "cascade" and info["strategy_name"] == "verify-draft"
+    roles = [(m["model"], m["role"]) for m in info["members"]]
+    assert roles[:2] == [(SMOLLM2, "draft"), (GEMMA, "verifier")]
+    verdict = info["draft_verdict"]
+    assert verdict["verifier"] == f"verifier:{GEMMA}" and 0 <= verdict["score"] <= 1
+    assert info["verdict_recorded"] and info["cost"] >= 0
+    if verdict["accepted"]:  # the broker returned the device's own draft as the answer
+        assert answer["model"] == SMOLLM2 and len(info["members"]) == 2
+    memory = next(Path(edge_env["XDG_STATE_HOME"]).rglob("outcome-memory.jsonl"))
+    remembered = [json.loads(line) for line in memory.read_text().splitlines()]
+    assert remembered[-1]["source"] == "broker"
+    assert remembered[-1]["model"] == SMOLLM2
+    assert remembered[-1]["right"] == verdict["accepted"]
+    assert remembered[-1]["prompt"] == "Who wrote Romeo and Juliet?"
+
+
+def test_the_edge_shows_a_strategys_members_and_cost(
+    broker: BrokerProcess, edge_env: dict[str, str]
+) -> None:
+    answer = edge_ask(
+        broker, edge_env, "--mode", "cloud", "--strategy", "vote3", "--max-tokens", "8",
+        "What is the capital of France?",
+    )  # fmt: skip
+    info = answer["decision"]["broker"]
+    assert info["strategy"] == "ensemble" and info["strategy_name"] == "vote3"
+    assert len(info["members"]) == 3 and info["cost"] == pytest.approx(
+        sum(m["cost"] for m in info["members"])
+    )
+    assert info["draft_verdict"] is None and not info["verdict_recorded"]
+    result = run_command(
+        "edge-agent", "ask", "--dev", "--broker", broker.address, "--mode", "cloud",
+        "--strategy", "vote3", "--max-tokens", "8", "What is the capital of France?",
+        env=edge_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ensemble vote3:" in result.stderr and "cost" in result.stderr
+
+
+def test_the_edge_names_an_unknown_strategy(
+    broker: BrokerProcess, edge_env: dict[str, str]
+) -> None:
+    result = run_command(
+        "edge-agent", "ask", "--json", "--dev", "--broker", broker.address, "--mode", "cloud",
+        "--strategy", "no-such-strategy", "--max-tokens", "8", "What is the capital of France?",
+        env=edge_env,
+    )  # fmt: skip
+    assert "unknown strategy 'no-such-strategy'" in result.stdout + result.stderr

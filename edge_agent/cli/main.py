@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ridgeline_core.cli import CliProgress, CliState, root_group
-from ridgeline_core.errors import ConfigError, RidgelineError, UnavailableError
+from ridgeline_core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    RidgelineError,
+    UnavailableError,
+)
 
 from ..settings import load_edge_settings
 from .options import (
@@ -51,6 +56,8 @@ cli = root_group(
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="fixed τ for this request")
 @click.option("--deadline", type=click.FloatRange(min=0.1), help="broker deadline, seconds")
 @click.option("--private", is_flag=True, help="keep it out of the semantic answer cache")
+@click.option("--strategy", help="a strategy configured on the broker (broker.strategy)")
+@click.option("--max-cost", type=click.FloatRange(min=0.0), help="most the escalation may cost")
 @broker_option
 @dev_option
 @trace_option
@@ -67,6 +74,8 @@ def ask(
     threshold: float | None,
     deadline: float | None,
     private: bool,
+    strategy: str | None,
+    max_cost: float | None,
     broker: str | None,
     dev: bool,
     trace: Path | None,
@@ -89,7 +98,14 @@ def ask(
     try:
         settings = check_dev(state, flags, dev)
         options = RequestOptions.parse(
-            {"mode": mode, "threshold": threshold, "deadline_s": deadline, "private": private}
+            {
+                "mode": mode,
+                "threshold": threshold,
+                "deadline_s": deadline,
+                "private": private,
+                "strategy": strategy,
+                "max_cost": max_cost,
+            }
         )
         with EdgeAgent(settings, background=False) as agent:
             progress = CliProgress(lines=False)
@@ -122,7 +138,26 @@ def summary(answer: Answer) -> str:
             parts.append(f"{timings.tokens_per_s:.1f} tok/s")
     total = answer.decision.timings.total_ms
     parts.append(f"{total / 1000:.2f} s")
+    broker = answer.decision.broker
+    if broker is not None and broker.strategy not in (None, "single"):
+        parts.append(_strategy_summary(broker))
     return " · ".join(parts) + f" — {answer.decision.reason}"
+
+
+def _strategy_summary(broker: Any) -> str:
+    """The broker's strategy, its members and the cost, in one phrase."""
+    members = ", ".join(
+        f"{m['model']} {m['role']}{' ✓' if m['accepted'] else ''}"
+        + ("" if m["score"] is None else f" {m['score']:.2f}")
+        for m in broker.members
+    )
+    name = broker.strategy_name or "ad hoc"
+    verdict = broker.draft_verdict
+    judged = ""
+    if verdict is not None:
+        judged = f"; draft {'accepted' if verdict['accepted'] else 'rejected'}"
+        judged += " (remembered)" if broker.verdict_recorded else ""
+    return f"{broker.strategy} {name}: {members}; cost {broker.cost or 0:.6g}{judged}"
 
 
 def _echo_events(pipeline: Pipeline) -> Answer:
@@ -332,6 +367,23 @@ calibrate_tokens_option = click.option(
 )
 
 
+def _calibration_items(
+    dataset: Path | None, outcomes: Path | None, model: str, limit: int | None
+) -> list[Any]:
+    """The questions of --dataset and the judged outcomes of --outcomes (one is needed)."""
+    from ..evaluation.dataset import load_judged
+
+    if dataset is None and outcomes is None:
+        raise click.UsageError("give --dataset FILE, --outcomes FILE, or both")
+    items = _questions(dataset, None) if dataset is not None else []
+    if outcomes is not None:
+        judged = load_judged(outcomes, model)
+        if not judged:
+            raise InvalidRequestError(f"{outcomes}: no judged outcomes of {model}")
+        items += judged
+    return items[:limit] if limit else items
+
+
 def _questions(path: Path, limit: int | None) -> list[Any]:
     from ..evaluation.dataset import load_dataset
 
@@ -340,7 +392,17 @@ def _questions(path: Path, limit: int | None) -> list[Any]:
 
 
 @cli.command()
-@dataset_option
+@click.option(
+    "--dataset",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='JSONL questions: {"prompt": ..., "answers": [...]} per line',
+)
+@click.option(
+    "--outcomes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="judged outcomes (the outcome memory's JSONL: feedback and the broker's verdicts "
+    "on drafts) of the model, learned from as questions with their verdict",
+)
 @click.option("--model", help="local model name (default: models.default)")
 @click.option(
     "--method",
@@ -377,7 +439,8 @@ def _questions(path: Path, limit: int | None) -> list[Any]:
 @click.pass_obj
 def calibrate(
     state: CliState,
-    dataset: Path,
+    dataset: Path | None,
+    outcomes: Path | None,
     model: str | None,
     method: str,
     heldout: Path | None,
@@ -395,14 +458,17 @@ def calibrate(
     and whether the answer was right, scores each method out of sample (AUROC, ECE,
     Brier, accuracy at coverage), then fits the chosen one on all questions and saves it
     where the agent finds it. With --remember, each question and whether its answer was
-    right also go to the pre-route's outcome memory."""
+    right also go to the pre-route's outcome memory. --outcomes adds judged outcomes (the
+    broker's verdicts on drafts, feedback) as questions whose verdict is already known."""
     from ..agent import EdgeAgent
     from ..evaluation import harness
 
-    items = _questions(dataset, limit)
-    held = _questions(heldout, None) if heldout else None
     settings = state.load({"models.default": (model, f"--model {model}")} if model else None)
     settings = settings.settings
+    items = _calibration_items(dataset, outcomes, settings.models.default, limit)
+    dataset = dataset or outcomes
+    assert dataset is not None
+    held = _questions(heldout, None) if heldout else None
     with EdgeAgent(settings, background=False) as agent:
         fitted = _fit_calibration(agent, items, held, dataset, method, out, max_tokens)
         remembered = _remember(agent, fitted.name, fitted.observations) if remember else None

@@ -26,7 +26,14 @@ from typing import Any
 
 from ridgeline_core.errors import InvalidRequestError
 
-__all__ = ["ARITHMETIC_KINDS", "MAX_LINES", "QAItem", "arithmetic_items", "load_dataset"]
+__all__ = [
+    "ARITHMETIC_KINDS",
+    "MAX_LINES",
+    "QAItem",
+    "arithmetic_items",
+    "load_dataset",
+    "load_judged",
+]
 
 MAX_LINES = 100_000
 
@@ -63,6 +70,7 @@ class QAItem:
     kind: str
     prompt: str
     answers: tuple[str, ...]
+    judged: bool | None = None  # a verdict already given (judged outcomes): no matching
 
 
 def load_dataset(path: str | os.PathLike[str]) -> list[QAItem]:
@@ -93,6 +101,36 @@ def load_dataset(path: str | os.PathLike[str]) -> list[QAItem]:
     if not items:
         raise InvalidRequestError(f"{where}: empty file, no questions in it")
     return items
+
+
+def load_judged(path: str | os.PathLike[str], model: str) -> list[QAItem]:
+    """``model``'s judged outcomes in an outcome memory file (JSONL: prompt, model, right,
+    source; feedback, calibration or the broker's verdicts on drafts) as items whose
+    verdict is given; the latest verdict of a prompt wins."""
+    from ..knowledge.memory_outcome import Outcome
+
+    where = str(path)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InvalidRequestError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"{where}: cannot be read ({exc})") from None
+    latest: dict[str, bool] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            outcome = Outcome.from_json(json.loads(line))
+        except ValueError as exc:
+            raise InvalidRequestError(f"{where}:{number}: not a judged outcome: {exc}") from None
+        if outcome.model == model:
+            latest.pop(outcome.prompt, None)  # keep the order of the latest verdicts
+            latest[outcome.prompt] = outcome.right
+    return [
+        QAItem(f"judged-{i}", "judged", prompt, (), judged=right)
+        for i, (prompt, right) in enumerate(latest.items(), start=1)
+    ]
 
 
 def _read_lines(handle: Iterable[str], where: str) -> list[str]:

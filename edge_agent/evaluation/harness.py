@@ -128,9 +128,8 @@ def observe(
                 started = time.perf_counter()
                 evidence = run_probes(runtime, evidence, {probe})
                 seconds[probe] = time.perf_counter() - started
-            observations.append(
-                Observation(item, run.text, is_correct(run.text, item.answers), evidence, seconds)
-            )
+            correct = is_correct(run.text, item.answers) if item.judged is None else item.judged
+            observations.append(Observation(item, run.text, correct, evidence, seconds))
             progress.advance(1)
     finally:
         progress.finish()

@@ -19,6 +19,7 @@ from ridgeline_core.errors import InvalidRequestError, MissingDependencyError
 from ridgeline_core.runtime import ChatMessage, SamplingParams
 
 from ..agent import EdgeAgent
+from ..link.answers import BrokerVia
 from ..link.circuit import CircuitBreaker
 from ..link.escalation import CloudAnswer, Draft, drain
 from ..settings import BudgetSettings, EdgeSettings
@@ -68,6 +69,7 @@ class DryRunBroker:
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: BrokerVia | None = None,
     ) -> Generator[str, None, CloudAnswer]:
         return CloudAnswer("", "(broker)", (), "stop", 0, 0, None, None, 0.0, 1)
         yield  # a generator that answers at once  # pragma: no cover
@@ -80,6 +82,7 @@ class DryRunBroker:
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: BrokerVia | None = None,
     ) -> CloudAnswer:
         return drain(self.stream(messages, params, draft=draft, deadline_s=deadline_s))
 

@@ -14,7 +14,7 @@ from ridgeline_core.errors import InvalidRequestError
 
 __all__ = ["EmbedFn", "MemoryEstimate", "Outcome", "Source", "Vectors", "check_outcomes"]
 
-Source = Literal["calibration", "feedback"]
+Source = Literal["calibration", "feedback", "broker"]  # broker: its verdict on a draft
 Vectors = npt.NDArray[np.float32]
 EmbedFn = Callable[[Sequence[str]], Vectors]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ridgeline_core import errors
-from ridgeline_core.wire import LocalDraft
+from ridgeline_core.wire import DraftVerdict, LocalDraft, MemberResult
 
-__all__ = ["CloudAnswer", "Draft", "EscalationFailed", "is_outage"]
+__all__ = ["BrokerVia", "CloudAnswer", "Draft", "EscalationFailed", "is_outage"]
 
 # Errors that say the broker (or the link to it) is down, not that this request was wrong.
 _OUTAGES: tuple[type[errors.RidgelineError], ...] = (errors.UnavailableError,)
@@ -15,6 +15,15 @@ _OUTAGE_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "U
 
 
 Draft = LocalDraft  # the local answer sent along with an escalation
+
+
+@dataclass(frozen=True)
+class BrokerVia:
+    """How the broker should answer one escalation: a strategy configured on it (empty:
+    the link's, from ``broker.strategy``) and a cost limit (None: ``broker.max_cost``)."""
+
+    strategy: str = ""
+    max_cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,12 @@ class CloudAnswer:
     time_to_first_text_s: float | None
     total_s: float
     attempts: int
+    strategy: str = "single"  # how the broker answered: single, route, cascade, ensemble
+    strategy_name: str = ""
+    members: tuple[MemberResult, ...] = ()
+    cost: float = 0.0
+    verdict: DraftVerdict | None = None  # the broker's judgement of the draft sent
+    notes: tuple[str, ...] = ()
 
 
 class EscalationFailed(Exception):

@@ -26,6 +26,8 @@ class EscalationRequest:
     request_id: str
     model: str | None = None  # None: the broker's default
     device_id: str = ""
+    strategy: wire.StrategyChoice | None = None  # a configured strategy instead of a model
+    max_cost: float | None = None
 
 
 class AttemptFailed(Exception):
@@ -148,5 +150,7 @@ def _open(
         draft=request.draft,
         request_id=request.request_id,
         timeout_s=remaining_s,
+        strategy=request.strategy,
+        max_cost=request.max_cost,
     )
     return stream, call_started

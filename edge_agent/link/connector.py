@@ -18,6 +18,7 @@ from ridgeline_core.errors import RidgelineError
 from ..routing.route import LinkState
 from ..settings import EdgeSettings, state_dir
 from ..telemetry.meters import BrokerHealth
+from .answers import BrokerVia
 from .escalation import BrokerLink, Escalator
 
 __all__ = ["RETRY_S", "BrokerConnector", "link_state", "open_link"]
@@ -128,6 +129,7 @@ def open_link(
         model=b.model,
         device_id=b.device_id,
         on_change=on_change,
+        via=BrokerVia(b.strategy, b.max_cost or None),
     )
     if background:
         escalator.start_probing()

@@ -13,6 +13,7 @@ neither does a deadline the caller set shorter than ``escalation.deadline_s`` ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Generator, Sequence
@@ -21,11 +22,12 @@ from typing import Protocol
 from ridgeline_core.cancel import CancelToken
 from ridgeline_core.client import MAX_TIMEOUT_S, BrokerClient
 from ridgeline_core.runtime import ChatMessage, SamplingParams
+from ridgeline_core.wire import StrategyChoice
 
 from ..decision import BrokerInfo
 from ..settings import EscalationSettings
 from ..telemetry.meters import BrokerHealth
-from .answers import CloudAnswer, Draft, EscalationFailed
+from .answers import BrokerVia, CloudAnswer, Draft, EscalationFailed
 from .attempt import EscalationRequest
 from .circuit import CircuitBreaker
 from .gate import CallGate
@@ -54,6 +56,7 @@ class BrokerLink(Protocol):
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: BrokerVia | None = None,
     ) -> Generator[str, None, CloudAnswer]:
         """Yield the broker's text as it arrives; return the whole answer, or raise
         :class:`EscalationFailed`. Closing the generator stops the call."""
@@ -67,6 +70,7 @@ class BrokerLink(Protocol):
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: BrokerVia | None = None,
     ) -> CloudAnswer:
         """:meth:`stream` to its end."""
         ...
@@ -90,10 +94,12 @@ class Escalator(GuardedLink):
         model: str = "",
         device_id: str = "",
         on_change: Callable[[], None] = lambda: None,
+        via: BrokerVia | None = None,
     ) -> None:
         super().__init__(client, settings, health, address=address, on_change=on_change)
         self.model = model
         self.device_id = device_id
+        self.via = via or BrokerVia()  # broker.strategy and broker.max_cost
 
     def escalate(
         self,
@@ -104,9 +110,12 @@ class Escalator(GuardedLink):
         deadline_s: float,
         on_text: Callable[[str], None] | None = None,
         cancel: CancelToken | None = None,
+        via: BrokerVia | None = None,
     ) -> CloudAnswer:
         """:meth:`stream` to its end, handing each piece of text to ``on_text``."""
-        steps = self.stream(messages, params, draft=draft, deadline_s=deadline_s, cancel=cancel)
+        steps = self.stream(
+            messages, params, draft=draft, deadline_s=deadline_s, cancel=cancel, via=via
+        )
         return drain(steps, on_text)
 
     def stream(
@@ -117,20 +126,36 @@ class Escalator(GuardedLink):
         draft: Draft | None,
         deadline_s: float,
         cancel: CancelToken | None = None,
+        via: BrokerVia | None = None,
     ) -> Generator[str, None, CloudAnswer]:
         """Yield the broker's text as it arrives and return its answer, or raise
         :class:`EscalationFailed`; RequestCancelledError when ``cancel`` is cancelled.
         Cancelling, or closing the generator, stops the call on the broker at once."""
         deadline_s = min(deadline_s, MAX_TIMEOUT_S)  # one gRPC can represent
         self._gate.take(deadline_s)
+        strategy, max_cost = _chosen(self.via, via)
         request = EscalationRequest(
-            list(messages), params, draft, uuid.uuid4().hex, self.model or None, self.device_id
+            list(messages),
+            params,
+            draft,
+            uuid.uuid4().hex,
+            self.model or None,
+            self.device_id,
+            strategy,
+            max_cost,
         )  # one id for every attempt
         call = RetryingCall(
             self.client, self.settings, request, cancel, on_success=self._gate.succeeded,
             on_failure=self._gate.failed,
         )  # fmt: skip
         return (yield from _run_settled(call, deadline_s, self._gate))
+
+
+def _chosen(link: BrokerVia, call: BrokerVia | None) -> tuple[StrategyChoice | None, float | None]:
+    """The strategy and cost limit of one call: the call's, else the link's settings'."""
+    name = (call.strategy if call else "") or link.strategy
+    max_cost = call.max_cost if call and call.max_cost is not None else link.max_cost
+    return (StrategyChoice(name) if name else None), max_cost
 
 
 def _run_settled(
@@ -164,6 +189,12 @@ def answered_info(link: BrokerLink, cloud: CloudAnswer) -> BrokerInfo:
         prompt_tokens=cloud.prompt_tokens,
         completion_tokens=cloud.completion_tokens,
         circuit=link.circuit.state,
+        strategy=cloud.strategy,
+        strategy_name=cloud.strategy_name or None,
+        members=[dataclasses.asdict(member) for member in cloud.members],
+        cost=cloud.cost,
+        draft_verdict=None if cloud.verdict is None else dataclasses.asdict(cloud.verdict),
+        notes=list(cloud.notes),
     )
 
 

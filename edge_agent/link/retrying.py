@@ -98,6 +98,12 @@ def cloud_answer(received: Received, started: float, attempts: int) -> CloudAnsw
         time_to_first_text_s=None if first_text is None else first_text - started,
         total_s=time.perf_counter() - started,
         attempts=attempts,
+        strategy=result.strategy,
+        strategy_name=result.strategy_name,
+        members=result.members,
+        cost=result.cost,
+        verdict=result.draft_verdict,
+        notes=result.notes,
     )
 
 

@@ -4,9 +4,11 @@ broker fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator
 
+from ..link.answers import BrokerVia
 from ..link.escalation import (
     BrokerLink,
     CloudAnswer,
@@ -48,7 +50,8 @@ def run_broker_stage(
         yield TextChunk(cloud.text)
     ctx.parts.budget.record(cloud.prompt_tokens + cloud.completion_tokens)
     ctx.parts.sampler.refresh()
-    record.broker = answered_info(link, cloud)
+    recorded = cloud.verdict is not None and local is not None and _remember_verdict(ctx, cloud)
+    record.broker = dataclasses.replace(answered_info(link, cloud), verdict_recorded=recorded)
     return cloud_answer(record, decided.escalated(f"escalated to {cloud.model}"), cloud)
 
 
@@ -62,12 +65,14 @@ def _broker_text(
         run = local.run
         draft = Draft(run.text, local.confidence, request.model, run.stats.completion_tokens)
     ctx.check_cancel()
+    options = request.options
     steps = link.stream(
         request.messages,
         request.params,
         draft=draft,
         deadline_s=request.deadline_s,
         cancel=ctx.cancel,
+        via=BrokerVia(options.strategy or "", options.max_cost),
     )
     while True:
         try:
@@ -78,6 +83,18 @@ def _broker_text(
         streamed.append(text)
         if ctx.live:
             yield TextChunk(text)
+
+
+def _remember_verdict(ctx: RequestContext, cloud: CloudAnswer) -> bool:
+    """The broker judged the local draft: keep its verdict as a judged outcome of the local
+    model (the outcome memory; pre-route and ``calibrate --outcomes`` learn from it).
+    A private request is not remembered."""
+    assert cloud.verdict is not None
+    request = ctx.request
+    if request.options.private:
+        return False
+    ctx.parts.memory.add(request.model, request.question, cloud.verdict.accepted, "broker")
+    return True
 
 
 def _fall_back(

@@ -63,6 +63,12 @@ class RequestOptions(BaseModel):
     private: Annotated[bool, Strict()] = Field(
         default=False, description="never cache or remember this prompt"
     )
+    strategy: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="a strategy configured on the broker (broker.strategy)"
+    )
+    max_cost: Annotated[JsonNumber, Field(ge=0.0)] | None = Field(
+        default=None, description="most the escalation may cost (broker.max_cost)"
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -120,3 +126,5 @@ class AskOptions(TypedDict, total=False):
     threshold: float | None
     deadline_s: float | None
     private: bool
+    strategy: str | None
+    max_cost: float | None
