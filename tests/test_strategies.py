@@ -356,11 +356,11 @@ def test_max_cost_stops_a_cascade_before_a_member_it_cannot_afford(
 ) -> None:
     # enough for SmolLM2's answer (about 0.00006 at most), not for Gemma's verdict after it
     _, result, _ = run(
-        client, "What is the capital of France?", "fast-then-strong", max_cost=0.0001
+        client, "What is the capital of France?", "fast-then-strong", max_cost=0.0002
     )
     assert [m.model for m in result.members] == [SMOLLM2]
     assert any("max_cost" in note for note in result.notes)
-    assert result.cost <= 0.0001
+    assert result.cost <= 0.0002
     assert_costs_add_up(result)
     with pytest.raises(errors.CostLimitError) as excinfo:
         run(client, "What is the capital of France?", "fast-then-strong", max_cost=1e-7)
@@ -522,9 +522,14 @@ def edge_ask(broker: BrokerProcess, env: dict[str, str], *args: str) -> dict[str
 def test_the_edge_records_the_brokers_verdict_on_its_draft(
     broker: BrokerProcess, edge_env: dict[str, str], tmp_path: Path
 ) -> None:
-    # τ 1: the local answer is always short of it, so it goes up as the draft
+    # τ 1: the local answer is always short of it, so it goes up, whole, as the draft
+    env = {
+        **edge_env,
+        "RIDGELINE_EDGE_PREROUTE__ENABLED": "false",
+        "RIDGELINE_EDGE_ABORT__ENABLED": "false",
+    }
     answer = edge_ask(
-        broker, edge_env, "--threshold", "1", "--strategy", "verify-draft", "--max-tokens", "12",
+        broker, env, "--threshold", "1", "--strategy", "verify-draft", "--max-tokens", "12",
         "Who wrote Romeo and Juliet?",
     )  # fmt: skip
     info = answer["decision"]["broker"]

@@ -18,13 +18,14 @@ from ..strategy_settings import PriceSettings
 
 __all__ = ["Meter", "Prices", "estimate_prompt_tokens"]
 
-_TEMPLATE_TOKENS = 8  # per message: the chat template's role markers
+_MESSAGE_TOKENS = 16  # per message: the chat template's role markers
+_TEMPLATE_TOKENS = 48  # per prompt: a default system prompt the template may add
 
 
 def estimate_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
     """A generous prompt token count: three characters a token, plus the template."""
     chars = sum(len(m.content) for m in messages)
-    return (chars + 2) // 3 + _TEMPLATE_TOKENS * len(messages)
+    return (chars + 2) // 3 + _MESSAGE_TOKENS * len(messages) + _TEMPLATE_TOKENS
 
 
 class Prices:

@@ -65,7 +65,8 @@ class Route:
         candidates = self._candidates(call)
         if self._router is None:
             return self._by_rules(call, candidates)
-        prompt = "\n".join(m.content for m in call.request.messages if m.role == "user")
+        # the question is the last user message (earlier turns may be examples)
+        prompt = next(m.content for m in reversed(call.request.messages) if m.role == "user")
         predicted = await asyncio.to_thread(self._router.predict, prompt)
         wtp = self._wtp if call.willingness_to_pay is None else call.willingness_to_pay
         costs = {model: call.estimate(model) for model in candidates}
