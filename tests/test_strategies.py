@@ -575,8 +575,13 @@ def test_the_edge_names_an_unknown_strategy(
     broker: BrokerProcess, edge_env: dict[str, str]
 ) -> None:
     result = run_command(
-        "edge-agent", "ask", "--json", "--dev", "--broker", broker.address, "--mode", "cloud",
-        "--strategy", "no-such-strategy", "--max-tokens", "8", "What is the capital of France?",
+        "edge-agent", "ask", "--json", "--dev", "--broker", broker.address,
+        "--strategy", "no-such-strategy", "--threshold", "1", "--max-tokens", "8",
+        "What is the capital of France?",
         env=edge_env,
     )  # fmt: skip
-    assert "unknown strategy 'no-such-strategy'" in result.stdout + result.stderr
+    assert result.returncode == 4, result.stderr  # NOT_FOUND: not a quiet local answer
+    error = json.loads(result.stdout)["error"]
+    assert error["kind"] == "unknown_strategy"
+    assert "unknown strategy 'no-such-strategy'" in error["message"]
+    assert "verify-draft" in error["message"]  # the configured ones are listed

@@ -49,12 +49,21 @@ class CloudAnswer:
 class EscalationFailed(Exception):
     """The broker gave no complete answer; ``started`` says whether text had streamed."""
 
-    def __init__(self, reason: str, *, started: bool, attempts: int, outage: bool) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        started: bool,
+        attempts: int,
+        outage: bool,
+        error: errors.RidgelineError | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.started = started
         self.attempts = attempts
         self.outage = outage
+        self.error = error  # the broker's error, when it answered with one
 
 
 def is_outage(exc: errors.RidgelineError) -> bool:

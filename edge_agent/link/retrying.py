@@ -69,7 +69,7 @@ class RetryingCall:
             if callers:
                 reason = f"the request's deadline_s {deadline_s:g} s ran out ({reason})"
             raise EscalationFailed(
-                reason, started=failure.started, attempts=attempts, outage=outage
+                reason, started=failure.started, attempts=attempts, outage=outage, error=exc
             ) from exc
         if self.cancel is None:
             time.sleep(delay)

@@ -8,6 +8,8 @@ import dataclasses
 import time
 from collections.abc import Generator
 
+from ridgeline_core.errors import UnknownStrategyError
+
 from ..link.answers import BrokerVia
 from ..link.escalation import (
     BrokerLink,
@@ -41,6 +43,9 @@ def run_broker_stage(
     try:
         cloud = yield from _broker_text(ctx, link, local, streamed)
     except EscalationFailed as failure:
+        if isinstance(failure.error, UnknownStrategyError):
+            # the request's mistake, not the broker's: an error, not a quiet local answer
+            raise failure.error from None
         record.broker_ms = (time.perf_counter() - started) * 1000
         record.broker = failed_info(link, failure)
         answer: Answer = yield from _fall_back(ctx, decided, failure, local, bool(streamed))
