@@ -35,6 +35,9 @@ _PHONE = re.compile(
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$|^\d{1,2}[./-]\d{1,2}[./-]\d{2,4}$")
 
 
+_Finder = Callable[[str], Iterator[tuple[int, int]]]  # spans of one kind in a text
+
+
 @dataclass(frozen=True)
 class Finding:
     kind: str  # one of KINDS
@@ -107,8 +110,8 @@ class Redactor:
         pieces.append(text[at:])
         return Redacted("".join(pieces), tuple(findings))
 
-    def _finders(self) -> list[tuple[str, Callable[[str], Iterator[tuple[int, int]]]]]:
-        finders = [
+    def _finders(self) -> list[tuple[str, _Finder]]:
+        finders: list[tuple[str, _Finder]] = [
             ("email", _emails),
             ("card", _cards),
             ("iban", _ibans),
