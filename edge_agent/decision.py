@@ -25,6 +25,7 @@ __all__ = [
     "CacheInfo",
     "ConfidenceInfo",
     "Decision",
+    "KnowledgeInfo",
     "Path",
     "PreRouteInfo",
     "StageTimings",
@@ -41,6 +42,7 @@ class StageTimings:
     broker_ms: float | None  # escalation, when a call went out
     total_ms: float
     cache_ms: float | None = None  # embedding the prompt and looking it up, when the cache is on
+    knowledge_ms: float | None = None  # retrieving passages, when the request asked for knowledge
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,21 @@ class BrokerInfo:
 
 
 @dataclass(frozen=True)
+class KnowledgeInfo:
+    """The local knowledge a request drew on, and what of it the broker was sent."""
+
+    collections: list[dict[str, Any]]  # each candidate's name, score, whether chosen, setting
+    citations: list[dict[str, Any]]  # the passages in the prompt: [n] collection source chunk
+    escalate: str | None  # the privacy setting that held (None: nothing was retrieved)
+    escalate_from: str  # the collections it comes from
+    sent: str | None  # what the broker was sent, in words (None: nothing went)
+    withheld: list[str] = field(default_factory=list)
+    redacted: dict[str, int] = field(default_factory=dict)  # personal data taken out, by kind
+    retrieval_ms: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # collections that could not be searched
+
+
+@dataclass(frozen=True)
 class Decision:
     path: Path
     mode: str
@@ -125,6 +142,7 @@ class Decision:
     broker: BrokerInfo | None
     timings: StageTimings
     cache: CacheInfo | None = None
+    knowledge: KnowledgeInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # type: ignore[no-any-return]
@@ -166,4 +184,5 @@ _PARTS: dict[str, Any] = {
     "aborted": AbortInfo,
     "broker": BrokerInfo,
     "cache": CacheInfo,
+    "knowledge": KnowledgeInfo,
 }

@@ -18,6 +18,7 @@ from ridgeline_core.store import ManifestCatalog, ModelStore
 
 from .confidence.registry import ConfidenceRegistry
 from .knowledge.embeddings import Embedder
+from .knowledge.library import Library
 from .knowledge.memory import OutcomeMemory
 from .knowledge.specialists import SpecialistRegistry
 from .link.connector import BrokerConnector
@@ -93,6 +94,7 @@ class EdgeParts:
     preroute: PreRoute
     specialists: SpecialistRegistry
     cache: CacheOpener
+    library: Library
     owns_runtimes: bool = True  # close() unloads the models (not when the pool is shared)
 
     @classmethod
@@ -118,6 +120,7 @@ class EdgeParts:
         self.sampler.close()
         self.link.close()
         self.cache.close()
+        self.library.close()
         self.specialists.close()
         self.embedder.close()
         if self.owns_runtimes:
@@ -172,6 +175,9 @@ def _wired(  # noqa: PLR0917 -- from_settings' options, passed on as they are
             settings.specialists.dir or state_dir() / "specialists", store, embedder
         ),
         cache=CacheOpener(settings, embedder),
+        library=Library(
+            settings.knowledge, settings.knowledge.dir or state_dir() / "knowledge", embedder
+        ),
         owns_runtimes=pool is None,
     )
 

@@ -15,6 +15,7 @@ from ridgeline_core.store import ManifestCatalog, ModelStore
 
 from .confidence.calibrated import ModelConfidence, Scored
 from .knowledge.embeddings import Embedder
+from .knowledge.library import Library
 from .knowledge.memory import Outcome, OutcomeMemory
 from .knowledge.specialists import SpecialistRegistry
 from .link.escalation import BrokerLink
@@ -179,6 +180,11 @@ class KnowledgeView:
     @property
     def specialists(self) -> SpecialistRegistry:
         return self.parts.specialists
+
+    @property
+    def library(self) -> Library:
+        """The knowledge collections (``edge-agent knowledge``)."""
+        return self.parts.library
 
     @property
     def cache(self) -> SemanticCache | None:

@@ -32,7 +32,9 @@ __all__ = [
     "DaemonSettings",
     "EdgeSettings",
     "EmbeddingSettings",
+    "Escalate",
     "EscalationSettings",
+    "KnowledgeSettings",
     "MemorySettings",
     "Mode",
     "PolicySettings",
@@ -452,6 +454,40 @@ class SpecialistSettings(Section):
     )  # fmt: skip
 
 
+Escalate = Literal["never", "question-only", "redacted", "allowed"]
+
+
+class KnowledgeSettings(Section):
+    """Local knowledge: collections of documents ("memory experts") the local model answers
+    from, and what of them may leave the device (edge_agent.knowledge.library)."""
+
+    dir: Path | None = Field(
+        default=None, description="where collections live (default: <state dir>/knowledge)"
+    )
+    escalate: Escalate = Field(
+        default="question-only",
+        description=(
+            "what an escalation may send, for collections without their own setting: never "
+            "(answer locally), question-only (no retrieved text), redacted (personal data "
+            "removed), allowed"
+        ),
+    )
+    redact_names: list[str] = Field(
+        default_factory=list, description="names the redacted setting also removes"
+    )
+    experts: int = Field(default=1, ge=1, le=16, description="collections chosen per question")
+    passages: int = Field(default=3, ge=1, le=16, description="retrieved chunks in the prompt")
+    min_similarity: float = Field(
+        default=0.2, ge=-1, lt=1, description="a chunk less similar to the question is not used"
+    )
+    chunk_chars: int = Field(
+        default=700, ge=200, le=8000, description="longest chunk, in characters"
+    )
+    max_file_bytes: int = Field(
+        default=16 << 20, ge=1, description="larger source files are refused"
+    )
+
+
 class AbortSettings(Section):
     enabled: bool = Field(default=True, description="stop a local answer early when it goes badly")
     min_tokens: int = Field(default=8, ge=1, description="tokens before the first check")
@@ -577,6 +613,7 @@ class EdgeSettings(Section):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     specialists: SpecialistSettings = Field(default_factory=SpecialistSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
 
 load_edge_settings = settings_loader(EdgeSettings, env_prefix=ENV_PREFIX, file_name="edge.toml")

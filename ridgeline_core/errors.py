@@ -28,6 +28,7 @@ fault; ``OverloadedError`` also takes ``retry_after_s`` second, positionally)::
     │   └── ModelLoadError          the runtime could not load the file
     ├── SourceError                 a pull could not fetch the model
     ├── StoreError                  the model store cannot be read or written
+    ├── UnknownCollectionError      no knowledge collection has that name NOT_FOUND 404
     ├── MissingDependencyError      an optional extra is not installed
     ├── UnauthenticatedError        missing, unknown or revoked token UNAUTHENTICATED 401
     ├── PermissionDeniedError       authenticated, not allowed PERMISSION_DENIED 403
@@ -68,6 +69,7 @@ __all__ = [
     "TemplateError",
     "UnauthenticatedError",
     "UnavailableError",
+    "UnknownCollectionError",
     "UnknownModelError",
     "UnknownStrategyError",
     "UnsupportedError",
@@ -183,6 +185,15 @@ class SourceError(RidgelineError):
 class StoreError(RidgelineError):
     exit_code = 9
     kind = "store"
+
+
+class UnknownCollectionError(RidgelineError):
+    """A request or command names a knowledge collection that was never added."""
+
+    exit_code = 4
+    kind = "unknown_collection"
+    grpc_status = "NOT_FOUND"
+    http_status = 404
 
 
 class MissingDependencyError(RidgelineError):

@@ -95,8 +95,13 @@ def _by_code() -> dict[str, type[errors.RidgelineError]]:
     by_code: dict[str, type[errors.RidgelineError]] = {}
     for cls in _classes():
         # INTERNAL without a kind: not ours to name; a bare DEADLINE_EXCEEDED is the
-        # caller's own deadline (a stalled reader is told so with its kind)
-        if cls not in (errors.RidgelineError, errors.SlowClientError):
+        # caller's own deadline (a stalled reader is told so with its kind); a bare
+        # NOT_FOUND is a model (an unknown collection always comes with its kind)
+        if cls not in (
+            errors.RidgelineError,
+            errors.SlowClientError,
+            errors.UnknownCollectionError,
+        ):
             by_code.setdefault(cls.grpc_status, cls)
     by_code.pop("INTERNAL", None)
     return by_code

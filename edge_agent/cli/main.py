@@ -58,6 +58,10 @@ cli = root_group(
 @click.option("--private", is_flag=True, help="keep it out of the semantic answer cache")
 @click.option("--strategy", help="a strategy configured on the broker (broker.strategy)")
 @click.option("--max-cost", type=click.FloatRange(min=0.0), help="most the escalation may cost")
+@click.option(
+    "--knowledge", "knowledge", multiple=True, metavar="NAME",
+    help="answer from this knowledge collection (repeat for more; auto: the best of all)",
+)  # fmt: skip
 @broker_option
 @dev_option
 @trace_option
@@ -76,6 +80,7 @@ def ask(
     private: bool,
     strategy: str | None,
     max_cost: float | None,
+    knowledge: tuple[str, ...],
     broker: str | None,
     dev: bool,
     trace: Path | None,
@@ -98,15 +103,9 @@ def ask(
     try:
         settings = check_dev(state, flags, dev)
         options = RequestOptions.parse(
-            {
-                "mode": mode,
-                "threshold": threshold,
-                "deadline_s": deadline,
-                "private": private,
-                "strategy": strategy,
-                "max_cost": max_cost,
-            }
-        )
+            dict(mode=mode, threshold=threshold, deadline_s=deadline, private=private,
+                 strategy=strategy, max_cost=max_cost, knowledge=list(knowledge) or None)
+        )  # fmt: skip
         with EdgeAgent(settings, background=False) as agent:
             progress = CliProgress(lines=False)
             if as_json:
@@ -120,7 +119,23 @@ def ask(
         raise
     click.echo()
     sys.stdout.flush()  # the answer's last line before the summary on stderr
+    for line in _sources(answer):
+        click.secho(line, err=True, dim=True)
     click.secho(f"[{summary(answer)}]", err=True, dim=True)
+
+
+def _sources(answer: Answer) -> list[str]:
+    """The passages the answer drew on, and what the broker was (not) sent."""
+    lines = [
+        f"[{c['n']}] {c['collection']} · {Path(c['source']).name} #{c['chunk']}"
+        f"{' · ' + c['heading'] if c['heading'] else ''}"
+        for c in answer.citations
+    ]
+    info = answer.decision.knowledge
+    if info is not None and info.sent is not None:
+        withheld = f"; withheld: {', '.join(info.withheld)}" if info.withheld else ""
+        lines.append(f"[sent to the broker: {info.sent}{withheld}]")
+    return lines
 
 
 def summary(answer: Answer) -> str:
@@ -801,7 +816,8 @@ def main() -> None:
 
 
 # Commands of the ONNX specialists, in their own module (it imports the helpers above).
+from .knowledge import knowledge  # noqa: E402
 from .specialists import cache, classify, specialists  # noqa: E402
 
-for _command in (specialists, classify, cache):
+for _command in (specialists, classify, cache, knowledge):
     cli.add_command(_command)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ridgeline_core.runtime import TokenSignals
@@ -56,6 +56,9 @@ class Answer:
     timings: AnswerTimings | None  # local generation, when it ran
     signals: SignalSummary | None
     decision: Decision
+    # the passages the answering model read: n, collection, source, chunk, heading, score,
+    # and whether the text cites it ([n])
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # type: ignore[no-any-return]

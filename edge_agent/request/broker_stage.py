@@ -23,6 +23,7 @@ from ..routing.route import Route
 from .answer import Answer
 from .context import RequestContext
 from .events import Decided, Event, Reset, TextChunk
+from .knowledge_stage import to_broker
 from .local import LocalResult
 from .local_step import run_local_stage
 from .record import cloud_answer, local_answer
@@ -71,8 +72,9 @@ def _broker_text(
         draft = Draft(run.text, local.confidence, request.model, run.stats.completion_tokens)
     ctx.check_cancel()
     options = request.options
+    messages, draft = to_broker(ctx, draft)
     steps = link.stream(
-        request.messages,
+        messages,
         request.params,
         draft=draft,
         deadline_s=request.deadline_s,
@@ -93,10 +95,11 @@ def _broker_text(
 def _remember_verdict(ctx: RequestContext, cloud: CloudAnswer) -> bool:
     """The broker judged the local draft: keep its verdict as a judged outcome of the local
     model (the outcome memory; pre-route and ``calibrate --outcomes`` learn from it).
-    A private request is not remembered."""
+    A private request is not remembered, nor one answered from knowledge (its outcome
+    depends on the passages, not on the question alone)."""
     assert cloud.verdict is not None
     request = ctx.request
-    if request.options.private:
+    if request.options.private or request.options.knowledge:
         return False
     ctx.parts.memory.add(request.model, request.question, cloud.verdict.accepted, "broker")
     return True

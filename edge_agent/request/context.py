@@ -71,7 +71,10 @@ class RequestContext:
         # route() never reads the link in mode local: do not set one up for it
         link = LinkState("none") if mode == "local" else self.parts.link.state()
         r = self.record
-        return route(evidence, tau=r.tau, mode=mode, link=link, gate=r.threshold.gate)
+        hold = None if r.knowledge is None else r.knowledge.hold
+        if hold is not None:
+            link = LinkState("none")  # it stays here: no need to reach the broker
+        return route(evidence, tau=r.tau, mode=mode, link=link, gate=r.threshold.gate, hold=hold)
 
     def check_cancel(self) -> None:
         if self.cancel is not None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from ridgeline_core.errors import InvalidRequestError
 from ridgeline_core.runtime import MAX_STOP_CHARS, MAX_STOPS, SamplingParams
 from ridgeline_core.validation import JsonInt, JsonNumber, invalid_request
 
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 Mode = Literal["auto", "local", "cloud"]
+MAX_COLLECTIONS = 16
 MAX_DEADLINE_S = 3600.0  # a broker call that may take longer than an hour is a mistake
 # the sampling bounds, shared with request bodies that name these options differently
 MaxTokens = Annotated[JsonInt, Field(ge=1, le=32768)]
@@ -69,21 +71,20 @@ class RequestOptions(BaseModel):
     max_cost: Annotated[JsonNumber, Field(ge=0.0)] | None = Field(
         default=None, description="most the escalation may cost (broker.max_cost)"
     )
+    knowledge: tuple[str, ...] | None = Field(
+        default=None,
+        description="knowledge collections to answer from ('auto': the best of all of them)",
+    )
+
+    @field_validator("knowledge", mode="before")
+    @classmethod
+    def _collections(cls, value: Any) -> Any:
+        return _collection_names(value)
 
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_list(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, list | tuple) or not all(isinstance(x, str) and x for x in value):
-            raise ValueError("stop must be a list of non-empty strings")
-        if len(value) > MAX_STOPS:
-            raise ValueError(f"stop has {len(value)} sequences; at most {MAX_STOPS}")
-        if longest := max((len(x) for x in value if len(x) > MAX_STOP_CHARS), default=0):
-            raise ValueError(
-                f"stop sequences must be 1-{MAX_STOP_CHARS} characters (one has {longest})"
-            )
-        return tuple(value)
+        return _stop_sequences(value)
 
     @classmethod
     def parse(cls, data: RequestOptions | Mapping[str, Any] | None = None) -> RequestOptions:
@@ -112,6 +113,37 @@ class RequestOptions(BaseModel):
         return dataclasses.replace(base, **changes) if changes else base
 
 
+def _stop_sequences(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(x, str) and x for x in value):
+        raise ValueError("stop must be a list of non-empty strings")
+    if len(value) > MAX_STOPS:
+        raise ValueError(f"stop has {len(value)} sequences; at most {MAX_STOPS}")
+    if longest := max((len(x) for x in value if len(x) > MAX_STOP_CHARS), default=0):
+        raise ValueError(
+            f"stop sequences must be 1-{MAX_STOP_CHARS} characters (one has {longest})"
+        )
+    return tuple(value)
+
+
+def _collection_names(value: Any) -> tuple[str, ...] | None:
+    from ..knowledge.library import AUTO, check_collection_name
+
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple) or not 1 <= len(names) <= MAX_COLLECTIONS:
+        raise ValueError(f"knowledge must name 1-{MAX_COLLECTIONS} collections, or 'auto'")
+    for name in names:
+        if name != AUTO:
+            try:
+                check_collection_name(name)
+            except InvalidRequestError as exc:
+                raise ValueError(str(exc)) from None
+    return tuple(names)
+
+
 class AskOptions(TypedDict, total=False):
     """The keyword arguments of ``ask``/``stream``: :class:`RequestOptions`' fields, typed
     for editors and type checkers (a test keeps the two in step)."""
@@ -128,3 +160,4 @@ class AskOptions(TypedDict, total=False):
     private: bool
     strategy: str | None
     max_cost: float | None
+    knowledge: Sequence[str] | str | None

@@ -34,6 +34,7 @@ from .answer import Answer
 from .broker_stage import run_broker_stage
 from .context import PreparedRequest, RequestContext
 from .events import Decided, Done, Event, TextChunk
+from .knowledge_stage import retrieve_knowledge
 from .local import LocalResult
 from .local_step import run_local_stage
 from .record import Record, local_answer
@@ -68,7 +69,13 @@ class Pipeline:
     def events(self) -> Iterator[Event]:
         ctx = self.context
         request = ctx.request
-        if request.options.private or request.mode == "local" or not _caching(ctx):
+        retrieve_knowledge(ctx)
+        if (
+            request.options.private
+            or request.mode == "local"
+            or request.options.knowledge
+            or not _caching(ctx)
+        ):
             answer = yield from self._answer()
             yield Done(answer)
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..decision import (
     AbortInfo,
@@ -28,6 +29,10 @@ from ..routing.route import Route
 from ..telemetry import Telemetry
 from .answer import Answer, AnswerTimings, SignalSummary
 from .local import LocalResult
+
+if TYPE_CHECKING:
+    from ..knowledge.library.outbound import Outbound
+    from .knowledge_stage import KnowledgeUse
 
 __all__ = ["Record", "cached_answer", "cloud_answer", "local_answer"]
 
@@ -55,6 +60,9 @@ class Record:
     first_abort: AbortInfo | None = None  # kept when a later full run replaces it
     broker_ms: float | None = None
     broker: BrokerInfo | None = None
+    knowledge_ms: float | None = None
+    knowledge: KnowledgeUse | None = None
+    outbound: Outbound | None = None  # what an escalation sent under the privacy setting
 
     def decision(self, path: Path, reason: str) -> Decision:
         local, prediction, th = self.local, self.prediction, self.threshold
@@ -77,12 +85,14 @@ class Record:
             aborted=self.first_abort or (None if local is None else local.abort),
             broker=self.broker,
             cache=self.cache,
+            knowledge=None if self.knowledge is None else self.knowledge.info(self.outbound),
             timings=StageTimings(
                 cache_ms=self.cache_ms,
                 decide_ms=self.decide_ms,
                 preroute_ms=self.preroute_ms,
                 local_ms=self.local_ms if local is not None else None,
                 broker_ms=self.broker_ms,
+                knowledge_ms=self.knowledge_ms,
                 total_ms=(time.perf_counter() - self.started) * 1000,
             ),
         )
@@ -105,6 +115,7 @@ def local_answer(record: Record, route: Route) -> Answer:
         timings=_timings(local),
         signals=SignalSummary.of(local.run.signals),
         decision=record.decision(path, route.reason),
+        citations=[] if record.knowledge is None else record.knowledge.citations(local.run.text),
     )
 
 
@@ -123,7 +134,16 @@ def cloud_answer(record: Record, route: Route, cloud: CloudAnswer) -> Answer:
         timings=None if local is None else _timings(local),
         signals=None if local is None else SignalSummary.of(local.run.signals),
         decision=record.decision(path, route.reason),
+        citations=_broker_citations(record, cloud.text),
     )
+
+
+def _broker_citations(record: Record, text: str) -> list[dict[str, object]]:
+    """The passages the broker read: none when the privacy setting kept them back."""
+    knowledge, sent = record.knowledge, record.outbound
+    if knowledge is None or sent is None or sent.withheld:
+        return []
+    return knowledge.citations(text)
 
 
 def cached_answer(record: Record, reason: str, text: str, model: str) -> Answer:

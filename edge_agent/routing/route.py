@@ -116,10 +116,17 @@ class Route:
 
 
 def route(
-    evidence: Evidence, *, tau: float, mode: Mode, link: LinkState, gate: str | None
+    evidence: Evidence,
+    *,
+    tau: float,
+    mode: Mode,
+    link: LinkState,
+    gate: str | None,
+    hold: str | None = None,
 ) -> Route:
-    """The next step for a request in ``mode`` held to ``tau``, given what is known."""
-    blocked = _blocked(mode, link, gate)
+    """The next step for a request in ``mode`` held to ``tau``, given what is known.
+    ``hold`` says why this request must stay on the device (a privacy setting), if it must."""
+    blocked = (hold, False) if hold is not None else _blocked(mode, link, gate)
     if isinstance(evidence, Judged | Aborted):
         return _judged(evidence, tau, mode, blocked)
     if blocked is not None:

@@ -1,0 +1,135 @@
+"""``edge-agent knowledge``: collections of documents the local model answers from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ridgeline_core.cli import CliProgress, CliState, RidgelineGroup, echo_json
+
+__all__ = ["knowledge"]
+
+ESCALATE = click.Choice(["never", "question-only", "redacted", "allowed"])
+
+
+def _agent(state: CliState) -> Any:
+    from ..agent import EdgeAgent
+
+    return EdgeAgent(state.load().settings, background=False)
+
+
+@click.group("knowledge", cls=RidgelineGroup)
+def knowledge() -> None:
+    """Add, list, search and remove collections of documents ("memory experts") that
+    `edge-agent ask --knowledge` answers from."""
+
+
+@knowledge.command("add")
+@click.argument("name")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--escalate", type=ESCALATE,
+    help="what an escalation may send from this collection (default: knowledge.escalate)",
+)  # fmt: skip
+@click.option("--description", help="what the collection holds, in a few words")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_obj
+def add(
+    state: CliState,
+    name: str,
+    paths: tuple[Path, ...],
+    escalate: str | None,
+    description: str | None,
+    as_json: bool,
+) -> None:
+    """Add PATHS (files, or directories of .md .txt .html files) to collection NAME,
+    creating it. Files already added and unchanged are not read again; a changed file's
+    chunks are replaced; a file gone from a directory named again is dropped."""
+    with _agent(state) as agent:
+        report = agent.library.add(
+            name, list(paths), escalate=escalate, description=description,
+            progress=CliProgress(unit="chunks"),
+        )  # fmt: skip
+    if as_json:
+        echo_json(vars(report))
+        return
+    click.echo(report.summary())
+
+
+@knowledge.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def list_collections(state: CliState, as_json: bool) -> None:
+    """The collections, their size and their privacy setting."""
+    with _agent(state) as agent:
+        library = agent.library
+        infos = [library.info(name) for name in library.names()]
+        default = agent.settings.knowledge.escalate
+    rows = [
+        {**vars(i), "escalate": i.escalate or default, "own": i.escalate is not None} for i in infos
+    ]
+    if as_json:
+        echo_json({"directory": str(library.root), "collections": rows})
+        return
+    if not rows:
+        click.echo(f"no collections in {library.root} (edge-agent knowledge add NAME PATH...)")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "SOURCES", "CHUNKS", "SIZE", "ESCALATE", "DESCRIPTION"):
+        table.add_column(column, no_wrap=column != "DESCRIPTION")
+    for r in rows:
+        escalate = r["escalate"] + ("" if r["own"] else " (default)")
+        table.add_row(
+            r["name"], str(r["sources"]), str(r["chunks"]), f"{r['bytes'] / 1e6:.1f} MB",
+            escalate, r["description"],
+        )  # fmt: skip
+    Console(width=160).print(table)
+
+
+@knowledge.command("search")
+@click.argument("query")
+@click.option(
+    "--in", "names", multiple=True, metavar="NAME",
+    help="a collection to search (repeat for more; default: choose among all)",
+)  # fmt: skip
+@click.option("-k", "k", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def search(state: CliState, query: str, names: tuple[str, ...], k: int, as_json: bool) -> None:
+    """The chunks most similar to QUERY, with the collections' scores."""
+    from ..knowledge.library import AUTO, retrieve
+
+    with _agent(state) as agent:
+        settings = agent.settings.knowledge
+        found = retrieve(
+            agent.library, agent.embedder.embed_one(query), list(names) or [AUTO],
+            experts=len(names) or settings.experts, passages=k,
+            min_similarity=settings.min_similarity,
+        )  # fmt: skip
+    passages = [p.citation(n) | {"text": p.text} for n, p in enumerate(found.passages, 1)]
+    if as_json:
+        experts = [vars(e) for e in found.experts]
+        echo_json({"experts": experts, "passages": passages, "skipped": list(found.skipped)})
+        return
+    scores = ", ".join(f"{e.name} {e.score:.2f}{' ✓' if e.chosen else ''}" for e in found.experts)
+    click.echo(f"collections: {scores or 'none'} ({found.ms:.1f} ms)")
+    for line in found.skipped:
+        click.secho(f"skipped {line}", err=True, fg="yellow")
+    for p in passages:
+        where = f"{p['collection']} · {Path(str(p['source'])).name} #{p['chunk']}"
+        click.echo(f"[{p['n']}] {p['score']:.3f} {where} · {p['heading']}")
+        click.echo(f"    {' '.join(str(p['text']).split())[:300]}")
+
+
+@knowledge.command("rm")
+@click.argument("name")
+@click.pass_obj
+def remove(state: CliState, name: str) -> None:
+    """Remove collection NAME: its chunks and vectors (the source files stay)."""
+    with _agent(state) as agent:
+        agent.library.remove(name)
+    click.echo(f"removed collection {name}")

@@ -1,0 +1,125 @@
+"""A collection loaded for search: its vectors in memory, its texts in SQLite.
+
+Brute force over a float32 matrix: one matrix-vector product is exact, needs no index to
+build or tune, and at 10k chunks of 384 dimensions takes well under a millisecond here
+(benchmarks/knowledge_store.py measures it against sqlite-vec and usearch).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from ...settings import Escalate
+from .store import ChunkRow, CollectionFile
+
+__all__ = ["LoadedCollection", "Passage", "Shelf"]
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk, with where it came from."""
+
+    collection: str
+    source: str  # the file's absolute path when it was added
+    chunk: int  # its place in the source, from 0
+    heading: str
+    text: str
+    score: float  # cosine similarity to the question
+
+    def citation(self, number: int) -> dict[str, object]:
+        return {
+            "n": number,
+            "collection": self.collection,
+            "source": self.source,
+            "chunk": self.chunk,
+            "heading": self.heading,
+            "score": round(self.score, 4),
+        }
+
+
+class LoadedCollection:
+    """One collection's vectors, reloaded when its file changes."""
+
+    def __init__(self, file: CollectionFile, dim: int) -> None:
+        self.file = file
+        self.stamp = file.stamp()
+        self._ids, self._matrix = file.vectors(dim)
+        self._lock = threading.Lock()  # one SQLite connection: one reader at a time
+        self.escalate: Escalate | None = None  # its own privacy setting
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def nearest(self, query: npt.NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+        """The ``k`` most similar chunks' ids and similarities, best first."""
+        if not len(self._ids):
+            return []
+        scores = self._matrix @ query
+        top = np.argpartition(-scores, k - 1)[:k] if scores.size > k else np.arange(scores.size)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(self._ids[i]), float(scores[i])) for i in top]
+
+    def passages(self, hits: list[tuple[int, float]]) -> list[Passage]:
+        with self._lock:
+            rows: dict[int, ChunkRow] = self.file.chunks([i for i, _ in hits])
+        return [
+            Passage(self.file.name, r.source, r.ordinal, r.heading, r.text, score)
+            for i, score in hits
+            if (r := rows.get(i)) is not None
+        ]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Shelf:
+    """The collections loaded for search, each loaded again when its file changed (another
+    process added to it) and closed when it is forgotten."""
+
+    def __init__(
+        self, open_file: Callable[[str], CollectionFile], dim: Callable[[CollectionFile], int]
+    ) -> None:
+        self._open = open_file
+        self._dim = dim
+        self._loaded: dict[str, LoadedCollection] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> LoadedCollection:
+        with self._lock:
+            loaded = self._loaded.get(name)
+            if loaded is not None and loaded.stamp == loaded.file.stamp():
+                return loaded
+            file = self._open(name)
+            try:
+                fresh = LoadedCollection(file, self._dim(file))
+                fresh.escalate = escalate_setting(file.meta("escalate"))
+            except BaseException:
+                file.close()
+                raise
+            self._loaded[name] = fresh
+            if loaded is not None:
+                loaded.close()
+            return fresh
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            loaded = self._loaded.pop(name, None)
+        if loaded is not None:
+            loaded.close()
+
+    def close(self) -> None:
+        with self._lock:
+            loaded, self._loaded = list(self._loaded.values()), {}
+        for each in loaded:
+            each.close()
+
+
+def escalate_setting(value: str | None) -> Escalate | None:
+    """A stored privacy setting (None: none, or one this version does not know)."""
+    return next((s for s in get_args(Escalate) if s == value), None)

@@ -1,0 +1,195 @@
+"""One collection on disk: a SQLite file of its sources, chunks and their vectors.
+
+``<knowledge dir>/<name>/chunks.sqlite``, the directory 0700 and the file 0600: the
+chunks are the user's documents. Each source file is replaced in one transaction (its old
+chunks out, its new ones in), so a crash or a failed embedding leaves the collection as
+it was. The vectors are float32 rows, loaded into memory for search (:mod:`.search`).
+
+A file SQLite cannot read is a :class:`StoreError` naming the collection, and it is left
+where it is: removing it is the user's call (``edge-agent knowledge rm``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ridgeline_core.errors import StoreError, UnknownCollectionError
+from ridgeline_core.files import open_private, private_dir
+
+from .chunking import Chunk
+
+__all__ = ["FILE_NAME", "ChunkRow", "CollectionFile", "SourceRow"]
+
+FILE_NAME = "chunks.sqlite"
+FORMAT = "1"
+_SCHEMA = """
+create table if not exists meta(key text primary key, value text not null);
+create table if not exists sources(
+    path text primary key, sha256 text not null, bytes integer not null,
+    chunks integer not null, added real not null);
+create table if not exists chunks(
+    id integer primary key, source text not null, ordinal integer not null,
+    heading text not null, text text not null, vector blob not null);
+create index if not exists chunks_by_source on chunks(source);
+"""
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    path: str
+    sha256: str
+    bytes: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    source: str
+    ordinal: int
+    heading: str
+    text: str
+
+
+class _CollectionDb:
+    """A collection's SQLite file opened (created when asked), its metadata, and the one
+    place SQLite and OS errors become StoreError."""
+
+    def __init__(self, name: str, directory: Path, *, create: bool = False) -> None:
+        self.name = name
+        self.path = directory / FILE_NAME
+        if not self.path.exists() and not create:
+            raise UnknownCollectionError(
+                f"no knowledge collection named {name!r} (edge-agent knowledge list)",
+                param="knowledge",
+            )
+        with self._errors("open"):
+            private_dir(directory)
+            os.close(open_private(self.path, os.O_RDWR))
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+            stored = self.meta("format")
+            if stored is None:
+                self.set_meta(format=FORMAT)
+            elif stored != FORMAT:
+                raise StoreError(
+                    f"knowledge collection {name!r}: {self.path} has format {stored}, "
+                    f"this version reads {FORMAT}"
+                )
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"knowledge collection {self.name!r}: cannot {doing} {self.path} ({exc}); "
+                f"`edge-agent knowledge rm {self.name}` removes it, then add its files again"
+            ) from None
+        except OSError as exc:
+            raise StoreError(
+                f"knowledge collection {self.name!r}: cannot {doing} {self.path} "
+                f"({exc.strerror or exc})"
+            ) from None
+
+    def meta(self, key: str) -> str | None:
+        with self._errors("read"):
+            row = self._db.execute("select value from meta where key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, **values: str | None) -> None:
+        with self._errors("write"), self._db:
+            for key, value in values.items():
+                if value is None:
+                    self._db.execute("delete from meta where key = ?", (key,))
+                else:
+                    self._db.execute(
+                        "insert or replace into meta(key, value) values (?, ?)", (key, value)
+                    )
+
+    def stamp(self) -> tuple[int, int]:
+        """Changes when another process writes the file (mtime, size)."""
+        info = self.path.stat()
+        return info.st_mtime_ns, info.st_size
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CollectionFile(_CollectionDb):
+    """A collection's sources and chunks, with their vectors."""
+
+    def sources(self) -> dict[str, SourceRow]:
+        with self._errors("read"):
+            rows = self._db.execute("select path, sha256, bytes, chunks from sources").fetchall()
+        return {r[0]: SourceRow(*r) for r in rows}
+
+    def replace_source(
+        self,
+        path: str,
+        sha256: str,
+        size: int,
+        chunks: Sequence[Chunk],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        """The source's chunks, all at once: the old ones go in the same transaction."""
+        rows = [
+            (path, i, c.heading, c.text, np.ascontiguousarray(v, dtype=np.float32).tobytes())
+            for i, (c, v) in enumerate(zip(chunks, vectors, strict=True))
+        ]
+        with self._errors("write"), self._db:
+            self._db.execute("delete from chunks where source = ?", (path,))
+            self._db.executemany(
+                "insert into chunks(source, ordinal, heading, text, vector) values (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute(
+                "insert or replace into sources(path, sha256, bytes, chunks, added) "
+                "values (?, ?, ?, ?, ?)",
+                (path, sha256, size, len(rows), time.time()),
+            )
+
+    def drop_sources(self, paths: Sequence[str]) -> None:
+        with self._errors("write"), self._db:
+            for path in paths:
+                self._db.execute("delete from chunks where source = ?", (path,))
+                self._db.execute("delete from sources where path = ?", (path,))
+
+    def vectors(self, dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Every chunk's id and vector, in id order."""
+        with self._errors("read"):
+            rows = self._db.execute("select id, vector from chunks order by id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        if matrix.size != len(rows) * dim:
+            raise StoreError(
+                f"knowledge collection {self.name!r}: {self.path} holds vectors of another "
+                f"size than {dim}; `edge-agent knowledge add {self.name} --rebuild ...` redoes them"
+            )
+        return ids, matrix.reshape(len(rows), dim)
+
+    def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+        marks = ",".join("?" * len(ids))
+        rows = self._rows(f"id in ({marks})", [int(i) for i in ids])
+        return {r.id: r for r in rows}
+
+    def source_chunks(self, path: str) -> list[ChunkRow]:
+        return self._rows("source = ?", [path])
+
+    def _rows(self, where: str, args: list[object]) -> list[ChunkRow]:
+        query = f"select id, source, ordinal, heading, text from chunks where {where}"
+        with self._errors("read"):
+            return [ChunkRow(*r) for r in self._db.execute(query, args)]
+
+    def count(self) -> int:
+        with self._errors("read"):
+            return int(self._db.execute("select count(*) from chunks").fetchone()[0])

@@ -1,0 +1,104 @@
+"""The pipeline's knowledge stage: the passages a question needs from the device's
+collections, put in the prompt, and what the privacy setting lets an escalation carry.
+
+It runs first, before any route: the local model answers from the passages, and a
+collection set to ``never`` keeps the whole request on the device (the route's ``hold``).
+The question's embedding is made for the search and kept in memory only; a request with
+knowledge is never cached or remembered (the answer depends on the passages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ridgeline_core.runtime import ChatMessage
+from ridgeline_core.wire import LocalDraft
+
+from ..decision import KnowledgeInfo
+from ..knowledge.library import Escalate, Retrieval, cited, retrieve, with_passages
+from ..knowledge.library.outbound import Outbound, outbound
+from ..knowledge.redaction import Redactor
+
+if TYPE_CHECKING:
+    from .context import RequestContext
+
+__all__ = ["KnowledgeUse", "retrieve_knowledge", "to_broker"]
+
+
+@dataclass(frozen=True)
+class KnowledgeUse:
+    retrieval: Retrieval
+    plain: list[ChatMessage]  # the conversation as asked, without the passages
+    setting: Escalate | None  # the privacy setting that holds; None: nothing retrieved
+    setting_from: str  # the collections it comes from
+
+    @property
+    def hold(self) -> str | None:
+        """Why the request must stay on the device, when it must."""
+        if self.setting != "never":
+            return None
+        return f"knowledge from {self.setting_from} never leaves the device (escalate = never)"
+
+    def info(self, sent: Outbound | None) -> KnowledgeInfo:
+        """The decision record's part: what was retrieved, and what the broker was sent."""
+        found = self.retrieval
+        return KnowledgeInfo(
+            collections=[dataclasses.asdict(e) for e in found.experts],
+            citations=[p.citation(n) for n, p in enumerate(found.passages, 1)],
+            escalate=self.setting,
+            escalate_from=self.setting_from,
+            sent=None if sent is None else sent.sent,
+            withheld=[] if sent is None else sent.withheld,
+            redacted={} if sent is None else sent.redacted,
+            retrieval_ms=found.ms,
+            skipped=list(found.skipped),
+        )
+
+    def citations(self, text: str) -> list[dict[str, object]]:
+        used = set(cited(text, len(self.retrieval.passages)))
+        return [
+            {**p.citation(n), "cited": n in used} for n, p in enumerate(self.retrieval.passages, 1)
+        ]
+
+
+def retrieve_knowledge(ctx: RequestContext) -> None:
+    """Retrieve for the request's question when it asks for knowledge; the local model's
+    messages then carry the passages."""
+    request = ctx.request
+    names = request.options.knowledge
+    if not names:
+        return
+    parts = ctx.parts
+    settings = parts.settings.knowledge
+    started = time.perf_counter()
+    vector = ctx.vector if ctx.vector is not None else parts.embedder.embed_one(request.question)
+    found = retrieve(
+        parts.library, vector, names, experts=settings.experts,
+        passages=settings.passages, min_similarity=settings.min_similarity,
+    )  # fmt: skip
+    ctx.record.knowledge_ms = (time.perf_counter() - started) * 1000
+    ctx.record.knowledge = KnowledgeUse(
+        found, list(request.messages), found.escalate(), found.policy_source()
+    )
+    if found.passages:
+        messages = with_passages(request.messages, found.passages)
+        ctx.request = dataclasses.replace(request, messages=messages)
+
+
+def to_broker(
+    ctx: RequestContext, draft: LocalDraft | None
+) -> tuple[list[ChatMessage], LocalDraft | None]:
+    """The messages and draft an escalation sends: as they are without knowledge, else
+    what the privacy setting allows (noted in the record)."""
+    use = ctx.record.knowledge
+    if use is None or use.setting is None:
+        return ctx.request.messages, draft
+    sent = outbound(
+        use.setting, use.plain, ctx.request.messages, draft, len(use.retrieval.passages),
+        Redactor(ctx.parts.settings.knowledge.redact_names),
+    )  # fmt: skip
+    ctx.record.outbound = sent
+    return sent.messages, sent.draft

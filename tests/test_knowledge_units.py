@@ -1,0 +1,188 @@
+"""Local knowledge, the pure parts: reading sources, chunking, names, the privacy order,
+the prompt with numbered passages and the citations an answer makes. No model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edge_agent.knowledge.library import (
+    AUTO,
+    Passage,
+    check_collection_name,
+    cited,
+    strictest,
+    with_passages,
+)
+from edge_agent.knowledge.library.chunking import chunk_blocks
+from edge_agent.knowledge.library.sources import Block, find_sources, read_source
+from edge_agent.request.options import RequestOptions
+from ridgeline_core.errors import InvalidRequestError
+from ridgeline_core.runtime import ChatMessage
+
+HTML = """<!doctype html><html><head><title>AL-7 Manual</title>
+<style>p { color: red }</style><script>var secret = "not text";</script></head>
+<body><h1>AL-7 Manual</h1><p>The filter is part <b>F-220</b>.</p>
+<h2>Specifications</h2>
+<table><tr><th>Weight</th><td>4.2 kg</td></tr><tr><th>Width</th><td>31&nbsp;cm</td></tr></table>
+</body></html>"""
+
+MARKDOWN = """# Handbook
+
+Welcome to the company.
+
+## Leave
+
+Full-time staff get 27 days
+of annual leave.
+
+- carry over at most 5 days
+- ask two weeks ahead
+
+```
+# not a heading
+```
+
+## Travel
+
+Trains are booked by the office manager.
+"""
+
+TEXT = "SAFETY NOTES\n\nDo not open the case.\nIt is hot.\n\nRESET\n\nHold both buttons for 9 s.\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_markdown_headings_paragraphs_and_list_items(tmp_path: Path) -> None:
+    source = read_source(write(tmp_path / "h.md", MARKDOWN), 1 << 20)
+    assert source.kind == "markdown"
+    assert Block("Leave", 2) in source.blocks
+    assert Block("Full-time staff get 27 days of annual leave.") in source.blocks
+    assert Block("- carry over at most 5 days") in source.blocks
+    assert Block("not a heading", 1) not in source.blocks  # inside a code fence
+    assert len(source.sha256) == 64 and source.size == len(MARKDOWN.encode())
+
+
+def test_html_skips_script_and_style_and_reads_table_rows(tmp_path: Path) -> None:
+    source = read_source(write(tmp_path / "m.html", HTML), 1 << 20)
+    texts = [b.text for b in source.blocks]
+    assert texts[0] == "AL-7 Manual" and texts.count("AL-7 Manual") == 1
+    assert "The filter is part F-220." in texts
+    assert "Weight | 4.2 kg" in texts and "Width | 31 cm" in texts
+    assert not any("secret" in t or "color" in t for t in texts)
+
+
+def test_plain_text_capital_lines_are_headings(tmp_path: Path) -> None:
+    source = read_source(write(tmp_path / "n.txt", TEXT), 1 << 20)
+    assert source.blocks == (
+        Block("Safety Notes", 1),
+        Block("Do not open the case. It is hot."),
+        Block("Reset", 1),
+        Block("Hold both buttons for 9 s."),
+    )
+
+
+def test_chunks_stay_in_their_section_and_under_the_limit() -> None:
+    long = " ".join(f"Sentence number {i} says something." for i in range(60))
+    blocks = [Block("Guide", 1), Block("Intro."), Block("Part A", 2), Block(long),
+              Block("Part B", 2), Block("Short.")]  # fmt: skip
+    chunks = chunk_blocks(blocks, 200)
+    assert chunks[0].heading == "Guide" and chunks[0].text == "Intro."
+    a = [c for c in chunks if c.heading == "Guide > Part A"]
+    assert len(a) > 5 and all(len(c.text) <= 200 for c in a)
+    assert " ".join(c.text for c in a) == long  # cut at sentence ends, nothing lost
+    assert chunks[-1].heading == "Guide > Part B" and chunks[-1].text == "Short."
+    assert chunks[-1].embedded_text() == "Guide > Part B\nShort."
+
+
+def test_a_word_longer_than_a_chunk_is_cut() -> None:
+    chunks = chunk_blocks([Block("x" * 450)], 200)
+    assert [len(c.text) for c in chunks] == [200, 200, 50]
+
+
+def test_directories_are_searched_and_hidden_files_left_out(tmp_path: Path) -> None:
+    write(tmp_path / "a.md", "a")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "b.txt", "b")
+    write(tmp_path / "sub" / "image.png", "not read")
+    (tmp_path / ".git").mkdir()
+    write(tmp_path / ".git" / "c.md", "hidden")
+    found = find_sources([tmp_path])
+    assert found == [tmp_path / "a.md", tmp_path / "sub" / "b.txt"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("report.pdf", b"%PDF-1.7", "pdftotext"),
+        ("data.bin", b"\x00", "cannot read .bin"),
+        ("latin1.txt", "café".encode("latin-1"), "not UTF-8"),
+        ("big.md", b"x" * 2048, "knowledge.max_file_bytes"),
+    ],
+)
+def test_files_we_cannot_use_are_clear_errors(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InvalidRequestError, match=message) as caught:
+        read_source(path, 1024)
+    assert str(path) in str(caught.value)
+
+
+def test_a_missing_file_and_an_unreadable_one(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match="no such file or directory"):
+        find_sources([tmp_path / "missing.md"])
+    broken = tmp_path / "broken.md"
+    os.symlink("/proc/self/mem", broken)  # a file whose read fails, even for root
+    with pytest.raises(InvalidRequestError, match="cannot read it"):
+        read_source(broken, 1 << 20)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "/abs", "Upper", "", "x" * 65, "a..b", AUTO])
+def test_path_like_and_reserved_collection_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        check_collection_name(name)
+
+
+def test_request_option_knowledge_is_checked() -> None:
+    assert RequestOptions.parse({"knowledge": ["handbook", "auto"]}).knowledge == (
+        "handbook",
+        "auto",
+    )
+    assert RequestOptions.parse({"knowledge": "handbook"}).knowledge == ("handbook",)
+    for bad in (["../x"], [5], [], ["a"] * 17):
+        with pytest.raises(InvalidRequestError, match="collection") as caught:
+            RequestOptions.parse({"knowledge": bad})
+        assert caught.value.param == "knowledge"
+
+
+def test_the_most_private_setting_holds() -> None:
+    assert strictest(["allowed", "redacted", "question-only"]) == "question-only"
+    assert strictest(["allowed", "never"]) == "never"
+    assert strictest(["allowed"]) == "allowed"
+    assert strictest([]) is None
+
+
+def passage(text: str, heading: str = "Leave") -> Passage:
+    return Passage("handbook", "/docs/leave.md", 0, heading, text, 0.8)
+
+
+def test_passages_go_into_the_last_user_message_numbered() -> None:
+    messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "How many days?")]
+    out = with_passages(messages, [passage("27 days."), passage("Ask early.", "")])
+    assert out[0] == messages[0] and len(out) == 2
+    content = out[1].content
+    assert "[1] Leave: 27 days." in content and "[2] Ask early." in content
+    assert content.endswith("Question: How many days?")
+    assert with_passages(messages, []) == messages
+
+
+def test_citations_in_an_answer() -> None:
+    assert cited("27 days [2], see also [1] and [2].", 3) == [2, 1]
+    assert cited("No citation, [7] is out of range, [0] too.", 3) == []
