@@ -147,7 +147,7 @@ def embed_ms(rounds: int) -> float | None:
         from edge_agent.knowledge.embeddings import Embedder
         from edge_agent.settings import EmbeddingSettings, load_edge_settings
 
-        settings = load_edge_settings(env=os.environ).settings
+        settings = load_edge_settings(config_file=None, env=os.environ).settings
         embedder = Embedder(
             EmbeddingSettings(threads=2), settings.models.catalog(), settings.models.store()
         )

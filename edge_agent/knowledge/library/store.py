@@ -3,7 +3,9 @@
 ``<knowledge dir>/<name>/chunks.sqlite``, the directory 0700 and the file 0600: the
 chunks are the user's documents. Each source file is replaced in one transaction (its old
 chunks out, its new ones in), so a crash or a failed embedding leaves the collection as
-it was. The vectors are float32 rows, loaded into memory for search (:mod:`.search`).
+it was. A source's vectors are one float32 matrix in its row (a blob per chunk would
+take a page each: twice the disk); they are loaded into memory for search
+(:mod:`.search`). A chunk's key is its source's id and its place in the source.
 
 A file SQLite cannot read is a :class:`StoreError` naming the collection, and it is left
 where it is: removing it is the user's call (``edge-agent knowledge rm``).
@@ -34,13 +36,14 @@ FORMAT = "1"
 _SCHEMA = """
 create table if not exists meta(key text primary key, value text not null);
 create table if not exists sources(
-    path text primary key, sha256 text not null, bytes integer not null,
-    chunks integer not null, added real not null);
+    id integer primary key, path text not null unique, sha256 text not null,
+    bytes integer not null, chunks integer not null, added real not null,
+    vectors blob not null);
 create table if not exists chunks(
-    id integer primary key, source text not null, ordinal integer not null,
-    heading text not null, text text not null, vector blob not null);
-create index if not exists chunks_by_source on chunks(source);
+    source integer not null, ordinal integer not null, heading text not null,
+    text text not null, primary key (source, ordinal)) without rowid;
 """
+_ORDINAL_BITS = 24  # a key is source id << 24 | ordinal: up to 16M chunks a file
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,48 @@ class _CollectionDb:
         self._db.close()
 
 
-class CollectionFile(_CollectionDb):
+class _ChunkReader(_CollectionDb):
+    """The vectors, for search, and the chunks they stand for."""
+
+    def vectors(self, dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Every chunk's key and vector."""
+        with self._errors("read"):
+            rows = self._db.execute(
+                "select id, chunks, vectors from sources order by id"
+            ).fetchall()
+        keys = [(source << _ORDINAL_BITS) + np.arange(n, dtype=np.int64) for source, n, _ in rows]
+        matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32)
+        total = sum(n for _, n, _ in rows)
+        if matrix.size != total * dim:
+            raise StoreError(
+                f"knowledge collection {self.name!r}: {self.path} holds vectors of another "
+                f"size than {dim}; remove it (edge-agent knowledge rm {self.name}) and add "
+                "its files again"
+            )
+        return np.concatenate(keys) if keys else np.zeros(0, np.int64), matrix.reshape(total, dim)
+
+    def chunks(self, keys: Sequence[int]) -> dict[int, ChunkRow]:
+        """The chunks with these keys (one primary-key lookup each: k is small)."""
+        mask = (1 << _ORDINAL_BITS) - 1
+        found: dict[int, ChunkRow] = {}
+        for key in keys:
+            rows = self._rows("c.source = ? and c.ordinal = ?", [key >> _ORDINAL_BITS, key & mask])
+            found.update((r.id, r) for r in rows)
+        return found
+
+    def source_chunks(self, path: str) -> list[ChunkRow]:
+        return self._rows("s.path = ?", [path])
+
+    def _rows(self, where: str, args: list[object]) -> list[ChunkRow]:
+        query = (
+            f"select (c.source << {_ORDINAL_BITS}) | c.ordinal, s.path, c.ordinal, c.heading, "
+            f"c.text from chunks c join sources s on s.id = c.source where {where}"
+        )
+        with self._errors("read"):
+            return [ChunkRow(*r) for r in self._db.execute(query, args)]
+
+
+class CollectionFile(_ChunkReader):
     """A collection's sources and chunks, with their vectors."""
 
     def sources(self) -> dict[str, SourceRow]:
@@ -142,53 +186,32 @@ class CollectionFile(_CollectionDb):
         vectors: npt.NDArray[np.float32],
     ) -> None:
         """The source's chunks, all at once: the old ones go in the same transaction."""
-        rows = [
-            (path, i, c.heading, c.text, np.ascontiguousarray(v, dtype=np.float32).tobytes())
-            for i, (c, v) in enumerate(zip(chunks, vectors, strict=True))
-        ]
+        if len(chunks) != len(vectors) or len(chunks) >= 1 << _ORDINAL_BITS:
+            raise ValueError(f"{len(chunks)} chunks and {len(vectors)} vectors")
+        blob = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
         with self._errors("write"), self._db:
-            self._db.execute("delete from chunks where source = ?", (path,))
-            self._db.executemany(
-                "insert into chunks(source, ordinal, heading, text, vector) values (?, ?, ?, ?, ?)",
-                rows,
-            )
             self._db.execute(
-                "insert or replace into sources(path, sha256, bytes, chunks, added) "
-                "values (?, ?, ?, ?, ?)",
-                (path, sha256, size, len(rows), time.time()),
+                "delete from chunks where source = (select id from sources where path = ?)", (path,)
+            )
+            self._db.execute("delete from sources where path = ?", (path,))
+            source = self._db.execute(
+                "insert into sources(path, sha256, bytes, chunks, added, vectors) "
+                "values (?, ?, ?, ?, ?, ?)",
+                (path, sha256, size, len(chunks), time.time(), blob),
+            ).lastrowid
+            self._db.executemany(
+                "insert into chunks(source, ordinal, heading, text) values (?, ?, ?, ?)",
+                [(source, i, c.heading, c.text) for i, c in enumerate(chunks)],
             )
 
     def drop_sources(self, paths: Sequence[str]) -> None:
         with self._errors("write"), self._db:
             for path in paths:
-                self._db.execute("delete from chunks where source = ?", (path,))
+                self._db.execute(
+                    "delete from chunks where source = (select id from sources where path = ?)",
+                    (path,),
+                )
                 self._db.execute("delete from sources where path = ?", (path,))
-
-    def vectors(self, dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Every chunk's id and vector, in id order."""
-        with self._errors("read"):
-            rows = self._db.execute("select id, vector from chunks order by id").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-        if matrix.size != len(rows) * dim:
-            raise StoreError(
-                f"knowledge collection {self.name!r}: {self.path} holds vectors of another "
-                f"size than {dim}; `edge-agent knowledge add {self.name} --rebuild ...` redoes them"
-            )
-        return ids, matrix.reshape(len(rows), dim)
-
-    def chunks(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
-        marks = ",".join("?" * len(ids))
-        rows = self._rows(f"id in ({marks})", [int(i) for i in ids])
-        return {r.id: r for r in rows}
-
-    def source_chunks(self, path: str) -> list[ChunkRow]:
-        return self._rows("source = ?", [path])
-
-    def _rows(self, where: str, args: list[object]) -> list[ChunkRow]:
-        query = f"select id, source, ordinal, heading, text from chunks where {where}"
-        with self._errors("read"):
-            return [ChunkRow(*r) for r in self._db.execute(query, args)]
 
     def count(self) -> int:
         with self._errors("read"):
