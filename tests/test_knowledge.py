@@ -391,3 +391,51 @@ def test_the_knowledge_commands(
     removed = run("edge-agent", "knowledge", "rm", "manual", env=env)
     assert removed.returncode == 0 and "removed collection manual" in removed.stdout
     assert "no collections" in run("edge-agent", "knowledge", "list", env=env).stdout
+
+
+# -- the daemon: the OpenAI API and the gRPC edge service -----------------------------------
+
+
+def test_the_daemon_answers_from_knowledge_over_http_and_grpc(
+    model_store: ModelStore, library_root: Path, tmp_path: Path
+) -> None:
+    import openai
+    from daemonthread import ThreadDaemon
+
+    from edge_agent import EdgeClient
+
+    edge = settings(model_store, library_root)
+    edge = edge.model_copy(
+        update={"daemon": edge.daemon.model_copy(update={"http": "127.0.0.1:0",
+                                                          "grpc": "127.0.0.1:0"})}
+    )  # fmt: skip
+    daemon = ThreadDaemon(edge)
+    question = "What is the part number of the AL-7 replacement filter?"
+    try:
+        api = openai.OpenAI(base_url=daemon.url + "/v1", api_key="unused", max_retries=0)
+        completion = api.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": question}],
+            extra_body={"ridgeline": {"knowledge": ["auto"], "mode": "local"}},
+        )
+        extension = (completion.model_extra or {})["ridgeline"]
+        assert extension["citations"][0]["collection"] == "manual"
+        assert extension["decision"]["knowledge"]["collections"][0]["name"] == "manual"
+        with pytest.raises(openai.NotFoundError, match="no knowledge collection"):
+            api.chat.completions.create(
+                model="default",
+                messages=[{"role": "user", "content": question}],
+                extra_body={"ridgeline": {"knowledge": "nosuch", "mode": "local"}},
+            )
+        with EdgeClient(daemon.grpc) as client:
+            answer = client.ask(question, knowledge="manual", mode="local")
+            assert Path(answer.citations[0]["source"]).name == "al7.html"
+            assert answer.decision.knowledge is not None
+            assert (
+                answer.decision.knowledge.citations
+                == extension["decision"]["knowledge"]["citations"]
+            )
+            with pytest.raises(UnknownCollectionError):
+                client.ask(question, knowledge=["nosuch"], mode="local")
+    finally:
+        daemon.stop()

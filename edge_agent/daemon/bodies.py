@@ -56,6 +56,9 @@ class RidgelineOptions(_Body):
     threshold: JsonNumber | None = None
     deadline_s: JsonNumber | None = None
     private: StrictBool | None = None
+    knowledge: list[str] | str | None = None  # checked by RequestOptions
+    strategy: str | None = None
+    max_cost: JsonNumber | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -201,6 +204,9 @@ class _OpenAIBody(_OpenAIFields, _IgnoredFields, _RefusedUnlessPlain):
                 "threshold": _first(extension.threshold, _header_threshold(headers)),
                 "deadline_s": extension.deadline_s,
                 "private": _first(extension.private, _header_private(headers)) or False,
+                "knowledge": extension.knowledge,
+                "strategy": extension.strategy,
+                "max_cost": extension.max_cost,
             }
         )
 

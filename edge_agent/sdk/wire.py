@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 _ROLES = {code: name for name, code in ROLE_CODES.items()}
-_OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s")
+_OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "threshold", "deadline_s", "max_cost")
 
 
 def ask_request(prompt: Prompt, options: RequestOptions) -> edge_pb2.AskRequest:
@@ -47,6 +47,8 @@ def ask_request(prompt: Prompt, options: RequestOptions) -> edge_pb2.AskRequest:
         stop=list(options.stop or ()),
         live=True,
         private=options.private,
+        knowledge=list(options.knowledge or ()),
+        strategy=options.strategy or "",
     )
     for key in _OPTIONAL:
         value = getattr(options, key)
@@ -63,6 +65,8 @@ def options_from_pb(request: edge_pb2.AskRequest) -> RequestOptions:
             "stop": list(request.stop) or None,
             "mode": request.mode or None,
             "private": request.private,
+            "knowledge": list(request.knowledge) or None,
+            "strategy": request.strategy or None,
             **{key: getattr(request, key) for key in _OPTIONAL if request.HasField(key)},
         }
     )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ridgeline.v1 import broker_pb2 as ridgeline_dot_v1_dot_broker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ridgeline/v1/edge.proto\x12\x0cridgeline.v1\x1a\x19ridgeline/v1/broker.proto\"\xdd\x02\n\nAskRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.ridgeline.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x16\n\tthreshold\x18\t \x01(\x02H\x04\x88\x01\x01\x12\x17\n\ndeadline_s\x18\n \x01(\x02H\x05\x88\x01\x01\x12\x0c\n\x04live\x18\x0b \x01(\x08\x12\x0f\n\x07private\x18\x0c \x01(\x08\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0c\n\n_thresholdB\r\n\x0b_deadline_s\"\x1a\n\x08\x41skReset\x12\x0e\n\x06reason\x18\x01 \x01(\t\"*\n\nAskDecided\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\tAskAnswer\x12\x13\n\x0b\x61nswer_json\x18\x01 \x01(\t\"\xbe\x01\n\x08\x41skEvent\x12(\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x17.ridgeline.v1.TextDeltaH\x00\x12\'\n\x05reset\x18\x02 \x01(\x0b\x32\x16.ridgeline.v1.AskResetH\x00\x12)\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x17.ridgeline.v1.AskAnswerH\x00\x12+\n\x07\x64\x65\x63ided\x18\x04 \x01(\x0b\x32\x18.ridgeline.v1.AskDecidedH\x00\x42\x07\n\x05\x65vent\"\x18\n\x16ListLocalModelsRequest\"\x82\x01\n\nLocalModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x0e\n\x06pulled\x18\x05 \x01(\x08\x12\x0e\n\x06loaded\x18\x06 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x07 \x01(\x08\"C\n\x17ListLocalModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.ridgeline.v1.LocalModel2\xa1\x01\n\x04\x45\x64ge\x12\x39\n\x03\x41sk\x12\x18.ridgeline.v1.AskRequest\x1a\x16.ridgeline.v1.AskEvent0\x01\x12^\n\x0fListLocalModels\x12$.ridgeline.v1.ListLocalModelsRequest\x1a%.ridgeline.v1.ListLocalModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ridgeline/v1/edge.proto\x12\x0cridgeline.v1\x1a\x19ridgeline/v1/broker.proto\"\xa6\x03\n\nAskRequest\x12+\n\x08messages\x18\x01 \x03(\x0b\x32\x19.ridgeline.v1.ChatMessage\x12\r\n\x05model\x18\x02 \x01(\t\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x04H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x07 \x03(\t\x12\x0c\n\x04mode\x18\x08 \x01(\t\x12\x16\n\tthreshold\x18\t \x01(\x02H\x04\x88\x01\x01\x12\x17\n\ndeadline_s\x18\n \x01(\x02H\x05\x88\x01\x01\x12\x0c\n\x04live\x18\x0b \x01(\x08\x12\x0f\n\x07private\x18\x0c \x01(\x08\x12\x11\n\tknowledge\x18\r \x03(\t\x12\x10\n\x08strategy\x18\x0e \x01(\t\x12\x15\n\x08max_cost\x18\x0f \x01(\x01H\x06\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0c\n\n_thresholdB\r\n\x0b_deadline_sB\x0b\n\t_max_cost\"\x1a\n\x08\x41skReset\x12\x0e\n\x06reason\x18\x01 \x01(\t\"*\n\nAskDecided\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\tAskAnswer\x12\x13\n\x0b\x61nswer_json\x18\x01 \x01(\t\"\xbe\x01\n\x08\x41skEvent\x12(\n\x05\x64\x65lta\x18\x01 \x01(\x0b\x32\x17.ridgeline.v1.TextDeltaH\x00\x12\'\n\x05reset\x18\x02 \x01(\x0b\x32\x16.ridgeline.v1.AskResetH\x00\x12)\n\x06\x61nswer\x18\x03 \x01(\x0b\x32\x17.ridgeline.v1.AskAnswerH\x00\x12+\n\x07\x64\x65\x63ided\x18\x04 \x01(\x0b\x32\x18.ridgeline.v1.AskDecidedH\x00\x42\x07\n\x05\x65vent\"\x18\n\x16ListLocalModelsRequest\"\x82\x01\n\nLocalModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07runtime\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x04 \x01(\r\x12\x0e\n\x06pulled\x18\x05 \x01(\x08\x12\x0e\n\x06loaded\x18\x06 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x07 \x01(\x08\"C\n\x17ListLocalModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.ridgeline.v1.LocalModel2\xa1\x01\n\x04\x45\x64ge\x12\x39\n\x03\x41sk\x12\x18.ridgeline.v1.AskRequest\x1a\x16.ridgeline.v1.AskEvent0\x01\x12^\n\x0fListLocalModels\x12$.ridgeline.v1.ListLocalModelsRequest\x1a%.ridgeline.v1.ListLocalModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ridgeline.v1.edge_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASKREQUEST']._serialized_start=69
-  _globals['_ASKREQUEST']._serialized_end=418
-  _globals['_ASKRESET']._serialized_start=420
-  _globals['_ASKRESET']._serialized_end=446
-  _globals['_ASKDECIDED']._serialized_start=448
-  _globals['_ASKDECIDED']._serialized_end=490
-  _globals['_ASKANSWER']._serialized_start=492
-  _globals['_ASKANSWER']._serialized_end=524
-  _globals['_ASKEVENT']._serialized_start=527
-  _globals['_ASKEVENT']._serialized_end=717
-  _globals['_LISTLOCALMODELSREQUEST']._serialized_start=719
-  _globals['_LISTLOCALMODELSREQUEST']._serialized_end=743
-  _globals['_LOCALMODEL']._serialized_start=746
-  _globals['_LOCALMODEL']._serialized_end=876
-  _globals['_LISTLOCALMODELSRESPONSE']._serialized_start=878
-  _globals['_LISTLOCALMODELSRESPONSE']._serialized_end=945
-  _globals['_EDGE']._serialized_start=948
-  _globals['_EDGE']._serialized_end=1109
+  _globals['_ASKREQUEST']._serialized_end=491
+  _globals['_ASKRESET']._serialized_start=493
+  _globals['_ASKRESET']._serialized_end=519
+  _globals['_ASKDECIDED']._serialized_start=521
+  _globals['_ASKDECIDED']._serialized_end=563
+  _globals['_ASKANSWER']._serialized_start=565
+  _globals['_ASKANSWER']._serialized_end=597
+  _globals['_ASKEVENT']._serialized_start=600
+  _globals['_ASKEVENT']._serialized_end=790
+  _globals['_LISTLOCALMODELSREQUEST']._serialized_start=792
+  _globals['_LISTLOCALMODELSREQUEST']._serialized_end=816
+  _globals['_LOCALMODEL']._serialized_start=819
+  _globals['_LOCALMODEL']._serialized_end=949
+  _globals['_LISTLOCALMODELSRESPONSE']._serialized_start=951
+  _globals['_LISTLOCALMODELSRESPONSE']._serialized_end=1018
+  _globals['_EDGE']._serialized_start=1021
+  _globals['_EDGE']._serialized_end=1182
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AskRequest(_message.Message):
-    __slots__ = ("messages", "model", "max_tokens", "temperature", "top_p", "seed", "stop", "mode", "threshold", "deadline_s", "live", "private")
+    __slots__ = ("messages", "model", "max_tokens", "temperature", "top_p", "seed", "stop", "mode", "threshold", "deadline_s", "live", "private", "knowledge", "strategy", "max_cost")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,9 @@ class AskRequest(_message.Message):
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
     PRIVATE_FIELD_NUMBER: _ClassVar[int]
+    KNOWLEDGE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[_broker_pb2.ChatMessage]
     model: str
     max_tokens: int
@@ -33,7 +36,10 @@ class AskRequest(_message.Message):
     deadline_s: float
     live: bool
     private: bool
-    def __init__(self, messages: _Optional[_Iterable[_Union[_broker_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[str] = ..., threshold: _Optional[float] = ..., deadline_s: _Optional[float] = ..., live: _Optional[bool] = ..., private: _Optional[bool] = ...) -> None: ...
+    knowledge: _containers.RepeatedScalarFieldContainer[str]
+    strategy: str
+    max_cost: float
+    def __init__(self, messages: _Optional[_Iterable[_Union[_broker_pb2.ChatMessage, _Mapping]]] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., mode: _Optional[str] = ..., threshold: _Optional[float] = ..., deadline_s: _Optional[float] = ..., live: _Optional[bool] = ..., private: _Optional[bool] = ..., knowledge: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., max_cost: _Optional[float] = ...) -> None: ...
 
 class AskReset(_message.Message):
     __slots__ = ("reason",)
