@@ -64,9 +64,12 @@ class ModelsView:
         """The loaded local model (pulled and loaded on first use)."""
         return self.pool.get(model, progress)
 
-    def confidence_for(self, model: str, runtime: Runtime) -> ModelConfidence:
-        """How ``model``'s answers get their confidence (its calibration, checked once)."""
-        return self.parts.confidence.for_model(model, runtime)
+    def confidence_for(
+        self, model: str, runtime: Runtime, knowledge: bool = False
+    ) -> ModelConfidence:
+        """How ``model``'s answers get their confidence (its calibration, checked once;
+        the one for answers from local knowledge with ``knowledge``)."""
+        return self.parts.confidence.for_model(model, runtime, knowledge)
 
     def score_local(self, model: str, runtime: Runtime, prompt: str, run: LocalRun) -> Scored:
         """The confidence of a finished local answer (runs the probes its calibration needs)."""

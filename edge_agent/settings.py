@@ -123,6 +123,11 @@ class ConfidenceSettings(Section):
     calibration_file: Path | None = Field(
         default=None, description="calibration JSON (default: beside the model's manifest)"
     )
+    knowledge_calibration_file: Path | None = Field(
+        default=None,
+        description="the calibration of answers from local knowledge (default: beside the "
+        "model's manifest, <model>.knowledge.calibration.json)",
+    )
     probes: Literal["deciding", "always"] = Field(
         default="deciding",
         description="run the calibration's probes (~1 s on a Pi-class CPU) only when the "

@@ -133,3 +133,41 @@ def remove(state: CliState, name: str) -> None:
     with _agent(state) as agent:
         agent.library.remove(name)
     click.echo(f"removed collection {name}")
+
+
+knowledge_option = click.option(
+    "--knowledge", "knowledge", multiple=True, metavar="NAME",
+    help="answer from these collections (auto: choose among all); default: auto when the "
+    "dataset names collections",
+)  # fmt: skip
+
+
+def retriever_for(agent: Any, names: tuple[str, ...], items: list[Any]) -> Any:
+    """For calibrate and eval: the passages each question is answered from, as the agent
+    retrieves them (None: the questions are answered without knowledge). A dataset whose
+    items name collections is answered with ``auto`` unless ``names`` says otherwise; its
+    collections must be on this device."""
+    from ridgeline_core.errors import UnknownCollectionError
+
+    from ..knowledge.library import AUTO, retrieve
+
+    wanted = {item.collection for item in items if item.collection}
+    if not names and not wanted:
+        return None
+    library = agent.library
+    missing = sorted(wanted - set(library.names()))
+    if missing:
+        raise UnknownCollectionError(
+            f"the dataset's collection {missing[0]!r} is not on this device "
+            f"(edge-agent knowledge add {missing[0]} FILES...)"
+        )
+    chosen = list(names) or [AUTO]
+    s = agent.settings.knowledge
+
+    def passages(item: Any) -> Any:
+        return retrieve(
+            library, agent.embedder.embed_one(item.prompt), chosen, experts=s.experts,
+            passages=s.passages, min_similarity=s.min_similarity,
+        )  # fmt: skip
+
+    return passages

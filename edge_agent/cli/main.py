@@ -23,6 +23,7 @@ from ridgeline_core.errors import (
 )
 
 from ..settings import load_edge_settings
+from .knowledge import knowledge_option, retriever_for
 from .options import (
     MODES,
     broker_flags,
@@ -450,6 +451,7 @@ def _questions(path: Path, limit: int | None) -> list[Any]:
 )
 @calibrate_tokens_option
 @limit_option
+@knowledge_option
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 @click.pass_obj
 def calibrate(
@@ -465,6 +467,7 @@ def calibrate(
     remember: bool,
     max_tokens: int,
     limit: int | None,
+    knowledge: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Fit the local model's confidence calibration on labelled questions.
@@ -474,7 +477,10 @@ def calibrate(
     Brier, accuracy at coverage), then fits the chosen one on all questions and saves it
     where the agent finds it. With --remember, each question and whether its answer was
     right also go to the pre-route's outcome memory. --outcomes adds judged outcomes (the
-    broker's verdicts on drafts, feedback) as questions whose verdict is already known."""
+    broker's verdicts on drafts, feedback) as questions whose verdict is already known.
+    With --knowledge (or a dataset whose questions name collections), the questions are
+    answered from local knowledge and the calibration of such answers is fitted, saved as
+    <model>.knowledge.calibration.json."""
     from ..agent import EdgeAgent
     from ..evaluation import harness
 
@@ -485,7 +491,8 @@ def calibrate(
     assert dataset is not None
     held = _questions(heldout, None) if heldout else None
     with EdgeAgent(settings, background=False) as agent:
-        fitted = _fit_calibration(agent, items, held, dataset, method, out, max_tokens)
+        retriever = retriever_for(agent, knowledge, items + (held or []))
+        fitted = _fit_calibration(agent, items, held, dataset, method, out, max_tokens, retriever)
         remembered = _remember(agent, fitted.name, fitted.observations) if remember else None
     plot_file = None
     if not no_plot:
@@ -493,18 +500,8 @@ def calibrate(
         how = fitted.chosen_report.how
         title = f"{fitted.name}: fitted on {dataset.name} ({len(items)} questions), {how}"
         harness.plot_calibration(fitted.reports, plot_file, title)
-    report = {
-        "model": fitted.name,
-        "dataset": str(dataset),
-        "questions": len(items),
-        "local_accuracy": fitted.accuracy,
-        "methods": [r.row() for r in fitted.reports],
-        "chosen": fitted.chosen,
-        "saved": str(fitted.target),
-        "plot": None if plot_file is None else str(plot_file),
-        "remembered": remembered,
-    }
     if as_json:
+        report = fitted.report(dataset, len(items), plot_file, remembered)
         click.echo(json.dumps(_json_safe(report), indent=2))
         return
     _print_calibration(fitted, out, plot_file, len(items))
@@ -525,6 +522,21 @@ class _Fitted:
     accuracy: float
     observations: list[Any]
 
+    def report(
+        self, dataset: Path, n: int, plot: Path | None, remembered: str | None
+    ) -> dict[str, Any]:
+        return {
+            "model": self.name,
+            "dataset": str(dataset),
+            "questions": n,
+            "local_accuracy": self.accuracy,
+            "methods": [r.row() for r in self.reports],
+            "chosen": self.chosen,
+            "saved": str(self.target),
+            "plot": None if plot is None else str(plot),
+            "remembered": remembered,
+        }
+
 
 def _fit_calibration(
     agent: Any,
@@ -534,8 +546,10 @@ def _fit_calibration(
     method: str,
     out: Path | None,
     max_tokens: int,
+    knowledge: Any = None,
 ) -> _Fitted:
-    """Answer the questions, compare the methods, fit the chosen one and save it."""
+    """Answer the questions (from ``knowledge``, the retriever, when given), compare the
+    methods, fit the chosen one and save it."""
     from ridgeline_core.runtime import SamplingParams
 
     from ..confidence.calibrated import calibration_path, prompt_style
@@ -544,12 +558,12 @@ def _fit_calibration(
     settings = agent.settings
     name = settings.models.default
     manifest = agent.catalog.get(name)
-    target = out or calibration_path(manifest)
+    target = out or calibration_path(manifest, knowledge is not None)
     if target is None:
         raise ConfigError(f"{name} has no manifest file to save beside; pass --out FILE")
     _check_writable(target)
     runtime = agent.runtime(name, CliProgress(lines=False))
-    methods = list(harness.METHODS.values())
+    methods = harness.methods_for(knowledge is not None)
     system_prompt = settings.generation.system_prompt
 
     def observe(questions: list[Any]) -> list[Any]:
@@ -557,6 +571,7 @@ def _fit_calibration(
             runtime, questions, system_prompt=system_prompt,
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0),
             probes=harness.probes_needed(methods), progress=CliProgress(unit="items"),
+            knowledge=knowledge,
         )  # fmt: skip
 
     observations = observe(items)
@@ -567,21 +582,18 @@ def _fit_calibration(
     chosen_report = next(r for r in reports if r.method == chosen)
     accuracy = sum(o.correct for o in observations) / len(observations)
     info = {
-        "dataset": str(dataset),
-        "questions": len(items),
-        "accuracy": accuracy,
-        "max_tokens": max_tokens,
-        "heldout": chosen_report.row(),
-        "methods": [r.row() for r in reports],
+        "dataset": str(dataset), "questions": len(items), "accuracy": accuracy,
+        "max_tokens": max_tokens, "knowledge": knowledge is not None,
+        "heldout": chosen_report.row(), "methods": [r.row() for r in reports],
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    }  # fmt: skip
     style = prompt_style(runtime, system_prompt)
     harness.fit(
         observations, harness.METHODS[chosen], model=name, prompt_style=style, info=info
     ).save(target)
     return _Fitted(
-        name, target, calibration_path(manifest), reports, chosen, chosen_report, accuracy,
-        observations,
+        name, target, calibration_path(manifest, knowledge is not None), reports, chosen,
+        chosen_report, accuracy, observations,
     )  # fmt: skip
 
 
@@ -676,6 +688,7 @@ def _print_methods(reports: list[Any], chosen: str) -> None:
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0), help="τ (default: the policy's")
 @calibrate_tokens_option
 @limit_option
+@knowledge_option
 @broker_option
 @dev_option
 @click.pass_obj
@@ -688,6 +701,7 @@ def evaluate(
     threshold: float | None,
     max_tokens: int,
     limit: int | None,
+    knowledge: tuple[str, ...],
     broker: str | None,
     dev: bool,
 ) -> None:
@@ -712,12 +726,13 @@ def evaluate(
     started = time.perf_counter()
     with EdgeAgent(settings, background=False) as agent:
         runtime = agent.runtime(name, CliProgress(lines=False))
-        confidence = agent.confidence_for(name, runtime)
+        retriever = retriever_for(agent, knowledge, items)
+        confidence = agent.confidence_for(name, runtime, retriever is not None)
         probes = confidence.calibration.probes if confidence.calibration else set()
         observations = harness.observe(
             runtime, items, system_prompt=settings.generation.system_prompt,
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0), probes=probes,
-            progress=CliProgress(unit="items"),
+            progress=CliProgress(unit="items"), knowledge=retriever,
         )  # fmt: skip
         if strong == "oracle":
             strong_correct = [True] * len(items)

@@ -60,11 +60,14 @@ log = logging.getLogger(__name__)
 _STYLE_PROBE = "\ue000question\ue001"
 
 
-def calibration_path(manifest: ModelManifest) -> Path | None:
-    """Where a model's calibration lives: beside its manifest (None without a manifest file)."""
+def calibration_path(manifest: ModelManifest, knowledge: bool = False) -> Path | None:
+    """Where a model's calibration lives: beside its manifest (None without a manifest
+    file). Answers from local knowledge have their own (``<model>.knowledge.calibration.json``):
+    the passages change what the model knows, and the retrieval features say how well."""
     if manifest.origin is None:
         return None
-    return manifest.origin.parent / f"{manifest.name}.calibration.json"
+    kind = ".knowledge" if knowledge else ""
+    return manifest.origin.parent / f"{manifest.name}{kind}.calibration.json"
 
 
 def prompt_style(runtime: Runtime, system_prompt: str | None) -> str:
@@ -209,14 +212,18 @@ def model_confidence(
     use_calibration: bool,
     calibration_file: Path | None,
     system_prompt: str | None,
+    knowledge: bool = False,
 ) -> ModelConfidence:
-    """Find, check and load a model's calibration; explain in ``note`` when it is not used."""
+    """Find, check and load a model's calibration (for answers from local knowledge:
+    ``knowledge``); explain in ``note`` when it is not used."""
     scorer = get_scorer(scorer_name)
     if not use_calibration:
         return ModelConfidence(scorer_name, scorer, None, "calibration is off")
-    path = calibration_file or calibration_path(manifest)
+    path = calibration_file or calibration_path(manifest, knowledge)
     if path is None or not path.is_file():
-        note = f"{manifest.name} is not calibrated (run edge-agent calibrate)"
+        how = "edge-agent calibrate --knowledge auto" if knowledge else "edge-agent calibrate"
+        what = "for answers from knowledge " if knowledge else ""
+        note = f"{manifest.name} is not calibrated {what}(run {how})"
         return ModelConfidence(scorer_name, scorer, None, note)
     try:
         calibration = ConfidenceModel.load(path)

@@ -23,6 +23,9 @@ Groups (README "How confidence is computed" has the measured value of each):
   reads P(yes) from one forward pass (P(True)).
 * ``prompt``: what the question is (arithmetic, yes/no, how many, ...): the model is far
   better at some kinds than others.
+* ``retrieval``: for an answer from local knowledge, how well the passages match the
+  question, how clearly one collection won, and whether the answer's words are in the
+  passages (:mod:`.retrieval_features`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "SHORT_PROBES",
     "Evidence",
     "Feature",
+    "RetrievalEvidence",
     "ShortAnswer",
     "feature_values",
     "probes_for",
@@ -138,6 +142,16 @@ class ShortAnswer:
 
 
 @dataclass(frozen=True)
+class RetrievalEvidence:
+    """What retrieval left for an answer from local knowledge."""
+
+    scores: tuple[float, ...]  # the passages' similarities to the question, best first
+    expert_scores: tuple[float, ...]  # each collection's best similarity, best first
+    experts_chosen: int
+    passages: str  # the passages' text, as the model read it
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What one local answer left behind; probes are None when they did not run."""
 
@@ -147,6 +161,7 @@ class Evidence:
     eog: TokenSignals | None = None  # the end-of-generation token, when the answer ended
     shorts: dict[str, ShortAnswer] = field(default_factory=dict)  # by probe name
     p_true: float | None = None
+    retrieval: RetrievalEvidence | None = None  # an answer from local knowledge
 
     @property
     def text(self) -> str:
@@ -491,3 +506,6 @@ def feature_values(evidence: Evidence, names: Sequence[str]) -> list[float]:
             raise ValueError(f"confidence feature {name} is not finite ({value})")
         values.append(value)
     return values
+
+
+from . import retrieval_features as _retrieval_features  # noqa: E402, F401  (registers them)

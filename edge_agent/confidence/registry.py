@@ -17,7 +17,7 @@ class ConfidenceRegistry:
     def __init__(self, settings: EdgeSettings, catalog: ManifestCatalog) -> None:
         self._settings = settings
         self._catalog = catalog
-        self._found: dict[str, ModelConfidence] = {}
+        self._found: dict[tuple[str, bool], ModelConfidence] = {}
         self._lock = threading.Lock()
 
     @property
@@ -25,11 +25,12 @@ class ConfidenceRegistry:
         """The raw scorer used when a model has no usable calibration."""
         return self._settings.confidence.scorer
 
-    def for_model(self, model: str, runtime: Runtime) -> ModelConfidence:
-        """How ``model``'s answers get their confidence; ``runtime`` renders its prompt
-        style, which its calibration must match."""
+    def for_model(self, model: str, runtime: Runtime, knowledge: bool = False) -> ModelConfidence:
+        """How ``model``'s answers get their confidence (answers from local knowledge:
+        ``knowledge``); ``runtime`` renders its prompt style, which its calibration must
+        match."""
         with self._lock:
-            found = self._found.get(model)
+            found = self._found.get((model, knowledge))
             if found is None:
                 c = self._settings.confidence
                 found = model_confidence(
@@ -37,8 +38,11 @@ class ConfidenceRegistry:
                     runtime,
                     scorer_name=c.scorer,
                     use_calibration=c.calibrated,
-                    calibration_file=c.calibration_file,
+                    calibration_file=c.knowledge_calibration_file
+                    if knowledge
+                    else c.calibration_file,
                     system_prompt=self._settings.generation.system_prompt,
+                    knowledge=knowledge,
                 )
-                self._found[model] = found
+                self._found[(model, knowledge)] = found
             return found

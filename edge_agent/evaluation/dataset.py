@@ -6,9 +6,10 @@ A dataset file has one JSON object per line::
 
 ``prompt`` (a non-empty string) and ``answers`` (a non-empty list of non-empty strings)
 are required; ``id`` defaults to ``line-N`` (N is the 1-based line number) and ``kind`` to
-``unknown``; other keys are ignored. Blank lines are skipped. Every problem raises
-``InvalidRequestError`` with ``path:line: what is wrong`` (``path: ...`` for problems of
-the whole file: missing, not UTF-8, no items).
+``unknown``; ``collection`` names the knowledge collection that holds the answer (a
+dataset for answers from local knowledge); other keys are ignored. Blank lines are
+skipped. Every problem raises ``InvalidRequestError`` with ``path:line: what is wrong``
+(``path: ...`` for problems of the whole file: missing, not UTF-8, no items).
 
 The arithmetic generator makes questions no model has memorised from a benchmark, with
 exact answers, so a run can be repeated with a new seed.
@@ -71,6 +72,7 @@ class QAItem:
     prompt: str
     answers: tuple[str, ...]
     judged: bool | None = None  # a verdict already given (judged outcomes): no matching
+    collection: str | None = None  # the knowledge collection that holds the answer
 
 
 def load_dataset(path: str | os.PathLike[str]) -> list[QAItem]:
@@ -161,7 +163,8 @@ def _parse_line(line: str, at: str, number: int) -> QAItem:
         raise InvalidRequestError(f"{at}: 'answers' must be a non-empty list of non-empty strings")
     item_id = _optional_text(record, "id", f"line-{number}", at)
     kind = _optional_text(record, "kind", "unknown", at)
-    return QAItem(id=item_id, kind=kind, prompt=prompt, answers=tuple(answers))
+    collection = _optional_text(record, "collection", "", at) or None
+    return QAItem(item_id, kind, prompt, tuple(answers), collection=collection)
 
 
 def _optional_text(record: dict[str, Any], key: str, default: str, at: str) -> str:

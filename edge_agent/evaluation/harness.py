@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from ridgeline_core.runtime import Runtime, SamplingParams
 from ..agent import chat_messages, run_local
 from ..confidence.calibrated import ConfidenceModel, ModelConfidence, running_score
 from ..confidence.features import FEATURES, Evidence, feature_values, probes_for, run_probes
+from ..knowledge.library import Retrieval, with_passages
+from ..request.knowledge_stage import retrieval_evidence
 from .calibration import CALIBRATORS, Calibrator, LogisticCalibrator, PlattCalibrator
 from .dataset import QAItem
 from .matcher import is_correct
@@ -34,6 +36,7 @@ from .metrics import auroc, brier, coverage_accuracy, ece, summarise
 __all__ = [
     "DEFAULT_FEATURES",
     "FAST_FEATURES",
+    "KNOWLEDGE_FEATURES",
     "METHODS",
     "Method",
     "MethodReport",
@@ -42,6 +45,7 @@ __all__ = [
     "coverage_points",
     "evaluate",
     "fit",
+    "methods_for",
     "observe",
     "plot_calibration",
 ]
@@ -55,6 +59,9 @@ def _group(name: str) -> tuple[str, ...]:
 # (benchmarks/confidence.py; README "How confidence is computed").
 FAST_FEATURES: tuple[str, ...] = _group("span") + _group("probe") + _group("prompt")
 DEFAULT_FEATURES: tuple[str, ...] = FAST_FEATURES + _group("consistency")
+# Answers from local knowledge: no probe (a few-shot probe without the passages cannot
+# know what the passages say), the answer span, the question, and how retrieval went.
+KNOWLEDGE_FEATURES: tuple[str, ...] = _group("span") + _group("prompt") + _group("retrieval")
 LOGISTIC_L2 = 10.0  # strong enough for ~300 labelled answers and ~30 features
 
 
@@ -93,8 +100,22 @@ METHODS: dict[str, Method] = {
             DEFAULT_FEATURES,
             "answer span, three short probes and prompt features",
         ),
+        Method(
+            "logistic-knowledge",
+            "logistic",
+            KNOWLEDGE_FEATURES,
+            "answer span, prompt and retrieval features (answers from local knowledge)",
+        ),
     )
 }
+
+
+def methods_for(knowledge: bool) -> list[Method]:
+    """The methods worth comparing: the retrieval features say nothing without knowledge,
+    and the short probes little with it (SmolLM2 on datasets/knowledge-v1)."""
+    if knowledge:
+        return [m for m in METHODS.values() if not probes_for(m.features)]
+    return [m for m in METHODS.values() if m.name != "logistic-knowledge"]
 
 
 @dataclass(frozen=True)
@@ -114,16 +135,23 @@ def observe(
     params: SamplingParams,
     probes: set[str],
     progress: Progress = NULL_PROGRESS,
+    knowledge: Callable[[QAItem], Retrieval] | None = None,
 ) -> list[Observation]:
-    """Answer each item with the agent's chat prompt and gather the evidence."""
+    """Answer each item with the agent's chat prompt and gather the evidence; with
+    ``knowledge``, from the passages it retrieves for the item, as the agent does."""
     observations = []
     progress.start(f"answering {len(items)} questions with {runtime.manifest.name}", len(items))
     try:
         for item in items:
             started = time.perf_counter()
-            run = run_local(runtime, chat_messages(item.prompt, system_prompt), params)
+            messages = chat_messages(item.prompt, system_prompt)
+            found = None if knowledge is None else knowledge(item)
+            if found is not None:
+                messages = with_passages(messages, found.passages)
+            run = run_local(runtime, messages, params)
             seconds = {"answer": time.perf_counter() - started}
-            evidence = run.evidence(item.prompt)
+            retrieved = None if found is None else retrieval_evidence(found)
+            evidence = run.evidence(item.prompt, retrieved)
             for probe in sorted(probes):
                 started = time.perf_counter()
                 evidence = run_probes(runtime, evidence, {probe})

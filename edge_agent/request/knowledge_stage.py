@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING
 from ridgeline_core.runtime import ChatMessage
 from ridgeline_core.wire import LocalDraft
 
+from ..confidence.features import RetrievalEvidence
 from ..decision import KnowledgeInfo
 from ..knowledge.library import Escalate, Retrieval, cited, retrieve, with_passages
 from ..knowledge.library.outbound import Outbound, outbound
+from ..knowledge.library.prompt import passages_text
 from ..knowledge.redaction import Redactor
 
 if TYPE_CHECKING:
     from .context import RequestContext
 
-__all__ = ["KnowledgeUse", "retrieve_knowledge", "to_broker"]
+__all__ = ["KnowledgeUse", "retrieval_evidence", "retrieve_knowledge", "to_broker"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,15 @@ class KnowledgeUse:
     plain: list[ChatMessage]  # the conversation as asked, without the passages
     setting: Escalate | None  # the privacy setting that holds; None: nothing retrieved
     setting_from: str  # the collections it comes from
+
+    @property
+    def used(self) -> bool:
+        """Passages went into the prompt."""
+        return bool(self.retrieval.passages)
+
+    def evidence(self) -> RetrievalEvidence | None:
+        """What the retrieval features of the confidence read (None: nothing retrieved)."""
+        return retrieval_evidence(self.retrieval)
 
     @property
     def hold(self) -> str | None:
@@ -62,6 +73,17 @@ class KnowledgeUse:
         return [
             {**p.citation(n), "cited": n in used} for n, p in enumerate(self.retrieval.passages, 1)
         ]
+
+
+def retrieval_evidence(found: Retrieval) -> RetrievalEvidence | None:
+    if not found.passages:
+        return None
+    return RetrievalEvidence(
+        scores=tuple(p.score for p in found.passages),
+        expert_scores=tuple(e.score for e in found.experts if e.score > float("-inf")),
+        experts_chosen=sum(e.chosen for e in found.experts),
+        passages=passages_text(found.passages),
+    )
 
 
 def retrieve_knowledge(ctx: RequestContext) -> None:

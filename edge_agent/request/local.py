@@ -15,7 +15,7 @@ from ridgeline_core.runtime import (
     TokenSignals,
 )
 
-from ..confidence.features import Evidence
+from ..confidence.features import Evidence, RetrievalEvidence
 from ..decision import AbortInfo, ConfidenceInfo
 from ..routing.route import Aborted, Judged
 
@@ -32,9 +32,12 @@ class LocalRun:
     aborted_at: int | None = None  # answer tokens generated when should_abort said stop
     pieces: list[str] = dataclasses.field(default_factory=list)  # text of each token
 
-    def evidence(self, prompt: str) -> Evidence:
+    def evidence(self, prompt: str, retrieval: RetrievalEvidence | None = None) -> Evidence:
         """What the confidence features read (probes not yet run)."""
-        return Evidence(prompt, tuple(self.pieces), tuple(self.signals), self.stats.eog_signals)
+        return Evidence(
+            prompt, tuple(self.pieces), tuple(self.signals), self.stats.eog_signals,
+            retrieval=retrieval,
+        )  # fmt: skip
 
 
 def generate_local(

@@ -28,7 +28,10 @@ def run_local_stage(ctx: RequestContext, decided: Route) -> Generator[Event, Non
     started = time.perf_counter()
     with parts.runtimes.lease(request.model, ctx.progress, ctx.cancel) as runtime:
         load_s = time.perf_counter() - started
-        confidence = parts.confidence.for_model(request.model, runtime)
+        knowledge = ctx.record.knowledge
+        confidence = parts.confidence.for_model(
+            request.model, runtime, knowledge=knowledge is not None and knowledge.used
+        )
         should_abort = _abort_check(ctx, confidence) if decided.abort else None
         steps = generate_local(runtime, request.messages, request.params, should_abort, ctx.cancel)
         run: LocalRun = yield from _forward(steps, decided.live)
@@ -65,7 +68,9 @@ def _judge(
         return LocalResult(run, running, load_s, abort, confidence.running_info(run.signals))
     if decided.probes or ctx.parts.settings.confidence.probes == "always":
         ctx.check_cancel()
-        scored = confidence.score(runtime, run.evidence(ctx.request.question))
+        knowledge = ctx.record.knowledge
+        retrieval = None if knowledge is None else knowledge.evidence()
+        scored = confidence.score(runtime, run.evidence(ctx.request.question, retrieval))
         return LocalResult(run, scored.confidence, load_s, None, scored.info)
     info = confidence.running_info(run.signals)
     why = f"probes skipped: {decided.gate or 'the route does not depend on it'}"
