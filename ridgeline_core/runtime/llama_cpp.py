@@ -45,6 +45,7 @@ class _LlamaReading:
     _llm: Any
     _vocab: LlamaVocab
     _prompt: ChatPrompt
+    _decoder: Decoder
     _lock: ModelLock
 
     def render(self, messages: Sequence[ChatMessage]) -> str:
@@ -63,6 +64,7 @@ class _LlamaReading:
             if len(tokens) >= self.context_length:
                 raise PromptTooLongError.for_prompt(len(tokens), self.context_length)
             firsts = [first_token(self._vocab, candidate) for candidate in candidates]
+            self._decoder.adapters.apply(())  # the model as it is (the context is reset)
             logits = last_logits(self._lib, self._llm, self._vocab, tokens, self.manifest.name)
         return first_token_probs(logits, firsts)
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ModelError, PromptTooLongError
 from .choices import ChoiceHolder
+from .llama_adapters import Adapters
 from .llama_reuse import PromptChunks
 from .llama_vocab import LlamaVocab
 from .signals import SignalComputer
@@ -42,6 +43,7 @@ class Decoder:
         self._lib, self._llm, self._vocab, self._signals = lib, llm, vocab, signals
         self._n_vocab = vocab.size
         self._chunks = PromptChunks(int(llm.n_batch))
+        self.adapters = Adapters(lib, llm, name)
         self.name, self.context_length = name, context_length
 
     def decode(
@@ -60,6 +62,8 @@ class Decoder:
         out = _Output.for_answer(params, stops, grammar is not None, stats, self.name)
         finish = FinishReason.LENGTH
         started = time.perf_counter()
+        if self.adapters.apply(params.adapters):
+            self._llm.reset()  # its cached prompt was evaluated with other weights
         stats.cached_tokens = self._chunks.keep(self._llm, prompt_tokens)
         tokens = start_sampling(self._llm, prompt_tokens, params, grammar)
         try:

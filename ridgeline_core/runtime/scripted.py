@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelLoadError, PromptTooLongError
+from ..errors import ModelLoadError, PromptTooLongError, UnsupportedError
 from ..store.manifest import ModelManifest
 from .base import Generation
 from .types import (
@@ -154,6 +154,8 @@ class ScriptedRuntime:
         return self.script.answer(text)
 
     def _start(self, prompt: str, question: str, params: SamplingParams) -> Generation:
+        if params.adapters:
+            raise UnsupportedError(f"{self.manifest.name}: a scripted model takes no LoRA adapter")
         prompt_tokens = self.count_tokens(prompt)
         if prompt_tokens >= self.context_length:
             raise PromptTooLongError.for_prompt(prompt_tokens, self.context_length)

@@ -15,6 +15,7 @@ __all__ = [
     "FinishReason",
     "GenerationStats",
     "LoadOptions",
+    "LoraAdapter",
     "SamplingParams",
     "Token",
     "TokenSignals",
@@ -35,6 +36,16 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class LoraAdapter:
+    """A LoRA adapter (a GGUF file) applied to the model for one generation, at ``scale``
+    (0 leaves the model as it is). With ``sha256``, the file must match it."""
+
+    path: str
+    scale: float = 1.0
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Per-request sampling. ``temperature == 0`` is greedy (deterministic).
 
@@ -42,6 +53,8 @@ class SamplingParams:
     :mod:`ridgeline_core.runtime.choices` for the limits); stop sequences are then
     ignored, and ``max_tokens`` does not cut a choice short. A runtime or backend that
     cannot constrain its output raises UnsupportedError rather than ignore it.
+    ``adapters``: LoRA adapters applied for this generation (llama.cpp); a runtime that
+    cannot apply them raises UnsupportedError.
     """
 
     max_tokens: int = 256
@@ -51,6 +64,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     choices: tuple[str, ...] = ()
+    adapters: tuple[LoraAdapter, ...] = ()
 
 
 # Prompt tokens per forward pass when the settings leave it open. A prompt reuses only
