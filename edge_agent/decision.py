@@ -121,6 +121,7 @@ class KnowledgeInfo:
     redacted: dict[str, int] = field(default_factory=dict)  # personal data taken out, by kind
     retrieval_ms: float = 0.0
     skipped: list[str] = field(default_factory=list)  # collections that could not be searched
+    adapter: str | None = None  # the chosen collection's LoRA adapter, when the answer used it
 
 
 @dataclass(frozen=True)

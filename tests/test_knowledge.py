@@ -439,3 +439,48 @@ def test_the_daemon_answers_from_knowledge_over_http_and_grpc(
                 client.ask(question, knowledge=["nosuch"], mode="local")
     finally:
         daemon.stop()
+
+
+# -- an expert's own model and LoRA adapter ----------------------------------------------
+
+
+def test_an_expert_answers_with_its_adapter(
+    minilm: MiniLM,
+    model_store: ModelStore,
+    smollm2_path: Path,
+    corpus: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    from lora_adapter import build_adapter
+
+    from edge_agent.knowledge.library import ExpertFiles
+    from ridgeline_core.errors import IntegrityError
+
+    adapter = build_adapter(smollm2_path, tmp_path / "manual-lora.gguf", strength=2.0)
+    question = "What is the part number of the AL-7 replacement filter?"
+    with EdgeAgent(settings(model_store, tmp_path), background=False) as agent:
+        library = agent.library
+        library.add("plain", [corpus["manual"]])
+        library.add("zero", [corpus["manual"]], expert=ExpertFiles(SMOLLM2, adapter, 0.0))
+        library.add("tuned", [corpus["manual"]], expert=ExpertFiles(None, adapter, 1.0))
+        base = agent.ask(question, knowledge="plain", mode="local")
+        zero = agent.ask(question, knowledge="zero", mode="local")
+        tuned = agent.ask(question, knowledge="tuned", mode="local")
+        assert base.decision.knowledge is not None and base.decision.knowledge.adapter is None
+        assert zero.decision.knowledge is not None
+        assert zero.decision.knowledge.adapter == str(adapter)
+        assert zero.text == base.text  # scale 0: the base model's answer
+        assert tuned.text != base.text
+        chosen = [c for c in tuned.decision.knowledge.collections if c["chosen"]]  # type: ignore[union-attr]
+        assert chosen[0]["adapter"] == str(adapter)
+        with pytest.raises(InvalidRequestError, match="not a GGUF"):
+            library.add(
+                "bad", [corpus["manual"]], expert=ExpertFiles(None, corpus["manual"] / "codes.txt")
+            )
+        assert "bad" not in library.names()
+    adapter.write_bytes(adapter.read_bytes()[:-4] + b"\0\0\0\0")  # changed after adding
+    with (
+        EdgeAgent(settings(model_store, tmp_path), background=False) as agent,
+        pytest.raises(IntegrityError, match="sha256"),  # never loaded
+    ):
+        agent.ask(question, knowledge="tuned", mode="local")

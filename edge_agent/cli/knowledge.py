@@ -36,6 +36,12 @@ def knowledge() -> None:
     help="what an escalation may send from this collection (default: knowledge.escalate)",
 )  # fmt: skip
 @click.option("--description", help="what the collection holds, in a few words")
+@click.option("--model", help="the local model its questions are answered with")
+@click.option(
+    "--adapter", type=click.Path(dir_okay=False, path_type=Path),
+    help="a LoRA adapter (GGUF) applied to the model for its questions",
+)  # fmt: skip
+@click.option("--adapter-scale", type=click.FloatRange(-4.0, 4.0), help="its scale (default 1)")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 @click.pass_obj
 def add(
@@ -44,14 +50,22 @@ def add(
     paths: tuple[Path, ...],
     escalate: str | None,
     description: str | None,
+    model: str | None,
+    adapter: Path | None,
+    adapter_scale: float | None,
     as_json: bool,
 ) -> None:
     """Add PATHS (files, or directories of .md .txt .html files) to collection NAME,
     creating it. Files already added and unchanged are not read again; a changed file's
     chunks are replaced; a file gone from a directory named again is dropped."""
+    from ..knowledge.library import ExpertFiles
+
     with _agent(state) as agent:
+        if model is not None:
+            agent.catalog.get(model)  # UnknownModelError, or a path-like name refused
         report = agent.library.add(
             name, list(paths), escalate=escalate, description=description,
+            expert=ExpertFiles(model, adapter, adapter_scale),
             progress=CliProgress(unit="chunks"),
         )  # fmt: skip
     if as_json:

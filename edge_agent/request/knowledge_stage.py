@@ -25,7 +25,7 @@ from ..knowledge.library.prompt import passages_text
 from ..knowledge.redaction import Redactor
 
 if TYPE_CHECKING:
-    from .context import RequestContext
+    from .context import PreparedRequest, RequestContext
 
 __all__ = ["KnowledgeUse", "retrieval_evidence", "retrieve_knowledge", "to_broker"]
 
@@ -53,7 +53,7 @@ class KnowledgeUse:
             return None
         return f"knowledge from {self.setting_from} never leaves the device (escalate = never)"
 
-    def info(self, sent: Outbound | None) -> KnowledgeInfo:
+    def info(self, sent: Outbound | None, adapter: str | None = None) -> KnowledgeInfo:
         """The decision record's part: what was retrieved, and what the broker was sent."""
         found = self.retrieval
         return KnowledgeInfo(
@@ -66,6 +66,7 @@ class KnowledgeUse:
             redacted={} if sent is None else sent.redacted,
             retrieval_ms=found.ms,
             skipped=list(found.skipped),
+            adapter=adapter,
         )
 
     def citations(self, text: str) -> list[dict[str, object]]:
@@ -107,7 +108,26 @@ def retrieve_knowledge(ctx: RequestContext) -> None:
     )
     if found.passages:
         messages = with_passages(request.messages, found.passages)
-        ctx.request = dataclasses.replace(request, messages=messages)
+        ctx.request = _with_expert(ctx, dataclasses.replace(request, messages=messages), found)
+
+
+def _with_expert(
+    ctx: RequestContext, request: PreparedRequest, found: Retrieval
+) -> PreparedRequest:
+    """The request with the chosen collection's model (unless the request named one) and
+    its LoRA adapter (on the model it names, or any when it names none)."""
+    expert = found.expert()
+    if expert is None or (expert.model is None and expert.adapter is None):
+        return request
+    model = request.model
+    if request.options.model is None and expert.model is not None:
+        ctx.parts.catalog.get(expert.model)  # UnknownModelError: the collection names it
+        model = ctx.record.model = expert.model
+    params = request.params
+    if expert.adapter is not None and expert.model in (None, model):
+        params = dataclasses.replace(params, adapters=(expert.adapter,))
+        ctx.record.adapter = expert.adapter.path
+    return dataclasses.replace(request, model=model, params=params)
 
 
 def to_broker(

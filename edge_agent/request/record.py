@@ -63,6 +63,7 @@ class Record:
     knowledge_ms: float | None = None
     knowledge: KnowledgeUse | None = None
     outbound: Outbound | None = None  # what an escalation sent under the privacy setting
+    adapter: str | None = None  # the LoRA adapter the local model answered with
 
     def decision(self, path: Path, reason: str) -> Decision:
         local, prediction, th = self.local, self.prediction, self.threshold
@@ -85,7 +86,9 @@ class Record:
             aborted=self.first_abort or (None if local is None else local.abort),
             broker=self.broker,
             cache=self.cache,
-            knowledge=None if self.knowledge is None else self.knowledge.info(self.outbound),
+            knowledge=(
+                None if self.knowledge is None else self.knowledge.info(self.outbound, self.adapter)
+            ),
             timings=StageTimings(
                 cache_ms=self.cache_ms,
                 decide_ms=self.decide_ms,

@@ -9,6 +9,7 @@ device.
                                  escalation ─► policy: never | question-only | redacted | allowed
 """
 
+from .expert_files import ExpertFiles
 from .experts import ExpertScore, Retrieval, retrieve
 from .ingest import IngestReport
 from .library import AUTO, CollectionInfo, Library, check_collection_name
@@ -21,6 +22,7 @@ __all__ = [
     "ESCALATE_SETTINGS",
     "CollectionInfo",
     "Escalate",
+    "ExpertFiles",
     "ExpertScore",
     "IngestReport",
     "Library",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ from ridgeline_core.errors import StoreError
 from ...settings import Escalate
 from .library import AUTO, Library
 from .policy import strictest
-from .search import Passage
+from .search import Expert, Passage
 
 __all__ = ["ExpertScore", "Retrieval", "retrieve"]
 
@@ -32,6 +32,8 @@ class ExpertScore:
     score: float  # its best chunk's similarity to the question
     chosen: bool
     escalate: Escalate  # its privacy setting
+    model: str | None = None  # the local model it prefers
+    adapter: str | None = None  # the LoRA adapter its answers use
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Retrieval:
     passages: tuple[Passage, ...]  # best first; [1] is the first
     skipped: tuple[str, ...]  # "NAME: why", collections that could not be searched
     ms: float
+    _experts: dict[str, Expert] = field(default_factory=dict, repr=False, compare=False)
 
     def escalate(self) -> Escalate | None:
         """The privacy setting that holds: the most private of the collections whose
@@ -51,6 +54,11 @@ class Retrieval:
         held = self.escalate()
         names = sorted({p.collection for p in self.passages})
         return ", ".join(n for n in names if self._setting(n) == held)
+
+    def expert(self) -> Expert | None:
+        """The model and adapter of the best chosen collection, when it names any."""
+        best = next((e for e in self.experts if e.chosen), None)
+        return None if best is None else self._experts.get(best.name)
 
     def _setting(self, name: str) -> Escalate | None:
         return next((e.escalate for e in self.experts if e.name == name), None)
@@ -91,11 +99,15 @@ def retrieve(
         found.extend(library.load(name).passages(mine) if mine else [])
     picked = {name for name, _, _ in chosen}
     return Retrieval(
-        experts=tuple(
-            ExpertScore(name, score, name in picked, library.escalate(name))
-            for name, score, _ in scored
-        ),
+        _experts={name: library.load(name).expert for name in picked},
+        experts=tuple(_score(library, name, score, name in picked) for name, score, _ in scored),
         passages=tuple(sorted(found, key=lambda p: -p.score)),
         skipped=tuple(skipped),
         ms=(time.perf_counter() - started) * 1000,
     )
+
+
+def _score(library: Library, name: str, score: float, chosen: bool) -> ExpertScore:
+    expert = library.load(name).expert
+    adapter = None if expert.adapter is None else expert.adapter.path
+    return ExpertScore(name, score, chosen, library.escalate(name), expert.model, adapter)

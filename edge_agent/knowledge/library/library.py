@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.store.manifest_fields import NAME_PATTERN
 
 from ...settings import Escalate, KnowledgeSettings
+from .expert_files import ExpertFiles
 from .ingest import IngestReport, ingest_into
 from .search import LoadedCollection, Shelf, escalate_setting
 from .store import FILE_NAME, CollectionFile
@@ -70,19 +72,15 @@ class Library:
         self._shelf = Shelf(self._open, lambda file: _dim(file, embedder))
 
     def names(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / FILE_NAME).exists())
+        found = self.root.iterdir() if self.root.is_dir() else ()
+        return sorted(p.name for p in found if (p / FILE_NAME).exists())
 
     def _open(self, name: str, create: bool = False) -> CollectionFile:
         return CollectionFile(check_collection_name(name), self.root / name, create=create)
 
     def info(self, name: str) -> CollectionInfo:
-        file = self._open(name)
-        try:
+        with contextlib.closing(self._open(name)) as file:
             return CollectionInfo.of(file)
-        finally:
-            file.close()
 
     def add(
         self,
@@ -91,18 +89,20 @@ class Library:
         *,
         escalate: Escalate | None = None,
         description: str | None = None,
+        expert: ExpertFiles | None = None,
         progress: Progress = NULL_PROGRESS,
     ) -> IngestReport:
         """Ingest ``paths`` into ``name`` (created when new); only changed files are
         embedded. With no paths, an existing collection takes the new settings (and is
-        embedded again if the encoder changed). A new collection that fails is removed."""
+        embedded again if the encoder changed). ``expert`` names the local model and LoRA
+        adapter its questions are answered with. A new collection that fails is removed."""
         exists = (self.root / check_collection_name(name) / FILE_NAME).exists()
         if not paths and not exists:
             raise InvalidRequestError(f"name the files to add to the new collection {name!r}")
+        meta = _meta(escalate, description, expert)
         file = self._open(name, create=True)
         try:
-            given = {"escalate": escalate, "description": description}
-            file.set_meta(**{key: value for key, value in given.items() if value is not None})
+            file.set_meta(**meta)
             report = ingest_into(file, paths, self.embedder, self.settings, progress)
         except BaseException:
             file.close()
@@ -140,3 +140,12 @@ def _dim(file: CollectionFile, embedder: Embedder) -> int:
             f"`edge-agent knowledge add {file.name}` embeds it again"
         )
     return int(embedder.encoder.dim)
+
+
+def _meta(
+    escalate: str | None, description: str | None, expert: ExpertFiles | None
+) -> dict[str, str]:
+    """The collection settings given (the rest stay as they are)."""
+    given = {"escalate": escalate, "description": description}
+    meta = {key: value for key, value in given.items() if value is not None}
+    return meta | (expert.meta() if expert is not None else {})

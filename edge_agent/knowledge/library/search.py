@@ -15,10 +15,28 @@ from typing import get_args
 import numpy as np
 import numpy.typing as npt
 
+from ridgeline_core.runtime.types import LoraAdapter
+
 from ...settings import Escalate
 from .store import ChunkRow, CollectionFile
 
-__all__ = ["LoadedCollection", "Passage", "Shelf"]
+__all__ = ["Expert", "LoadedCollection", "Passage", "Shelf"]
+
+
+@dataclass(frozen=True)
+class Expert:
+    """How a collection's questions are answered: a preferred local model, and a LoRA
+    adapter (GGUF) applied to it, recorded with its sha256 when it was added."""
+
+    model: str | None = None
+    adapter: LoraAdapter | None = None
+
+    @classmethod
+    def of(cls, file: CollectionFile) -> Expert:
+        path, digest = file.meta("adapter"), file.meta("adapter_sha256")
+        scale = float(file.meta("adapter_scale") or 1.0)
+        adapter = None if path is None else LoraAdapter(path, scale, digest)
+        return cls(file.meta("model"), adapter)
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,7 @@ class LoadedCollection:
         self._ids, self._matrix = file.vectors(dim)
         self._lock = threading.Lock()  # one SQLite connection: one reader at a time
         self.escalate: Escalate | None = None  # its own privacy setting
+        self.expert = Expert()  # the model and adapter its questions are answered with
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -99,6 +118,7 @@ class Shelf:
             try:
                 fresh = LoadedCollection(file, self._dim(file))
                 fresh.escalate = escalate_setting(file.meta("escalate"))
+                fresh.expert = Expert.of(file)
             except BaseException:
                 file.close()
                 raise
