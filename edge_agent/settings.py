@@ -481,7 +481,11 @@ class KnowledgeSettings(Section):
         default_factory=list, description="names the redacted setting also removes"
     )
     experts: int = Field(default=1, ge=1, le=16, description="collections chosen per question")
-    passages: int = Field(default=3, ge=1, le=16, description="retrieved chunks in the prompt")
+    passages: int = Field(
+        default=5, ge=1, le=16,
+        description="retrieved chunks in the prompt (benchmarks/knowledge.py: of 2-5, 5 is the "
+        "most accurate for SmolLM2)",
+    )  # fmt: skip
     min_similarity: float = Field(
         default=0.2, ge=-1, lt=1, description="a chunk less similar to the question is not used"
     )

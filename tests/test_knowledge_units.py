@@ -173,13 +173,16 @@ def passage(text: str, heading: str = "Leave") -> Passage:
     return Passage("handbook", "/docs/leave.md", 0, heading, text, 0.8)
 
 
-def test_passages_go_into_the_last_user_message_numbered() -> None:
+def test_passages_go_into_the_system_message_numbered_best_last() -> None:
     messages = [ChatMessage("system", "Be brief."), ChatMessage("user", "How many days?")]
     out = with_passages(messages, [passage("27 days."), passage("Ask early.", "")])
-    assert out[0] == messages[0] and len(out) == 2
-    content = out[1].content
-    assert "[1] Leave: 27 days." in content and "[2] Ask early." in content
-    assert content.endswith("Question: How many days?")
+    assert out[1] == messages[1] and len(out) == 2  # the question as asked
+    system = out[0].content
+    assert system.startswith("Be brief.\n\n")
+    assert system.index("[2] Ask early.") < system.index("[1] Leave: 27 days.")
+    plain = [ChatMessage("user", "How many days?")]
+    added = with_passages(plain, [passage("27 days.")])
+    assert added[0].role == "system" and added[1:] == plain
     assert with_passages(messages, []) == messages
 
 

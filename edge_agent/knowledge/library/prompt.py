@@ -13,30 +13,33 @@ __all__ = ["cited", "with_passages"]
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 INSTRUCTION = (
-    "Answer the question from the passages below, briefly. After the answer, cite the "
-    "passage it comes from, like [1]. If the passages do not hold the answer, say you "
-    "do not know."
+    "Answer the user's question using only these passages. Reply in one short sentence "
+    "and cite the passage like [1]."
 )
 
 
 def passages_text(passages: Sequence[Passage]) -> str:
+    """The passages numbered by relevance ([1] is the best), the best one last: nearest
+    the question, where a small model reads it best (benchmarks/knowledge.py)."""
+    numbered = list(enumerate(passages, 1))
     return "\n\n".join(
         f"[{n}] {p.heading}: {p.text}" if p.heading else f"[{n}] {p.text}"
-        for n, p in enumerate(passages, 1)
+        for n, p in reversed(numbered)
     )
 
 
 def with_passages(
     messages: Sequence[ChatMessage], passages: Sequence[Passage]
 ) -> list[ChatMessage]:
-    """The conversation with the passages in its last user message, which ends with the
-    question as it was asked."""
+    """The conversation with the passages in its system message (after the system prompt
+    it has, if any); the user's turns stay as they were asked."""
     if not passages:
         return list(messages)
-    last = max(i for i, m in enumerate(messages) if m.role == "user")
-    question = messages[last].content
-    content = f"{INSTRUCTION}\n\n{passages_text(passages)}\n\nQuestion: {question}"
-    return [*messages[:last], ChatMessage("user", content), *messages[last + 1 :]]
+    block = f"{INSTRUCTION}\n\n{passages_text(passages)}"
+    if messages and messages[0].role == "system":
+        first = ChatMessage("system", f"{messages[0].content}\n\n{block}")
+        return [first, *messages[1:]]
+    return [ChatMessage("system", block), *messages]
 
 
 def cited(text: str, count: int) -> list[int]:
