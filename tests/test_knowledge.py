@@ -8,6 +8,7 @@ the real broker (tests/recording_upstream.py), not from the edge's own record.
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -484,3 +485,65 @@ def test_an_expert_answers_with_its_adapter(
         pytest.raises(IntegrityError, match="sha256"),  # never loaded
     ):
         agent.ask(question, knowledge="tuned", mode="local")
+
+
+# -- calibrate and eval on questions that name a collection --------------------------------
+
+KNOWLEDGE_QUESTIONS = [
+    ("handbook", "How many days of annual leave does a Kestrel & Vane employee get?", "27"),
+    ("handbook", "How many unused leave days carry over at Kestrel & Vane?", "6"),
+    ("handbook", "By what time must a sick Kestrel & Vane employee call?", "09:30"),
+    ("handbook", "Who answers payroll questions at Kestrel & Vane?", "Oyelaran"),
+    ("handbook", "Into which account are Kestrel & Vane refunds paid?", "NL81"),
+    ("handbook", "What is the Kestrel & Vane payroll server's address?", "10.20.30.40"),
+    ("manual", "What is the part number of the AL-7 replacement filter?", "FX-4471"),
+    ("manual", "How often should the AL-7 filter be replaced?", "7 months"),
+    ("manual", "What does error code E4 mean on the AL-7?", "blocked"),
+    ("manual", "How long do I hold the buttons to reset the AL-7?", "11 seconds"),
+    ("manual", "How heavy is the Aerolume AL-7?", "5.3"),
+    ("manual", "How loud is the AL-7?", "31 dB"),
+    ("cookbook", "How long does the Harrowgate rye loaf bake?", "52 minutes"),
+    ("cookbook", "How long does the Harrowgate rye loaf proof?", "9 hour"),
+    ("cookbook", "What are the Harrowgate midwinter buns shaped like?", "cat"),
+    ("cookbook", "Who founded the Harrowgate bakery?", "Edda Pellow"),  # not in the corpus
+]
+
+
+def test_calibrate_and_eval_answer_from_the_collections_a_dataset_names(
+    minilm: MiniLM, model_store: ModelStore, library_root: Path, tmp_path: Path
+) -> None:
+    from conftest import isolated_env
+
+    dataset = tmp_path / "knowledge.jsonl"
+    dataset.write_text(
+        "\n".join(
+            json.dumps({"id": f"k{i}", "collection": c, "prompt": q, "answers": [a]})
+            for i, (c, q, a) in enumerate(KNOWLEDGE_QUESTIONS)
+        ),
+        encoding="utf-8",
+    )
+    env = isolated_env(model_store, tmp_path)
+    env["RIDGELINE_EDGE_KNOWLEDGE__DIR"] = str(library_root / "knowledge")
+    env["RIDGELINE_EDGE_EMBEDDINGS__THREADS"] = "2"
+    out = tmp_path / "smollm2.knowledge.calibration.json"
+    fitted = run("edge-agent", "calibrate", "--dataset", str(dataset), "--out", str(out),
+                 "--no-plot", "--max-tokens", "32", "--json", env=env)  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    report = json.loads(fitted.stdout)
+    assert {m["method"] for m in report["methods"]} >= {"logistic-knowledge", "platt"}
+    assert not any(m["method"] == "logistic-fast" for m in report["methods"])  # probes: no
+    saved = json.loads(out.read_text())
+    assert saved["info"]["knowledge"] is True
+    if saved["calibrator"]["kind"] == "logistic":
+        assert "answer_in_passages" in saved["features"]
+    env["RIDGELINE_EDGE_CONFIDENCE__KNOWLEDGE_CALIBRATION_FILE"] = str(out)
+    evaluated = run("edge-agent", "eval", "--dataset", str(dataset), "--max-tokens", "32",
+                    "--json", env=env)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["calibrated"] is True and result["n"] == len(KNOWLEDGE_QUESTIONS)
+    assert result["local_accuracy"] >= 0.5  # the passages hold most answers
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"collection": "nosuch", "prompt": "x?", "answers": ["y"]}))
+    refused = run("edge-agent", "eval", "--dataset", str(missing), env=env)
+    assert refused.returncode == 4 and "collection 'nosuch' is not on this device" in refused.stderr

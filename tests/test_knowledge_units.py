@@ -189,3 +189,34 @@ def test_passages_go_into_the_system_message_numbered_best_last() -> None:
 def test_citations_in_an_answer() -> None:
     assert cited("27 days [2], see also [1] and [2].", 3) == [2, 1]
     assert cited("No citation, [7] is out of range, [0] too.", 3) == []
+
+
+def test_what_an_escalation_carries_under_each_setting() -> None:
+    from edge_agent.knowledge.library.outbound import outbound
+    from edge_agent.knowledge.redaction import Redactor
+    from ridgeline_core.wire import LocalDraft
+
+    plain = [ChatMessage("user", "Who handles payroll?")]
+    augmented = with_passages(plain, [passage("Ask Ann Lee, ann@firm.example, +31 20 555 0143.")])
+    draft = LocalDraft("Mail ann@firm.example", 0.4, "smollm2", 5)
+    redactor = Redactor(["Ann Lee"])
+
+    allowed = outbound("allowed", plain, augmented, draft, 1, redactor)
+    assert allowed.messages == augmented and allowed.draft == draft and not allowed.withheld
+
+    question = outbound("question-only", plain, augmented, draft, 1, redactor)
+    assert question.messages == plain and question.draft is None
+    assert question.withheld == ["1 retrieved passages", "the local draft (written from them)"]
+    assert outbound("question-only", plain, augmented, None, 1, redactor).withheld == [
+        "1 retrieved passages"
+    ]
+
+    redacted = outbound("redacted", plain, augmented, draft, 1, redactor)
+    text = "\n".join(m.content for m in redacted.messages)
+    assert "Ask [NAME], [EMAIL], [PHONE]." in text and "ann@" not in text
+    assert redacted.draft is not None and redacted.draft.text == "Mail [EMAIL]"
+    assert redacted.redacted == {"name": 1, "email": 2, "phone": 1}
+    assert "redacted (1 email" not in redacted.sent and "2 email" in redacted.sent
+
+    with pytest.raises(AssertionError):
+        outbound("never", plain, augmented, draft, 1, redactor)
