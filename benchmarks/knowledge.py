@@ -14,6 +14,12 @@ project's matcher (an accepted answer appears in the reply).
   selection (the best collection only), ``knowledge.passages`` passages each;
 - retrieval: recall@k (a passage from the question's source file that holds an accepted
   answer is among the first k of all chunks) and expert selection accuracy;
+- routing: expert selection accuracy when the questions do not name their company, device
+  or bakery (as a user asking their own documents would: "How many days of annual leave do
+  I get?"), by what the score reads: the best chunk alone, the collections' profiles, and
+  the judged outcomes of the train answers (kept with ``Library.judge``, as
+  ``calibrate --remember`` keeps them). The weights are chosen on the train split (its
+  first half judged, its second half asked), then test is asked with train judged;
 - confidence: held-out AUROC of a logistic calibration fitted on the train split, with and
   without the retrieval features (answers with expert selection);
 - privacy: a real broker process in front of an upstream that records what it receives;
@@ -93,6 +99,77 @@ def retrieval_figures(agent: Any, items: Sequence[Any]) -> dict[str, float]:
         chosen_right += [e.name for e in picked.experts if e.chosen] == [item.collection]
     n = len(items)
     return {**{f"recall@{k}": v / n for k, v in hits.items()}, "experts": chosen_right / n}
+
+
+NAMES = (
+    ("Kestrel & Vane Instruments", "the company"), ("Kestrel & Vane's", "the company's"),
+    ("Kestrel & Vane", "the company"), ("the Aerolume AL-7", "the purifier"),
+    ("Aerolume AL-7", "the purifier"), ("the Aerolume", "the purifier's"), ("AL-7", "purifier"),
+    ("Aerolume", "the purifier's"), ("the Harrowgate", "the"), ("Harrowgate", "the"),
+)  # fmt: skip
+WEIGHTS = (0.0, 0.25, 0.5, 1.0)
+
+
+def unnamed(question: str) -> str:
+    """The question without the names that give its collection away."""
+    for name, instead in NAMES:
+        question = question.replace(name, instead)
+    return question
+
+
+def routing_figures(agent: Any, train: list[Any], test: list[Any], judged: list[Any]) -> Any:
+    """Expert selection accuracy on unnamed questions, per signal; ``judged`` are the train
+    answers (observations, with expert selection) whose verdicts the collections keep."""
+    from edge_agent.knowledge.library import AUTO, Weights, retrieve
+
+    s, library = agent.settings.knowledge, agent.library
+
+    def judge(observations: list[Any]) -> None:
+        for name in library.names():
+            library.load(name).file.forget_judged()
+        for o in observations:
+            found = retrieve(
+                library,
+                agent.embedder.embed_one(o.item.prompt),
+                [AUTO],
+                experts=1,
+                passages=s.passages,
+                min_similarity=s.min_similarity,
+            )
+            used = sorted({p.collection for p in found.passages})
+            if used:
+                library.judge(used, o.item.prompt, o.correct, "calibration")
+
+    def accuracy(items: list[Any], weights: Any) -> float:
+        right = 0
+        for item in items:
+            found = retrieve(library, agent.embedder.embed_one(unnamed(item.prompt)), [AUTO],
+                             experts=1, passages=s.passages, min_similarity=s.min_similarity,
+                             weights=weights)  # fmt: skip
+            right += [e.name for e in found.experts if e.chosen] == [item.collection]
+        return right / len(items)
+
+    half = len(judged) // 2
+    asked = [o.item for o in judged[half:]]
+    judge([])
+    profile = max(WEIGHTS, key=lambda w: (accuracy(asked, Weights(w, 0.0)), -w))
+    judge(judged[:half])
+    weight = max(WEIGHTS, key=lambda w: (accuracy(asked, Weights(profile, w)), -w))
+    rows = {}
+    judge([])
+    rows["best chunk"] = accuracy(test, Weights())
+    rows[f"+ profile (weight {profile})"] = accuracy(test, Weights(profile, 0.0))
+    judge(judged)
+    rows[f"+ judged outcomes (weight {weight}, {len(judged)} judged)"] = accuracy(
+        test, Weights(profile, weight)
+    )
+    judge([])
+    rows["questions that name it, best chunk"] = sum(
+        [e.name for e in retrieve(library, agent.embedder.embed_one(i.prompt), [AUTO],
+                                  experts=1, passages=s.passages,
+                                  min_similarity=s.min_similarity).experts if e.chosen]
+        == [i.collection] for i in test) / len(test)  # fmt: skip
+    return {"weights": {"profile": profile, "judged": weight}, "accuracy": rows}
 
 
 def answer_all(agent: Any, items: Sequence[Any], experts: int | None) -> list[Any]:
@@ -238,7 +315,9 @@ def main() -> None:
         results["accuracy"] = {name: sum(o.correct for o in obs) / len(obs)
                                for name, obs in (("no knowledge", plain), ("all chunks", pooled),
                                                  ("expert selection", experts))}  # fmt: skip
-        results["auroc"] = auroc_figures(answer_all(agent, train, 1), experts)
+        trained = answer_all(agent, train, 1)
+        results["auroc"] = auroc_figures(trained, experts)
+        results["routing"] = routing_figures(agent, train, items, trained)
         store_root = agent.settings.models.store_dir
     if not args.no_privacy:
         handbook = [i for i in items if i.collection == "kestrel-handbook"]
@@ -267,6 +346,9 @@ def _tables(r: dict[str, Any]) -> None:
         print(f"| {name} | {value:.3f} |")
     print("\n| retrieval | value |\n|---|---:|")
     for name, value in r["retrieval"].items():
+        print(f"| {name} | {value:.3f} |")
+    print("\n| expert selection, questions without names | accuracy |\n|---|---:|")
+    for name, value in r["routing"]["accuracy"].items():
         print(f"| {name} | {value:.3f} |")
     print("\n| confidence (held-out) | AUROC |\n|---|---:|")
     for name, value in r["auroc"].items():

@@ -6,16 +6,19 @@ models, the confidence, the threshold policy and the broker link through these.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ridgeline_core.errors import EmptyPromptError
+from ridgeline_core.errors import EmptyPromptError, InvalidRequestError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime import Runtime, RuntimePool
 from ridgeline_core.store import ManifestCatalog, ModelStore
 
 from .confidence.calibrated import ModelConfidence, Scored
 from .knowledge.embeddings import Embedder
-from .knowledge.library import Library
+from .knowledge.library import AUTO, Library
 from .knowledge.memory import Outcome, OutcomeMemory
 from .knowledge.specialists import SpecialistRegistry
 from .link.escalation import BrokerLink
@@ -162,15 +165,26 @@ class KnowledgeView:
         parsed = (options or RequestOptions()).merged(**changes) if changes else options
         return classify(self.parts, specialist, text, parsed or RequestOptions())
 
-    def feedback(self, prompt: str, right: bool, model: str | None = None) -> Outcome:
+    def feedback(
+        self,
+        prompt: str,
+        right: bool,
+        model: str | None = None,
+        knowledge: Sequence[str] = (),
+    ) -> Outcome:
         """Record whether ``model``'s (default: ``models.default``) local answer to
         ``prompt`` was right. The outcome memory keeps it; with ``preroute.memory.enabled``
-        it moves the pre-route's prediction for similar prompts."""
+        it moves the pre-route's prediction for similar prompts. An answer from local
+        knowledge names the collections it came from (``knowledge``, as in the decision
+        record): the judgment goes to them instead (their expert selection reads it,
+        ``knowledge.judged_weight``), never to the outcome memory."""
         if not prompt.strip():
             raise EmptyPromptError("prompt is empty")
         name = model or self.parts.settings.models.default
         self.parts.catalog.get(name)  # UnknownModelError
-        return self.parts.memory.add(name, prompt, right, "feedback")
+        if not knowledge:
+            return self.parts.memory.add(name, prompt, right, "feedback")
+        return _judge(self.parts.library, knowledge, Outcome(prompt, name, right, "feedback", 0))
 
     @property
     def embedder(self) -> Embedder:
@@ -205,3 +219,15 @@ def _enforced_context(role: str, trained: int | None, n_ctx: int) -> int | None:
     if role not in ("chat", "base"):
         return trained
     return n_ctx if trained is None else min(trained, n_ctx)
+
+
+def _judge(library: Library, knowledge: Sequence[str], outcome: Outcome) -> Outcome:
+    """Feedback on an answer from knowledge: kept by the collections named."""
+    if AUTO in knowledge:
+        raise InvalidRequestError(
+            "name the collections that answered (the decision record's knowledge.collections), "
+            "not auto",
+            param="knowledge",
+        )
+    library.judge(knowledge, outcome.prompt, outcome.right, outcome.source)
+    return dataclasses.replace(outcome, time=time.time())

@@ -489,6 +489,15 @@ class KnowledgeSettings(Section):
     min_similarity: float = Field(
         default=0.2, ge=-1, lt=1, description="a chunk less similar to the question is not used"
     )
+    profile_weight: float = Field(
+        default=0.0, ge=0, le=4,
+        description="how much a collection's profile (its subject) adds to its expert score",
+    )  # fmt: skip
+    judged_weight: float = Field(
+        default=0.0, ge=0, le=4,
+        description="how much its judged answers to similar questions (feedback, the broker's "
+        "verdicts) move its expert score",
+    )  # fmt: skip
     chunk_chars: int = Field(
         default=700, ge=200, le=8000, description="longest chunk, in characters"
     )

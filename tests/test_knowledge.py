@@ -230,6 +230,54 @@ def test_expert_selection_picks_the_collection_and_the_chunk(
     assert all(p.collection == collection for p in found.passages)
 
 
+def test_judged_outcomes_and_profiles_move_expert_selection(
+    minilm: MiniLM, model_store: ModelStore, tmp_path: Path
+) -> None:
+    """Two collections that both answer a leave question; the one whose answers to such
+    questions were judged wrong (feedback on paraphrases) loses it once judged_weight > 0.
+    The judged question is kept as its embedding, in the collection's file only."""
+    from edge_agent.knowledge.library import AUTO, Weights, retrieve
+
+    (tmp_path / "north.md").write_text(
+        "# North office\n\n## Leave\n\nStaff at the north office get 27 days of leave a year.\n"
+    )
+    (tmp_path / "south.md").write_text(
+        "# South office\n\n## Leave\n\nStaff at the south office get 31 days of leave a "
+        "year.\n\n## Canteen\n\nThe canteen serves soup on Fridays.\n"
+    )
+    question = "How many days of leave do staff get?"
+    with EdgeAgent(settings(model_store, tmp_path), background=False) as agent:
+        library = agent.library
+        library.add("north", [tmp_path / "north.md"], description="the north office handbook")
+        library.add("south", [tmp_path / "south.md"], description="the south office handbook")
+        vector = agent.embedder.embed_one(question)
+
+        def chosen(weights: Weights) -> str:
+            found = retrieve(library, vector, [AUTO], experts=1, passages=3,
+                             min_similarity=0.2, weights=weights)  # fmt: skip
+            return next(e.name for e in found.experts if e.chosen)
+
+        first = chosen(Weights())
+        other = "south" if first == "north" else "north"
+        for asked in ("How much annual leave do staff have?", "Days of leave per year for staff?",
+                      "How many leave days does a member of staff get each year?"):  # fmt: skip
+            agent.feedback(asked, False, knowledge=[first])
+            agent.feedback(asked, True, knowledge=[other])
+        assert chosen(Weights()) == first  # judged_weight 0: the judgments move nothing
+        assert chosen(Weights(judged=1.0)) == other
+        found = retrieve(library, vector, [AUTO], experts=2, passages=3, min_similarity=0.2,
+                         weights=Weights(profile=0.5, judged=1.0))  # fmt: skip
+        scores = {e.name: e for e in found.experts}
+        assert scores[first].judged < 0.5 < scores[other].judged
+        assert scores[other].support > 1.0 and 0 < scores[other].profile < 1
+        assert scores[other].score == pytest.approx(
+            scores[other].chunk + 0.5 * scores[other].profile + (scores[other].judged - 0.5)
+        )
+        assert library.info(first).judged == 3 and agent.memory.outcomes() == []
+    stored = (tmp_path / "knowledge" / first / "chunks.sqlite").read_bytes()
+    assert b"annual leave do staff" not in stored  # an embedding, never the text
+
+
 def test_an_answer_from_knowledge_cites_its_passages(agent: EdgeAgent) -> None:
     answer = agent.ask(
         "How many days of annual leave does a Kestrel & Vane employee get?",
@@ -385,6 +433,13 @@ def test_the_knowledge_commands(
                 "--max-tokens", "24", env=env)  # fmt: skip
     assert asked.returncode == 0, asked.stderr
     assert "[1] manual · al7.html #0" in asked.stderr
+    judged = run("edge-agent", "feedback", question, "--wrong", "--knowledge", "manual", env=env)
+    assert judged.returncode == 0, judged.stderr
+    assert "answered wrong from manual" in judged.stdout and "judged_weight" in judged.stderr
+    listed = json.loads(run("edge-agent", "knowledge", "list", "--json", env=env).stdout)
+    assert [c["judged"] for c in listed["collections"]] == [1]
+    auto = run("edge-agent", "feedback", question, "--right", "--knowledge", "auto", env=env)
+    assert auto.returncode == 3 and "not auto" in auto.stderr
     bad = run("edge-agent", "knowledge", "add", "../up", str(corpus["manual"]), env=env)
     assert bad.returncode == 3 and "invalid collection name" in bad.stderr
     missing = run("edge-agent", "ask", "hi", "--knowledge", "nosuch", env=env)

@@ -220,3 +220,49 @@ def test_what_an_escalation_carries_under_each_setting() -> None:
 
     with pytest.raises(AssertionError):
         outbound("never", plain, augmented, draft, 1, redactor)
+
+
+def test_a_profile_reads_its_judged_neighbours_only() -> None:
+    import numpy as np
+
+    from edge_agent.knowledge.library.profiles import Profile
+
+    def unit(*values: float) -> np.ndarray:
+        v = np.array(values, dtype=np.float32)
+        return v / np.linalg.norm(v)
+
+    chunks = np.stack([unit(1, 0, 0), unit(1, 1, 0)])
+    judged = np.stack([unit(0, 0, 1), unit(0, 0.1, 1), unit(1, 0, 0)])
+    right = np.array([False, False, True])
+    profile = Profile(chunks, None, judged, right)
+    assert profile.similarity(unit(1, 0.4142, 0)) == pytest.approx(1.0, abs=1e-4)  # the mean
+    near_wrong = profile.judged_rate(unit(0, 0, 1))
+    assert near_wrong.rate < 0.5 and near_wrong.support > 1.5 and near_wrong.judged == 3
+    assert profile.judged_rate(unit(1, 0, 0)).rate > 0.5
+    nothing = profile.judged_rate(unit(0, 1, 0))  # nothing judged is near: no lean
+    assert nothing.rate == 0.5 and nothing.support == 0.0
+    described = Profile(chunks, unit(0, 0, 1), judged[:0], right[:0])
+    assert described.similarity(unit(0, 0, 1)) > profile.similarity(unit(0, 0, 1))
+    assert described.judged_rate(unit(0, 0, 1)).rate == 0.5
+    empty = Profile(np.zeros((0, 3), np.float32), None, judged[:0], right[:0])
+    assert empty.similarity(unit(1, 0, 0)) == 0.0
+
+
+def test_judged_questions_are_kept_by_dimension_and_forgotten_on_a_new_encoder(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+
+    from edge_agent.knowledge.library.store import CollectionFile
+
+    file = CollectionFile("notes", tmp_path / "notes", create=True)
+    file.judge(np.ones(4, np.float32), True, "feedback")
+    file.judge(np.ones(8, np.float32), False, "broker")  # another encoder's size
+    vectors, right = file.judged(4)
+    assert vectors.shape == (1, 4) and right.tolist() == [True]
+    assert file.count("judged") == 2
+    file.forget_judged()
+    assert file.count("judged") == 0 and file.judged(4)[0].shape == (0, 4)
+    with pytest.raises(ValueError):
+        file.count("sources; drop table chunks")
+    file.close()

@@ -549,6 +549,40 @@ def test_the_edge_records_the_brokers_verdict_on_its_draft(
     assert remembered[-1]["prompt"] == "Who wrote Romeo and Juliet?"
 
 
+def test_the_brokers_verdict_on_a_knowledge_draft_goes_to_the_collection(
+    broker: BrokerProcess, edge_env: dict[str, str], minilm: MiniLM, tmp_path: Path
+) -> None:
+    """A draft answered from local knowledge (escalate = allowed sends it) is judged by the
+    broker; the verdict is kept by the collection it drew on, not the outcome memory."""
+    (tmp_path / "notes.md").write_text(
+        "# Notes\n\n## Parking\n\nThe Tallow Street office has 14 parking spaces.\n"
+    )
+    env = {
+        **edge_env,
+        "RIDGELINE_EDGE_PREROUTE__ENABLED": "false",
+        "RIDGELINE_EDGE_ABORT__ENABLED": "false",
+    }
+    added = run_command(
+        "edge-agent", "knowledge", "add", "notes", str(tmp_path / "notes.md"),
+        "--escalate", "allowed", env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    answer = edge_ask(
+        broker, env, "--threshold", "1", "--strategy", "verify-draft", "--max-tokens", "12",
+        "--knowledge", "notes", "How many parking spaces does the Tallow Street office have?",
+    )  # fmt: skip
+    info = answer["decision"]["broker"]
+    assert info["draft_verdict"] is not None and info["verdict_recorded"]
+    listed = run_command("edge-agent", "knowledge", "list", "--json", env=env)
+    collections = json.loads(listed.stdout)["collections"]
+    assert [(c["name"], c["judged"]) for c in collections] == [("notes", 1)]
+    assert not list(Path(edge_env["XDG_STATE_HOME"]).rglob("outcome-memory.jsonl")) or all(
+        "Tallow" not in line
+        for f in Path(edge_env["XDG_STATE_HOME"]).rglob("outcome-memory.jsonl")
+        for line in f.read_text().splitlines()
+    )
+
+
 def test_the_edge_shows_a_strategys_members_and_cost(
     broker: BrokerProcess, edge_env: dict[str, str]
 ) -> None:

@@ -93,12 +93,13 @@ def list_collections(state: CliState, as_json: bool) -> None:
         click.echo(f"no collections in {library.root} (edge-agent knowledge add NAME PATH...)")
         return
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "SOURCES", "CHUNKS", "SIZE", "ESCALATE", "DESCRIPTION"):
+    for column in ("NAME", "SOURCES", "CHUNKS", "JUDGED", "SIZE", "ESCALATE", "DESCRIPTION"):
         table.add_column(column, no_wrap=column != "DESCRIPTION")
     for r in rows:
         escalate = r["escalate"] + ("" if r["own"] else " (default)")
         table.add_row(
-            r["name"], str(r["sources"]), str(r["chunks"]), f"{r['bytes'] / 1e6:.1f} MB",
+            r["name"], str(r["sources"]), str(r["chunks"]), str(r["judged"]),
+            f"{r['bytes'] / 1e6:.1f} MB",
             escalate, r["description"],
         )  # fmt: skip
     Console(width=160).print(table)
@@ -115,21 +116,21 @@ def list_collections(state: CliState, as_json: bool) -> None:
 @click.pass_obj
 def search(state: CliState, query: str, names: tuple[str, ...], k: int, as_json: bool) -> None:
     """The chunks most similar to QUERY, with the collections' scores."""
-    from ..knowledge.library import AUTO, retrieve
+    from ..knowledge.library import AUTO, Weights, retrieve
 
     with _agent(state) as agent:
         settings = agent.settings.knowledge
         found = retrieve(
             agent.library, agent.embedder.embed_one(query), list(names) or [AUTO],
             experts=len(names) or settings.experts, passages=k,
-            min_similarity=settings.min_similarity,
+            min_similarity=settings.min_similarity, weights=Weights.of(settings),
         )  # fmt: skip
     passages = [p.citation(n) | {"text": p.text} for n, p in enumerate(found.passages, 1)]
     if as_json:
-        experts = [vars(e) for e in found.experts]
+        experts = [e.record() for e in found.experts]
         echo_json({"experts": experts, "passages": passages, "skipped": list(found.skipped)})
         return
-    scores = ", ".join(f"{e.name} {e.score:.2f}{' ✓' if e.chosen else ''}" for e in found.experts)
+    scores = ", ".join(_expert_line(e) for e in found.experts)
     click.echo(f"collections: {scores or 'none'} ({found.ms:.1f} ms)")
     for line in found.skipped:
         click.secho(f"skipped {line}", err=True, fg="yellow")
@@ -137,6 +138,14 @@ def search(state: CliState, query: str, names: tuple[str, ...], k: int, as_json:
         where = f"{p['collection']} · {Path(str(p['source'])).name} #{p['chunk']}"
         click.echo(f"[{p['n']}] {p['score']:.3f} {where} · {p['heading']}")
         click.echo(f"    {' '.join(str(p['text']).split())[:300]}")
+
+
+def _expert_line(e: Any) -> str:
+    """NAME SCORE, with what besides its best chunk moved the score."""
+    moved = f" (profile {e.profile:.2f}" + (
+        f", judged {e.judged:.2f} of {e.support:.1f})" if e.support else ")"
+    )
+    return f"{e.name} {e.score:.2f}{moved}{' ✓' if e.chosen else ''}"
 
 
 @knowledge.command("rm")
@@ -163,7 +172,7 @@ def retriever_for(agent: Any, names: tuple[str, ...], items: list[Any]) -> Any:
     collections must be on this device."""
     from ridgeline_core.errors import UnknownCollectionError
 
-    from ..knowledge.library import AUTO, retrieve
+    from ..knowledge.library import AUTO, Weights, retrieve
 
     wanted = {item.collection for item in items if item.collection}
     if not names and not wanted:
@@ -181,7 +190,7 @@ def retriever_for(agent: Any, names: tuple[str, ...], items: list[Any]) -> Any:
     def passages(item: Any) -> Any:
         return retrieve(
             library, agent.embedder.embed_one(item.prompt), chosen, experts=s.experts,
-            passages=s.passages, min_similarity=s.min_similarity,
+            passages=s.passages, min_similarity=s.min_similarity, weights=Weights.of(s),
         )  # fmt: skip
 
     return passages

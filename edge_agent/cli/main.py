@@ -447,7 +447,8 @@ def _questions(path: Path, limit: int | None) -> list[Any]:
 @click.option(
     "--remember",
     is_flag=True,
-    help="also keep whether each answer was right in the pre-route memory (preroute.memory)",
+    help="also keep whether each answer was right: in the pre-route memory (preroute.memory), "
+    "or, answered from knowledge, in the collections' expert selection",
 )
 @calibrate_tokens_option
 @limit_option
@@ -493,7 +494,9 @@ def calibrate(
     with EdgeAgent(settings, background=False) as agent:
         retriever = retriever_for(agent, knowledge, items + (held or []))
         fitted = _fit_calibration(agent, items, held, dataset, method, out, max_tokens, retriever)
-        remembered = _remember(agent, fitted.name, fitted.observations) if remember else None
+        remembered = (
+            _remember(agent, fitted.name, fitted.observations, retriever) if remember else None
+        )
     plot_file = None
     if not no_plot:
         plot_file = plot_path or fitted.target.with_suffix(".png")
@@ -607,10 +610,17 @@ def _print_calibration(fitted: _Fitted, out: Path | None, plot: Path | None, n: 
         click.echo(f"wrote {plot}")
 
 
-def _remember(agent: Any, model: str, observations: list[Any]) -> str:
-    """Keep each observed question's outcome in the agent's outcome memory; its path."""
+def _remember(agent: Any, model: str, observations: list[Any], retriever: Any) -> str:
+    """Keep each observed question's outcome: in the agent's outcome memory, or, for
+    answers from local knowledge, in the collections they came from. Where it went."""
     from ..knowledge.memory import Outcome
 
+    if retriever is not None:
+        for o in observations:
+            used = sorted({p.collection for p in retriever(o.item).passages})
+            if used:
+                agent.library.judge(used, o.item.prompt, o.correct, "calibration")
+        return "the collections' expert selection (knowledge.judged_weight)"
     now = time.time()
     agent.memory.extend(
         [Outcome(o.item.prompt, model, o.correct, "calibration", now) for o in observations]
@@ -623,21 +633,36 @@ def _remember(agent: Any, model: str, observations: list[Any]) -> str:
 @click.option("--right", "verdict", flag_value="right", help="the local answer was right")
 @click.option("--wrong", "verdict", flag_value="wrong", help="the local answer was wrong")
 @click.option("--model", help="the local model that answered (default: models.default)")
+@click.option(
+    "--knowledge", "knowledge", multiple=True, metavar="NAME",
+    help="the answer came from this collection (repeat for more): the judgment goes to "
+    "its expert selection, not to the pre-route's memory",
+)  # fmt: skip
 @click.pass_obj
-def feedback(state: CliState, prompt: str, verdict: str | None, model: str | None) -> None:
+def feedback(
+    state: CliState, prompt: str, verdict: str | None, model: str | None, knowledge: tuple[str, ...]
+) -> None:
     """Remember whether the local model answered PROMPT right (--right or --wrong): the
-    pre-route's outcome memory (preroute.memory) then expects the same of similar prompts."""
+    pre-route's outcome memory (preroute.memory) then expects the same of similar prompts.
+    With --knowledge, the collections that answered keep it instead, and choose themselves
+    more (or less) for similar questions (knowledge.judged_weight)."""
     from ..agent import EdgeAgent
 
     if verdict is None:
         raise click.UsageError("say whether the answer was right: --right or --wrong")
     settings = state.load(None).settings
     with EdgeAgent(settings, background=False) as agent:
-        outcome = agent.feedback(prompt, verdict == "right", model)
-        path = agent.memory.path
+        outcome = agent.feedback(prompt, verdict == "right", model, knowledge)
+        where = str(agent.memory.path)
         enabled = settings.preroute.memory.enabled
     verdict = "right" if outcome.right else "wrong"
-    click.echo(f"remembered: {outcome.model} answered {verdict} (in {path})")
+    if knowledge:
+        named = ", ".join(dict.fromkeys(knowledge))
+        click.echo(f"remembered: answered {verdict} from {named} (in its expert selection)")
+        if settings.knowledge.judged_weight == 0:
+            click.echo("  (expert selection reads it once knowledge.judged_weight > 0)", err=True)
+        return
+    click.echo(f"remembered: {outcome.model} answered {verdict} (in {where})")
     if not enabled:
         click.echo("  (pre-route reads it once preroute.memory.enabled = true)", err=True)
 

@@ -95,11 +95,17 @@ def _broker_text(
 def _remember_verdict(ctx: RequestContext, cloud: CloudAnswer) -> bool:
     """The broker judged the local draft: keep its verdict as a judged outcome of the local
     model (the outcome memory; pre-route and ``calibrate --outcomes`` learn from it).
-    A private request is not remembered, nor one answered from knowledge (its outcome
-    depends on the passages, not on the question alone)."""
+    A private request is not remembered. One answered from knowledge is remembered by the
+    collections it drew on (their expert selection), not by the outcome memory: its outcome
+    depends on the passages, not on the question alone."""
     assert cloud.verdict is not None
     request = ctx.request
-    if request.options.private or request.options.knowledge:
+    if request.options.private:
+        return False
+    knowledge = ctx.record.knowledge
+    if knowledge is not None and knowledge.used:
+        return knowledge.judge(ctx.parts.library, cloud.verdict.accepted, "broker")
+    if request.options.knowledge:
         return False
     ctx.parts.memory.add(request.model, request.question, cloud.verdict.accepted, "broker")
     return True

@@ -14,12 +14,23 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from ridgeline_core.runtime import ChatMessage
 from ridgeline_core.wire import LocalDraft
 
 from ..confidence.features import RetrievalEvidence
 from ..decision import KnowledgeInfo
-from ..knowledge.library import Escalate, Retrieval, cited, retrieve, with_passages
+from ..knowledge.library import (
+    Escalate,
+    Library,
+    Retrieval,
+    Weights,
+    cited,
+    retrieve,
+    with_passages,
+)
 from ..knowledge.library.outbound import Outbound, outbound
 from ..knowledge.library.prompt import passages_text
 from ..knowledge.redaction import Redactor
@@ -36,6 +47,7 @@ class KnowledgeUse:
     plain: list[ChatMessage]  # the conversation as asked, without the passages
     setting: Escalate | None  # the privacy setting that holds; None: nothing retrieved
     setting_from: str  # the collections it comes from
+    vector: npt.NDArray[np.float32] | None = None  # the question's embedding, in memory only
 
     @property
     def used(self) -> bool:
@@ -57,7 +69,7 @@ class KnowledgeUse:
         """The decision record's part: what was retrieved, and what the broker was sent."""
         found = self.retrieval
         return KnowledgeInfo(
-            collections=[dataclasses.asdict(e) for e in found.experts],
+            collections=[e.record() for e in found.experts],
             citations=[p.citation(n) for n, p in enumerate(found.passages, 1)],
             escalate=self.setting,
             escalate_from=self.setting_from,
@@ -68,6 +80,14 @@ class KnowledgeUse:
             skipped=list(found.skipped),
             adapter=adapter,
         )
+
+    def judge(self, library: Library, right: bool, source: str) -> bool:
+        """Keep a judgment of the answer in the collections whose passages it used."""
+        used = sorted({p.collection for p in self.retrieval.passages})
+        if not used or self.vector is None:
+            return False
+        library.judge(used, self.vector, right, source)
+        return True
 
     def citations(self, text: str) -> list[dict[str, object]]:
         used = set(cited(text, len(self.retrieval.passages)))
@@ -81,7 +101,7 @@ def retrieval_evidence(found: Retrieval) -> RetrievalEvidence | None:
         return None
     return RetrievalEvidence(
         scores=tuple(p.score for p in found.passages),
-        expert_scores=tuple(e.score for e in found.experts if e.score > float("-inf")),
+        expert_scores=tuple(e.chunk for e in found.experts if e.chunk > float("-inf")),
         experts_chosen=sum(e.chosen for e in found.experts),
         passages=passages_text(found.passages),
     )
@@ -101,10 +121,11 @@ def retrieve_knowledge(ctx: RequestContext) -> None:
     found = retrieve(
         parts.library, vector, names, experts=settings.experts,
         passages=settings.passages, min_similarity=settings.min_similarity,
+        weights=Weights.of(settings),
     )  # fmt: skip
     ctx.record.knowledge_ms = (time.perf_counter() - started) * 1000
     ctx.record.knowledge = KnowledgeUse(
-        found, list(request.messages), found.escalate(), found.policy_source()
+        found, list(request.messages), found.escalate(), found.policy_source(), vector
     )
     if found.passages:
         messages = with_passages(request.messages, found.passages)

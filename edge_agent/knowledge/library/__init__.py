@@ -10,7 +10,7 @@ device.
 """
 
 from .expert_files import ExpertFiles
-from .experts import ExpertScore, Retrieval, retrieve
+from .experts import ExpertScore, Retrieval, Weights, retrieve
 from .ingest import IngestReport
 from .library import AUTO, CollectionInfo, Library, check_collection_name
 from .policy import ESCALATE_SETTINGS, Escalate, strictest
@@ -28,6 +28,7 @@ __all__ = [
     "Library",
     "Passage",
     "Retrieval",
+    "Weights",
     "check_collection_name",
     "cited",
     "retrieve",

@@ -1,14 +1,18 @@
 """Expert selection: which collections a question is about, and the passages it needs.
 
-Each candidate collection is scored by its best chunk's similarity to the question; the
-``experts`` best that reach ``min_similarity`` are chosen, and the ``passages`` most similar
-chunks among theirs go into the prompt. A collection that cannot be read is skipped (and
+Each candidate collection is scored by its best chunk's similarity to the question, plus
+``profile_weight`` times the question's similarity to the collection's profile, plus
+``judged_weight`` times how far its judged answers to similar questions lean right or wrong
+(rate - 0.5; see :mod:`.profiles`). The ``experts`` best with a chunk that reaches
+``min_similarity`` are chosen, and the ``passages`` most similar chunks among theirs go
+into the prompt. A collection that cannot be read is skipped (and
 named) when the request left the choice to us (``auto``), and is the request's error
 when it was named.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,22 +22,43 @@ import numpy.typing as npt
 
 from ridgeline_core.errors import StoreError
 
-from ...settings import Escalate
+from ...settings import Escalate, KnowledgeSettings
 from .library import AUTO, Library
 from .policy import strictest
 from .search import Expert, Passage
 
-__all__ = ["ExpertScore", "Retrieval", "retrieve"]
+__all__ = ["ExpertScore", "Retrieval", "Weights", "retrieve"]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much a collection's profile and its judged outcomes move its score."""
+
+    profile: float = 0.0
+    judged: float = 0.0
+
+    @classmethod
+    def of(cls, settings: KnowledgeSettings) -> Weights:
+        return cls(settings.profile_weight, settings.judged_weight)
 
 
 @dataclass(frozen=True)
 class ExpertScore:
     name: str
-    score: float  # its best chunk's similarity to the question
+    score: float  # what it was ranked by: chunk + the weighted profile and judged terms
     chosen: bool
     escalate: Escalate  # its privacy setting
     model: str | None = None  # the local model it prefers
     adapter: str | None = None  # the LoRA adapter its answers use
+    chunk: float = float("-inf")  # its best chunk's similarity (-inf: none reached the floor)
+    profile: float = 0.0  # the question's similarity to its profile
+    judged: float = 0.5  # the rate of right answers among similar judged questions
+    support: float = 0.0  # how many judged questions' worth that rate rests on
+
+    def record(self) -> dict[str, object]:
+        """JSON-ready: a score of a collection with no chunk above the floor is None."""
+        fields = dataclasses.asdict(self)
+        return {k: None if v == float("-inf") else v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
@@ -72,11 +97,12 @@ def retrieve(
     experts: int,
     passages: int,
     min_similarity: float,
+    weights: Weights = Weights(),
 ) -> Retrieval:
     started = time.perf_counter()
     auto = AUTO in names
     candidates = library.names() if auto else list(dict.fromkeys(names))
-    scored: list[tuple[str, float, list[tuple[int, float]]]] = []
+    scored: list[tuple[ExpertScore, list[tuple[int, float]]]] = []
     skipped: list[str] = []
     for name in candidates:
         try:
@@ -87,27 +113,41 @@ def retrieve(
             skipped.append(f"{name}: {exc}")
             continue
         hits = [h for h in loaded.nearest(question, passages) if h[1] >= min_similarity]
-        scored.append((name, hits[0][1] if hits else float("-inf"), hits))
-    scored.sort(key=lambda s: -s[1])
-    chosen = [s for s in scored if s[2]][:experts]
-    pool = sorted(
-        ((name, hit) for name, _, hits in chosen for hit in hits), key=lambda x: -x[1][1]
-    )[:passages]
+        scored.append((_score(library, name, question, hits, weights), hits))
+    scored.sort(key=lambda s: -s[0].score)
+    chosen = [s for s in scored if s[1]][:experts]
+    pool = sorted(((e.name, hit) for e, hits in chosen for hit in hits), key=lambda x: -x[1][1])[
+        :passages
+    ]
     found: list[Passage] = []
-    for name, _, _ in chosen:
-        mine = [hit for owner, hit in pool if owner == name]
-        found.extend(library.load(name).passages(mine) if mine else [])
-    picked = {name for name, _, _ in chosen}
+    for e, _ in chosen:
+        mine = [hit for owner, hit in pool if owner == e.name]
+        found.extend(library.load(e.name).passages(mine) if mine else [])
+    picked = {e.name for e, _ in chosen}
     return Retrieval(
         _experts={name: library.load(name).expert for name in picked},
-        experts=tuple(_score(library, name, score, name in picked) for name, score, _ in scored),
+        experts=tuple(dataclasses.replace(e, chosen=e.name in picked) for e, _ in scored),
         passages=tuple(sorted(found, key=lambda p: -p.score)),
         skipped=tuple(skipped),
         ms=(time.perf_counter() - started) * 1000,
     )
 
 
-def _score(library: Library, name: str, score: float, chosen: bool) -> ExpertScore:
-    expert = library.load(name).expert
+def _score(
+    library: Library,
+    name: str,
+    question: npt.NDArray[np.float32],
+    hits: list[tuple[int, float]],
+    weights: Weights,
+) -> ExpertScore:
+    loaded = library.load(name)
+    expert = loaded.expert
     adapter = None if expert.adapter is None else expert.adapter.path
-    return ExpertScore(name, score, chosen, library.escalate(name), expert.model, adapter)
+    chunk = hits[0][1] if hits else float("-inf")
+    profile = loaded.profile.similarity(question)
+    judged = loaded.profile.judged_rate(question)
+    score = chunk + weights.profile * profile + weights.judged * (judged.rate - 0.5)
+    return ExpertScore(
+        name, score, False, library.escalate(name), expert.model, adapter,
+        chunk, profile, judged.rate, judged.support,
+    )  # fmt: skip

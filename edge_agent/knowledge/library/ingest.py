@@ -136,6 +136,7 @@ def _reembed(file: CollectionFile, embed: Embed, progress: Progress) -> int:
             chunks = [Chunk(r.heading, r.text) for r in rows]
             vectors = _embed_all(embed, [c.embedded_text() for c in chunks], progress)
             file.replace_source(source.path, source.sha256, source.bytes, chunks, vectors)
+        file.forget_judged()  # their questions were embedded by the old encoder
     finally:
         progress.finish()
     return total

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from ridgeline_core.errors import InvalidRequestError, StoreError, UnknownCollectionError
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.store.manifest_fields import NAME_PATTERN
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["AUTO", "CollectionInfo", "Library", "check_collection_name"]
 
 AUTO = "auto"  # a request's knowledge: choose among all collections
+Question = str | npt.NDArray[np.float32]  # a question, or its embedding
 
 
 def check_collection_name(name: str) -> str:
@@ -51,6 +55,7 @@ class CollectionInfo:
     bytes: int  # the store file on disk
     escalate: Escalate | None  # its own privacy setting (None: knowledge.escalate)
     description: str
+    judged: int = 0  # judged answers its expert selection reads
 
     @classmethod
     def of(cls, file: CollectionFile) -> CollectionInfo:
@@ -58,7 +63,7 @@ class CollectionInfo:
         return cls(
             file.name, len(sources), sum(s.chunks for s in sources.values()),
             file.path.stat().st_size, escalate_setting(file.meta("escalate")),
-            file.meta("description") or "",
+            file.meta("description") or "", file.count("judged"),
         )  # fmt: skip
 
 
@@ -69,7 +74,7 @@ class Library:
         self.settings = settings
         self.root = root
         self.embedder = embedder
-        self._shelf = Shelf(self._open, lambda file: _dim(file, embedder))
+        self._shelf = Shelf(self._open, lambda file: _dim(file, embedder), embedder.embed_one)
 
     def names(self) -> list[str]:
         found = self.root.iterdir() if self.root.is_dir() else ()
@@ -92,26 +97,22 @@ class Library:
         expert: ExpertFiles | None = None,
         progress: Progress = NULL_PROGRESS,
     ) -> IngestReport:
-        """Ingest ``paths`` into ``name`` (created when new); only changed files are
-        embedded. With no paths, an existing collection takes the new settings (and is
-        embedded again if the encoder changed). ``expert`` names the local model and LoRA
-        adapter its questions are answered with. A new collection that fails is removed."""
-        exists = (self.root / check_collection_name(name) / FILE_NAME).exists()
-        if not paths and not exists:
-            raise InvalidRequestError(f"name the files to add to the new collection {name!r}")
-        meta = _meta(escalate, description, expert)
+        """Ingest ``paths`` into ``name`` (created when new; removed if that fails); only
+        changed files are embedded. With no paths, an existing collection takes the new
+        settings. ``expert``: the local model and LoRA adapter its questions are answered with."""
+        exists = _exists(self.root, name, paths)
         file = self._open(name, create=True)
         try:
-            file.set_meta(**meta)
-            report = ingest_into(file, paths, self.embedder, self.settings, progress)
+            file.set_meta(**_meta(escalate, description, expert))
+            return ingest_into(file, paths, self.embedder, self.settings, progress)
         except BaseException:
-            file.close()
             if not exists:
+                file.close()
                 shutil.rmtree(self.root / name, ignore_errors=True)
             raise
-        file.close()
-        self._shelf.forget(name)
-        return report
+        finally:
+            file.close()
+            self._shelf.forget(name)
 
     def remove(self, name: str) -> None:
         directory = self.root / check_collection_name(name)
@@ -124,12 +125,26 @@ class Library:
         """The collection ready for search (loaded again when another process wrote it)."""
         return self._shelf.get(name)
 
-    def escalate(self, name: str) -> Escalate:
-        """The collection's privacy setting: its own, else ``knowledge.escalate``."""
+    def judge(self, names: Sequence[str], question: Question, right: bool, source: str) -> None:
+        """Keep a judged answer in the collections that gave it (see :mod:`.profiles`)."""
+        loaded = [self.load(name) for name in dict.fromkeys(names)]  # each must exist
+        vector = self.embedder.embed_one(question) if isinstance(question, str) else question
+        for each in loaded:
+            each.judge(vector, right, source)
+
+    def escalate(self, name: str) -> Escalate:  # its own privacy setting, else the global one
         return self.load(name).escalate or self.settings.escalate
 
     def close(self) -> None:
         self._shelf.close()
+
+
+def _exists(root: Path, name: str, paths: Sequence[Path]) -> bool:
+    """Whether collection ``name`` exists; a new one needs files."""
+    exists = (root / check_collection_name(name) / FILE_NAME).exists()
+    if not paths and not exists:
+        raise InvalidRequestError(f"name the files to add to the new collection {name!r}")
+    return exists
 
 
 def _dim(file: CollectionFile, embedder: Embedder) -> int:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ridgeline_core.runtime.types import LoraAdapter
 
 from ...settings import Escalate
+from .profiles import Profile
 from .store import ChunkRow, CollectionFile
 
 __all__ = ["Expert", "LoadedCollection", "Passage", "Shelf"]
@@ -62,12 +63,15 @@ class Passage:
 
 
 class LoadedCollection:
-    """One collection's vectors, reloaded when its file changes."""
+    """One collection's vectors and profile, reloaded when its file changes."""
 
-    def __init__(self, file: CollectionFile, dim: int) -> None:
+    def __init__(
+        self, file: CollectionFile, dim: int, description: npt.NDArray[np.float32] | None = None
+    ) -> None:
         self.file = file
         self.stamp = file.stamp()
         self._ids, self._matrix = file.vectors(dim)
+        self.profile = Profile(self._matrix, description, *file.judged(dim))
         self._lock = threading.Lock()  # one SQLite connection: one reader at a time
         self.escalate: Escalate | None = None  # its own privacy setting
         self.expert = Expert()  # the model and adapter its questions are answered with
@@ -93,8 +97,16 @@ class LoadedCollection:
             if (r := rows.get(i)) is not None
         ]
 
+    def judge(self, question: npt.NDArray[np.float32], right: bool, source: str) -> None:
+        """Keep a judged answer of this collection's (read by the next load's profile)."""
+        with self._lock:
+            self.file.judge(question, right, source)
+
     def close(self) -> None:
         self.file.close()
+
+
+Describe = Callable[[str], "npt.NDArray[np.float32]"]
 
 
 class Shelf:
@@ -102,10 +114,14 @@ class Shelf:
     process added to it) and closed when it is forgotten."""
 
     def __init__(
-        self, open_file: Callable[[str], CollectionFile], dim: Callable[[CollectionFile], int]
+        self,
+        open_file: Callable[[str], CollectionFile],
+        dim: Callable[[CollectionFile], int],
+        describe: Describe | None = None,
     ) -> None:
         self._open = open_file
         self._dim = dim
+        self._describe = describe  # a description's embedding, for the profile
         self._loaded: dict[str, LoadedCollection] = {}
         self._lock = threading.Lock()
 
@@ -116,7 +132,9 @@ class Shelf:
                 return loaded
             file = self._open(name)
             try:
-                fresh = LoadedCollection(file, self._dim(file))
+                about = file.meta("description")
+                seen = self._describe(about) if about and self._describe else None
+                fresh = LoadedCollection(file, self._dim(file), seen)
                 fresh.escalate = escalate_setting(file.meta("escalate"))
                 fresh.expert = Expert.of(file)
             except BaseException:

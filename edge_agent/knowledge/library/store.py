@@ -7,6 +7,11 @@ it was. A source's vectors are one float32 matrix in its row (a blob per chunk w
 take a page each: twice the disk); they are loaded into memory for search
 (:mod:`.search`). A chunk's key is its source's id and its place in the source.
 
+``judged`` holds the collection's judged outcomes: the embedding of a question it answered
+(never its text) and whether the answer was right, from feedback or the broker's verdict.
+Expert selection reads them (:mod:`.profiles`). They live in the collection's own private
+file because a question about the user's documents is itself private.
+
 A file SQLite cannot read is a :class:`StoreError` naming the collection, and it is left
 where it is: removing it is the user's call (``edge-agent knowledge rm``).
 """
@@ -42,6 +47,9 @@ create table if not exists sources(
 create table if not exists chunks(
     source integer not null, ordinal integer not null, heading text not null,
     text text not null, primary key (source, ordinal)) without rowid;
+create table if not exists judged(
+    id integer primary key, vector blob not null, right integer not null,
+    source text not null, at real not null);
 """
 _ORDINAL_BITS = 24  # a key is source id << 24 | ordinal: up to 16M chunks a file
 
@@ -169,7 +177,40 @@ class _ChunkReader(_CollectionDb):
             return [ChunkRow(*r) for r in self._db.execute(query, args)]
 
 
-class CollectionFile(_ChunkReader):
+class _JudgedRows(_ChunkReader):
+    """The judged answers expert selection reads, and the counts of rows."""
+
+    def count(self, table: str = "chunks") -> int:
+        """Rows in ``chunks`` or ``judged``."""
+        if table not in ("chunks", "judged"):
+            raise ValueError(table)
+        with self._errors("read"):
+            return int(self._db.execute(f"select count(*) from {table}").fetchone()[0])
+
+    def judge(self, vector: npt.NDArray[np.float32], right: bool, source: str) -> None:
+        """Keep one judged answer: the question's embedding and whether it was right."""
+        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+        with self._errors("write"), self._db:
+            self._db.execute(
+                "insert into judged(vector, right, source, at) values (?, ?, ?, ?)",
+                (blob, int(right), source, time.time()),
+            )
+
+    def forget_judged(self) -> None:
+        with self._errors("write"), self._db:
+            self._db.execute("delete from judged")
+
+    def judged(self, dim: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The judged questions' embeddings (of ``dim``; others, from an encoder since
+        replaced, are left out) and whether each was answered right."""
+        with self._errors("read"):
+            rows = self._db.execute("select vector, right from judged order by id").fetchall()
+        kept = [(v, r) for v, r in rows if len(v) == dim * 4]
+        matrix = np.frombuffer(b"".join(v for v, _ in kept), dtype=np.float32)
+        return matrix.reshape(len(kept), dim), np.array([bool(r) for _, r in kept], dtype=bool)
+
+
+class CollectionFile(_JudgedRows):
     """A collection's sources and chunks, with their vectors."""
 
     def sources(self) -> dict[str, SourceRow]:
@@ -212,7 +253,3 @@ class CollectionFile(_ChunkReader):
                     (path,),
                 )
                 self._db.execute("delete from sources where path = ?", (path,))
-
-    def count(self) -> int:
-        with self._errors("read"):
-            return int(self._db.execute("select count(*) from chunks").fetchone()[0])
