@@ -289,6 +289,84 @@ QUESTIONS: dict[str, list[tuple[str, str, list[str]]]] = {
             "On which extension does the Kestrel & Vane IT service desk answer?",
             ["4400"],
         ),
+        (
+            "travel.md",
+            "Under which code is a Kestrel & Vane travel request filed in Heron?",
+            ["TRV"],
+        ),
+        (
+            "travel.md",
+            "At least how many working days before departure should a Kestrel & Vane travel request be sent?",
+            ["12", "twelve"],
+        ),
+        (
+            "travel.md",
+            "Train journeys longer than how many hours may Kestrel & Vane staff book in first class?",
+            ["3.5"],
+        ),
+        (
+            "travel.md",
+            "How much is taken off the Kestrel & Vane meal allowance when breakfast is included in the hotel price?",
+            ["11 euros", "11"],
+        ),
+        ("travel.md", "What is the Kestrel & Vane travel insurance policy called?", ["Albatross"]),
+        (
+            "travel.md",
+            "What is the Kestrel & Vane list of countries where extra care is needed called?",
+            ["Lighthouse"],
+        ),
+        (
+            "equipment.md",
+            "After how many months are Kestrel & Vane laptops replaced?",
+            ["42", "forty-two"],
+        ),
+        (
+            "equipment.md",
+            "For how much may a Kestrel & Vane employee buy their old laptop?",
+            ["75 euros", "75"],
+        ),
+        ("equipment.md", "What is the Kestrel & Vane software catalogue called?", ["Chandlery"]),
+        (
+            "equipment.md",
+            "How many instruments does the Kestrel & Vane loan pool hold?",
+            ["64", "sixty-four"],
+        ),
+        (
+            "equipment.md",
+            "In which town are the reference standards of the Kestrel & Vane Stillroom checked each year?",
+            ["Vellingham"],
+        ),
+        (
+            "equipment.md",
+            "What is the usual turnaround of a calibration in the Kestrel & Vane Stillroom?",
+            ["6 working days", "six working days"],
+        ),
+        (
+            "conduct.md",
+            "How many hours is a full-time working week at Kestrel & Vane?",
+            ["37", "thirty-seven"],
+        ),
+        (
+            "conduct.md",
+            "What are the meeting-free Wednesday afternoons at Kestrel & Vane called?",
+            ["Bench Time"],
+        ),
+        (
+            "conduct.md",
+            "How much is the Kestrel & Vane home-working allowance per day worked from home?",
+            ["3.40"],
+        ),
+        (
+            "conduct.md",
+            "What is the procedure for a complaint about how you are treated at Kestrel & Vane called?",
+            ["Lantern"],
+        ),
+        ("conduct.md", "What is the Kestrel & Vane counselling service called?", ["Mooring"]),
+        (
+            "conduct.md",
+            "What supplement is paid for overtime in the Kestrel & Vane workshop?",
+            ["35 percent", "35%", "35"],
+        ),
     ],
     AM: [
         (
@@ -517,6 +595,96 @@ QUESTIONS: dict[str, list[tuple[str, str, list[str]]]] = {
             "air-quality.html",
             "How long does a sealed Aerolume AL-7 cartridge keep in storage?",
             ["2 years", "two years"],
+        ),
+        (
+            "installation.txt",
+            "What is the part number of the Aerolume AL-7 wall-mount kit?",
+            ["WM-0716"],
+        ),
+        (
+            "installation.txt",
+            "How much weight does the Aerolume AL-7 wall bracket hold?",
+            ["12 kg", "12"],
+        ),
+        (
+            "installation.txt",
+            "At least how high above the floor must the bottom grille of a wall-mounted Aerolume AL-7 be?",
+            ["40 centimetres", "40"],
+        ),
+        (
+            "installation.txt",
+            "How far from radiators and cooking hobs should the Aerolume AL-7 stand?",
+            ["1.5 metres", "1.5"],
+        ),
+        (
+            "installation.txt",
+            "How much free space should be left above the top vent of the Aerolume AL-7?",
+            ["70 centimetres", "70"],
+        ),
+        (
+            "installation.txt",
+            "What is the part number of the Aerolume AL-7 castor base?",
+            ["CB-0520"],
+        ),
+        (
+            "connectivity.html",
+            "How many schedules can an Aerolume AL-7 hold?",
+            ["12", "twelve"],
+        ),
+        (
+            "connectivity.html",
+            "How many other people can the owner of an Aerolume AL-7 invite in the app?",
+            ["6", "six"],
+        ),
+        (
+            "connectivity.html",
+            "From what time of night does the Aerolume AL-7 install firmware updates?",
+            ["03:00", "3:00"],
+        ),
+        (
+            "connectivity.html",
+            "For how long does the Aerolume AL-7 keep its clock and schedules after a power cut?",
+            ["72 hours", "72"],
+        ),
+        (
+            "connectivity.html",
+            "Which firmware version did the Aerolume AL-7 have when its manual was printed?",
+            ["3.8.2"],
+        ),
+        (
+            "connectivity.html",
+            "What does the app code C4 mean for the Aerolume AL-7?",
+            ["another account"],
+        ),
+        (
+            "maintenance.html",
+            "How many blades does the Aerolume AL-7 fan wheel have?",
+            ["41", "forty-one"],
+        ),
+        (
+            "maintenance.html",
+            "What is the part number of the Aerolume AL-7 fan module?",
+            ["FM-5519"],
+        ),
+        (
+            "maintenance.html",
+            "How long do you hold the light and speed buttons to calibrate the Aerolume AL-7 sensor?",
+            ["8 seconds", "eight seconds"],
+        ),
+        (
+            "maintenance.html",
+            "What colour does the Aerolume AL-7 air quality ring glow during sensor calibration?",
+            ["turquoise"],
+        ),
+        (
+            "maintenance.html",
+            "What is the part number of the Aerolume AL-7 remote control?",
+            ["RC-7105"],
+        ),
+        (
+            "maintenance.html",
+            "How long does the battery of the Aerolume AL-7 remote control last?",
+            ["18 months", "eighteen months"],
         ),
     ],
     HC: [
