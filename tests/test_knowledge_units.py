@@ -119,7 +119,7 @@ def test_directories_are_searched_and_hidden_files_left_out(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("report.pdf", b"%PDF-1.7", "pdftotext"),
+        ("report.pdf", b"%PDF-1.7", "not a PDF that can be read"),
         ("data.bin", b"\x00", "cannot read .bin"),
         ("latin1.txt", "café".encode("latin-1"), "not UTF-8"),
         ("big.md", b"x" * 2048, "knowledge.max_file_bytes"),
@@ -133,6 +133,56 @@ def test_files_we_cannot_use_are_clear_errors(
     with pytest.raises(InvalidRequestError, match=message) as caught:
         read_source(path, 1024)
     assert str(path) in str(caught.value)
+
+
+def test_a_pdf_is_read_page_by_page_from_its_text_layer(tmp_path: Path) -> None:
+    from pdf_file import pdf_bytes
+
+    path = tmp_path / "notes.pdf"
+    path.write_bytes(
+        pdf_bytes([
+            ["KESTREL NOTES", "The Tallow Street office has 14", "parking spaces (bikes: the yard)."],  # noqa: E501
+            [],  # a page with no text is left out
+            ["WARRANTY", "The warranty lasts 5 years."],
+        ])
+    )  # fmt: skip
+    source = read_source(path, 1 << 20)
+    assert source.kind == "pdf" and source.size == path.stat().st_size
+    assert source.blocks == (
+        Block("page 1", 1),
+        Block("Kestrel Notes", 2),
+        Block("The Tallow Street office has 14 parking spaces (bikes: the yard)."),
+        Block("page 3", 1),
+        Block("Warranty", 2),
+        Block("The warranty lasts 5 years."),
+    )
+    chunks = chunk_blocks(list(source.blocks), 700)
+    assert chunks[-1].embedded_text().startswith("page 3 > Warranty\n")
+    assert find_sources([tmp_path]) == [path]
+
+
+def test_pdfs_we_cannot_read_are_clear_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from pdf_file import encrypted_pdf_bytes, pdf_bytes
+
+    scanned = tmp_path / "scanned.pdf"
+    scanned.write_bytes(pdf_bytes([[], []]))
+    with pytest.raises(InvalidRequestError, match=r"no text in its 2 pages .*OCR"):
+        read_source(scanned, 1 << 20)
+    locked = tmp_path / "locked.pdf"
+    locked.write_bytes(encrypted_pdf_bytes("s3cret"))
+    with pytest.raises(InvalidRequestError, match="needs a password"):
+        read_source(locked, 1 << 20)
+    cut = tmp_path / "cut.pdf"
+    cut.write_bytes(pdf_bytes([["SOME TEXT"]])[:200])
+    with pytest.raises(InvalidRequestError, match=f"{cut}: not a PDF that can be read"):
+        read_source(cut, 1 << 20)
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # the pdf extra not installed
+    with pytest.raises(InvalidRequestError, match=r"needs pypdf: pip install 'ridgeline\[pdf\]'"):
+        read_source(scanned, 1 << 20)
 
 
 def test_a_missing_file_and_an_unreadable_one(tmp_path: Path) -> None:

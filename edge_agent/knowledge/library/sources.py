@@ -1,4 +1,4 @@
-"""Source files read into blocks of text: Markdown, plain text and HTML.
+"""Source files read into blocks of text: Markdown, plain text, HTML and PDF (:mod:`.pdf`).
 
 A block is a heading or a paragraph (a list item, a table row); :mod:`.chunking` groups
 them into chunks under their headings. Every problem with a file (missing, unreadable,
@@ -20,7 +20,7 @@ from ridgeline_core.errors import InvalidRequestError
 
 __all__ = ["SUFFIXES", "Block", "SourceText", "find_sources", "read_source"]
 
-Kind = Literal["markdown", "text", "html"]
+Kind = Literal["markdown", "text", "html", "pdf"]
 SUFFIXES: dict[str, Kind] = {
     ".md": "markdown",
     ".markdown": "markdown",
@@ -29,6 +29,7 @@ SUFFIXES: dict[str, Kind] = {
     ".rst": "text",
     ".html": "html",
     ".htm": "html",
+    ".pdf": "pdf",  # its text layer, with pypdf (the pdf extra)
 }
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _MD_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -85,26 +86,31 @@ def read_source(path: Path, max_bytes: int) -> SourceText:
         raise InvalidRequestError(
             f"{path}: cannot read it ({exc.strerror})", param="paths"
         ) from None
+    if kind == "pdf":
+        from .pdf import pdf_blocks
+
+        blocks = tuple(pdf_blocks(path, data))
+    else:
+        blocks = tuple(_READERS[kind](_decoded(path, data)))
+    return SourceText(path, kind, hashlib.sha256(data).hexdigest(), len(data), blocks)
+
+
+def _decoded(path: Path, data: bytes) -> str:
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(
             f"{path}: not UTF-8 text (byte {exc.start}); convert it first", param="paths"
         ) from None
-    blocks = tuple(_READERS[kind](text))
-    return SourceText(path, kind, hashlib.sha256(data).hexdigest(), len(data), blocks)
 
 
 def _kind(path: Path) -> Kind:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         known = " ".join(sorted(SUFFIXES))
-        hint = (
-            " (convert a PDF to text first, e.g. with pdftotext)" if path.suffix == ".pdf" else ""
-        )
         raise InvalidRequestError(
             f"{path}: cannot read {path.suffix or 'files without a suffix'}; "
-            f"knowledge reads {known}{hint}",
+            f"knowledge reads {known}",
             param="paths",
         )
     return kind
