@@ -3,6 +3,7 @@ finds the passage and the collection, what confidence learns from it, and what e
 privacy setting lets reach the broker. Run:
 
     .venv/bin/python benchmarks/knowledge.py [--split test] [--limit N] [--no-privacy]
+                                             [--routing-only]
 
 Needs SmolLM2 and the built encoder in the edge agent's store (``edge-agent models pull``,
 ``edge-agent models build all-minilm-l6-v2``); the collections are ingested into a
@@ -14,12 +15,9 @@ project's matcher (an accepted answer appears in the reply).
   selection (the best collection only), ``knowledge.passages`` passages each;
 - retrieval: recall@k (a passage from the question's source file that holds an accepted
   answer is among the first k of all chunks) and expert selection accuracy;
-- routing: expert selection accuracy when the questions do not name their company, device
-  or bakery (as a user asking their own documents would: "How many days of annual leave do
-  I get?"), by what the score reads: the best chunk alone, the collections' profiles, and
-  the judged outcomes of the train answers (kept with ``Library.judge``, as
-  ``calibrate --remember`` keeps them). The weights are chosen on the train split (its
-  first half judged, its second half asked), then test is asked with train judged;
+- routing: with each source file a memory expert of its own (20), how often the one
+  chosen holds the answer, by what the score reads: the best chunk, + profiles, + judged
+  answers (benchmarks/knowledge_routing.py says how);
 - confidence: held-out AUROC of a logistic calibration fitted on the train split, with and
   without the retrieval features (answers with expert selection);
 - privacy: a real broker process in front of an upstream that records what it receives;
@@ -47,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 DATA = ROOT / "datasets" / "knowledge-v1"
 SETTINGS = ("never", "question-only", "redacted", "allowed")
+
+from knowledge_routing import routing_figures  # noqa: E402  (beside this file)
 
 
 def agent_settings(root: Path, **extra: Any) -> Any:
@@ -101,79 +101,11 @@ def retrieval_figures(agent: Any, items: Sequence[Any]) -> dict[str, float]:
     return {**{f"recall@{k}": v / n for k, v in hits.items()}, "experts": chosen_right / n}
 
 
-NAMES = (
-    ("Kestrel & Vane Instruments", "the company"), ("Kestrel & Vane's", "the company's"),
-    ("Kestrel & Vane", "the company"), ("the Aerolume AL-7", "the purifier"),
-    ("Aerolume AL-7", "the purifier"), ("the Aerolume", "the purifier's"), ("AL-7", "purifier"),
-    ("Aerolume", "the purifier's"), ("the Harrowgate", "the"), ("Harrowgate", "the"),
-)  # fmt: skip
-WEIGHTS = (0.0, 0.25, 0.5, 1.0)
-
-
-def unnamed(question: str) -> str:
-    """The question without the names that give its collection away."""
-    for name, instead in NAMES:
-        question = question.replace(name, instead)
-    return question
-
-
-def routing_figures(agent: Any, train: list[Any], test: list[Any], judged: list[Any]) -> Any:
-    """Expert selection accuracy on unnamed questions, per signal; ``judged`` are the train
-    answers (observations, with expert selection) whose verdicts the collections keep."""
-    from edge_agent.knowledge.library import AUTO, Weights, retrieve
-
-    s, library = agent.settings.knowledge, agent.library
-
-    def judge(observations: list[Any]) -> None:
-        for name in library.names():
-            library.load(name).file.forget_judged()
-        for o in observations:
-            found = retrieve(
-                library,
-                agent.embedder.embed_one(o.item.prompt),
-                [AUTO],
-                experts=1,
-                passages=s.passages,
-                min_similarity=s.min_similarity,
-            )
-            used = sorted({p.collection for p in found.passages})
-            if used:
-                library.judge(used, o.item.prompt, o.correct, "calibration")
-
-    def accuracy(items: list[Any], weights: Any) -> float:
-        right = 0
-        for item in items:
-            found = retrieve(library, agent.embedder.embed_one(unnamed(item.prompt)), [AUTO],
-                             experts=1, passages=s.passages, min_similarity=s.min_similarity,
-                             weights=weights)  # fmt: skip
-            right += [e.name for e in found.experts if e.chosen] == [item.collection]
-        return right / len(items)
-
-    half = len(judged) // 2
-    asked = [o.item for o in judged[half:]]
-    judge([])
-    profile = max(WEIGHTS, key=lambda w: (accuracy(asked, Weights(w, 0.0)), -w))
-    judge(judged[:half])
-    weight = max(WEIGHTS, key=lambda w: (accuracy(asked, Weights(profile, w)), -w))
-    rows = {}
-    judge([])
-    rows["best chunk"] = accuracy(test, Weights())
-    rows[f"+ profile (weight {profile})"] = accuracy(test, Weights(profile, 0.0))
-    judge(judged)
-    rows[f"+ judged outcomes (weight {weight}, {len(judged)} judged)"] = accuracy(
-        test, Weights(profile, weight)
-    )
-    judge([])
-    rows["questions that name it, best chunk"] = sum(
-        [e.name for e in retrieve(library, agent.embedder.embed_one(i.prompt), [AUTO],
-                                  experts=1, passages=s.passages,
-                                  min_similarity=s.min_similarity).experts if e.chosen]
-        == [i.collection] for i in test) / len(test)  # fmt: skip
-    return {"weights": {"profile": profile, "judged": weight}, "accuracy": rows}
-
-
-def answer_all(agent: Any, items: Sequence[Any], experts: int | None) -> list[Any]:
-    """Observations of the local model on ``items`` (None: without knowledge)."""
+def answer_all(
+    agent: Any, items: Sequence[Any], experts: int | None, library: Any = None
+) -> list[Any]:
+    """Observations of the local model on ``items`` (None: without knowledge), answered
+    from ``library`` (default: the agent's)."""
     from edge_agent.evaluation import harness
     from edge_agent.knowledge.library import AUTO, retrieve
     from ridgeline_core.cli import CliProgress
@@ -184,8 +116,8 @@ def answer_all(agent: Any, items: Sequence[Any], experts: int | None) -> list[An
     if experts is not None:
 
         def knowledge(item: Any) -> Any:
-            return retrieve(agent.library, agent.embedder.embed_one(item.prompt), [AUTO],
-                            experts=experts, passages=s.passages,
+            return retrieve(library or agent.library, agent.embedder.embed_one(item.prompt),
+                            [AUTO], experts=experts, passages=s.passages,
                             min_similarity=s.min_similarity)  # fmt: skip
 
     runtime = agent.runtime(agent.settings.models.default)
@@ -292,6 +224,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--no-privacy", action="store_true")
+    parser.add_argument("--routing-only", action="store_true", help="only expert selection")
     args = parser.parse_args()
     from edge_agent import EdgeAgent
     from edge_agent.evaluation.dataset import load_dataset
@@ -307,19 +240,13 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         EdgeAgent(agent_settings(Path(tmp)), background=False) as agent,
     ):
-        results["collections"] = ingest(agent)
-        results["retrieval"] = retrieval_figures(agent, items)
-        plain = answer_all(agent, items, None)
-        pooled = answer_all(agent, items, 16)
-        experts = answer_all(agent, items, 1)
-        results["accuracy"] = {name: sum(o.correct for o in obs) / len(obs)
-                               for name, obs in (("no knowledge", plain), ("all chunks", pooled),
-                                                 ("expert selection", experts))}  # fmt: skip
-        trained = answer_all(agent, train, 1)
-        results["auroc"] = auroc_figures(trained, experts)
-        results["routing"] = routing_figures(agent, train, items, trained)
+        if not args.routing_only:
+            _answers(agent, items, train, results)
+        results["routing"] = routing_figures(
+            agent, train, items, Path(tmp) / "file-experts", DATA, answer_all
+        )
         store_root = agent.settings.models.store_dir
-    if not args.no_privacy:
+    if not args.no_privacy and not args.routing_only:
         handbook = [i for i in items if i.collection == "kestrel-handbook"]
         handbook.sort(key=lambda i: i.source != "contacts.md")  # the personal data first
         handbook = handbook[:8]
@@ -328,6 +255,18 @@ def main() -> None:
     print(json.dumps(results, indent=2, default=str))
     _tables(results)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def _answers(agent: Any, items: list[Any], train: list[Any], results: dict[str, Any]) -> None:
+    results["collections"] = ingest(agent)
+    results["retrieval"] = retrieval_figures(agent, items)
+    plain = answer_all(agent, items, None)
+    pooled = answer_all(agent, items, 16)
+    experts = answer_all(agent, items, 1)
+    results["accuracy"] = {name: sum(o.correct for o in obs) / len(obs)
+                           for name, obs in (("no knowledge", plain), ("all chunks", pooled),
+                                             ("expert selection", experts))}  # fmt: skip
+    results["auroc"] = auroc_figures(answer_all(agent, train, 1), experts)
 
 
 def _with_sources(items: list[Any], path: Path) -> list[Any]:
@@ -341,18 +280,19 @@ def _with_sources(items: list[Any], path: Path) -> list[Any]:
 
 
 def _tables(r: dict[str, Any]) -> None:
-    print("\n| answered with | accuracy |\n|---|---:|")
-    for name, value in r["accuracy"].items():
-        print(f"| {name} | {value:.3f} |")
-    print("\n| retrieval | value |\n|---|---:|")
-    for name, value in r["retrieval"].items():
-        print(f"| {name} | {value:.3f} |")
-    print("\n| expert selection, questions without names | accuracy |\n|---|---:|")
-    for name, value in r["routing"]["accuracy"].items():
-        print(f"| {name} | {value:.3f} |")
-    print("\n| confidence (held-out) | AUROC |\n|---|---:|")
-    for name, value in r["auroc"].items():
-        print(f"| {name} | {value:.3f} |")
+    if "accuracy" in r:
+        print("\n| answered with | accuracy |\n|---|---:|")
+        for name, value in r["accuracy"].items():
+            print(f"| {name} | {value:.3f} |")
+        print("\n| retrieval | value |\n|---|---:|")
+        for name, value in r["retrieval"].items():
+            print(f"| {name} | {value:.3f} |")
+    print(f"\n| choosing among {r['routing']['experts']} file-sized experts | as written "
+          "| without names |\n|---|---:|---:|")  # fmt: skip
+    for name, (named, bare) in r["routing"]["accuracy"].items():
+        print(f"| {name} | {named:.3f} | {bare:.3f} |")
+    for name, value in r.get("auroc", {}).items():
+        print(f"| confidence (held-out AUROC), {name} | {value:.3f} |")
     if "privacy" in r:
         print("\n| setting | asked | reached the broker | with passages | personal data there |")
         print("|---|---:|---:|---:|---|")

@@ -490,13 +490,14 @@ class KnowledgeSettings(Section):
         default=0.2, ge=-1, lt=1, description="a chunk less similar to the question is not used"
     )
     profile_weight: float = Field(
-        default=0.0, ge=0, le=4,
-        description="how much a collection's profile (its subject) adds to its expert score",
+        default=0.25, ge=0, le=4,
+        description="how much a collection's profile (its subject) adds to its expert score "
+        "(benchmarks/knowledge.py chooses 0.25 on knowledge-v1 train)",
     )  # fmt: skip
     judged_weight: float = Field(
-        default=0.0, ge=0, le=4,
+        default=0.5, ge=0, le=4,
         description="how much its judged answers to similar questions (feedback, the broker's "
-        "verdicts) move its expert score",
+        "verdicts) move its expert score (0.5: chosen by leave-one-out on knowledge-v1 train)",
     )  # fmt: skip
     chunk_chars: int = Field(
         default=700, ge=200, le=8000, description="longest chunk, in characters"
