@@ -144,6 +144,7 @@ class Decision:
     timings: StageTimings
     cache: CacheInfo | None = None
     knowledge: KnowledgeInfo | None = None
+    local_threads: int | None = None  # threads the local model used (runtime.adaptive_threads)
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)  # type: ignore[no-any-return]

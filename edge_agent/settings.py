@@ -62,6 +62,11 @@ class RuntimeSettings(Section):
         default=None, ge=1, description="decode threads (default: physical cores)"
     )
     threads_batch: int | None = Field(default=None, ge=1, description="prompt threads")
+    adaptive_threads: bool = Field(
+        default=True,
+        description="per request, leave the cores other processes keep busy (telemetry "
+        "cpu_load) to them: fewer threads than loaded with, never more",
+    )
     n_ctx: int = Field(
         default=2048, ge=256, le=1 << 20, description="context length in tokens (llama.cpp: ≥ 256)"
     )

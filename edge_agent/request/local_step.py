@@ -8,7 +8,8 @@ import dataclasses
 import time
 from collections.abc import Callable, Generator
 
-from ridgeline_core.runtime import Runtime, TokenSignals
+from ridgeline_core.runtime import Runtime, ThreadedRuntime, TokenSignals
+from ridgeline_core.runtime.threads import threads_for_load
 
 from ..confidence.calibrated import ModelConfidence
 from ..decision import AbortInfo
@@ -28,6 +29,7 @@ def run_local_stage(ctx: RequestContext, decided: Route) -> Generator[Event, Non
     started = time.perf_counter()
     with parts.runtimes.lease(request.model, ctx.progress, ctx.cancel) as runtime:
         load_s = time.perf_counter() - started
+        record.threads = _use_threads(ctx, runtime)
         knowledge = ctx.record.knowledge
         confidence = parts.confidence.for_model(
             request.model, runtime, knowledge=knowledge is not None and knowledge.used
@@ -41,6 +43,17 @@ def run_local_stage(ctx: RequestContext, decided: Route) -> Generator[Event, Non
     record.local_ms += (time.perf_counter() - started) * 1000
     parts.sampler.refresh()
     return local
+
+
+def _use_threads(ctx: RequestContext, runtime: Runtime) -> int | None:
+    """The threads this request generates with: those the model was loaded with, less
+    the cores other processes keep busy now (``runtime.adaptive_threads``)."""
+    if not isinstance(runtime, ThreadedRuntime):
+        return None
+    if not ctx.parts.settings.runtime.adaptive_threads:
+        return runtime.use_threads(None)
+    others = ctx.record.snapshot.cpu_load
+    return runtime.use_threads(threads_for_load(runtime.loaded_threads, others))
 
 
 def _forward(steps: Generator[str, None, LocalRun], live: bool) -> Generator[Event, None, LocalRun]:

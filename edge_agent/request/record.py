@@ -64,6 +64,7 @@ class Record:
     knowledge: KnowledgeUse | None = None
     outbound: Outbound | None = None  # what an escalation sent under the privacy setting
     adapter: str | None = None  # the LoRA adapter the local model answered with
+    threads: int | None = None  # the threads the local model generated with
 
     def decision(self, path: Path, reason: str) -> Decision:
         local, prediction, th = self.local, self.prediction, self.threshold
@@ -86,6 +87,7 @@ class Record:
             aborted=self.first_abort or (None if local is None else local.abort),
             broker=self.broker,
             cache=self.cache,
+            local_threads=self.threads,
             knowledge=(
                 None if self.knowledge is None else self.knowledge.info(self.outbound, self.adapter)
             ),

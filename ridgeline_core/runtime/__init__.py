@@ -1,6 +1,13 @@
 """Runtime seam: load a model file and stream tokens with per-token confidence signals."""
 
-from .base import Generation, Runtime, load_runtime, register_runtime, registered_runtimes
+from .base import (
+    Generation,
+    Runtime,
+    ThreadedRuntime,
+    load_runtime,
+    register_runtime,
+    registered_runtimes,
+)
 from .pool import RuntimePool
 from .types import (
     MAX_STOP_CHARS,
@@ -25,6 +32,7 @@ __all__ = [
     "Runtime",
     "RuntimePool",
     "SamplingParams",
+    "ThreadedRuntime",
     "Token",
     "TokenSignals",
     "load_runtime",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..closing import Closing
 from ..errors import ModelError
@@ -94,6 +94,18 @@ class Runtime(Protocol):
 
     def close(self) -> None:
         """Free the model's memory; the runtime is unusable afterwards."""
+
+
+@runtime_checkable
+class ThreadedRuntime(Protocol):
+    """A runtime whose thread count can change between generations (llama.cpp)."""
+
+    @property
+    def loaded_threads(self) -> int:
+        """The threads it was loaded with."""
+
+    def use_threads(self, threads: int | None) -> int:
+        """Generate with ``threads`` from now on (None: as loaded); the count in effect."""
 
 
 RuntimeFactory = Callable[[ModelManifest, Path, LoadOptions], Runtime]

@@ -25,6 +25,7 @@ from .llama_lib import import_llama_cpp
 from .llama_load import llama_parts, load_llama
 from .llama_probe import first_token, first_token_probs, last_logits
 from .llama_prompt import ChatPrompt
+from .llama_thread_count import ThreadCount
 from .llama_vocab import LlamaVocab
 from .model_lock import ModelLock
 from .threads import default_threads
@@ -136,6 +137,7 @@ class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
         self.context_length = parts.context_length
         self._vocab, self._prompt, self._decoder = parts.vocab, parts.prompt, parts.decoder
         self._lock = ModelLock(manifest.name)
+        self._threads = ThreadCount(self._lib, self._llm)
 
     # -- Runtime interface ---------------------------------------------------------
 
@@ -153,6 +155,15 @@ class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
         with self._lock.using():
             tokens = self._vocab.tokenize(prompt, add_special=add_bos, control=control_tokens)
         return self._start_tokens(tokens, params, params.stop)
+
+    @property
+    def loaded_threads(self) -> int:
+        return self._threads.loaded[0]
+
+    def use_threads(self, threads: int | None) -> int:
+        """Generate (prompt and tokens) with ``threads`` from now on; None: as loaded."""
+        with self._lock.using():
+            return self._threads.use(threads)
 
     def close(self) -> None:
         """Free the model once no generation is running (waits up to a minute for one)."""

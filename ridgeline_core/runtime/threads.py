@@ -1,4 +1,5 @@
-"""How many threads a CPU runtime should use on this machine."""
+"""How many threads a CPU runtime should use on this machine, and for the next generation
+when other processes want the CPU too."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["default_threads"]
+__all__ = ["default_threads", "threads_for_load"]
 
 
 def default_threads() -> int:
@@ -33,3 +34,18 @@ def default_threads() -> int:
     except (OSError, ValueError):
         pass
     return max(1, count)
+
+
+def threads_for_load(configured: int, others_load: float | None, cores: int | None = None) -> int:
+    """Threads for the next generation: ``configured``, less the cores other processes
+    keep busy (``others_load``: their share of all CPUs, 0..1, as the telemetry's
+    ``cpu_load`` measures it; None keeps ``configured``).
+
+    llama.cpp splits each step between its threads and waits for the slowest; a thread
+    that shares its core with a busy process stalls all the others
+    (benchmarks/local_generation.py --load measures it).
+    """
+    if others_load is None:
+        return configured
+    free = (cores or default_threads()) * (1.0 - min(1.0, max(0.0, others_load)))
+    return max(1, min(configured, int(free + 0.5)))
