@@ -6,7 +6,6 @@ models, the confidence, the threshold policy and the broker link through these.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -184,7 +183,9 @@ class KnowledgeView:
         self.parts.catalog.get(name)  # UnknownModelError
         if not knowledge:
             return self.parts.memory.add(name, prompt, right, "feedback")
-        return _judge(self.parts.library, knowledge, Outcome(prompt, name, right, "feedback", 0))
+        return _judge(
+            self.parts.library, knowledge, Outcome(prompt, name, right, "feedback", time.time())
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -230,4 +231,4 @@ def _judge(library: Library, knowledge: Sequence[str], outcome: Outcome) -> Outc
             param="knowledge",
         )
     library.judge(knowledge, outcome.prompt, outcome.right, outcome.source)
-    return dataclasses.replace(outcome, time=time.time())
+    return outcome

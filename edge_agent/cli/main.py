@@ -617,7 +617,7 @@ def _remember(agent: Any, model: str, observations: list[Any], retriever: Any) -
 
     if retriever is not None:
         for o in observations:
-            used = sorted({p.collection for p in retriever(o.item).passages})
+            used = retriever(o.item).used()
             if used:
                 agent.library.judge(used, o.item.prompt, o.correct, "calibration")
         return "the collections' expert selection (knowledge.judged_weight)"

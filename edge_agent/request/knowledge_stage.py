@@ -83,7 +83,7 @@ class KnowledgeUse:
 
     def judge(self, library: Library, right: bool, source: str) -> bool:
         """Keep a judgment of the answer in the collections whose passages it used."""
-        used = sorted({p.collection for p in self.retrieval.passages})
+        used = self.retrieval.used()
         if not used or self.vector is None:
             return False
         library.judge(used, self.vector, right, source)

@@ -3,6 +3,7 @@ when other processes want the CPU too."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -47,5 +48,11 @@ def threads_for_load(configured: int, others_load: float | None, cores: int | No
     """
     if others_load is None:
         return configured
-    free = (cores or default_threads()) * (1.0 - min(1.0, max(0.0, others_load)))
+    free = (cores or _cores()) * (1.0 - min(1.0, max(0.0, others_load)))
     return max(1, min(configured, int(free + 0.5)))
+
+
+@functools.cache
+def _cores() -> int:
+    """default_threads(), read once: a request must not read sysfs for it."""
+    return default_threads()

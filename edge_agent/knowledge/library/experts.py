@@ -25,7 +25,7 @@ from ridgeline_core.errors import StoreError
 from ...settings import Escalate, KnowledgeSettings
 from .library import AUTO, Library
 from .policy import strictest
-from .search import Expert, Passage
+from .search import Expert, LoadedCollection, Passage
 
 __all__ = ["ExpertScore", "Retrieval", "Weights", "retrieve"]
 
@@ -69,16 +69,19 @@ class Retrieval:
     ms: float
     _experts: dict[str, Expert] = field(default_factory=dict, repr=False, compare=False)
 
+    def used(self) -> list[str]:
+        """The collections whose passages are in the prompt, sorted."""
+        return sorted({p.collection for p in self.passages})
+
     def escalate(self) -> Escalate | None:
         """The privacy setting that holds: the most private of the collections whose
         passages are in the prompt (None: nothing was retrieved)."""
-        used = {p.collection for p in self.passages}
+        used = self.used()
         return strictest(e.escalate for e in self.experts if e.name in used)
 
     def policy_source(self) -> str:
         held = self.escalate()
-        names = sorted({p.collection for p in self.passages})
-        return ", ".join(n for n in names if self._setting(n) == held)
+        return ", ".join(n for n in self.used() if self._setting(n) == held)
 
     def expert(self) -> Expert | None:
         """The model and adapter of the best chosen collection, when it names any."""
@@ -104,16 +107,18 @@ def retrieve(
     candidates = library.names() if auto else list(dict.fromkeys(names))
     scored: list[tuple[ExpertScore, list[tuple[int, float]]]] = []
     skipped: list[str] = []
+    shelf: dict[str, LoadedCollection] = {}  # each loaded once: one version per request
     for name in candidates:
         try:
-            loaded = library.load(name)
+            loaded = shelf[name] = library.load(name)
         except StoreError as exc:
             if not auto:
                 raise
             skipped.append(f"{name}: {exc}")
             continue
         hits = [h for h in loaded.nearest(question, passages) if h[1] >= min_similarity]
-        scored.append((_score(library, name, question, hits, weights), hits))
+        setting = loaded.escalate or library.settings.escalate
+        scored.append((_score(name, loaded, setting, question, hits, weights), hits))
     scored.sort(key=lambda s: -s[0].score)
     chosen = [s for s in scored if s[1]][:experts]
     pool = sorted(((e.name, hit) for e, hits in chosen for hit in hits), key=lambda x: -x[1][1])[
@@ -122,10 +127,10 @@ def retrieve(
     found: list[Passage] = []
     for e, _ in chosen:
         mine = [hit for owner, hit in pool if owner == e.name]
-        found.extend(library.load(e.name).passages(mine) if mine else [])
+        found.extend(shelf[e.name].passages(mine) if mine else [])
     picked = {e.name for e, _ in chosen}
     return Retrieval(
-        _experts={name: library.load(name).expert for name in picked},
+        _experts={name: shelf[name].expert for name in picked},
         experts=tuple(dataclasses.replace(e, chosen=e.name in picked) for e, _ in scored),
         passages=tuple(sorted(found, key=lambda p: -p.score)),
         skipped=tuple(skipped),
@@ -134,13 +139,13 @@ def retrieve(
 
 
 def _score(
-    library: Library,
     name: str,
+    loaded: LoadedCollection,
+    setting: Escalate,
     question: npt.NDArray[np.float32],
     hits: list[tuple[int, float]],
     weights: Weights,
 ) -> ExpertScore:
-    loaded = library.load(name)
     expert = loaded.expert
     adapter = None if expert.adapter is None else expert.adapter.path
     chunk = hits[0][1] if hits else float("-inf")
@@ -148,6 +153,6 @@ def _score(
     judged = loaded.profile.judged_rate(question)
     score = chunk + weights.profile * profile + weights.judged * (judged.rate - 0.5)
     return ExpertScore(
-        name, score, False, library.escalate(name), expert.model, adapter,
+        name, score, False, setting, expert.model, adapter,
         chunk, profile, judged.rate, judged.support,
     )  # fmt: skip

@@ -50,20 +50,26 @@ class Profile:
         parts = [_unit(chunks.mean(axis=0))] if len(chunks) else []
         parts += [_unit(description)] if description is not None else []
         self.vector = _unit(np.sum(parts, axis=0)) if parts else None
-        self._judged = judged
-        self._right = right.astype(np.float32)
+        self._rows = (judged, right.astype(np.float32))  # replaced whole: readers see a pair
 
     def similarity(self, question: Vector) -> float:
         """Cosine similarity of the question to the profile (0 for an empty collection)."""
         return 0.0 if self.vector is None else float(self.vector @ question)
 
     def judged_rate(self, question: Vector) -> JudgedRate:
-        if not len(self._judged):
+        judged, right = self._rows
+        if not len(judged):
             return JudgedRate(0.5, 0.0, 0)
-        near = np.clip((self._judged @ question - NEIGHBOUR_FLOOR) / (1 - NEIGHBOUR_FLOOR), 0, 1)
+        near = np.clip((judged @ question - NEIGHBOUR_FLOOR) / (1 - NEIGHBOUR_FLOOR), 0, 1)
         support = float(near.sum())
-        rate = (float(near @ self._right) + 1.0) / (support + 2.0)
-        return JudgedRate(rate, support, len(self._judged))
+        rate = (float(near @ right) + 1.0) / (support + 2.0)
+        return JudgedRate(rate, support, len(judged))
+
+    def add_judged(self, question: Vector, right: bool) -> None:
+        """One more judged answer, as the file now holds it."""
+        judged, rights = self._rows
+        row = np.asarray(question, dtype=np.float32).reshape(1, -1)
+        self._rows = (np.vstack([judged, row]), np.append(rights, np.float32(right)))
 
 
 def _unit(vector: Vector) -> Vector:

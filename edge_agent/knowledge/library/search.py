@@ -98,9 +98,14 @@ class LoadedCollection:
         ]
 
     def judge(self, question: npt.NDArray[np.float32], right: bool, source: str) -> None:
-        """Keep a judged answer of this collection's (read by the next load's profile)."""
+        """Keep a judged answer of this collection's, in the file and in the profile; the
+        vectors are not loaded again for it (unless another process wrote the file)."""
         with self._lock:
+            unchanged = self.file.stamp() == self.stamp
             self.file.judge(question, right, source)
+            self.profile.add_judged(question, right)
+            if unchanged:
+                self.stamp = self.file.stamp()
 
     def close(self) -> None:
         self.file.close()
