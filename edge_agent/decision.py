@@ -79,6 +79,7 @@ class ConfidenceInfo:
     raw: float  # the raw scorer's value, for comparison
     probes_ms: float | None  # model time the probes took, when any ran
     note: str | None = None  # why the raw score was used, when it was
+    variant: str | None = None  # the calibration's variant (full, cheap) and why it was chosen
 
 
 @dataclass(frozen=True)

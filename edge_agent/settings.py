@@ -135,8 +135,14 @@ class ConfidenceSettings(Section):
     )
     probes: Literal["deciding", "always"] = Field(
         default="deciding",
-        description="run the calibration's probes (~1 s on a Pi-class CPU) only when the "
-        "confidence decides the route, or always (to report it)",
+        description="run the calibration's probes only when the confidence decides the "
+        "route, or always (to report it)",
+    )
+    variant: Literal["auto", "full", "cheap"] = Field(
+        default="auto",
+        description="the calibration's variant: full (three few-shot probes), cheap (one, "
+        "sampled three more times), or "
+        "auto: cheap on battery or while the board throttles, full otherwise",
     )
 
     @field_validator("scorer")

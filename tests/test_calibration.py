@@ -84,7 +84,7 @@ def test_calibrate_reports_every_method_and_saves_the_chosen_one(
     assert report["questions"] == 24
     assert 0.0 < report["local_accuracy"] < 1.0
     methods = {m["method"]: m for m in report["methods"]}
-    assert set(methods) == {"isotonic", "platt", "logistic-fast", "logistic"}
+    assert set(methods) == {"isotonic", "platt", "logistic-fast", "logistic-cheap", "logistic"}
     for m in methods.values():
         assert 0.0 <= m["auroc"] <= 1.0
         assert 0.0 <= m["ece"] <= 1.0
@@ -99,7 +99,11 @@ def test_calibrate_reports_every_method_and_saves_the_chosen_one(
     model = ConfidenceModel.load(calibrated["out"])
     assert model.model == SMOLLM2
     assert model.method == "logistic"
-    assert model.probes == {"short", "short2", "short3"}
+    assert model.probes == {"short", "short2", "short3", "samples"}
+    # and the one-frame method with its samples as the cheap variant, for battery
+    assert report["cheap"] == "logistic-cheap"
+    assert model.cheap is not None and model.cheap.probes == {"short", "samples"}
+    assert model.cheap.info["method"] == "logistic-cheap"
     # the chat prompt the agent uses (manifest system prompt, GGUF template) is the one fitted
     assert model.prompt_style == prompt_style(smollm2, None)
     assert model.info["questions"] == 24
@@ -123,6 +127,34 @@ def test_ask_uses_the_calibrated_probability(calibrated: dict[str, Any]) -> None
     assert answer["scorer"] == "calibrated:logistic"
     assert 0.0 <= answer["confidence"] <= 1.0
     assert answer["confidence"] != pytest.approx(info["raw"])  # a probability, not the margin
+
+
+def test_on_battery_the_cheap_variant_runs_one_probe(calibrated: dict[str, Any]) -> None:
+    env = {
+        **calibrated["env"],
+        CALIBRATION_FILE: str(calibrated["out"]),
+        "RIDGELINE_EDGE_CONFIDENCE__PROBES": "always",
+    }
+    root = calibrated["root"]
+    answers = {}
+    for power, plugged in (("battery", False), ("mains", True)):
+        trace = root / f"{power}.jsonl"
+        trace.write_text(json.dumps({"t": 0, "power_plugged": plugged}) + "\n")
+        result = run(
+            "edge-agent", "ask", "--json", "--mode", "local", "--telemetry-trace", str(trace),
+            "What is 2 plus 2?", env=env,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        answers[power] = json.loads(result.stdout)
+    battery = answers["battery"]["decision"]["confidence_info"]
+    mains = answers["mains"]["decision"]["confidence_info"]
+    assert battery["variant"] == "cheap (on battery)"
+    assert answers["battery"]["scorer"] == "calibrated:logistic/cheap"
+    assert mains["variant"] == "full (on mains power)"
+    assert answers["mains"]["scorer"] == "calibrated:logistic"
+    assert battery["probes_ms"] > 0 and mains["probes_ms"] > 0
+    # the same answer, judged by other features: another probability
+    assert answers["battery"]["confidence"] != pytest.approx(answers["mains"]["confidence"])
 
 
 def test_mode_local_skips_the_probes_it_does_not_need(calibrated: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,13 @@ from edge_agent.confidence.features import (
 )
 from edge_agent.confidence.scorers import get_scorer
 from edge_agent.evaluation.calibration import LogisticCalibrator, PlattCalibrator
-from edge_agent.evaluation.harness import DEFAULT_FEATURES, FAST_FEATURES, METHODS, compare_methods
+from edge_agent.evaluation.harness import (
+    CHEAP_FEATURES,
+    DEFAULT_FEATURES,
+    FAST_FEATURES,
+    METHODS,
+    compare_methods,
+)
 from ridgeline_core.errors import InvalidRequestError
 from ridgeline_core.runtime import TokenSignals
 
@@ -51,6 +58,7 @@ def evidence(
         sig(0.8),
         shorts,
         p_true,
+        samples=(shorts["short"],) * 2 if shorts else (),
     )
 
 
@@ -112,8 +120,9 @@ def test_every_feature_is_finite_on_edge_cases() -> None:
     ]
     for case in cases:
         with_probe = Evidence(
-            case.prompt, case.pieces, case.signals, case.eog, case.shorts, case.p_true or 0.5
-        )
+            case.prompt, case.pieces, case.signals, case.eog, case.shorts, case.p_true or 0.5,
+            samples=case.samples or (ShortAnswer("", (), 0.0), ShortAnswer("x", (), 0.0)),
+        )  # fmt: skip
         for value in feature_values(with_probe, list(FEATURES)):
             assert math.isfinite(value)
 
@@ -121,12 +130,22 @@ def test_every_feature_is_finite_on_edge_cases() -> None:
 def test_probes_are_named_by_the_features_that_need_them() -> None:
     assert probes_for(["margin", "span_min"]) == set()
     assert probes_for(FAST_FEATURES) == {"short"}
-    assert probes_for(DEFAULT_FEATURES) == {"short", "short2", "short3"}
+    assert probes_for(DEFAULT_FEATURES) == {"short", "short2", "short3", "samples"}
+    assert probes_for(CHEAP_FEATURES) == {"short", "samples"}
     assert probes_for(["p_true_logit", "agree"]) == {"selfcheck", "short"}
     with pytest.raises(KeyError, match="unknown confidence feature 'nope'"):
         probes_for(["nope"])
     with pytest.raises(ValueError, match="needs the 'short' probe"):
         feature_values(evidence("q", [("a", 0.5)]), ["agree"])
+    with pytest.raises(ValueError, match="needs the 'samples' probe"):
+        feature_values(evidence("q", [("a", 0.5)]), ["sample_agree"])
+
+
+def test_sampled_answers_agree_with_the_reply_and_each_other() -> None:
+    e = evidence("What is the capital of France?", [("Paris", 0.9), (".", 0.9)])
+    short = ShortAnswer("Paris", (), 0.0)
+    sampled = replace(e, shorts={"short": short}, samples=(short, ShortAnswer("Lyon", (), 0.0)))
+    assert feature_values(sampled, ["sample_agree", "sample_pairs"]) == [0.5, 1 / 3]
 
 
 def _model(features: tuple[str, ...] = ("margin", "agree")) -> ConfidenceModel:

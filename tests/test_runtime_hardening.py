@@ -54,7 +54,14 @@ def test_probes_tokenize_the_prompt_as_plain_text(
     llm, vocab = runtime._llm, runtime._vocab
     generated: list[list[int]] = []  # the short probes' prompt tokens
     evaluated: list[list[int]] = []  # the self-check's prompt tokens
-    monkeypatch.setattr(runtime, "_start_tokens", _spy(generated, runtime._start_tokens, 0))
+    tokens_of = runtime._short._tokens
+
+    def probe_tokens(prefix: str, text: str) -> tuple[list[int], list[int]]:
+        found: tuple[list[int], list[int]] = tokens_of(prefix, text)
+        generated.append(found[1])
+        return found
+
+    monkeypatch.setattr(runtime._short, "_tokens", probe_tokens)
     monkeypatch.setattr(
         llama_cpp_module, "last_logits", _spy(evaluated, llama_cpp_module.last_logits, 3)
     )

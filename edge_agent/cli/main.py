@@ -152,6 +152,10 @@ def summary(answer: Answer) -> str:
             parts.append(f"first token {timings.time_to_first_token_s * 1000:.0f} ms")
         if timings.tokens_per_s:
             parts.append(f"{timings.tokens_per_s:.1f} tok/s")
+        info = answer.decision.confidence_info
+        if info is not None and info.probes_ms is not None:
+            variant = f" ({info.variant.split(' ')[0]})" if info.variant else ""
+            parts.append(f"probes {info.probes_ms:.0f} ms{variant}")
     total = answer.decision.timings.total_ms
     parts.append(f"{total / 1000:.2f} s")
     broker = answer.decision.broker
@@ -524,6 +528,7 @@ class _Fitted:
     chosen_report: Any
     accuracy: float
     observations: list[Any]
+    cheap: str | None = None  # the method fitted as the cheap variant
 
     def report(
         self, dataset: Path, n: int, plot: Path | None, remembered: str | None
@@ -535,6 +540,7 @@ class _Fitted:
             "local_accuracy": self.accuracy,
             "methods": [r.row() for r in self.reports],
             "chosen": self.chosen,
+            "cheap": self.cheap,
             "saved": str(self.target),
             "plot": None if plot is None else str(plot),
             "remembered": remembered,
@@ -591,20 +597,24 @@ def _fit_calibration(
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
     style = prompt_style(runtime, system_prompt)
+    cheap = harness.cheap_method(chosen, reports)
     harness.fit(
-        observations, harness.METHODS[chosen], model=name, prompt_style=style, info=info
-    ).save(target)
+        observations, harness.METHODS[chosen], model=name, prompt_style=style, info=info,
+        cheap=cheap,
+    ).save(target)  # fmt: skip
     return _Fitted(
         name, target, calibration_path(manifest, knowledge is not None), reports, chosen,
-        chosen_report, accuracy, observations,
+        chosen_report, accuracy, observations, None if cheap is None else cheap.method,
     )  # fmt: skip
 
 
 def _print_calibration(fitted: _Fitted, out: Path | None, plot: Path | None, n: int) -> None:
     _print_methods(fitted.reports, fitted.chosen)
     click.echo(f"accuracy of the local answers: {fitted.accuracy:.3f} ({n} questions)")
-    click.echo(f"saved {fitted.chosen} calibration to {fitted.target}")
-    if out is not None and out != fitted.default_target:
+    cheap = f" (cheap variant: {fitted.cheap})" if fitted.cheap else ""
+    click.echo(f"saved {fitted.chosen} calibration{cheap} to {fitted.target}")
+    default = fitted.default_target
+    if out is not None and (default is None or out.resolve() != default.resolve()):
         click.echo(f'  (the agent reads it with confidence.calibration_file = "{out}")')
     if plot is not None:
         click.echo(f"wrote {plot}")
@@ -733,10 +743,6 @@ def evaluate(
     """Measure the whole decision on labelled questions: local accuracy, how well the
     confidence ranks answers (AUROC, ECE), how many escalate at τ and the accuracy that
     gives, and the routing curve (CPT50/80, APGR) against a random router."""
-    from ridgeline_core.runtime import SamplingParams
-
-    from ..agent import EdgeAgent
-    from ..evaluation import harness
     from ..routing.policy import ThresholdPolicy
     from ..telemetry import Telemetry
 
@@ -749,34 +755,53 @@ def evaluate(
     if threshold is None:  # the policy's τ with no telemetry pulling it either way
         threshold = ThresholdPolicy(settings.policy).evaluate(Telemetry()).value
     started = time.perf_counter()
-    with EdgeAgent(settings, background=False) as agent:
-        runtime = agent.runtime(name, CliProgress(lines=False))
-        retriever = retriever_for(agent, knowledge, items)
-        confidence = agent.confidence_for(name, runtime, retriever is not None)
-        probes = confidence.calibration.probes if confidence.calibration else set()
-        observations = harness.observe(
-            runtime, items, system_prompt=settings.generation.system_prompt,
-            params=SamplingParams(max_tokens=max_tokens, temperature=0.0), probes=probes,
-            progress=CliProgress(unit="items"), knowledge=retriever,
-        )  # fmt: skip
-        if strong == "oracle":
-            strong_correct = [True] * len(items)
-        else:
-            strong_correct = _ask_broker(agent, items, max_tokens)
-        result = harness.evaluate(observations, confidence, runtime, strong_correct, threshold)
     result = {
         "model": name,
         "dataset": str(dataset),
         "strong": strong,
-        "calibrated": confidence.calibrated,
-        "confidence": confidence.describe(),
-        **result,
+        **_run_eval(settings, items, knowledge, strong, max_tokens, threshold),
         "seconds": time.perf_counter() - started,
     }
     if as_json:
         click.echo(json.dumps(_json_safe(result), indent=2))
         return
     _print_eval(result)
+
+
+def _run_eval(
+    settings: Any,
+    items: list[Any],
+    knowledge: tuple[str, ...],
+    strong: str,
+    max_tokens: int,
+    threshold: float,
+) -> dict[str, Any]:
+    """Answer, judge and route ``items`` as the agent does (the cheap variant when
+    confidence.variant says so, else the full one); the numbers ``eval`` reports."""
+    from ridgeline_core.runtime import SamplingParams
+
+    from ..agent import EdgeAgent
+    from ..evaluation import harness
+
+    name = settings.models.default
+    with EdgeAgent(settings, background=False) as agent:
+        runtime = agent.runtime(name, CliProgress(lines=False))
+        retriever = retriever_for(agent, knowledge, items)
+        confidence = agent.confidence_for(name, runtime, retriever is not None)
+        variant = "cheap" if settings.confidence.variant == "cheap" else "full"
+        observations = harness.observe(
+            runtime, items, system_prompt=settings.generation.system_prompt,
+            params=SamplingParams(max_tokens=max_tokens, temperature=0.0),
+            probes=confidence.probes(variant), progress=CliProgress(unit="items"),
+            knowledge=retriever,
+        )  # fmt: skip
+        strong_correct = (
+            [True] * len(items) if strong == "oracle" else _ask_broker(agent, items, max_tokens)
+        )
+        result = harness.evaluate(
+            observations, confidence, runtime, strong_correct, threshold, variant
+        )
+    return {"calibrated": confidence.calibrated, "confidence": confidence.describe(), **result}
 
 
 def _ask_broker(agent: Any, items: list[Any], max_tokens: int) -> list[bool]:

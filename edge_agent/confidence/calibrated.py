@@ -39,8 +39,9 @@ from .calibration_file import (
     read_json,
     write_json,
 )
-from .features import Evidence, feature_values, probes_for, run_probes
+from .features import Evidence, probes_for, run_probes
 from .scorers import Scorer, get_scorer, margin
+from .variants import Variant, probe_frames, unusable
 
 __all__ = [
     "FORMAT",
@@ -93,6 +94,8 @@ class ConfidenceModel:
     running: PlattCalibrator
     prompt_style: str
     info: dict[str, Any] = field(default_factory=dict)  # dataset, n, metrics, when
+    cheap: Variant | None = None  # fewer probes, for a device that should spend less
+    probe_frames: str | None = field(default_factory=probe_frames)  # fitted with these
     where: InitVar[str | None] = None  # the file, named in the errors
 
     def __post_init__(self, where: str | None) -> None:
@@ -109,8 +112,15 @@ class ConfidenceModel:
     def method(self) -> str:
         return self.calibrator.kind
 
-    def probability(self, evidence: Evidence) -> float:
-        return float(self.predict(np.asarray([feature_values(evidence, self.features)]))[0])
+    @property
+    def variants(self) -> dict[str, Variant]:
+        """``full``, and ``cheap`` when it was fitted."""
+        full = Variant(self.features, self.calibrator, self.info.get("heldout", {}))
+        return {"full": full} | ({} if self.cheap is None else {"cheap": self.cheap})
+
+    def probability(self, evidence: Evidence, variant: Variant | None = None) -> float:
+        """P(correct) by ``variant`` (default: full)."""
+        return (variant or self.variants["full"]).probability(evidence)
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for rows of feature values (n, len(features))."""
@@ -154,7 +164,8 @@ class Scored:
 
 
 class ModelConfidence:
-    """One model's confidence: its calibration when usable, else the raw scorer."""
+    """One model's confidence: its calibration's variants this model can compute, else
+    the raw scorer."""
 
     def __init__(
         self,
@@ -162,11 +173,15 @@ class ModelConfidence:
         scorer: Scorer,
         calibration: ConfidenceModel | None,
         note: str | None,
+        refused: dict[str, str] | None = None,
     ) -> None:
         self.scorer_name = scorer_name
         self.scorer = scorer
         self.calibration = calibration
         self.note = note
+        self.refused = refused or {}  # variant -> why this model cannot compute it
+        variants = {} if calibration is None else calibration.variants
+        self.usable = {name: v for name, v in variants.items() if name not in self.refused}
 
     @property
     def calibrated(self) -> bool:
@@ -175,7 +190,10 @@ class ModelConfidence:
     def describe(self) -> str:
         if self.calibration is None:
             return f"raw {self.scorer_name} score ({self.note})"
-        return f"calibrated: {self.calibration.describe()}"
+        cheap = self.usable.get("cheap")
+        more = [] if cheap is None else [f"cheap variant over {len(cheap.features)} features"]
+        more += [f"{name} variant refused: {why}" for name, why in self.refused.items()]
+        return "; ".join([f"calibrated: {self.calibration.describe()}", *more])
 
     def running(self, signals: Sequence[TokenSignals]) -> float:
         """The streaming confidence early abort compares with τ - abort.margin."""
@@ -188,20 +206,37 @@ class ModelConfidence:
         method = "running" if self.calibrated else self.scorer_name
         return ConfidenceInfo(self.calibrated, method, self.scorer(signals), None, self.note)
 
-    def score(self, runtime: Runtime, evidence: Evidence) -> Scored:
-        """The confidence of a finished answer, running the probes it needs."""
+    def probes(self, variant: str = "full") -> set[str]:
+        """The probes scoring with ``variant`` runs."""
+        chosen = _pick(self.usable, variant)[1]
+        return set() if chosen is None else chosen.probes
+
+    def score(
+        self, runtime: Runtime, evidence: Evidence, variant: str = "full", why: str | None = None
+    ) -> Scored:
+        """The confidence of a finished answer by ``variant`` (chosen ``why``; the other
+        when this model has not got it), running the probes it needs."""
         raw = self.scorer(evidence.signals)
-        c = self.calibration
-        if c is None:
+        name, chosen = _pick(self.usable, variant)
+        if self.calibration is None or chosen is None:
             info = ConfidenceInfo(False, self.scorer_name, raw, None, self.note)
             return Scored(raw, info, evidence)
         probes_ms = None
-        if c.probes:
+        if chosen.probes:
             started = time.perf_counter()
-            evidence = run_probes(runtime, evidence, c.probes)
+            evidence = run_probes(runtime, evidence, chosen.probes)
             probes_ms = (time.perf_counter() - started) * 1000
-        info = ConfidenceInfo(True, c.method, raw, probes_ms)
-        return Scored(c.probability(evidence), info, evidence)
+        if name != variant:
+            why = self.refused.get(variant, f"the calibration has no {variant} variant")
+        label = f"{name} ({why})" if why else name
+        info = ConfidenceInfo(True, chosen.calibrator.kind, raw, probes_ms, variant=label)
+        return Scored(self.calibration.probability(evidence, chosen), info, evidence)
+
+
+def _pick(usable: dict[str, Variant], wanted: str) -> tuple[str, Variant | None]:
+    """``wanted`` when this model computes it, else the one it does (None: neither)."""
+    found = usable.get(wanted)
+    return (wanted, found) if found else next(iter(usable.items()), (wanted, None))
 
 
 def model_confidence(
@@ -242,4 +277,15 @@ def model_confidence(
         )
         log.warning("%s; using the raw %s score", note, scorer_name)
         return ModelConfidence(scorer_name, scorer, None, note)
-    return ModelConfidence(scorer_name, scorer, calibration, None)
+    refused = {}
+    for name, variant in calibration.variants.items():
+        why = unusable(variant, calibration.probe_frames, runtime)
+        if why is not None:
+            log.warning("%s: the %s variant cannot run on %s: %s", path, name, manifest.name, why)
+            refused[name] = why
+    if len(refused) == len(calibration.variants):
+        note = f"{path} cannot be used: " + "; ".join(
+            f"the {name} variant: {why}" for name, why in refused.items()
+        )
+        return ModelConfidence(scorer_name, scorer, None, note)
+    return ModelConfidence(scorer_name, scorer, calibration, None, refused)

@@ -12,6 +12,7 @@ from ridgeline_core.files import atomic_write
 
 from ..evaluation.calibration import Calibrator, PlattCalibrator, load_calibrator
 from .features import probes_for
+from .variants import Variant
 
 __all__ = [
     "FORMAT",
@@ -40,6 +41,8 @@ class CalibrationFields(Protocol):
     running: PlattCalibrator
     prompt_style: str
     info: dict[str, Any]
+    cheap: Variant | None
+    probe_frames: str | None
 
 
 def file_json(fields: CalibrationFields) -> dict[str, Any]:
@@ -52,7 +55,37 @@ def file_json(fields: CalibrationFields) -> dict[str, Any]:
         "running": fields.running.to_dict(),
         "prompt_style": fields.prompt_style,
         "info": fields.info,
+        **({} if fields.probe_frames is None else {"probe_frames": fields.probe_frames}),
+        **({} if fields.cheap is None else {"cheap": _variant_json(fields.cheap)}),
     }
+
+
+def _variant_json(variant: Variant) -> dict[str, Any]:
+    return {
+        "features": list(variant.features),
+        "calibrator": variant.calibrator.to_dict(),
+        "info": variant.info,
+    }
+
+
+def _variant(data: Any, where: str) -> Variant:
+    """The ``cheap`` variant's JSON, checked as the main features are."""
+    if not isinstance(data, dict):
+        raise CalibrationError(f"{where}: the cheap variant must be a JSON object")
+    try:
+        features, calibrator = data["features"], load_calibrator(data["calibrator"])
+    except KeyError as exc:
+        raise CalibrationError(f"{where}: the cheap variant misses {exc.args[0]!r}") from None
+    except (ValueError, TypeError) as exc:
+        raise CalibrationError(f"{where}: the cheap variant: {exc}") from None
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise CalibrationError(f"{where}: the cheap variant's features must be a list of names")
+    try:
+        check_features(tuple(features), calibrator)
+    except CalibrationError as exc:
+        raise CalibrationError(f"{where}: the cheap variant: {exc}") from None
+    info = data.get("info", {})
+    return Variant(tuple(features), calibrator, info if isinstance(info, dict) else {})
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -83,13 +116,29 @@ def check_features(features: tuple[str, ...], calibrator: Calibrator) -> None:
         raise CalibrationError(
             f"a {calibrator.kind} calibrator takes one feature, got {len(features)}"
         )
+    coef = getattr(calibrator, "coef", None)
+    if coef is not None and len(coef) != len(features):
+        raise CalibrationError(
+            f"the calibrator was fitted on {len(coef)} features, the file names {len(features)}"
+        )
 
 
-def model_fields(
-    data: Any, where: str
-) -> tuple[str, tuple[str, ...], Calibrator, PlattCalibrator, str, dict[str, Any]]:
+Fields = tuple[
+    str,
+    tuple[str, ...],
+    Calibrator,
+    PlattCalibrator,
+    str,
+    dict[str, Any],
+    Variant | None,
+    str | None,
+]
+
+
+def model_fields(data: Any, where: str) -> Fields:
     """A ConfidenceModel's fields from the file's JSON: model, features, calibrator,
-    running calibrator, prompt style, info."""
+    running calibrator, prompt style, info, the cheap variant (None when the file has
+    none) and the probe frames' fingerprint (None in a file from before it was kept)."""
     if not isinstance(data, dict):
         raise CalibrationError(f"{where}: expected a JSON object")
     if data.get("format") != FORMAT:
@@ -114,6 +163,10 @@ def model_fields(
     if not isinstance(running, PlattCalibrator):
         raise CalibrationError(f"{where}: the running calibrator must be platt")
     info = data.get("info", {})
+    cheap = _variant(data["cheap"], where) if data.get("cheap") is not None else None
+    frames = data.get("probe_frames")
+    if frames is not None and not isinstance(frames, str):
+        raise CalibrationError(f"{where}: probe_frames must be a string")
     return (
         model,
         tuple(features),
@@ -121,4 +174,6 @@ def model_fields(
         running,
         style,
         info if isinstance(info, dict) else {},
+        cheap,
+        frames,
     )

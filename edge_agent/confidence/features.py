@@ -19,6 +19,9 @@ Groups (README "How confidence is computed" has the measured value of each):
   generation.
 * ``consistency``: two more short probes (``short2``, ``short3``) in other few-shot
   frames; whether their answers occur in the reply, and agree with each other.
+* ``sampled``: the ``samples`` probe answers the ``short`` frame twice more,
+  sampled at temperature 0.8 (seeded by the question); how often those answers agree with
+  the reply and with each other is self-consistency at the cost of their tokens alone.
 * ``selfcheck``: the ``selfcheck`` probe asks the model whether its reply is correct and
   reads P(yes) from one forward pass (P(True)).
 * ``prompt``: what the question is (arithmetic, yes/no, how many, ...): the model is far
@@ -33,10 +36,18 @@ from __future__ import annotations
 import math
 import re
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ridgeline_core.runtime import ChatMessage, Runtime, SamplingParams, TokenSignals
+from ridgeline_core.errors import PromptTooLongError
+from ridgeline_core.runtime import (
+    ChatMessage,
+    Runtime,
+    SamplingParams,
+    ShortAnswerRuntime,
+    TokenSignals,
+)
 
 from ..evaluation.matcher import is_correct, normalise
 from . import scorers as confidence
@@ -51,8 +62,10 @@ __all__ = [
     "RetrievalEvidence",
     "ShortAnswer",
     "feature_values",
+    "probe_prompt",
     "probes_for",
     "run_probes",
+    "short_answers",
 ]
 
 _STOP_WORDS = frozenset(
@@ -128,6 +141,11 @@ SHORT_PROBES: dict[str, tuple[str, str]] = {
     ),
 }
 SHORT_PROBE_TOKENS = 12
+# The "samples" probe: two more answers to the "short" frame, sampled (seeded by the question,
+# so the same question gets the same samples); how often they agree with the reply
+# measures how sure the model is, for their tokens alone (they share the frame's prompt).
+SAMPLES = 2
+SAMPLE_TEMPERATURE = 0.8
 SELF_CHECK_PROMPT = (
     "Question: {question}\nProposed answer: {answer}\n"
     "Is the proposed answer correct? Answer yes or no."
@@ -138,7 +156,7 @@ SELF_CHECK_PROMPT = (
 class ShortAnswer:
     text: str
     signals: tuple[TokenSignals, ...]
-    seconds: float
+    seconds: float  # the model time of the probes that ran with it (one batch)
 
 
 @dataclass(frozen=True)
@@ -162,6 +180,7 @@ class Evidence:
     shorts: dict[str, ShortAnswer] = field(default_factory=dict)  # by probe name
     p_true: float | None = None
     retrieval: RetrievalEvidence | None = None  # an answer from local knowledge
+    samples: tuple[ShortAnswer, ...] = ()  # sampled answers in the "short" frame
 
     @property
     def text(self) -> str:
@@ -395,6 +414,29 @@ def _short_pairs(e: Evidence) -> float:
     return float(sum(a == b for i, a in enumerate(answers) for b in answers[i + 1 :]))
 
 
+# -- sampled answers ---------------------------------------------------------------------
+
+
+def _samples(e: Evidence) -> tuple[ShortAnswer, ...]:
+    if not e.samples:
+        raise ValueError("this feature needs the 'samples' probe, which did not run")
+    return e.samples
+
+
+@_feature("sampled", "share of the sampled short answers that occur in the reply", "samples")
+def _sample_agree(e: Evidence) -> float:
+    return _mean([_agrees(e.text, sample) for sample in _samples(e)], 0.0)
+
+
+@_feature(
+    "sampled", "share of equal pairs among the short answer and its samples", "short", "samples"
+)
+def _sample_pairs(e: Evidence) -> float:
+    answers = [normalise(a.text) for a in (_short(e), *_samples(e))]
+    pairs = [a == b for i, a in enumerate(answers) for b in answers[i + 1 :]]
+    return _mean([float(p) for p in pairs], 0.0)
+
+
 # -- self-check probe --------------------------------------------------------------------
 
 
@@ -447,7 +489,7 @@ def _prompt_who(e: Evidence) -> float:
 
 # -- probes ------------------------------------------------------------------------------
 
-PROBES = (*SHORT_PROBES, "selfcheck")
+PROBES = (*SHORT_PROBES, "samples", "selfcheck")
 
 
 def probes_for(features: Sequence[str]) -> set[str]:
@@ -465,30 +507,71 @@ def probes_for(features: Sequence[str]) -> set[str]:
 
 def run_probes(runtime: Runtime, evidence: Evidence, probes: set[str]) -> Evidence:
     """Evidence with the asked probes' results added (each costs model time)."""
-    shorts = dict(evidence.shorts)
-    for probe in sorted(probes & set(SHORT_PROBES)):
-        if probe not in shorts:
-            shorts[probe] = _short_probe(runtime, evidence.prompt, probe)
+    shorts, samples = dict(evidence.shorts), evidence.samples
+    wanted = [probe for probe in sorted(probes & set(SHORT_PROBES)) if probe not in shorts]
+    sampling = "samples" in probes and not samples
+    if sampling and "short" not in wanted:
+        wanted.insert(0, "short")  # the samples continue the short frame's prompt
+    if wanted:
+        found, sampled = short_answers(
+            runtime, evidence.prompt, wanted, samples=SAMPLES if sampling else 0
+        )
+        shorts = {**found, **shorts}
+        samples = samples or sampled
     p_true = evidence.p_true
     if "selfcheck" in probes and p_true is None:
         p_true = _self_check(runtime, evidence.prompt, evidence.text)
-    return replace(evidence, shorts=shorts, p_true=p_true)
+    return replace(evidence, shorts=shorts, samples=samples, p_true=p_true)
 
 
-def _short_probe(runtime: Runtime, prompt: str, probe: str) -> ShortAnswer:
+def probe_prompt(probe: str, prompt: str) -> tuple[str, str]:
+    """A short probe's (frame, question) text for ``prompt`` (put on one line)."""
     frame, question = SHORT_PROBES[probe]
-    text = frame + question.format(question=" ".join(prompt.split()))  # one line
-    params = SamplingParams(max_tokens=SHORT_PROBE_TOKENS, temperature=0.0, stop=("\n",))
+    return frame, question.format(question=" ".join(prompt.split()))
+
+
+def short_answers(
+    runtime: Runtime, prompt: str, probes: Sequence[str], *, samples: int = 0, batched: bool = True
+) -> tuple[dict[str, ShortAnswer], tuple[ShortAnswer, ...]]:
+    """The short probes' answers, and ``samples`` sampled answers in the first probe's
+    frame: in one batch from the frames' kept states where the runtime can (llama.cpp;
+    ``batched``), else one generation each from the whole prompt. ``seconds`` is the
+    time of all of them."""
     started = time.perf_counter()
+    seed = zlib.crc32(" ".join(prompt.split()).encode("utf-8")) & 0x7FFFFFFF
+    if batched and isinstance(runtime, ShortAnswerRuntime):
+        try:
+            answers = runtime.short_answers(
+                [probe_prompt(probe, prompt) for probe in probes], max_tokens=SHORT_PROBE_TOKENS,
+                samples=samples, temperature=SAMPLE_TEMPERATURE, seed=seed,
+            )  # fmt: skip
+        except PromptTooLongError:  # longer than the probe context: the model's own
+            pass
+        else:
+            seconds = time.perf_counter() - started
+            found = [ShortAnswer(a.text, a.signals, seconds) for a in answers]
+            return dict(zip(probes, found, strict=False)), tuple(found[len(probes) :])
+    greedy = SamplingParams(max_tokens=SHORT_PROBE_TOKENS, temperature=0.0, stop=("\n",))
+    found = [_short_probe(runtime, prompt, probe, greedy) for probe in probes]
+    for index in range(samples):
+        sampled = replace(greedy, temperature=SAMPLE_TEMPERATURE, seed=seed + index)
+        found.append(_short_probe(runtime, prompt, probes[0], sampled))
+    seconds = time.perf_counter() - started
+    found = [replace(answer, seconds=seconds) for answer in found]
+    return dict(zip(probes, found, strict=False)), tuple(found[len(probes) :])
+
+
+def _short_probe(runtime: Runtime, prompt: str, probe: str, params: SamplingParams) -> ShortAnswer:
+    frame, question = probe_prompt(probe, prompt)
     pieces: list[str] = []
     signals: list[TokenSignals] = []
     # the prompt is someone else's text: its "<|im_end|>" stays text (the frame has none)
-    with runtime.complete(text, params, control_tokens=False) as stream:
+    with runtime.complete(frame + question, params, control_tokens=False) as stream:
         for token in stream:
             pieces.append(token.text)
             if token.signals is not None:
                 signals.append(token.signals)
-    return ShortAnswer("".join(pieces).strip(), tuple(signals), time.perf_counter() - started)
+    return ShortAnswer("".join(pieces).strip(), tuple(signals), 0.0)
 
 
 def _self_check(runtime: Runtime, prompt: str, answer: str) -> float:

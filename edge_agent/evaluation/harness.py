@@ -25,7 +25,15 @@ from ridgeline_core.runtime import Runtime, SamplingParams
 
 from ..agent import chat_messages, run_local
 from ..confidence.calibrated import ConfidenceModel, ModelConfidence, running_score
-from ..confidence.features import FEATURES, Evidence, feature_values, probes_for, run_probes
+from ..confidence.features import (
+    FEATURES,
+    SHORT_PROBES,
+    Evidence,
+    feature_values,
+    probes_for,
+    run_probes,
+)
+from ..confidence.variants import Variant
 from ..knowledge.library import Retrieval, with_passages
 from ..request.knowledge_stage import retrieval_evidence
 from .calibration import CALIBRATORS, Calibrator, LogisticCalibrator, PlattCalibrator
@@ -34,6 +42,7 @@ from .matcher import is_correct
 from .metrics import auroc, brier, coverage_accuracy, ece, summarise
 
 __all__ = [
+    "CHEAP_FEATURES",
     "DEFAULT_FEATURES",
     "FAST_FEATURES",
     "KNOWLEDGE_FEATURES",
@@ -58,7 +67,9 @@ def _group(name: str) -> tuple[str, ...]:
 # The learned combinations' features, chosen by measurement on the train split
 # (benchmarks/confidence.py; README "How confidence is computed").
 FAST_FEATURES: tuple[str, ...] = _group("span") + _group("probe") + _group("prompt")
-DEFAULT_FEATURES: tuple[str, ...] = FAST_FEATURES + _group("consistency")
+# three frames, the first also sampled twice; the cheap variant beside it: the first alone
+DEFAULT_FEATURES: tuple[str, ...] = FAST_FEATURES + _group("consistency") + _group("sampled")
+CHEAP_FEATURES: tuple[str, ...] = FAST_FEATURES + _group("sampled")
 # Answers from local knowledge: no probe (a few-shot probe without the passages cannot
 # know what the passages say), the answer span, the question, and how retrieval went.
 KNOWLEDGE_FEATURES: tuple[str, ...] = _group("span") + _group("prompt") + _group("retrieval")
@@ -95,10 +106,16 @@ METHODS: dict[str, Method] = {
             "answer span, one short probe and prompt features",
         ),
         Method(
+            "logistic-cheap",
+            "logistic",
+            CHEAP_FEATURES,
+            "answer span, one short probe sampled twice more and prompt features",
+        ),
+        Method(
             "logistic",
             "logistic",
             DEFAULT_FEATURES,
-            "answer span, three short probes and prompt features",
+            "answer span, three short probes (the first sampled twice more), prompt features",
         ),
         Method(
             "logistic-knowledge",
@@ -127,6 +144,24 @@ class Observation:
     seconds: dict[str, float]  # "answer" and each probe that ran
 
 
+def _probed(
+    runtime: Runtime, evidence: Evidence, probes: set[str], seconds: dict[str, float]
+) -> Evidence:
+    """``evidence`` with ``probes`` run, their time in ``seconds``: the short probes run
+    in one batch, so each is given an equal share of its time."""
+    shorts = probes & {*SHORT_PROBES, "samples"}  # one batch
+    if shorts:
+        evidence = run_probes(runtime, evidence, shorts)
+        for probe in shorts:
+            answer = evidence.samples[0] if probe == "samples" else evidence.shorts[probe]
+            seconds[probe] = answer.seconds / len(shorts)
+    for probe in sorted(probes - shorts):
+        started = time.perf_counter()
+        evidence = run_probes(runtime, evidence, {probe})
+        seconds[probe] = time.perf_counter() - started
+    return evidence
+
+
 def observe(
     runtime: Runtime,
     items: Sequence[QAItem],
@@ -152,10 +187,7 @@ def observe(
             seconds = {"answer": time.perf_counter() - started}
             retrieved = None if found is None else retrieval_evidence(found)
             evidence = run.evidence(item.prompt, retrieved)
-            for probe in sorted(probes):
-                started = time.perf_counter()
-                evidence = run_probes(runtime, evidence, {probe})
-                seconds[probe] = time.perf_counter() - started
+            evidence = _probed(runtime, evidence, probes, seconds)
             correct = is_correct(run.text, item.answers) if item.judged is None else item.judged
             observations.append(Observation(item, run.text, correct, evidence, seconds))
             progress.advance(1)
@@ -294,14 +326,32 @@ def fit(
     model: str,
     prompt_style: str,
     info: dict[str, Any],
+    cheap: MethodReport | None = None,
 ) -> ConfidenceModel:
-    """The method fitted on every observation, with the streaming (early-abort) calibration."""
+    """The method fitted on every observation, with the streaming (early-abort) calibration
+    and, given ``cheap`` (how a method with fewer probes did), that method fitted as the
+    cheap variant."""
     y = labels_of(observations)
     calibrator = _fit(method, features_of(observations, method.features), y)
     running = PlattCalibrator().fit(
         np.asarray([running_score(o.evidence.signals) for o in observations]), y
     )
-    return ConfidenceModel(model, method.features, calibrator, running, prompt_style, info)
+    variant = None
+    if cheap is not None:
+        fewer = METHODS[cheap.method]
+        fitted = _fit(fewer, features_of(observations, fewer.features), y)
+        variant = Variant(fewer.features, fitted, cheap.row())
+    return ConfidenceModel(
+        model, method.features, calibrator, running, prompt_style, info, cheap=variant
+    )
+
+
+def cheap_method(chosen: str, reports: Sequence[MethodReport]) -> MethodReport | None:
+    """The method fitted as the cheap variant of ``chosen``: ``logistic-cheap`` (one frame
+    and its samples) beside ``logistic`` (three frames), when it was compared."""
+    if chosen != "logistic":
+        return None
+    return next((r for r in reports if r.method == "logistic-cheap"), None)
 
 
 def evaluate(
@@ -310,14 +360,16 @@ def evaluate(
     runtime: Runtime,
     strong_correct: Sequence[bool],
     threshold: float,
+    variant: str = "full",
 ) -> dict[str, Any]:
-    """The routing numbers of the agent's confidence over ``observations``.
+    """The routing numbers of the agent's confidence (its ``variant``) over ``observations``.
 
     The agent keeps an answer when its confidence ≥ ``threshold``; everything else goes to
     the strong side. Probes the calibration needs that ``observe`` did not run are run now.
     """
     probs = np.asarray(
-        [confidence.score(runtime, o.evidence).confidence for o in observations], dtype=float
+        [confidence.score(runtime, o.evidence, variant).confidence for o in observations],
+        dtype=float,
     )
     local = labels_of(observations)
     result = summarise(probs, np.clip(probs, 0.0, 1.0), local, list(strong_correct), threshold)

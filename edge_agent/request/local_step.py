@@ -12,6 +12,7 @@ from ridgeline_core.runtime import Runtime, ThreadedRuntime, TokenSignals
 from ridgeline_core.runtime.threads import threads_for_load
 
 from ..confidence.calibrated import ModelConfidence
+from ..confidence.variants import choose_variant
 from ..decision import AbortInfo
 from ..routing.route import Route
 from .context import RequestContext
@@ -83,7 +84,10 @@ def _judge(
         ctx.check_cancel()
         knowledge = ctx.record.knowledge
         retrieval = None if knowledge is None else knowledge.evidence()
-        scored = confidence.score(runtime, run.evidence(ctx.request.question, retrieval))
+        setting = ctx.parts.settings.confidence.variant
+        variant, why = choose_variant(setting, ctx.record.snapshot)
+        evidence = run.evidence(ctx.request.question, retrieval)
+        scored = confidence.score(runtime, evidence, variant, why)
         return LocalResult(run, scored.confidence, load_s, None, scored.info)
     info = confidence.running_info(run.signals)
     why = f"probes skipped: {decided.gate or 'the route does not depend on it'}"

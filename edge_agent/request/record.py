@@ -183,7 +183,10 @@ def _preroute(prediction: Prediction, skipped_local: bool) -> PreRouteInfo:
 
 
 def _scorer_label(info: ConfidenceInfo) -> str:
-    return f"calibrated:{info.method}" if info.calibrated else info.method
+    if not info.calibrated:
+        return info.method
+    cheap = info.variant is not None and info.variant.startswith("cheap")
+    return f"calibrated:{info.method}" + ("/cheap" if cheap else "")
 
 
 def _timings(local: LocalResult) -> AnswerTimings:

@@ -3,6 +3,7 @@
 from .base import (
     Generation,
     Runtime,
+    ShortAnswerRuntime,
     ThreadedRuntime,
     load_runtime,
     register_runtime,
@@ -17,6 +18,7 @@ from .types import (
     GenerationStats,
     LoadOptions,
     SamplingParams,
+    ShortGeneration,
     Token,
     TokenSignals,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "Runtime",
     "RuntimePool",
     "SamplingParams",
+    "ShortAnswerRuntime",
+    "ShortGeneration",
     "ThreadedRuntime",
     "Token",
     "TokenSignals",

@@ -20,6 +20,7 @@ from .types import (
     GenerationStats,
     LoadOptions,
     SamplingParams,
+    ShortGeneration,
     Token,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "Generation",
     "Runtime",
     "RuntimeFactory",
+    "ShortAnswerRuntime",
     "load_runtime",
     "register_runtime",
     "registered_runtimes",
@@ -106,6 +108,27 @@ class ThreadedRuntime(Protocol):
 
     def use_threads(self, threads: int | None) -> int:
         """Generate with ``threads`` from now on (None: as loaded); the count in effect."""
+
+
+@runtime_checkable
+class ShortAnswerRuntime(Protocol):
+    """A runtime that answers several few-shot prompts in one batch, keeping each fixed
+    prefix's state between calls (llama.cpp; :mod:`.llama_short`)."""
+
+    def short_answers(
+        self,
+        prompts: Sequence[tuple[str, str]],
+        *,
+        max_tokens: int,
+        together: bool = True,
+        fresh: bool = False,
+        samples: int = 0,
+        temperature: float = 0.8,
+        seed: int = 0,
+    ) -> list[ShortGeneration]:
+        """Greedy answers to ``prefix + suffix`` for each (prefix, suffix), each to its
+        first newline, then ``samples`` sampled answers to the first (see
+        LlamaCppRuntime.short_answers)."""
 
 
 RuntimeFactory = Callable[[ModelManifest, Path, LoadOptions], Runtime]

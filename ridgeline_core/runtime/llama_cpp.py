@@ -25,11 +25,19 @@ from .llama_lib import import_llama_cpp
 from .llama_load import llama_parts, load_llama
 from .llama_probe import first_token, first_token_probs, last_logits
 from .llama_prompt import ChatPrompt
+from .llama_short import ShortAnswers
 from .llama_thread_count import ThreadCount
 from .llama_vocab import LlamaVocab
 from .model_lock import ModelLock
 from .threads import default_threads
-from .types import ChatMessage, GenerationStats, LoadOptions, SamplingParams, Token
+from .types import (
+    ChatMessage,
+    GenerationStats,
+    LoadOptions,
+    SamplingParams,
+    ShortGeneration,
+    Token,
+)
 
 __all__ = ["LlamaCppRuntime", "default_threads"]
 
@@ -119,7 +127,38 @@ class _LlamaStarting:
             yield from self._decoder.decode(prompt_tokens, params, stops, grammar, stats)
 
 
-class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
+class _LlamaShortAnswers:
+    """Few-shot probes answered together from kept frame states (:mod:`.llama_short`)."""
+
+    _short: ShortAnswers
+    _threads: ThreadCount
+    _lock: ModelLock
+
+    def short_answers(
+        self,
+        prompts: Sequence[tuple[str, str]],
+        *,
+        max_tokens: int,
+        together: bool = True,
+        fresh: bool = False,
+        samples: int = 0,
+        temperature: float = 0.8,
+        seed: int = 0,
+    ) -> list[ShortGeneration]:
+        """Greedy answers to ``prefix + suffix`` for each (prefix, suffix), to the first
+        newline, then ``samples`` sampled answers to the first; each prefix's state is
+        kept for the next call (``fresh``: not used). ``together``: one batch for all
+        (else one prompt after the other). See :mod:`.llama_short`."""
+        with self._lock.using():
+            if fresh:
+                self._short.forget()
+            return self._short.answer(
+                prompts, max_tokens=max_tokens, threads=self._threads.current,
+                together=together, samples=samples, temperature=temperature, seed=seed,
+            )  # fmt: skip
+
+
+class LlamaCppRuntime(_LlamaReading, _LlamaStarting, _LlamaShortAnswers):
     """A GGUF model loaded by llama.cpp: its vocabulary (:mod:`.llama_vocab`), its chat
     prompt (:mod:`.llama_prompt`) and its token loop (:mod:`.llama_decode`), used by one
     generation at a time."""
@@ -138,6 +177,7 @@ class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
         self._vocab, self._prompt, self._decoder = parts.vocab, parts.prompt, parts.decoder
         self._lock = ModelLock(manifest.name)
         self._threads = ThreadCount(self._lib, self._llm)
+        self._short = ShortAnswers(self._lib, self._llm, self._vocab, manifest.name)
 
     # -- Runtime interface ---------------------------------------------------------
 
@@ -167,5 +207,9 @@ class LlamaCppRuntime(_LlamaReading, _LlamaStarting):
 
     def close(self) -> None:
         """Free the model once no generation is running (waits up to a minute for one)."""
-        if not self._lock.close(self._llm.close):  # a generation was abandoned: leak
+        if not self._lock.close(self._free):  # a generation was abandoned: leak
             log.warning("%s is still generating; not freeing it", self.manifest.name)
+
+    def _free(self) -> None:
+        self._short.close()
+        self._llm.close()

@@ -17,6 +17,7 @@ __all__ = [
     "LoadOptions",
     "LoraAdapter",
     "SamplingParams",
+    "ShortGeneration",
     "Token",
     "TokenSignals",
 ]
@@ -145,3 +146,14 @@ class GenerationStats:
             return None
         decode = self.total_s - self.time_to_first_token_s
         return (self.completion_tokens - 1) / decode if decode > 0 else None
+
+
+@dataclass(frozen=True)
+class ShortGeneration:
+    """A short answer to a few-shot prompt: its text (to the newline), tokens, signals."""
+
+    text: str
+    tokens: tuple[int, ...]
+    signals: tuple[TokenSignals, ...]
+    prompt_tokens: int  # the prompt's tokens
+    kept_tokens: int  # of them, those whose state was kept from an earlier request
