@@ -53,6 +53,7 @@ from edge_agent.confidence.features import (  # noqa: E402
     run_probes,
     short_answers,
 )
+from edge_agent.confidence.scorers import margin  # noqa: E402
 from edge_agent.evaluation import harness  # noqa: E402
 from edge_agent.evaluation.calibration import LogisticCalibrator, PlattCalibrator  # noqa: E402
 from edge_agent.evaluation.dataset import QAItem, load_dataset  # noqa: E402
@@ -175,6 +176,7 @@ def main() -> None:
             with args.observations.open("wb") as f:
                 pickle.dump((load, observed), f)
     report(observed, load)
+    directions(observed)
     if args.agent_tokens:
         at_length(settings, splits["test"], args.agent_tokens)
 
@@ -218,6 +220,54 @@ def at_length(settings: Any, items: list[QAItem], tokens: int) -> None:
     data = json.loads(out.read_text())
     data["at_length"] = {"tokens": tokens, "load": load, "variants": rows}
     out.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def directions(observed: dict[str, list[dict[str, Any]]]) -> None:
+    """Two of issue 19's other directions on the same answers: a pre-route from the
+    calibrated prompt features (before generating), and the running score early abort
+    watches, at answer prefixes, Platt-fitted on full replies (as shipped) or on the
+    prefixes, and with the prompt features beside it."""
+    train, test = observed["train"], observed["test"]
+    y_train = np.asarray([r["correct"] for r in train], dtype=bool)
+    y_test = np.asarray([r["correct"] for r in test], dtype=bool)
+
+    def rows(split: list[dict[str, Any]], f: Any) -> np.ndarray:
+        return np.asarray([f(r["evidence"]) for r in split], dtype=float)
+
+    def prompt(e: Evidence) -> list[float]:
+        return feature_values(e, PROMPT)
+
+    def fitted(x_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+        if x_train.ndim == 1:
+            return PlattCalibrator().fit(x_train, y_train).predict(x_test)
+        return LogisticCalibrator(l2=harness.LOGISTIC_L2).fit(x_train, y_train).predict(x_test)
+
+    found = [("pre-route: prompt features, before generating",
+              fitted(rows(train, prompt), rows(test, prompt)))]  # fmt: skip
+    full = PlattCalibrator().fit(rows(train, lambda e: margin(e.signals)), y_train)
+    for k in (8, 16, 32):
+
+        def at(e: Evidence, k: int = k) -> float:
+            return margin(e.signals[:k])
+
+        def with_prompt(e: Evidence, k: int = k) -> list[float]:
+            return [margin(e.signals[:k]), *prompt(e)]
+
+        x_train, x_test = rows(train, at), rows(test, at)
+        found += [
+            (f"running margin at {k} tokens, fitted on full replies", full.predict(x_test)),
+            (f"running margin at {k} tokens, fitted on {k}-token prefixes",
+             fitted(x_train, x_test)),
+            (f"running margin at {k} tokens + prompt features",
+             fitted(rows(train, with_prompt), rows(test, with_prompt))),
+        ]  # fmt: skip
+    print("\nOther directions (fitted on train, scored on test):\n")
+    print("| score | AUROC | ECE | CPT50 | CPT80 | APGR |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, probs in found:
+        cpt50, cpt80, area = route(probs, y_test)
+        print(f"| {label} | {auroc(probs, y_test):.3f} | {ece(probs, y_test):.3f} | "
+              f"{cpt50:.3f} | {cpt80:.3f} | {area:.3f} |")  # fmt: skip
 
 
 def answer_all(settings: Any, splits: dict[str, list[QAItem]], params: SamplingParams
