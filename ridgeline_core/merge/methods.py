@@ -1,0 +1,155 @@
+"""The merge methods, on one tensor at a time: each takes the same tensor of every input
+model (and of the base, for the methods that merge task vectors) and returns the merged one.
+
+* ``linear``: the weighted mean of the inputs (model soups, WiSE-FT interpolation).
+* ``slerp``: spherical interpolation between two inputs at ``t``, treating each tensor as
+  one vector; nearly parallel tensors fall back to linear interpolation.
+* ``task_arithmetic``: base + Σ weightᵢ · (inputᵢ - base) (Ilharco et al., 2023).
+* ``ties``: each task vector trimmed to its ``density`` largest magnitudes, a sign elected
+  per element by the sign of the summed weighted task vectors, and the weighted mean of the
+  values that agree with it added to the base (Yadav et al., 2023).
+* ``dare_ties``: each task vector's elements dropped at random with probability
+  ``1 - density`` and the rest rescaled by ``1 / density`` (Yu et al., 2024), then merged as
+  TIES without the trim. The drops come from a generator seeded by ``seed`` and the
+  tensor's name, so the same recipe gives the same bytes.
+
+Computation is in float32 whatever the inputs' type (the caller dequantizes and writes).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["dare_ties", "linear", "slerp", "task_arithmetic", "ties"]
+
+Tensor = npt.NDArray[np.float32]
+_PARALLEL = 0.9995  # |cos| above this: the tensors are parallel, interpolate linearly
+
+
+def _f32(x: npt.ArrayLike) -> Tensor:
+    return np.asarray(x, dtype=np.float32)
+
+
+def _stack(tensors: Sequence[npt.ArrayLike], base: npt.ArrayLike | None = None) -> Tensor:
+    arrays = [np.asarray(t, dtype=np.float32) for t in tensors]
+    if not arrays:
+        raise ValueError("a merge needs at least one input tensor")
+    shape = arrays[0].shape if base is None else np.shape(base)
+    for index, array in enumerate(arrays):
+        if array.shape != shape:
+            raise ValueError(f"input {index} has shape {array.shape}, expected {shape}")
+    return np.stack(arrays)
+
+
+def _weights(weights: Sequence[float] | None, n: int) -> npt.NDArray[np.float32]:
+    w = np.full(n, 1.0, dtype=np.float32) if weights is None else np.asarray(weights, np.float32)
+    if w.shape != (n,) or not np.all(np.isfinite(w)):
+        raise ValueError(f"need {n} finite weights, got {weights!r}")
+    return w
+
+
+def linear(
+    tensors: Sequence[npt.ArrayLike], weights: Sequence[float] | None = None, normalize: bool = True
+) -> Tensor:
+    """Σ wᵢ xᵢ, divided by Σ wᵢ when ``normalize``."""
+    x = _stack(tensors)
+    w = _weights(weights, len(x))
+    if normalize:
+        if w.sum() == 0:
+            raise ValueError("the weights of a normalized linear merge sum to 0")
+        w = w / w.sum()
+    return np.tensordot(w, x, axes=1).astype(np.float32)
+
+
+def slerp(a: npt.ArrayLike, b: npt.ArrayLike, t: float) -> Tensor:
+    """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1)."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"slerp t must be in [0, 1], got {t}")
+    x = _stack([a, b]).astype(np.float64)
+    va, vb = x[0].ravel(), x[1].ravel()
+    na, nb = np.linalg.norm(va), np.linalg.norm(vb)
+    if na == 0.0 or nb == 0.0:
+        return _f32((1 - t) * x[0] + t * x[1])
+    cos = float(np.clip(np.dot(va / na, vb / nb), -1.0, 1.0))
+    if abs(cos) > _PARALLEL:
+        return _f32((1 - t) * x[0] + t * x[1])
+    theta = np.arccos(cos)
+    sin = np.sin(theta)
+    mixed = (np.sin((1 - t) * theta) / sin) * x[0] + (np.sin(t * theta) / sin) * x[1]
+    return _f32(mixed)
+
+
+def task_arithmetic(
+    base: npt.ArrayLike, tensors: Sequence[npt.ArrayLike], weights: Sequence[float] | None = None
+) -> Tensor:
+    """base + Σ wᵢ (xᵢ - base)."""
+    b = np.asarray(base, dtype=np.float32)
+    deltas = _stack(tensors, b) - b
+    return (b + np.tensordot(_weights(weights, len(deltas)), deltas, axes=1)).astype(np.float32)
+
+
+def _trim(delta: Tensor, density: float) -> Tensor:
+    """``delta`` with all but its ``density`` share of largest magnitudes set to 0."""
+    keep = int(np.ceil(density * delta.size))
+    if keep >= delta.size:
+        return delta
+    if keep == 0:
+        return np.zeros_like(delta)
+    flat = np.abs(delta).ravel()
+    threshold = np.partition(flat, delta.size - keep)[delta.size - keep]
+    return np.where(np.abs(delta) >= threshold, delta, 0.0).astype(np.float32)
+
+
+def _elect(base: Tensor, deltas: Tensor, w: npt.NDArray[np.float32]) -> Tensor:
+    """TIES's sign election and disjoint mean of the weighted task vectors."""
+    shaped = w.reshape((-1,) + (1,) * (deltas.ndim - 1))
+    weighted = deltas * shaped
+    sign = np.sign(weighted.sum(axis=0))
+    agree = (np.sign(weighted) == sign) & (weighted != 0)
+    total = np.where(agree, weighted, 0.0).sum(axis=0)
+    share = np.where(agree, shaped, 0.0).sum(axis=0)  # the agreeing inputs' weights
+    merged = np.divide(total, share, out=np.zeros_like(total), where=share != 0)
+    return _f32(base + merged)
+
+
+def _density(density: float) -> float:
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    return density
+
+
+def ties(
+    base: npt.ArrayLike,
+    tensors: Sequence[npt.ArrayLike],
+    weights: Sequence[float] | None = None,
+    density: float = 0.5,
+) -> Tensor:
+    """Trim, elect sign, disjoint merge (see the module docstring)."""
+    b = np.asarray(base, dtype=np.float32)
+    deltas = _stack(tensors, b) - b
+    keep = _density(density)
+    trimmed = np.stack([_trim(d, keep) for d in deltas])
+    return _elect(b, trimmed, _weights(weights, len(deltas)))
+
+
+def dare_ties(
+    base: npt.ArrayLike,
+    tensors: Sequence[npt.ArrayLike],
+    weights: Sequence[float] | None = None,
+    density: float = 0.5,
+    *,
+    seed: int = 0,
+    name: str = "",
+) -> Tensor:
+    """Random drop and rescale, then TIES's sign election and disjoint merge."""
+    b = np.asarray(base, dtype=np.float32)
+    deltas = _stack(tensors, b) - b
+    keep = _density(density)
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+    kept = rng.random(deltas.shape) < keep
+    rescaled = np.where(kept, deltas / keep, 0.0).astype(np.float32)
+    return _elect(b, rescaled, _weights(weights, len(deltas)))
