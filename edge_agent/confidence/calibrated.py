@@ -122,11 +122,6 @@ class ConfidenceModel:
         """P(correct) by ``variant`` (default: full)."""
         return (variant or self.variants["full"]).probability(evidence)
 
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Probabilities for rows of feature values (n, len(features))."""
-        x = rows if self.calibrator.kind == "logistic" else rows[:, 0]
-        return np.clip(self.calibrator.predict(x), 0.0, 1.0)
-
     def running_probability(self, signals: Sequence[TokenSignals]) -> float:
         return float(self.running.predict(np.asarray([running_score(signals)]))[0])
 

@@ -344,6 +344,12 @@ def _short(e: Evidence, probe: str = "short") -> ShortAnswer:
         raise ValueError(f"this feature needs the {probe!r} probe, which did not run") from None
 
 
+def _equal_pairs(answers: Sequence[ShortAnswer]) -> list[bool]:
+    """For each pair of ``answers``, whether their normalised texts are equal."""
+    texts = [normalise(a.text) for a in answers]
+    return [a == b for i, a in enumerate(texts) for b in texts[i + 1 :]]
+
+
 def _agrees(reply: str, short: ShortAnswer) -> float:
     text = normalise(short.text)
     return float(bool(text) and is_correct(reply, [text]))
@@ -410,8 +416,7 @@ def _short3_geomean(e: Evidence) -> float:
     "consistency", "pairs of the three short answers that are equal", "short", "short2", "short3"
 )
 def _short_pairs(e: Evidence) -> float:
-    answers = [normalise(_short(e, p).text) for p in ("short", "short2", "short3")]
-    return float(sum(a == b for i, a in enumerate(answers) for b in answers[i + 1 :]))
+    return float(sum(_equal_pairs([_short(e, p) for p in ("short", "short2", "short3")])))
 
 
 # -- sampled answers ---------------------------------------------------------------------
@@ -432,9 +437,7 @@ def _sample_agree(e: Evidence) -> float:
     "sampled", "share of equal pairs among the short answer and its samples", "short", "samples"
 )
 def _sample_pairs(e: Evidence) -> float:
-    answers = [normalise(a.text) for a in (_short(e), *_samples(e))]
-    pairs = [a == b for i, a in enumerate(answers) for b in answers[i + 1 :]]
-    return _mean([float(p) for p in pairs], 0.0)
+    return _mean([float(p) for p in _equal_pairs([_short(e), *_samples(e)])], 0.0)
 
 
 # -- self-check probe --------------------------------------------------------------------

@@ -111,7 +111,7 @@ class _Batch:
     """A reusable ``llama_batch`` of single-sequence tokens."""
 
     def __init__(self, lib: Any, size: int, sequences: int) -> None:
-        self._lib, self.size = lib, size
+        self._lib = lib
         self.handle = lib.llama_batch_init(size, 0, sequences)
 
     def clear(self) -> None:
@@ -147,9 +147,8 @@ class _Frames:
             self._ids.clear()  # start over: what a sequence holds is still checked
         for key in keys:  # against each prompt (_Sequence.start)
             self._ids.setdefault(key, len(self._ids))
-        frames = [self._ids[key] for key in keys]
-        start = max(len(self._ids), max(frames, default=-1) + 1)
-        return frames, list(range(start, start + samples))
+        start = len(self._ids)  # every frame's sequence comes before it
+        return [self._ids[key] for key in keys], list(range(start, start + samples))
 
 
 class _ProbeContext:
