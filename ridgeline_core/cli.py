@@ -23,7 +23,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import LoadedSettings, SettingsLoader, parse_assignment, to_toml
-from .errors import ModelNotPulledError, RidgelineError
+from .errors import ModelError, ModelNotPulledError, RidgelineError
 from .store import ManifestCatalog, ModelManifest, ModelsSettings, ModelStore
 
 __all__ = [
@@ -272,7 +272,7 @@ def models() -> None:
 def list_models(state: CliState, as_json: bool) -> None:
     """Known models and whether each is in the store."""
     catalog, store, default = _open_models(state)
-    rows = [_model_row(m, store, default) for m in catalog]
+    rows = [_model_row(m, store, default, catalog) for m in catalog]
     if as_json:
         echo_json({"store": str(store.root), "models": rows})
         return
@@ -283,6 +283,8 @@ def list_models(state: CliState, as_json: bool) -> None:
         status = "pulled" if row["pulled"] else "not pulled"
         if row["built"] is not None:
             status += ", built" if row["built"] else ", not built"
+        if row["stale"]:
+            status += ", stale merge"
         table.add_row(
             row["name"] + (" *" if row["default"] else ""), row["role"], row["runtime"],
             format_bytes(row["size"]), status, row["license"],
@@ -332,11 +334,45 @@ def build(state: CliState, names: tuple[str, ...], force: bool) -> None:
         click.echo(f"{what} {manifest.name} ({variants}) in {result.seconds:.1f} s")
 
 
+@models.command("merge")
+@click.argument("recipe", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="merge again even if an up-to-date merge is stored")
+@click.option("--threads", type=click.IntRange(min=1), help="quantizer threads [default: cores]")
+@click.pass_obj
+def merge(state: CliState, recipe: Path, force: bool, threads: int | None) -> None:
+    """Merge store models into a new one as RECIPE.toml says (linear, slerp,
+    task_arithmetic, ties, dare_ties; or lora: adapters baked into a base); an encoder
+    is then built to ONNX. See the README's "Merging models"."""
+    from .merge import MergeRecipe, merge_models
+    from .store.build import build_model
+
+    catalog, store, _ = _open_models(state)
+    parsed = MergeRecipe.from_file(recipe)
+    result = merge_models(
+        store, catalog, parsed, recipe.resolve(), CliProgress(),
+        force=force, threads=threads or os.cpu_count() or 1,
+    )  # fmt: skip
+    output = result.record.output
+    what = "merged" if result.merged else "already merged (same recipe, same inputs):"
+    click.echo(
+        f"{what} {parsed.name} ({format_bytes(output.size)}, sha256 {output.sha256[:12]}) "
+        f"in {result.seconds:.1f} s"
+    )
+    if result.manifest.build is not None and parsed.build:
+        built = build_model(store, result.manifest, CliProgress())
+        artifacts = built.record.artifacts.items()
+        variants = ", ".join(f"{v} sha256 {b.sha256[:12]}" for v, b in artifacts)
+        click.echo(f"built {parsed.name} ({variants}) in {built.seconds:.1f} s")
+
+
 @models.command("verify")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @click.pass_obj
 def verify(state: CliState, names: tuple[str, ...]) -> None:
-    """Hash stored models in full and compare with their manifests."""
+    """Hash stored models in full and compare with their manifests; a merged model must
+    also still match the inputs it was merged from."""
+    from .merge.entry import stale_inputs
+
     catalog, store, _ = _open_models(state)
     for name in names:
         manifest = catalog.get(name)
@@ -346,6 +382,13 @@ def verify(state: CliState, names: tuple[str, ...]) -> None:
             for variant in manifest.build.variants:
                 store.open_built(manifest, variant, full=True)
                 click.echo(f"ok: {manifest.name} {variant} build")
+        stale = stale_inputs(store, catalog, manifest)
+        if stale:
+            recipe = getattr(manifest.source, "recipe", "RECIPE.toml")
+            raise ModelError(
+                f"model {manifest.name!r} is stale: {'; '.join(stale)}; "
+                f"run `models merge {recipe}` again"
+            )
 
 
 @models.command("rm")
@@ -353,16 +396,24 @@ def verify(state: CliState, names: tuple[str, ...]) -> None:
 @click.pass_obj
 def remove(state: CliState, names: tuple[str, ...]) -> None:
     """Delete models from the store."""
+    from .merge.entry import remove_merged
+
     catalog, store, _ = _open_models(state)
     for name in names:
         manifest = catalog.get(name)
-        freed = store.remove(manifest)
-        if not freed:
+        shared = {p.sha256 for m in catalog if m.name != manifest.name for p in m.parts()}
+        freed = store.remove(manifest, keep=shared)
+        remove_merged(store, manifest)
+        if not freed and manifest.source.kind != "merge":
             raise ModelNotPulledError(f"model {name!r} is not in the store {store.root}")
         click.echo(f"removed {manifest.name} ({format_bytes(freed)} freed)")
 
 
-def _model_row(manifest: ModelManifest, store: ModelStore, default: str) -> dict[str, Any]:
+def _model_row(
+    manifest: ModelManifest, store: ModelStore, default: str, catalog: ManifestCatalog
+) -> dict[str, Any]:
+    from .merge.entry import stale_inputs
+
     return {
         "name": manifest.name,
         "description": manifest.description,
@@ -376,6 +427,8 @@ def _model_row(manifest: ModelManifest, store: ModelStore, default: str) -> dict
         # None: nothing to build; otherwise whether an up-to-date build is stored
         "built": None if manifest.build is None else store.build_record(manifest) is not None,
         "default": manifest.name == default,
+        "merged": manifest.source.kind == "merge",
+        "stale": stale_inputs(store, catalog, manifest),  # why a merge no longer matches
     }
 
 

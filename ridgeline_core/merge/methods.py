@@ -28,6 +28,7 @@ __all__ = ["dare_ties", "linear", "slerp", "task_arithmetic", "ties"]
 
 Tensor = npt.NDArray[np.float32]
 _PARALLEL = 0.9995  # |cos| above this: the tensors are parallel, interpolate linearly
+_CHUNK = 1 << 20  # elements per slice of a float64 dot product
 
 
 def _f32(x: npt.ArrayLike) -> Tensor:
@@ -52,35 +53,62 @@ def _weights(weights: Sequence[float] | None, n: int) -> npt.NDArray[np.float32]
     return w
 
 
+def _checked(tensors: Sequence[npt.ArrayLike], base: npt.ArrayLike | None = None) -> list[Tensor]:
+    """The inputs as float32 arrays of one shape (no copy when they already are)."""
+    arrays = [np.asarray(t, dtype=np.float32) for t in tensors]
+    if not arrays:
+        raise ValueError("a merge needs at least one input tensor")
+    shape = arrays[0].shape if base is None else np.shape(base)
+    for index, array in enumerate(arrays):
+        if array.shape != shape:
+            raise ValueError(f"input {index} has shape {array.shape}, expected {shape}")
+    return arrays
+
+
+def _dot(a: Tensor, b: Tensor) -> float:
+    """Σ aᵢbᵢ in float64, a slice at a time (no float64 copy of a whole tensor)."""
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    return sum(
+        float(np.dot(fa[i : i + _CHUNK].astype(np.float64), fb[i : i + _CHUNK].astype(np.float64)))
+        for i in range(0, fa.size, _CHUNK)
+    )
+
+
+def _mix(coefficients: Sequence[float], arrays: Sequence[Tensor]) -> Tensor:
+    """Σ cᵢ xᵢ accumulated in one float32 array (one temporary at a time)."""
+    out: Tensor = np.multiply(arrays[0], np.float32(coefficients[0]), dtype=np.float32)
+    for c, x in zip(coefficients[1:], arrays[1:], strict=True):
+        out += np.float32(c) * x
+    return out
+
+
 def linear(
     tensors: Sequence[npt.ArrayLike], weights: Sequence[float] | None = None, normalize: bool = True
 ) -> Tensor:
     """Σ wᵢ xᵢ, divided by Σ wᵢ when ``normalize``."""
-    x = _stack(tensors)
-    w = _weights(weights, len(x))
+    x = _checked(tensors)
+    w = _weights(weights, len(x)).astype(np.float64)
     if normalize:
         if w.sum() == 0:
             raise ValueError("the weights of a normalized linear merge sum to 0")
         w = w / w.sum()
-    return np.tensordot(w, x, axes=1).astype(np.float32)
+    return _mix(list(w), x)
 
 
 def slerp(a: npt.ArrayLike, b: npt.ArrayLike, t: float) -> Tensor:
     """Spherical interpolation from ``a`` (t = 0) to ``b`` (t = 1)."""
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"slerp t must be in [0, 1], got {t}")
-    x = _stack([a, b]).astype(np.float64)
-    va, vb = x[0].ravel(), x[1].ravel()
-    na, nb = np.linalg.norm(va), np.linalg.norm(vb)
+    xa, xb = _checked([a, b])
+    na, nb = np.sqrt(_dot(xa, xa)), np.sqrt(_dot(xb, xb))
     if na == 0.0 or nb == 0.0:
-        return _f32((1 - t) * x[0] + t * x[1])
-    cos = float(np.clip(np.dot(va / na, vb / nb), -1.0, 1.0))
+        return _mix([1 - t, t], [xa, xb])
+    cos = float(np.clip(_dot(xa, xb) / (na * nb), -1.0, 1.0))
     if abs(cos) > _PARALLEL:
-        return _f32((1 - t) * x[0] + t * x[1])
+        return _mix([1 - t, t], [xa, xb])
     theta = np.arccos(cos)
     sin = np.sin(theta)
-    mixed = (np.sin((1 - t) * theta) / sin) * x[0] + (np.sin(t * theta) / sin) * x[1]
-    return _f32(mixed)
+    return _mix([np.sin((1 - t) * theta) / sin, np.sin(t * theta) / sin], [xa, xb])
 
 
 def task_arithmetic(
@@ -88,8 +116,12 @@ def task_arithmetic(
 ) -> Tensor:
     """base + Σ wᵢ (xᵢ - base)."""
     b = np.asarray(base, dtype=np.float32)
-    deltas = _stack(tensors, b) - b
-    return (b + np.tensordot(_weights(weights, len(deltas)), deltas, axes=1)).astype(np.float32)
+    x = _checked(tensors, b)
+    w = _weights(weights, len(x))
+    out: Tensor = b.copy()
+    for wi, xi in zip(w, x, strict=True):
+        out += wi * (xi - b)
+    return out
 
 
 def _trim(delta: Tensor, density: float) -> Tensor:

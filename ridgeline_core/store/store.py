@@ -25,6 +25,7 @@ store can forge a stamp; ``models verify`` always hashes in full.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 
 from ..progress import NULL_PROGRESS, Progress
@@ -88,7 +89,11 @@ class ModelStore(BuiltFiles, CheckedModels):
         # STAMP_SETTLE_NS is read here, on each use, so that a test can change it.
         return BlobChecker(self._files, self._pull_command, STAMP_SETTLE_NS)
 
-    def remove(self, manifest: ModelManifest) -> int:
-        """Delete the stored files and builds; return the bytes freed (0 if none was there)."""
+    def remove(self, manifest: ModelManifest, keep: Collection[str] = ()) -> int:
+        """Delete the stored files and builds; return the bytes freed (0 if none was there).
+
+        Files whose sha256 is in ``keep`` stay (another model uses them: a merged
+        encoder shares its tokenizer with the models it was merged from)."""
         freed = self._remove_build(manifest)
-        return freed + sum(self._files.remove(p.sha256, p.label) for p in manifest.parts())
+        parts = [p for p in manifest.parts() if p.sha256 not in keep]
+        return freed + sum(self._files.remove(p.sha256, p.label) for p in parts)
