@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings bench-strategies clean
+.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings bench-strategies bench-merging clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -86,6 +86,14 @@ bench-escalation: setup-dev
 # agent's default length). Extra flags: BENCH_ARGS="--limit 40"
 bench-confidence: setup-dev
 	$(BIN)/python benchmarks/confidence.py --agent-tokens 256 $(BENCH_ARGS)
+
+# Model merging (issue 20): the encoder fine-tuned on home-intents with torch (the `bench`
+# extra), merged with its base by each method; self-merges of SmolLM2 and Gemma for time,
+# memory and identity (about 15 min on 2 cores). BENCH_ARGS="--cost-only" skips the
+# fine-tune; "--mergekit /path/to/venv/bin/python" compares with mergekit.
+bench-merging: setup-dev
+	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,bench]'
+	$(BIN)/python benchmarks/merging.py $(BENCH_ARGS)
 
 # ONNX Runtime (fp32, int8) against sentence-transformers on torch (the `bench` extra).
 bench-embeddings: setup-dev

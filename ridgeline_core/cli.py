@@ -257,13 +257,14 @@ def _open_models(state: CliState) -> tuple[ManifestCatalog, ModelStore, str]:
 
 
 def _models_group() -> click.Group:
-    """``models list | pull | build | verify | rm`` (one group, shared by both commands)."""
+    """``models list | pull | build | merge | verify | rm`` (one group, shared by both
+    commands)."""
     return models
 
 
 @click.group("models", cls=RidgelineGroup)
 def models() -> None:
-    """List, pull, build, verify and remove models in the local store."""
+    """List, pull, build, merge, verify and remove models in the local store."""
 
 
 @models.command("list")

@@ -78,6 +78,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Bench:
         made.add(f"tiny-{seed}", build_tiny_gguf(root / f"tiny-{seed}.gguf", seed=seed))
     made.add("tiny-wide", build_tiny_gguf(root / "tiny-wide.gguf", width=96))
     made.add("tiny-other", build_tiny_gguf(root / "tiny-other.gguf", arch="qwen2"))
+    made.add("tiny-words", build_tiny_gguf(root / "tiny-words.gguf", first_letter="k"))
     return made
 
 
@@ -89,12 +90,24 @@ def inputs(*names: str, weights: tuple[float, ...] = ()) -> list[dict[str, Any]]
 # -- GGUF language models -------------------------------------------------------------
 
 
-def test_self_merge_loads_in_llama_cpp_and_generates_the_same_tokens(bench: Bench) -> None:
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        {"method": "slerp", "parameters": {"t": 0.5}},  # unchanged tensors kept as stored
+        {"method": "linear", "parameters": {"normalize": False}, "weights": (0.5, 0.5)},
+    ],  # ...and Σ wᵢ xᵢ computed for every tensor
+    ids=["slerp", "linear-computed"],
+)
+def test_self_merge_loads_in_llama_cpp_and_generates_the_same_tokens(
+    bench: Bench, recipe: dict[str, Any]
+) -> None:
     source = bench.root / "tiny-0.gguf"
+    weights = recipe.pop("weights", ())
     manifest, merged = bench.merge(
-        name="tiny-self", method="slerp", parameters={"t": 0.5},
-        inputs=inputs("tiny-0", "tiny-0"),
-    )  # fmt: skip
+        name=f"tiny-self-{recipe['method']}",
+        inputs=inputs("tiny-0", "tiny-0", weights=weights),
+        **recipe,
+    )
     assert manifest.runtime == "llama.cpp" and manifest.source.kind == "merge"
     assert greedy_tokens(merged) == greedy_tokens(source)
     mine, theirs = tensors(merged), tensors(source)
@@ -128,7 +141,7 @@ def test_linear_and_ties_match_numpy_on_every_tensor(bench: Bench) -> None:
     got = tensors(ties)
     for name in a:  # one task vector: TIES keeps its 30% largest changes, the rest is base
         delta = b[name] - a[name]
-        keep = int(np.ceil(0.3 * delta.size))
+        keep = max(1, int(0.3 * delta.size))
         cut = np.sort(np.abs(delta).ravel())[delta.size - keep]
         want = a[name] + np.where(np.abs(delta) >= cut, delta, 0)
         assert np.allclose(got[name], want, atol=1e-6), name
@@ -164,6 +177,8 @@ def test_inputs_of_another_shape_or_architecture_are_refused(bench: Bench) -> No
         bench.merge(name="tiny-bad", method="linear", inputs=inputs("tiny-0", "tiny-wide"))
     with pytest.raises(ModelError, match="architecture 'qwen2', not 'llama'"):
         bench.merge(name="tiny-bad", method="linear", inputs=inputs("tiny-0", "tiny-other"))
+    with pytest.raises(ModelError, match="another vocabulary"):
+        bench.merge(name="tiny-bad", method="linear", inputs=inputs("tiny-0", "tiny-words"))
     assert not manifest_path(bench.store, "tiny-bad").exists()
 
 

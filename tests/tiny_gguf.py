@@ -9,24 +9,30 @@ from pathlib import Path
 
 import numpy as np
 
-WORDS = [f"\u2581{chr(97 + i)}{chr(97 + j)}" for i in range(6) for j in range(7)][:41]
 
-
-def _vocab() -> tuple[list[str], list[float], list[int]]:
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + WORDS
-    types = [2, 3, 3] + [6] * 256 + [1] * len(WORDS)
-    scores = [0.0] * 259 + [-float(i) for i in range(len(WORDS))]
+def _vocab(first: str) -> tuple[list[str], list[float], list[int]]:
+    start = ord(first)
+    words = [f"\u2581{chr(start + i)}{chr(97 + j)}" for i in range(6) for j in range(7)][:41]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + words
+    types = [2, 3, 3] + [6] * 256 + [1] * len(words)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(words))]
     return tokens, scores, types
 
 
 def build_tiny_gguf(
-    out: Path, *, seed: int = 0, width: int = 64, layers: int = 2, arch: str = "llama"
+    out: Path,
+    *,
+    seed: int = 0,
+    width: int = 64,
+    layers: int = 2,
+    arch: str = "llama",
+    first_letter: str = "a",
 ) -> Path:
-    """Write the model to ``out``; ``seed`` picks the weights, ``width`` and ``arch`` make
-    a model another cannot be merged with."""
+    """Write the model to ``out``; ``seed`` picks the weights; ``width``, ``arch`` and
+    ``first_letter`` (the vocabulary's words) make a model another cannot be merged with."""
     import gguf
 
-    tokens, scores, types = _vocab()
+    tokens, scores, types = _vocab(first_letter)
     heads, ff, rng = 4, 2 * width, np.random.default_rng(seed)
     writer = gguf.GGUFWriter(out, arch)
     writer.add_string("general.name", f"tiny-{seed}")

@@ -58,6 +58,10 @@ class LoraAdapters:
             adapters.append(_checked(file, entry.scale, base))
         return cls(adapters, digests)
 
+    def touches(self, name: str) -> bool:
+        """Whether baking changes the base tensor ``name`` (an adapter at scale 0 does not)."""
+        return any(name in a.pairs and a.scale != 0 for a in self._adapters)
+
     def bake(self, name: str, weight: Array) -> Array:
         for adapter in self._adapters:
             if name not in adapter.pairs:

@@ -125,15 +125,17 @@ def task_arithmetic(
 
 
 def _trim(delta: Tensor, density: float) -> Tensor:
-    """``delta`` with all but its ``density`` share of largest magnitudes set to 0."""
-    keep = int(np.ceil(density * delta.size))
+    """``delta`` with all but its ``density`` share of largest magnitudes set to 0: the
+    largest ``max(1, ⌊density · size⌋)``, as mergekit counts them (ties at the cut are
+    kept by their order in the tensor)."""
+    keep = max(1, int(density * delta.size))
     if keep >= delta.size:
         return delta
-    if keep == 0:
-        return np.zeros_like(delta)
     flat = np.abs(delta).ravel()
-    threshold = np.partition(flat, delta.size - keep)[delta.size - keep]
-    return np.where(np.abs(delta) >= threshold, delta, 0.0).astype(np.float32)
+    kept = np.argpartition(flat, delta.size - keep, kind="introselect")[delta.size - keep :]
+    trimmed = np.zeros(delta.size, dtype=np.float32)
+    trimmed[kept] = delta.ravel()[kept]
+    return trimmed.reshape(delta.shape)
 
 
 def _elect(base: Tensor, deltas: Tensor, w: npt.NDArray[np.float32]) -> Tensor:

@@ -56,7 +56,7 @@ class MergePlan:
             return out
         assert isinstance(first, GgufTensors)
         full, out = scratch / "merged.f32.gguf", scratch / "merged.gguf"
-        self._write(GgufOut(full, first))
+        self._write(GgufOut(full, first, unchanged(self.recipe, self.files, first, self.adapters)))
         self.progress.start(f"{self.recipe.name}: quantizing to {self.recipe.quantization}", None)
         try:
             quantize_gguf(full, out, self._file_type(first), threads)
@@ -76,8 +76,9 @@ class MergePlan:
         sizes = [int(np.prod(info.shape, dtype=np.int64)) * 4 for info in tensors]
         self.progress.start(f"{self.recipe.name}: {self.recipe.method} merge", sum(sizes))
         try:
+            kept = out.kept if isinstance(out, GgufOut) else set()
             for info, size in zip(tensors, sizes, strict=True):
-                out.write(info, self._tensor(info))
+                out.write(info, None if info.name in kept else self._tensor(info))
                 self.progress.advance(size)  # float32 bytes merged
         finally:
             out.close()
@@ -93,6 +94,27 @@ class MergePlan:
             return combine(self.recipe, info.name, values)
         except ValueError as exc:
             raise ModelError(f"cannot merge tensor {info.name!r}: {exc}") from exc
+
+
+def unchanged(
+    recipe: MergeRecipe,
+    files: dict[str, TensorFile],
+    first: GgufTensors,
+    adapters: LoraAdapters | None,
+) -> set[str]:
+    """The tensors a merge leaves as ``first`` stores them: every source holds the same
+    bytes (and the method returns its input for equal inputs), or no adapter touches them."""
+    names = set(first.tensors)
+    if adapters is not None:
+        return {n for n in names if not adapters.touches(n)}
+    if recipe.method == "linear" and not recipe.parameters.normalize:
+        return set()  # Σ wᵢ x is not x
+    others = [f for f in files.values() if f is not first]
+    return {n for n in names if all(_same(first, other, n) for other in others)}
+
+
+def _same(a: TensorFile, b: TensorFile, name: str) -> bool:
+    return a.tensors[name].kind == b.tensors[name].kind and a.stored(name) == b.stored(name)
 
 
 def combine(recipe: MergeRecipe, name: str, values: dict[str, Array]) -> Array:
@@ -134,7 +156,9 @@ def open_plan(
             stack.callback(opened.close)
             files[manifest.name] = opened
         check_compatible(list(files.values()))
-        if sources[0].format != "gguf":
+        if sources[0].format == "gguf":
+            _check_vocabularies(sources, files)
+        else:
             _check_companions(sources, paths)
         adapters = None
         if recipe.adapters:
@@ -152,6 +176,24 @@ def _check_family(recipe: MergeRecipe, sources: list[ModelManifest]) -> None:
         raise ModelError(f"models in {formats[0]} format cannot be merged (gguf, safetensors)")
     if recipe.method == "lora" and formats[0] != "gguf":
         raise ModelError("method 'lora' bakes a GGUF adapter into a GGUF model")
+
+
+def _check_vocabularies(sources: list[ModelManifest], files: dict[str, TensorFile]) -> None:
+    """Language models share a vocabulary: the same token ids must mean the same text."""
+    first = files[sources[0].name]
+    assert isinstance(first, GgufTensors)
+    mine = first.reader.fields.get("tokenizer.ggml.tokens")
+    for other in sources[1:]:
+        theirs = files[other.name]
+        assert isinstance(theirs, GgufTensors)
+        field = theirs.reader.fields.get("tokenizer.ggml.tokens")
+        if (mine is None) != (field is None) or (
+            mine is not None and field is not None and mine.contents() != field.contents()
+        ):
+            raise ModelError(
+                f"model {other.name!r} does not match {sources[0].name!r}: another vocabulary "
+                "(tokenizer.ggml.tokens)"
+            )
 
 
 def _check_companions(sources: list[ModelManifest], paths: dict[str, dict[str, Path]]) -> None:

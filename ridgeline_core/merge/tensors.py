@@ -66,6 +66,8 @@ class TensorFile(Protocol):
 
     def read(self, name: str) -> Array: ...
 
+    def stored(self, name: str) -> bytes: ...
+
     def close(self) -> None: ...
 
 
@@ -78,11 +80,18 @@ class _Pread:
             raise ModelLoadError(f"cannot open {label} ({path}): {exc.strerror}") from exc
         self.size = os.fstat(self._fd).st_size
 
-    def bytes(self, offset: int, count: int) -> bytes:
+    def read_bytes(self, offset: int, count: int) -> bytes:
         data = os.pread(self._fd, count, offset)
         if len(data) != count:
             raise ModelLoadError(f"{self.label} is cut short: a tensor lies past its end")
         return data
+
+    def span(self, name: str) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def stored(self, name: str) -> bytes:
+        """The tensor's bytes as the file stores them."""
+        return self.read_bytes(*self.span(name))
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -111,10 +120,22 @@ class GgufTensors(_Pread):
             for t in self.reader.tensors
         }
 
+    def span(self, name: str) -> tuple[int, int]:
+        raw = self._raw[name]
+        return int(raw.data_offset), int(raw.n_bytes)
+
+    def stored_array(self, name: str) -> Array:
+        """The stored bytes shaped as gguf-py writes a tensor of this type."""
+        gguf = import_gguf()
+        raw = self._raw[name]
+        shape = gguf.quant_shape_to_byte_shape(self.tensors[name].shape, raw.tensor_type)
+        stored: Array = np.frombuffer(self.stored(name), np.uint8).reshape(shape)
+        return stored
+
     def read(self, name: str) -> Array:
         gguf = import_gguf()
         raw, shape = self._raw[name], self.tensors[name].shape
-        data = np.frombuffer(self.bytes(int(raw.data_offset), int(raw.n_bytes)), np.uint8)
+        data = np.frombuffer(self.stored(name), np.uint8)
         rows = data.view(raw.data.dtype).reshape(-1, raw.data.shape[-1])
         out = np.empty((rows.shape[0], shape[-1]), dtype=np.float32)
         # a few rows at a time: gguf-py's dequantisation makes several temporary copies
@@ -145,11 +166,11 @@ class SafetensorsFile(_Pread):
         def corrupt(why: str) -> ModelLoadError:
             return ModelLoadError(f"{self.label} is not a valid safetensors file ({why})")
 
-        (length,) = struct.unpack("<Q", self.bytes(0, 8)) if self.size >= 8 else (-1,)
+        (length,) = struct.unpack("<Q", self.read_bytes(0, 8)) if self.size >= 8 else (-1,)
         if not 0 < length <= min(_MAX_HEADER, self.size - 8):
             raise corrupt(f"header length {length} in a file of {self.size} bytes")
         try:
-            header = json.loads(self.bytes(8, length))
+            header = json.loads(self.read_bytes(8, length))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise corrupt(f"header is not JSON: {exc}") from exc
         entries = {k: v for k, v in header.items() if k != "__metadata__"}
@@ -164,10 +185,13 @@ class SafetensorsFile(_Pread):
                 raise corrupt(f"tensor {name!r}: its offsets do not fit its shape or the file")
         return dict(sorted(entries.items(), key=lambda kv: kv[1]["data_offsets"][0])), 8 + length
 
+    def span(self, name: str) -> tuple[int, int]:
+        begin, end = self._entries[name]["data_offsets"]
+        return self._start + begin, end - begin
+
     def read(self, name: str) -> Array:
         entry = self._entries[name]
-        begin, end = entry["data_offsets"]
-        data = self.bytes(self._start + begin, end - begin)
+        data = self.stored(name)
         raw: Array = np.frombuffer(data, _SAFETENSORS_TYPES[entry["dtype"]])
         if entry["dtype"] == "BF16":
             raw = (raw.astype(np.uint32) << 16).view(np.float32)

@@ -2,6 +2,11 @@
 input, then llama.cpp's own quantizer) and safetensors (each tensor in the first input's
 type).
 
+A GGUF tensor the merge leaves as it was (every input stores the same bytes, or a LoRA
+does not touch it) is written in its input's own type and bytes, and llama.cpp's quantizer
+copies a tensor that already has the type it wants: requantising dequantised K-quants is
+not exact, so an unchanged tensor would otherwise come back slightly changed.
+
 Both formats put a table of every tensor before the data, and a merge knows every shape
 before it computes anything, so the table is written first and each tensor is appended
 as soon as it is merged: the writer never holds more than the tensor it is given. The
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ _NUMPY_TYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
 class GgufOut:
     """A float32 GGUF file with the first input's metadata and tensor table."""
 
-    def __init__(self, path: Path, template: GgufTensors) -> None:
+    def __init__(self, path: Path, template: GgufTensors, kept: Collection[str] = ()) -> None:
         gguf = import_gguf()
         self._writer = gguf.GGUFWriter(path, template.architecture)
         for name, field in template.reader.fields.items():
@@ -42,15 +47,26 @@ class GgufOut:
             sub = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
             self._writer.add_key_value(name, field.contents(), field.types[0], sub)
         self._writer.add_file_type(int(gguf.LlamaFileType.ALL_F32))
+        self._template, self.kept = template, set(kept)
         for info in template.tensors.values():
+            if info.name in self.kept:  # the input's own bytes, in its own type
+                _, size = template.span(info.name)
+                kind = gguf.GGMLQuantizationType[info.kind]
+                shape = gguf.quant_shape_to_byte_shape(info.shape, kind)
+                self._writer.add_tensor_info(info.name, shape, np.dtype(np.uint8), size, kind)
+                continue
             count = int(np.prod(info.shape, dtype=np.int64))
             self._writer.add_tensor_info(info.name, info.shape, np.dtype(np.float32), count * 4)
         self._writer.write_header_to_file(path)
         self._writer.write_kv_data_to_file()
         self._writer.write_ti_data_to_file()
 
-    def write(self, info: TensorInfo, values: Array) -> None:
-        self._writer.write_tensor_data(np.ascontiguousarray(values, dtype=np.float32))
+    def write(self, info: TensorInfo, values: Array | None) -> None:
+        """The merged values, or None for a tensor kept as the input stores it."""
+        if values is None:
+            self._writer.write_tensor_data(self._template.stored_array(info.name))
+        else:
+            self._writer.write_tensor_data(np.ascontiguousarray(values, dtype=np.float32))
 
     def close(self) -> None:
         self._writer.close()
@@ -73,7 +89,8 @@ class SafetensorsOut:
         self._file = path.open("wb")
         self._file.write(struct.pack("<Q", len(encoded)) + encoded)
 
-    def write(self, info: TensorInfo, values: Array) -> None:
+    def write(self, info: TensorInfo, values: Array | None) -> None:
+        assert values is not None  # every tensor is read and written in its own type
         if info.kind == "BF16":
             bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
             rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # to nearest, ties to even
@@ -112,6 +129,9 @@ def quantize_gguf(source: Path, target: Path, ftype: int, threads: int) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = threads
+    # a tensor kept in its input's type is copied when the file type wants that type, and
+    # converted (dequantised, quantised) only when it wants another
+    params.allow_requantize = True
     status = llama_cpp.llama_model_quantize(
         str(source).encode(), str(target).encode(), llama_cpp.ctypes.byref(params)
     )
