@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib
 import json
 import os
@@ -352,54 +351,31 @@ def _fine_tune(
 # -- Ridgeline's side: manifests, the store, the figures ---------------------------------
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def _digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest(), path.stat().st_size
-
-
 def register_encoder(manifest_dir: Path, name: str, files: Path) -> None:
     """Write ``<manifest_dir>/<name>.toml``: the encoder in ``files`` as a model with
     ``path`` sources, shaped like all-minilm-l6-v2's manifest (same [build] table)."""
+    from ridgeline_core.merge.entry import to_toml
     from ridgeline_core.store import ManifestCatalog
+    from ridgeline_core.store.fetch import sha256_file
 
-    base = ManifestCatalog.with_bundled().get(BASE_MODEL)
-    assert base.build is not None
     files = files.resolve()
-    sha, size = _digest(files / "model.safetensors")
-    lines = [
-        f"# {name}: {BASE_MODEL} fine-tuned on home-intents (benchmarks/merging_encoder.py)",
-        f"name = {_toml(name)}",
-        f"description = {_toml(f'{BASE_MODEL} fine-tuned on home-intents train.jsonl')}",
-        'runtime = "onnx"\nformat = "safetensors"\nrole = "embedding"',
-        f"license = {_toml(base.license)}",
-        f'sha256 = "{sha}"\nsize = {size}',
-        f"context_length = {base.context_length}",
-        f'\n[source]\nkind = "path"\npath = {_toml(str(files / "model.safetensors"))}',
-    ]
-    for companion in COMPANIONS:
-        sha, size = _digest(files / companion)
-        source = f'{{ kind = "path", path = {_toml(str(files / companion))} }}'
-        lines.append(f'\n[[files]]\nname = "{companion}"\nsha256 = "{sha}"\nsize = {size}\n'
-                     f"source = {source}")  # fmt: skip
-    lines.append("\n[build]")
-    lines += [f"{key} = {_toml(value)}" for key, value in base.build.model_dump().items()]
+
+    def part(path: Path) -> dict[str, Any]:
+        return {"sha256": sha256_file(path), "size": path.stat().st_size,
+                "source": {"kind": "path", "path": str(path)}}  # fmt: skip
+
+    table = (
+        ManifestCatalog.with_bundled().get(BASE_MODEL).model_dump(mode="json", exclude_none=True)
+    )
+    model = part(files / "model.safetensors")
+    table.update(
+        name=name,
+        description=f"{BASE_MODEL} fine-tuned on home-intents train.jsonl",
+        sha256=model["sha256"], size=model["size"], source=model["source"],
+        files=[{"name": c, **part(files / c)} for c in COMPANIONS],
+    )  # fmt: skip
     manifest_dir.mkdir(parents=True, exist_ok=True)
-    (manifest_dir / f"{name}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (manifest_dir / f"{name}.toml").write_text(to_toml(table), encoding="utf-8")
 
 
 @contextlib.contextmanager

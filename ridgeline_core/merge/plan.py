@@ -25,7 +25,7 @@ from . import methods
 from .lora import LoraAdapters
 from .recipe import MergeRecipe
 from .tensors import GgufTensors, SafetensorsFile, TensorFile, TensorInfo, check_compatible
-from .writers import GgufOut, SafetensorsOut, file_type, quantize_gguf
+from .writers import GgufOut, SafetensorsOut, file_type, file_type_name, quantize_gguf
 
 __all__ = ["MergePlan", "combine", "open_plan"]
 
@@ -57,9 +57,10 @@ class MergePlan:
         assert isinstance(first, GgufTensors)
         full, out = scratch / "merged.f32.gguf", scratch / "merged.gguf"
         self._write(GgufOut(full, first, unchanged(self.recipe, self.files, first, self.adapters)))
-        self.progress.start(f"{self.recipe.name}: quantizing to {self.recipe.quantization}", None)
+        ftype = self._file_type(first)
+        self.progress.start(f"{self.recipe.name}: quantizing to {file_type_name(ftype)}", None)
         try:
-            quantize_gguf(full, out, self._file_type(first), threads)
+            quantize_gguf(full, out, ftype, threads)
         finally:
             self.progress.finish()
         full.unlink()

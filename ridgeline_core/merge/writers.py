@@ -28,7 +28,7 @@ import numpy.typing as npt
 from ..errors import ModelError
 from .tensors import GgufTensors, TensorInfo, import_gguf
 
-__all__ = ["GgufOut", "SafetensorsOut", "file_type", "quantize_gguf"]
+__all__ = ["GgufOut", "SafetensorsOut", "file_type", "file_type_name", "quantize_gguf"]
 
 Array = npt.NDArray[Any]
 _DROPPED_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
@@ -118,6 +118,15 @@ def file_type(name: str) -> int:
         return int(gguf.LlamaFileType[members.get(name, f"MOSTLY_{name}")])
     except KeyError:
         raise ModelError(f"llama.cpp has no quantization {name!r}") from None
+
+
+def file_type_name(ftype: int) -> str:
+    """``Q4_K_M`` for llama.cpp's file type number (as :func:`file_type` takes it)."""
+    gguf = import_gguf()
+    try:
+        return str(gguf.LlamaFileType(ftype).name).removeprefix("MOSTLY_").replace("ALL_", "")
+    except ValueError:
+        return f"file type {ftype}"
 
 
 def quantize_gguf(source: Path, target: Path, ftype: int, threads: int) -> None:
