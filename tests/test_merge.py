@@ -289,6 +289,11 @@ def test_encoder_merge_matches_numpy_and_builds_to_onnx(bench: Bench, minilm: Mi
     base = sha256_file(minilm.fp32)
     assert built.record.artifacts["fp32"].sha256 == base  # same weights, same ONNX graph
 
+    assert "removed mini-self" in _cli(bench, "models", "rm", "mini-self").stdout
+    tokenizer = next(f for f in self_merge.files if f.name == "tokenizer.json")
+    assert bench.store.blob_path(tokenizer.sha256).is_file()  # mini-a still uses it
+    assert not bench.store.blob_path(self_merge.sha256).exists()
+
 
 # -- the store entry, through the command line ----------------------------------------
 

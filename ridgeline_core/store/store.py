@@ -92,8 +92,10 @@ class ModelStore(BuiltFiles, CheckedModels):
     def remove(self, manifest: ModelManifest, keep: Collection[str] = ()) -> int:
         """Delete the stored files and builds; return the bytes freed (0 if none was there).
 
-        Files whose sha256 is in ``keep`` stay (another model uses them: a merged
-        encoder shares its tokenizer with the models it was merged from)."""
+        Companion files whose sha256 is in ``keep`` stay (another model uses them: a
+        merged encoder shares its tokenizer with the models it was merged from); the
+        model file itself goes, as asked."""
         freed = self._remove_build(manifest)
-        parts = [p for p in manifest.parts() if p.sha256 not in keep]
+        model, *companions = manifest.parts()
+        parts = [model, *(p for p in companions if p.sha256 not in keep)]
         return freed + sum(self._files.remove(p.sha256, p.label) for p in parts)
