@@ -335,9 +335,17 @@ def test_command_line_merge_record_stale_input_and_rm(bench: Bench) -> None:
     remerged = _cli(bench, "models", "merge", str(recipe))
     assert "merged tiny-cli" in remerged.stdout
     assert not stale_inputs(bench.store, bench.catalog(), bench.catalog().get("tiny-cli"))
+
+    # a calibration fitted on the old weights does not survive a merge with other bytes
+    calibration = bench.store.root / "manifests" / "tiny-cli.calibration.json"
+    calibration.write_text("{}", encoding="utf-8")
     bench.add("tiny-1", bench.root / "tiny-1.gguf")
+    assert "merged tiny-cli" in _cli(bench, "models", "merge", str(recipe)).stdout
+    assert not calibration.exists()
+    calibration.write_text("{}", encoding="utf-8")
 
     assert "removed tiny-cli" in _cli(bench, "models", "rm", "tiny-cli").stdout
+    assert not calibration.exists()
     assert "tiny-cli" not in bench.catalog() and record_of(bench.store, "tiny-cli") is None
     assert (bench.store.root / "blobs" / "sha256").is_dir()
 

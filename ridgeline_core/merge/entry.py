@@ -63,7 +63,11 @@ def record_of(store: ModelStore, name: str) -> MergeRecord | None:
 
 
 def save_entry(store: ModelStore, record: MergeRecord, manifest: dict[str, Any]) -> None:
-    """The record, then the manifest (the entry exists once the manifest does)."""
+    """The record, then the manifest (the entry exists once the manifest does). A merge
+    that replaces an earlier one with other bytes drops the earlier one's calibration."""
+    earlier = record_of(store, record.model)
+    if earlier is not None and earlier.output.sha256 != record.output.sha256:
+        _drop_calibrations(store, record.model)
     for path, text in (
         (_record_path(store, record.model), record.model_dump_json(indent=2)),
         (manifest_path(store, record.model), to_toml(manifest)),
@@ -93,11 +97,22 @@ def stale_inputs(store: ModelStore, catalog: ManifestCatalog, manifest: ModelMan
 
 
 def remove_merged(store: ModelStore, manifest: ModelManifest) -> None:
-    """Forget a merged model's manifest and record (``store.remove`` takes its files)."""
+    """Forget a merged model: its manifest, record and calibration (``store.remove`` takes
+    its files)."""
     if manifest.source.kind != "merge":
         return
     for path in (manifest_path(store, manifest.name), _record_path(store, manifest.name)):
         path.unlink(missing_ok=True)
+    _drop_calibrations(store, manifest.name)
+
+
+def _drop_calibrations(store: ModelStore, name: str) -> None:
+    """``edge-agent calibrate`` fits a model's confidence beside its manifest; a fit for
+    other weights must not carry over to a model merged again under the same name."""
+    for kind in ("", ".knowledge"):
+        (store.root / "manifests" / f"{check_name(name)}{kind}.calibration.json").unlink(
+            missing_ok=True
+        )
 
 
 def to_toml(data: dict[str, Any]) -> str:
