@@ -52,7 +52,7 @@ $(VENV)/.installed-demo: pyproject.toml $(SETUP_VENV) | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(SETUP_VENV) | $(BIN)/python
-	scripts/setup-venv.sh $(BIN)/python edge,broker,onnx,plot,dev
+	scripts/setup-venv.sh $(BIN)/python edge,broker,onnx,plot,dev,ray
 	touch $@
 
 lint: setup-dev
@@ -92,12 +92,12 @@ bench-confidence: setup-dev
 # memory and identity (about 15 min on 2 cores). BENCH_ARGS="--cost-only" skips the
 # fine-tune; "--mergekit /path/to/venv/bin/python" compares with mergekit.
 bench-merging: setup-dev
-	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,bench]'
+	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,ray,bench]'
 	$(BIN)/python benchmarks/merging.py $(BENCH_ARGS)
 
 # ONNX Runtime (fp32, int8) against sentence-transformers on torch (the `bench` extra).
 bench-embeddings: setup-dev
-	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,bench]'
+	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,ray,bench]'
 	$(BIN)/python benchmarks/embeddings.py $(BENCH_ARGS)
 
 # The edge daemon: HTTP overhead against the in-process SDK (and a bare aiohttp floor),

@@ -24,6 +24,7 @@ from ridgeline_core.errors import (
 
 from ..settings import load_edge_settings
 from .knowledge import knowledge_option, retriever_for
+from .on_ray import answer_questions, ray_answering, ray_options
 from .options import (
     MODES,
     broker_flags,
@@ -457,6 +458,7 @@ def _questions(path: Path, limit: int | None) -> list[Any]:
 @calibrate_tokens_option
 @limit_option
 @knowledge_option
+@ray_options
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
 @click.pass_obj
 def calibrate(
@@ -473,6 +475,8 @@ def calibrate(
     max_tokens: int,
     limit: int | None,
     knowledge: tuple[str, ...],
+    ray_address: str | None,
+    ray_actors: int,
     as_json: bool,
 ) -> None:
     """Fit the local model's confidence calibration on labelled questions.
@@ -497,7 +501,10 @@ def calibrate(
     held = _questions(heldout, None) if heldout else None
     with EdgeAgent(settings, background=False) as agent:
         retriever = retriever_for(agent, knowledge, items + (held or []))
-        fitted = _fit_calibration(agent, items, held, dataset, method, out, max_tokens, retriever)
+        fitted = _fit_calibration(
+            agent, items, held, dataset, method, out, max_tokens, retriever,
+            ray=ray_answering(ray_address, ray_actors),
+        )  # fmt: skip
         remembered = (
             _remember(agent, fitted.name, fitted.observations, retriever) if remember else None
         )
@@ -556,6 +563,7 @@ def _fit_calibration(
     out: Path | None,
     max_tokens: int,
     knowledge: Any = None,
+    ray: Any = None,
 ) -> _Fitted:
     """Answer the questions (from ``knowledge``, the retriever, when given), compare the
     methods, fit the chosen one and save it."""
@@ -576,11 +584,10 @@ def _fit_calibration(
     system_prompt = settings.generation.system_prompt
 
     def observe(questions: list[Any]) -> list[Any]:
-        return harness.observe(
-            runtime, questions, system_prompt=system_prompt,
+        return answer_questions(
+            settings, runtime, questions,
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0),
-            probes=harness.probes_needed(methods), progress=CliProgress(unit="items"),
-            knowledge=knowledge,
+            probes=harness.probes_needed(methods), knowledge=knowledge, ray=ray,
         )  # fmt: skip
 
     observations = observe(items)
@@ -724,6 +731,7 @@ def _print_methods(reports: list[Any], chosen: str) -> None:
 @calibrate_tokens_option
 @limit_option
 @knowledge_option
+@ray_options
 @broker_option
 @dev_option
 @click.pass_obj
@@ -737,6 +745,8 @@ def evaluate(
     max_tokens: int,
     limit: int | None,
     knowledge: tuple[str, ...],
+    ray_address: str | None,
+    ray_actors: int,
     broker: str | None,
     dev: bool,
 ) -> None:
@@ -759,7 +769,15 @@ def evaluate(
         "model": name,
         "dataset": str(dataset),
         "strong": strong,
-        **_run_eval(settings, items, knowledge, strong, max_tokens, threshold),
+        **_run_eval(
+            settings,
+            items,
+            knowledge,
+            strong,
+            max_tokens,
+            threshold,
+            ray_answering(ray_address, ray_actors),
+        ),
         "seconds": time.perf_counter() - started,
     }
     if as_json:
@@ -775,6 +793,7 @@ def _run_eval(
     strong: str,
     max_tokens: int,
     threshold: float,
+    ray: Any = None,
 ) -> dict[str, Any]:
     """Answer, judge and route ``items`` as the agent does (the cheap variant when
     confidence.variant says so, else the full one); the numbers ``eval`` reports."""
@@ -789,11 +808,10 @@ def _run_eval(
         retriever = retriever_for(agent, knowledge, items)
         confidence = agent.confidence_for(name, runtime, retriever is not None)
         variant = "cheap" if settings.confidence.variant == "cheap" else "full"
-        observations = harness.observe(
-            runtime, items, system_prompt=settings.generation.system_prompt,
+        observations = answer_questions(
+            settings, runtime, items,
             params=SamplingParams(max_tokens=max_tokens, temperature=0.0),
-            probes=confidence.probes(variant), progress=CliProgress(unit="items"),
-            knowledge=retriever,
+            probes=confidence.probes(variant), knowledge=retriever, ray=ray,
         )  # fmt: skip
         strong_correct = (
             [True] * len(items) if strong == "oracle" else _ask_broker(agent, items, max_tokens)

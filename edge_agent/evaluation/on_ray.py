@@ -1,0 +1,134 @@
+"""Answering labelled questions on Ray Data (issue 21): ``calibrate --ray`` and ``eval
+--ray`` spread :func:`~edge_agent.evaluation.harness.observe` over an actor pool.
+
+Each actor loads the model once (from the store it is given, checked like any load) and
+answers the questions it is handed one at a time, exactly as the serial run does: same
+chat prompt, same greedy decoding, same probes. The observations come back to the driver
+pickled, in question order, so a calibration or an evaluation fitted on them is the one
+the serial run gives. ``address`` is Ray's: ``local`` starts a Ray for this run (stopped
+after it), ``auto`` joins the cluster this machine belongs to, ``ray://host:10001`` a
+remote one. Importing this module imports no Ray.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ridgeline_core.errors import ConfigError, MissingDependencyError
+from ridgeline_core.progress import NULL_PROGRESS, Progress
+from ridgeline_core.runtime import SamplingParams
+from ridgeline_core.store import ModelsSettings
+
+from ..settings import RuntimeSettings
+from .dataset import QAItem
+from .harness import Observation, observe
+
+__all__ = ["RayAnswering", "observe_on_ray"]
+
+
+@dataclass(frozen=True)
+class RayAnswering:
+    """Where and how wide: Ray's address and the number of actors (model copies)."""
+
+    address: str
+    actors: int = 2
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every actor needs, sent to each once."""
+
+    models: ModelsSettings
+    runtime: RuntimeSettings
+    model: str
+    items: tuple[QAItem, ...]
+    system_prompt: str | None
+    params: SamplingParams
+    probes: frozenset[str]
+
+
+class _Answerer:
+    """A Ray Data actor: the model loaded once, then a batch of question indexes answered."""
+
+    def __init__(self, job: _Job, parallel: int) -> None:
+        from ridgeline_core.runtime import load_runtime
+
+        self.job = job
+        manifest = job.models.catalog().get(job.model)
+        store = job.models.store()
+        store.pull(manifest)
+        path = store.open_verified(manifest)
+        self.runtime = load_runtime(manifest, path, job.runtime.load_options(parallel))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        job, answered = self.job, []
+        for index in batch["index"]:
+            item = job.items[int(index)]
+            found = observe(
+                self.runtime, [item], system_prompt=job.system_prompt, params=job.params,
+                probes=set(job.probes),
+            )  # fmt: skip
+            answered.append(pickle.dumps(found[0]))
+        return {"index": list(batch["index"]), "observation": answered}
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise MissingDependencyError.for_module("ray", "ray") from None
+    return ray
+
+
+def observe_on_ray(
+    where: RayAnswering,
+    models: ModelsSettings,
+    runtime: RuntimeSettings,
+    model: str,
+    items: Sequence[QAItem],
+    *,
+    system_prompt: str | None,
+    params: SamplingParams,
+    probes: set[str],
+    progress: Progress = NULL_PROGRESS,
+) -> list[Observation]:
+    """:func:`observe` over ``where.actors`` actors; the observations in question order."""
+    ray = _import_ray()
+    job = _Job(models, runtime, model, tuple(items), system_prompt, params, frozenset(probes))
+    started_here = not ray.is_initialized()
+    if started_here:
+        _connect(ray, where.address)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        dataset = ray.data.from_items([{"index": i} for i in range(len(items))])
+        answered = dataset.map_batches(
+            _Answerer, fn_constructor_args=(job, where.actors), concurrency=where.actors,
+            batch_size=1, batch_format="numpy",
+        )  # fmt: skip
+        found: dict[int, Observation] = {}
+        progress.start(f"answering {len(items)} questions on {where.actors} Ray actors", len(items))
+        try:
+            for row in answered.iter_rows():
+                found[int(row["index"])] = pickle.loads(row["observation"])
+                progress.advance(1)
+        finally:
+            progress.finish()
+    finally:
+        if started_here:
+            ray.shutdown()
+    return [found[i] for i in range(len(items))]
+
+
+def _connect(ray: Any, address: str) -> None:
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot reach Ray at {address!r}: {exc}") from exc
