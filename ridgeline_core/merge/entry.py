@@ -34,7 +34,7 @@ class MergeRecord(BaseModel):
 
     format: Literal["ridgeline-merge/1"] = "ridgeline-merge/1"
     model: str
-    recipe: dict[str, Any]  # the recipe as read (MergeRecipe.canonical)
+    recipe: dict[str, Any]  # the recipe as read (MergeRecipe.as_record)
     recipe_path: str
     inputs: dict[str, str]  # store model (or "adapter:<file>") -> sha256 it was merged from
     output: BuiltFile

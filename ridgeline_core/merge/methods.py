@@ -36,14 +36,7 @@ def _f32(x: npt.ArrayLike) -> Tensor:
 
 
 def _stack(tensors: Sequence[npt.ArrayLike], base: npt.ArrayLike | None = None) -> Tensor:
-    arrays = [np.asarray(t, dtype=np.float32) for t in tensors]
-    if not arrays:
-        raise ValueError("a merge needs at least one input tensor")
-    shape = arrays[0].shape if base is None else np.shape(base)
-    for index, array in enumerate(arrays):
-        if array.shape != shape:
-            raise ValueError(f"input {index} has shape {array.shape}, expected {shape}")
-    return np.stack(arrays)
+    return np.stack(_checked(tensors, base))
 
 
 def _weights(weights: Sequence[float] | None, n: int) -> npt.NDArray[np.float32]:

@@ -183,18 +183,20 @@ def _check_vocabularies(sources: list[ModelManifest], files: dict[str, TensorFil
     """Language models share a vocabulary: the same token ids must mean the same text."""
     first = files[sources[0].name]
     assert isinstance(first, GgufTensors)
-    mine = first.reader.fields.get("tokenizer.ggml.tokens")
+    mine = _tokens(first)
     for other in sources[1:]:
         theirs = files[other.name]
         assert isinstance(theirs, GgufTensors)
-        field = theirs.reader.fields.get("tokenizer.ggml.tokens")
-        if (mine is None) != (field is None) or (
-            mine is not None and field is not None and mine.contents() != field.contents()
-        ):
+        if _tokens(theirs) != mine:
             raise ModelError(
                 f"model {other.name!r} does not match {sources[0].name!r}: another vocabulary "
                 "(tokenizer.ggml.tokens)"
             )
+
+
+def _tokens(file: GgufTensors) -> list[str] | None:
+    field = file.reader.fields.get("tokenizer.ggml.tokens")
+    return None if field is None else list(field.contents())
 
 
 def _check_companions(sources: list[ModelManifest], paths: dict[str, dict[str, Path]]) -> None:

@@ -20,10 +20,9 @@ starts on a recipe that cannot finish; the messages name the field.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -100,9 +99,9 @@ class MergeRecipe(StrictModel):
             )
             raise ManifestError(f"{where} is invalid: {problems}") from None
 
-    def canonical(self) -> str:
-        """The recipe as sorted JSON: what the merge record keeps and compares."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    def as_record(self) -> dict[str, Any]:
+        """The recipe as the merge record keeps and compares it."""
+        return self.model_dump(mode="json")
 
     def sources(self) -> list[str]:
         """The store models the merge reads, in order, each once (the base first)."""

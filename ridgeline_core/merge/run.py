@@ -66,7 +66,7 @@ def merge_models(
             digest, size = store.add_file(output)
     record = MergeRecord(
         model=recipe.name,
-        recipe=recipe.model_dump(mode="json"),
+        recipe=recipe.as_record(),
         recipe_path=str(recipe_path),
         inputs=inputs,
         output=BuiltFile(sha256=digest, size=size),
@@ -92,7 +92,7 @@ def _up_to_date(
     store: ModelStore, recipe: MergeRecipe, inputs: dict[str, str]
 ) -> MergeRecord | None:
     record = record_of(store, recipe.name)
-    if record is None or record.inputs != inputs or record.recipe != recipe.model_dump(mode="json"):
+    if record is None or record.inputs != inputs or record.recipe != recipe.as_record():
         return None
     blob = store.blob_path(record.output.sha256)
     if not blob.is_file() or not manifest_path(store, recipe.name).is_file():

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from ..errors import MissingDependencyError, ModelError, ModelLoadError
 
 __all__ = [
+    "SAFETENSORS_TYPES",
     "GgufTensors",
     "SafetensorsFile",
     "TensorFile",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 Array = npt.NDArray[Any]
-_SAFETENSORS_TYPES = {
+SAFETENSORS_TYPES = {
     "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
     "BOOL": np.bool_,
@@ -177,7 +178,7 @@ class SafetensorsFile(_Pread):
         for name, entry in entries.items():
             try:
                 begin, end = (int(x) for x in entry["data_offsets"])
-                dtype = np.dtype(_SAFETENSORS_TYPES[entry["dtype"]])
+                dtype = np.dtype(SAFETENSORS_TYPES[entry["dtype"]])
                 count = int(np.prod(entry["shape"], dtype=np.int64))
             except (KeyError, TypeError, ValueError) as exc:
                 raise corrupt(f"tensor {name!r}: {exc!r}") from exc
@@ -192,7 +193,7 @@ class SafetensorsFile(_Pread):
     def read(self, name: str) -> Array:
         entry = self._entries[name]
         data = self.stored(name)
-        raw: Array = np.frombuffer(data, _SAFETENSORS_TYPES[entry["dtype"]])
+        raw: Array = np.frombuffer(data, SAFETENSORS_TYPES[entry["dtype"]])
         if entry["dtype"] == "BF16":
             raw = (raw.astype(np.uint32) << 16).view(np.float32)
         values = raw.astype(np.float32) if self.tensors[name].floating else raw.copy()

@@ -26,13 +26,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ModelError
-from .tensors import GgufTensors, TensorInfo, import_gguf
+from .tensors import SAFETENSORS_TYPES, GgufTensors, TensorInfo, import_gguf
 
 __all__ = ["GgufOut", "SafetensorsOut", "file_type", "file_type_name", "quantize_gguf"]
 
 Array = npt.NDArray[Any]
 _DROPPED_KEYS = ("general.architecture", "general.file_type", "general.quantization_version")
-_NUMPY_TYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
 
 
 class GgufOut:
@@ -79,7 +78,10 @@ class SafetensorsOut:
         header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
         offset = 0
         for info in tensors:
-            size = int(np.prod(info.shape, dtype=np.int64)) * _itemsize(info.kind)
+            size = (
+                int(np.prod(info.shape, dtype=np.int64))
+                * np.dtype(SAFETENSORS_TYPES[info.kind]).itemsize
+            )
             span = [offset, offset + size]
             shape = list(info.shape)
             header[info.name] = {"dtype": info.kind, "shape": shape, "data_offsets": span}
@@ -96,18 +98,13 @@ class SafetensorsOut:
             rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # to nearest, ties to even
             out: Array = rounded.astype(np.uint16)
         elif info.floating:
-            out = values.astype(_NUMPY_TYPES[info.kind])
+            out = values.astype(SAFETENSORS_TYPES[info.kind])
         else:
             out = values
         self._file.write(np.ascontiguousarray(out).tobytes())
 
     def close(self) -> None:
         self._file.close()
-
-
-def _itemsize(kind: str) -> int:
-    sizes = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2}
-    return sizes.get(kind, 1)
 
 
 def file_type(name: str) -> int:
