@@ -27,6 +27,7 @@ __all__ = [
     "DEVICE_PATTERN",
     "TokenFile",
     "TokenStore",
+    "TokenTable",
     "current_device",
     "hash_token",
 ]
@@ -115,12 +116,50 @@ class TokenFile:
         self._save(entries)
 
 
-class TokenStore:
+class TokenTable:
+    """Token hashes to device ids, and the check of a call's ``authorization`` metadata.
+
+    :class:`TokenStore` keeps it in step with the tokens file; a broker front on Ray
+    (:mod:`cloud_broker.on_ray.limits`) replaces it with what the shared limits hold."""
+
+    def __init__(self, by_hash: dict[str, str] | None = None) -> None:
+        self._by_hash: dict[str, str] = dict(by_hash or {})
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    @property
+    def by_hash(self) -> dict[str, str]:
+        return dict(self._by_hash)
+
+    def replace(self, by_hash: dict[str, str]) -> None:
+        self._by_hash = dict(by_hash)
+
+    def refresh(self) -> None:
+        """Called before each check; the table itself has nothing to re-read."""
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The device id of a ``Bearer`` token; raises UnauthenticatedError otherwise."""
+        self.refresh()
+        if not authorization:
+            raise UnauthenticatedError(
+                "missing device token: send metadata 'authorization: Bearer <token>'"
+            )
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise UnauthenticatedError("authorization metadata must be 'Bearer <token>'")
+        device = self._by_hash.get(hash_token(token.strip()))
+        if device is None:
+            raise UnauthenticatedError("unknown or revoked device token")
+        return device
+
+
+class TokenStore(TokenTable):
     """The broker's view of the token file: hash -> device, refreshed when the file changes."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self._file = TokenFile(path)
-        self._by_hash: dict[str, str] = {}
         self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
         self.reload()
@@ -139,25 +178,11 @@ class TokenStore:
         self._by_hash = {entry.sha256: entry.device_id for entry in entries.values()}
         self._stamp = stamp
 
-    def __len__(self) -> int:
-        return len(self._by_hash)
-
-    def authenticate(self, authorization: str | None) -> str:
-        """The device id of a ``Bearer`` token; raises UnauthenticatedError otherwise."""
+    def refresh(self) -> None:
+        """Re-read the file when it changed, at most once a second; on a bad file keep
+        serving with the tokens we have (the next change retries)."""
         now = time.monotonic()
         if now - self._checked > _RELOAD_CHECK_S:
             self._checked = now
-            # on a bad file keep serving with the tokens we have; the next change retries
             with contextlib.suppress(ConfigError):
                 self.reload()
-        if not authorization:
-            raise UnauthenticatedError(
-                "missing device token: send metadata 'authorization: Bearer <token>'"
-            )
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise UnauthenticatedError("authorization metadata must be 'Bearer <token>'")
-        device = self._by_hash.get(hash_token(token.strip()))
-        if device is None:
-            raise UnauthenticatedError("unknown or revoked device token")
-        return device

@@ -28,11 +28,21 @@ cli = root_group(
     is_flag=True,
     help="development mode: plaintext, no auth, reflection on, loopback addresses only",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help=(
+        "serve as a Ray Serve application: local (start a Ray here), auto (this "
+        "machine's cluster) or ray://HOST:10001; replicas and fronts from [ray]"
+    ),
+)
 @click.pass_obj
-def serve(state: CliState, listen: str | None, dev: bool) -> None:
+def serve(state: CliState, listen: str | None, dev: bool, ray_address: str | None) -> None:
     """Serve the broker until SIGTERM or Ctrl-C.
 
-    Prints "listening on HOST:PORT" once it accepts calls (port 0 picks a free one).
+    Prints "listening on HOST:PORT" once it accepts calls (port 0 picks a free one);
+    with --ray, one such line per front.
     """
     from .server import run
 
@@ -53,7 +63,13 @@ def serve(state: CliState, listen: str | None, dev: bool) -> None:
             )
         if settings.tls.enabled:
             raise ConfigError("--dev serves plaintext; remove the [tls] settings or drop --dev")
-    run(settings, mode="dev" if dev else "production")
+    mode = "dev" if dev else "production"
+    if ray_address is not None:
+        from .on_ray.launch import serve_on_ray
+
+        serve_on_ray(settings, ray_address, mode=mode)
+        return
+    run(settings, mode=mode)
 
 
 @cli.group(cls=RidgelineGroup)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ridgeline_core import errors
 
 from .backends import Backend, BackendRequest, Outcome
-from .ratelimit import RateLimiter
+from .ratelimit import Rate
 
 __all__ = ["GenerationTimes", "generate"]
 
@@ -47,7 +47,7 @@ async def generate(
     backend: Backend,
     request: BackendRequest,
     device: str,
-    rate: RateLimiter,
+    rate: Rate,
     times: GenerationTimes,
 ) -> AsyncGenerator[str | Outcome, None]:
     """Text pieces, then the :class:`Outcome`; UnavailableError when the model ended

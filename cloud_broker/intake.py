@@ -17,7 +17,7 @@ from ridgeline_core.wire import LocalDraft
 from . import wire
 from .backends import BackendRequest
 from .callers import RunningCalls, device_of
-from .ratelimit import RateLimiter
+from .ratelimit import Rate, RateLimiter
 from .settings import LimitsSettings
 from .strategies import Call, Catalog, Meter, Plan
 from .wire import Malformed
@@ -29,13 +29,15 @@ class Intake:
     """What a call is checked against, and the checks in two steps: who calls which
     model or strategy (:meth:`caller`), then whether the request may run (:meth:`admit`)."""
 
-    def __init__(self, catalog: Catalog, limits: LimitsSettings, *, auth: bool) -> None:
+    def __init__(
+        self, catalog: Catalog, limits: LimitsSettings, *, auth: bool, rate: Rate | None = None
+    ) -> None:
         self.catalog = catalog
         self.backends = catalog.backends
         self.default_model = catalog.default_model
         self.limits = limits
         self.auth = auth
-        self.rate = RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
+        self.rate: Rate = rate or RateLimiter(limits.requests_per_minute, limits.tokens_per_minute)
         self.calls = RunningCalls()
 
     def caller(self, request: broker_pb2.GenerateRequest, context: Any) -> tuple[str, Plan]:
@@ -46,19 +48,19 @@ class Intake:
         device = device_of(request, context, self.auth)
         return device, self.catalog.plan(wire.target_of(request))
 
-    def admit(
+    async def admit(
         self, request: broker_pb2.GenerateRequest, device: str
     ) -> tuple[BackendRequest, LocalDraft | None]:
         """The request in the domain's terms and the device's draft, checked against the
         limits, once the device's rate allows one more call."""
         checked = wire.backend_request(request, self.limits)
         draft = wire.draft_of(request, self.limits)
-        self.rate.admit(device)
+        await self.rate.admitted(device)
         return checked, draft
 
-    def call(self, plan: Plan, request: broker_pb2.GenerateRequest, device: str) -> Call:
+    async def call(self, plan: Plan, request: broker_pb2.GenerateRequest, device: str) -> Call:
         """The members' runner for ``plan``, once the request passed :meth:`admit`."""
-        checked, draft = self.admit(request, device)
+        checked, draft = await self.admit(request, device)
         return Call(
             self.backends,
             checked,

@@ -24,7 +24,7 @@ import grpc.aio
 from ridgeline_core import errors
 from ridgeline_core.status import abort, to_status
 
-from .auth import TokenStore, current_device
+from .auth import TokenTable, current_device
 from .lenient import refusing_malformed
 
 __all__ = ["AuthInterceptor", "ErrorInterceptor", "status_of"]
@@ -131,7 +131,7 @@ def _refusal(handler: grpc.RpcMethodHandler, error: errors.RidgelineError) -> gr
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
         self,
-        tokens: TokenStore,
+        tokens: TokenTable,
         on_refused: Callable[[errors.RidgelineError], None] = lambda _: None,
     ) -> None:
         self._tokens = tokens

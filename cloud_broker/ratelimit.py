@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ridgeline_core.errors import RateLimitedError
 
-__all__ = ["RateLimiter"]
+__all__ = ["LeasingRateLimiter", "Rate", "RateLimiter"]
+
+
+class Rate(Protocol):
+    """What a call's rate is checked and charged through: this process's
+    :class:`RateLimiter`, or the limits shared by every front of a broker on Ray."""
+
+    async def admitted(self, device: str) -> None:
+        """Take one request credit, or raise RateLimitedError with the wait."""
+
+    def charge(self, device: str, tokens: int) -> None:
+        """Count a finished call's tokens against the device."""
+
 
 _MAX_DEVICES = 100_000  # idle buckets are dropped beyond this
 
@@ -79,6 +92,39 @@ class RateLimiter:
                 )
             requests.level -= 1
 
+    async def admitted(self, device: str) -> None:
+        """:meth:`admit`, as the servicer awaits it (:class:`Rate`)."""
+        self.admit(device)
+
     def charge(self, device: str, tokens: int) -> None:
         if self.tokens_per_minute and tokens:
             self._level(self._tokens, device, self.tokens_per_minute).level -= tokens
+
+
+class LeasingRateLimiter(RateLimiter):
+    """The rate limiter every front of a broker on Ray shares
+    (:mod:`cloud_broker.on_ray.limits`): it hands out request credits in advance."""
+
+    def take(self, device: str, share: float) -> tuple[int, float]:
+        """Like :meth:`admit`, but take ``share`` of the request credits the device has
+        left (at least one) at once, for a broker front on Ray to spend before it asks
+        again; with the token balance left (``inf`` when tokens are not limited)."""
+        self.admit(device)
+        taken = 1
+        if self.requests_per_minute:
+            requests = self._requests[device]
+            more = max(0, int(requests.level * share))
+            requests.level -= more
+            taken += more
+        else:
+            taken = 1_000_000  # no request limit: the lease's lifetime bounds it
+        balance = float("inf")
+        if self.tokens_per_minute:
+            balance = self._tokens[device].level
+        return taken, balance
+
+    def give_back(self, device: str, credits: int) -> None:
+        """Return request credits taken with :meth:`take` and not spent."""
+        if self.requests_per_minute and credits > 0:
+            bucket = self._level(self._requests, device, self.requests_per_minute)
+            bucket.level = min(self.requests_per_minute, bucket.level + credits)

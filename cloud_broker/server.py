@@ -18,61 +18,74 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ridgeline_core.errors import ConfigError, MissingDependencyError
+from ridgeline_core.errors import ConfigError
 
+from .auth import TokenTable
 from .backends import Backend
 from .metrics import BrokerMetrics
+from .ratelimit import Rate
 from .service import BrokerService
 from .settings import BrokerSettings, split_host_port
-from .startup import (
-    SERVICE_NAME,
-    Announcements,
-    add_services,
-    bind,
-    interceptors,
-    new_server,
-    open_tokens,
-)
+from .startup import Announcements, open_tokens, serve_grpc
 from .strategies import Catalog
 
-__all__ = ["BrokerServer", "build_backends", "run"]
+__all__ = ["BrokerServer", "build_backend", "build_backends", "run", "served_names"]
 
 log = logging.getLogger("ridgeline.broker")
 
 
-def build_backends(settings: BrokerSettings, log_line: Callable[[str], None]) -> dict[str, Backend]:
-    backends: dict[str, Backend] = {}
-    if settings.models.serve:
-        from .backends.llama_cpp import LlamaCppBackend
+def served_names(settings: BrokerSettings) -> list[str]:
+    """The models the broker serves: the store's (llama.cpp), then the ``[[openai]]`` ones."""
+    return [*settings.models.serve, *(entry.name for entry in settings.openai)]
 
-        catalog = settings.models.catalog()
-        store = settings.models.store()
-        for name in settings.models.serve:
-            manifest = catalog.get(name)
-            if manifest.runtime != "llama.cpp":
-                raise ConfigError(
-                    f"models.serve: {name!r} needs runtime {manifest.runtime!r}; "
-                    "the broker serves llama.cpp models"
-                )
-            backends[name] = LlamaCppBackend(manifest, store, settings.llama_cpp, log=log_line)
+
+def build_backend(settings: BrokerSettings, name: str, log_line: Callable[[str], None]) -> Backend:
+    """The backend of one served model (not started)."""
     for entry in settings.openai:
-        from .backends.openai import OpenAIBackend
+        if entry.name == name:
+            from .backends.openai import OpenAIBackend
 
-        backends[entry.name] = OpenAIBackend(entry)
-    return backends
+            return OpenAIBackend(entry)
+    if name not in settings.models.serve:
+        raise ConfigError(f"model {name!r} is not served")
+    from .backends.llama_cpp import LlamaCppBackend
+
+    manifest = settings.models.catalog().get(name)
+    if manifest.runtime != "llama.cpp":
+        raise ConfigError(
+            f"models.serve: {name!r} needs runtime {manifest.runtime!r}; "
+            "the broker serves llama.cpp models"
+        )
+    return LlamaCppBackend(manifest, settings.models.store(), settings.llama_cpp, log=log_line)
+
+
+def build_backends(settings: BrokerSettings, log_line: Callable[[str], None]) -> dict[str, Backend]:
+    return {name: build_backend(settings, name, log_line) for name in served_names(settings)}
 
 
 class BrokerServer:
-    def __init__(self, settings: BrokerSettings, *, log_line: Callable[[str], None]) -> None:
+    """The gRPC front and what it answers with: its own backends, tokens file and rate
+    limiter, or (a front on Ray, :mod:`cloud_broker.on_ray`) the ones passed in."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        log_line: Callable[[str], None],
+        backends: dict[str, Backend] | None = None,
+        limits: tuple[TokenTable | None, Rate] | None = None,
+    ) -> None:
         settings.check_transport()
         self.settings = settings
         self._log = log_line
-        self.backends = build_backends(settings, log_line)
+        self.backends = build_backends(settings, log_line) if backends is None else backends
         if not self.backends:
             raise ConfigError("nothing to serve: models.serve is empty and no [[openai]] backend")
         self.metrics = BrokerMetrics(lambda: self.backends.values())
         self.catalog = _catalog(settings, self.backends)
-        self.tokens = open_tokens(settings, log_line)
+        self.tokens: TokenTable | None
+        self.rate: Rate | None
+        self.tokens, self.rate = limits if limits else (open_tokens(settings, log_line), None)
         self.server: grpc.aio.Server | None = None
         self.service: BrokerService | None = None
         self.health: Any = None
@@ -80,23 +93,12 @@ class BrokerServer:
         self.announcements = Announcements(settings, log_line)
 
     async def start(self) -> None:
-        settings = self.settings
-        try:
-            from grpc_health.v1 import health_pb2
-        except ImportError:
-            raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
         for backend in self.backends.values():
             await backend.start()
         await asyncio.to_thread(self.catalog.load)  # a learned router loads its encoder
-        server = new_server(settings, interceptors(self.tokens, self.metrics))
-        self.service, self.health = add_services(
-            server, settings, self.catalog, self.metrics, self.tokens
+        self.server, self.service, self.health, self.port = await serve_grpc(
+            self.settings, self.catalog, self.metrics, self.tokens, self.rate
         )
-        self.port = bind(server, settings)
-        await server.start()
-        self.server = server
-        for name in (SERVICE_NAME, ""):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         await self.announcements.start(self.metrics, self.port, self.backends)
 
     @property

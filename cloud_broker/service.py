@@ -23,6 +23,7 @@ from .generation import GenerationTimes
 from .intake import Intake
 from .interceptors import status_of
 from .metrics import BrokerMetrics
+from .ratelimit import Rate
 from .settings import LimitsSettings
 from .strategies import Catalog, StrategyOutcome, Text
 from .wire import Malformed
@@ -54,9 +55,15 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
     """The servicer: converts at the boundary and hands the work to the domain."""
 
     def __init__(
-        self, catalog: Catalog, limits: LimitsSettings, metrics: BrokerMetrics, *, auth: bool
+        self,
+        catalog: Catalog,
+        limits: LimitsSettings,
+        metrics: BrokerMetrics,
+        *,
+        auth: bool,
+        rate: Rate | None = None,
     ) -> None:
-        self.intake = Intake(catalog, limits, auth=auth)
+        self.intake = Intake(catalog, limits, auth=auth, rate=rate)
         self.calls = self.intake.calls  # the server drains through these
         self.metrics = metrics
 
@@ -76,7 +83,7 @@ class BrokerService(broker_pb2_grpc.BrokerServicer):
         try:
             device, plan = self.intake.caller(request, context)
             call.model = plan.label
-            answering = self.intake.call(plan, request, device)
+            answering = await self.intake.call(plan, request, device)
             await writer.open()
             generation = BufferedGeneration(plan.strategy.run(answering))
             try:

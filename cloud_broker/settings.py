@@ -21,6 +21,7 @@ from ridgeline_core.store import ModelsSettings
 from ridgeline_core.store.manifest import check_name
 from ridgeline_core.transport import is_loopback, split_host_port
 
+from .ray_settings import RaySettings
 from .strategy_settings import PriceSettings, StrategySettings, check_strategies
 
 __all__ = [
@@ -246,6 +247,9 @@ class BrokerSettings(Section):
     strategies: list[StrategySettings] = Field(
         default_factory=list, description="named strategies over the served models"
     )
+    ray: RaySettings = Field(
+        default_factory=RaySettings, description="cloud-broker serve --ray: replicas and fronts"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BrokerSettings:
@@ -262,6 +266,9 @@ class BrokerSettings(Section):
         if self.limits.default_max_tokens > self.limits.max_tokens:
             raise ValueError("limits.default_max_tokens is above limits.max_tokens")
         check_strategies(self.strategies, self.prices, seen)
+        for name in self.ray.models:
+            if name not in seen:
+                raise ValueError(f"ray.models.{name}: {name!r} is not served")
         return self
 
     def check_transport(self) -> None:

@@ -14,11 +14,12 @@ import grpc
 import grpc.aio
 
 from ridgeline_core import transport
-from ridgeline_core.errors import ConfigError, RidgelineError
+from ridgeline_core.errors import ConfigError, MissingDependencyError, RidgelineError
 
-from .auth import TokenStore
+from .auth import TokenStore, TokenTable
 from .interceptors import AuthInterceptor, ErrorInterceptor, status_of
 from .metrics import BrokerMetrics
+from .ratelimit import Rate
 from .reflection import enable_reflection
 from .service import BrokerService
 from .settings import BrokerSettings, split_host_port
@@ -31,9 +32,32 @@ __all__ = [
     "interceptors",
     "new_server",
     "open_tokens",
+    "serve_grpc",
 ]
 
 SERVICE_NAME = "ridgeline.v1.Broker"
+
+
+async def serve_grpc(
+    settings: BrokerSettings,
+    catalog: Catalog,
+    metrics: BrokerMetrics,
+    tokens: TokenTable | None,
+    rate: Rate | None,
+) -> tuple[grpc.aio.Server, BrokerService, Any, int]:
+    """The started gRPC server, its broker and health servicers (health SERVING), and
+    the port it bound."""
+    try:
+        from grpc_health.v1 import health_pb2
+    except ImportError:
+        raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
+    server = new_server(settings, interceptors(tokens, metrics))
+    service, health = add_services(server, settings, catalog, metrics, tokens, rate)
+    port = bind(server, settings)
+    await server.start()
+    for name in (SERVICE_NAME, ""):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, service, health, port
 
 
 def open_tokens(settings: BrokerSettings, log_line: Callable[[str], None]) -> TokenStore | None:
@@ -69,16 +93,18 @@ def add_services(
     settings: BrokerSettings,
     catalog: Catalog,
     metrics: BrokerMetrics,
-    tokens: TokenStore | None,
+    tokens: TokenTable | None,
+    rate: Rate | None = None,
 ) -> tuple[BrokerService, Any]:
     """The broker, health and (when enabled) reflection services; the broker servicer
-    and the health servicer."""
+    and the health servicer. ``rate``: what calls are rate-limited by (default: a limiter
+    of this process's own)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1._async import HealthServicer
 
     from .service import add_to_server
 
-    service = BrokerService(catalog, settings.limits, metrics, auth=tokens is not None)
+    service = BrokerService(catalog, settings.limits, metrics, auth=tokens is not None, rate=rate)
     add_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -89,7 +115,7 @@ def add_services(
 
 
 def interceptors(
-    tokens: TokenStore | None, metrics: BrokerMetrics
+    tokens: TokenTable | None, metrics: BrokerMetrics
 ) -> list[grpc.aio.ServerInterceptor]:
     """Authentication first (with device tokens), then errors to status codes."""
     chain: list[grpc.aio.ServerInterceptor] = []

@@ -174,3 +174,25 @@ def broker_env(edge_env: dict[str, str]) -> dict[str, str]:
     env = without_proxies(dict(edge_env))
     env["RIDGELINE_BROKER_METRICS__LISTEN"] = "127.0.0.1:0"
     return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """Two Ray nodes inside this machine (``ray.cluster_utils.Cluster``: a head and a
+    worker, 2 CPUs each), started once per session for the tests of the broker on Ray
+    Serve and of the answering on Ray Data, with this process connected to it."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "include_dashboard": False},
+    )
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

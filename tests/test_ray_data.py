@@ -1,18 +1,16 @@
 """Calibration and evaluation answering on Ray Data (issue 21): the same questions answered
 serially and over two Ray actors that each load SmolLM2 give the same observations, and
-``edge-agent eval --ray`` reports what the serial run reports. One local Ray for the
-module (started by the first run, stopped at the end)."""
+``edge-agent eval --ray`` reports what the serial run reports. They run on the session's
+two-node cluster (conftest.py), which the broker-on-Serve tests share."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import ray
 from clirun import run
 from conftest import SMOLLM2, isolated_env
 
@@ -27,11 +25,9 @@ DATASET = Path(__file__).resolve().parent.parent / "datasets" / "ridgeline-qa-v1
 QUESTIONS = 6
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
+@pytest.fixture
+def local_ray(ray_cluster: Any) -> None:
+    """The session's two-node cluster (conftest.py); the answering runs where Ray puts it."""
 
 
 def _features(observations: list[Any]) -> np.ndarray:

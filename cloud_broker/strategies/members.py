@@ -21,7 +21,7 @@ from ridgeline_core.wire import LocalDraft
 
 from ..backends import Backend, BackendRequest, Outcome, Probe
 from ..generation import GenerationTimes, generate
-from ..ratelimit import RateLimiter
+from ..ratelimit import Rate
 from .base import Member, Text
 from .costs import Meter, estimate_prompt_tokens
 
@@ -93,7 +93,7 @@ class Call(Ledger):
         request: BackendRequest,
         *,
         device: str,
-        rate: RateLimiter,
+        rate: Rate,
         meter: Meter,
         draft: LocalDraft | None = None,
         task: str = "",

@@ -1,0 +1,179 @@
+"""The pure logic of the broker on Ray, in process (no cluster): the leased rate limit,
+the front's credits, the errors a failed replica call becomes, and the retry of a call
+whose replica died before it streamed. tests/test_broker_ray.py runs all of it for real."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from ray import exceptions as ray_errors
+from ray.serve import exceptions as serve_errors
+
+from cloud_broker.backends import BackendRequest, Outcome
+from cloud_broker.on_ray.limits import LimitsKeeper, SharedRate
+from cloud_broker.on_ray.remote import RemoteBackend
+from cloud_broker.on_ray.replica import ReplicaInfo
+from cloud_broker.ratelimit import LeasingRateLimiter
+from cloud_broker.settings import BrokerSettings
+from ridgeline_core import errors
+from ridgeline_core.runtime import ChatMessage, SamplingParams
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_leases_never_give_a_device_more_than_its_limit() -> None:
+    clock = Clock()
+    limiter = LeasingRateLimiter(8, 0, clock=clock)
+    taken = []
+    while True:
+        try:
+            taken.append(limiter.take("d", 0.25)[0])
+        except errors.RateLimitedError as exc:
+            assert exc.retry_after_s == pytest.approx(60 / 8)
+            break
+    assert sum(taken) == 8 and taken[0] == 2  # one, and a quarter of the seven left
+    limiter.give_back("d", 3)
+    assert limiter.take("d", 0.0)[0] == 1
+    clock.now = 600.0
+    limiter.give_back("d", 100)  # never above the limit
+    assert sum(limiter.take("d", 1.0)[0] for _ in range(1)) == 8
+
+
+class Keeper:
+    """The keeper's methods as awaitable ``.remote`` calls, in this process."""
+
+    def __init__(self, keeper: LimitsKeeper) -> None:
+        self.keeper = keeper
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.keeper, name)
+        outer = self
+
+        class Remote:
+            @staticmethod
+            async def remote(*args: Any) -> Any:
+                outer.calls += 1
+                return method(*args)
+
+        return Remote
+
+
+def test_a_front_spends_leased_credits_without_asking_and_returns_the_rest() -> None:
+    keeper = LimitsKeeper()
+    keeper.configure(100, 1000, None)
+    remote = Keeper(keeper)
+    rate = SharedRate(remote, fronts=2, lease_s=60)
+
+    async def scenario() -> None:
+        for _ in range(10):
+            await rate.admitted("d")
+        assert remote.calls == 1  # 1 + a quarter of the 99 left: 25 credits in one call
+        rate.charge("d", 400)
+        await rate.settle()
+        assert keeper.lease("d", 0.0)[1] == pytest.approx(600, abs=1)
+        rate.charge("d", 2000)  # the balance is spent: the next call asks, and is refused
+        with pytest.raises(errors.RateLimitedError, match="tokens per minute"):
+            await rate.admitted("d")
+
+    asyncio.run(scenario())
+
+
+class Call:
+    def __init__(self, items: list[Any], fail: BaseException | None) -> None:
+        self.items, self.fail, self.cancelled = items, fail, False
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[Any]:
+        for item in self.items:
+            yield item
+        if self.fail is not None:
+            raise self.fail
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Handle:
+    """A deployment handle whose calls play a script: (items, then the failure)."""
+
+    def __init__(self, script: list[tuple[list[Any], BaseException | None]]) -> None:
+        self.script, self.calls = list(script), []
+
+    def options(self, **_: Any) -> Handle:
+        return self
+
+    @property
+    def stream(self) -> Handle:
+        return self
+
+    def remote(self, request: Any) -> Call:
+        call = Call(*self.script.pop(0))
+        self.calls.append(call)
+        return call
+
+
+REQUEST = BackendRequest("r", (ChatMessage("user", "hi"),), SamplingParams(max_tokens=4))
+INFO = ReplicaInfo("m", "llama.cpp", "chat", 2048, 1, 4)
+DONE = Outcome("stop", 1, 1)
+
+
+async def _collect(backend: RemoteBackend) -> list[Any]:
+    return [item async for item in backend.stream(REQUEST)]
+
+
+def test_a_call_whose_replica_died_before_streaming_is_sent_again() -> None:
+    handle = Handle([([], ray_errors.ActorDiedError()), (["Hel", "lo", DONE], None)])
+    assert asyncio.run(_collect(RemoteBackend(handle, INFO, 2))) == ["Hel", "lo", DONE]
+    assert len(handle.calls) == 2 and handle.calls[0].cancelled
+
+
+def test_a_replica_dying_mid_stream_is_unavailable_not_retried() -> None:
+    handle = Handle([(["Hel"], ray_errors.ActorDiedError()), (["never"], None)])
+    with pytest.raises(errors.UnavailableError, match="cut short"):
+        asyncio.run(_collect(RemoteBackend(handle, INFO, 2)))
+    assert len(handle.calls) == 1
+
+
+def test_no_replica_after_three_tries_is_unavailable() -> None:
+    handle = Handle([([], ray_errors.ActorDiedError())] * 3)
+    with pytest.raises(errors.UnavailableError, match="before it answered"):
+        asyncio.run(_collect(RemoteBackend(handle, INFO, 2)))
+
+
+def test_a_full_queue_is_queue_full_and_backend_errors_come_back_as_they_were() -> None:
+    handle = Handle([([], serve_errors.BackPressureError(4, 4, retry_after_s=2.5))])
+    with pytest.raises(errors.QueueFullError) as excinfo:
+        asyncio.run(_collect(RemoteBackend(handle, INFO, 2)))
+    assert excinfo.value.retry_after_s == 2.5
+    wrapped = ray_errors.RayTaskError(
+        "stream", "traceback", errors.UnsupportedError("no choices here")
+    )
+    handle = Handle([([], wrapped)])
+    with pytest.raises(errors.UnsupportedError, match=r"^no choices here$"):
+        asyncio.run(_collect(RemoteBackend(handle, INFO, 2)))
+
+
+def test_ray_settings_are_checked() -> None:
+    served = {"models": {"serve": ["smollm2-135m-instruct"], "default": "smollm2-135m-instruct"}}
+    with pytest.raises(ValueError, match="both min_replicas and max_replicas"):
+        BrokerSettings.model_validate(
+            {**served, "ray": {"models": {"smollm2-135m-instruct": {"min_replicas": 1}}}}
+        )
+    with pytest.raises(ValueError, match="'gemma3-270m' is not served"):
+        BrokerSettings.model_validate({**served, "ray": {"models": {"gemma3-270m": {}}}})
+    settings = BrokerSettings.model_validate(
+        {**served, "ray": {"models": {"smollm2-135m-instruct": {"replicas": 3}}}}
+    )
+    assert settings.ray.model("smollm2-135m-instruct").most_replicas == 3
