@@ -97,7 +97,7 @@ class Call:
 
     async def _run(self) -> AsyncIterator[Any]:
         for item in self.items:
-            yield item
+            yield [item]  # the replica sends lists of what is ready
         if self.fail is not None:
             raise self.fail
 

@@ -66,9 +66,10 @@ class RemoteBackend:
                 started = False
                 call = self._streams.stream.remote(request)
                 try:
-                    async for item in call:
+                    async for batch in call:
                         started = True
-                        yield item
+                        for item in batch:
+                            yield item
                     return
                 except (GeneratorExit, asyncio.CancelledError):
                     call.cancel()

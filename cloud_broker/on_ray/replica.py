@@ -10,6 +10,7 @@ stream and stops the generation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
@@ -24,6 +25,11 @@ from ..settings import BrokerSettings
 __all__ = ["ModelReplica", "ReplicaInfo", "slots_of"]
 
 log = logging.getLogger("ridgeline.broker")
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None
 
 
 @dataclass(frozen=True)
@@ -67,15 +73,44 @@ class ModelReplica:
     def info(self) -> ReplicaInfo:
         return self._info
 
-    async def stream(self, request: BackendRequest) -> AsyncGenerator[str | Outcome, None]:
+    async def stream(self, request: BackendRequest) -> AsyncGenerator[list[str | Outcome], None]:
+        """The backend's items, in lists of what is ready: one item per message while
+        the model is slower than the link, fewer messages when it is faster (each
+        streamed message costs Ray about a millisecond here)."""
+        ready: asyncio.Queue[str | Outcome | _End] = asyncio.Queue()
+        producing = asyncio.create_task(self._produce(request, ready))
+        try:
+            while True:
+                batch = [await ready.get()]
+                while not ready.empty():
+                    batch.append(ready.get_nowait())
+                end = batch[-1]
+                if isinstance(end, _End):
+                    if batch[:-1]:
+                        yield batch[:-1]  # type: ignore[misc]  # no _End before the last
+                    if end.error is not None:
+                        raise end.error
+                    return
+                yield batch  # type: ignore[misc]  # checked above: no _End in it
+        finally:
+            producing.cancel()
+            await asyncio.gather(producing, return_exceptions=True)
+
+    async def _produce(
+        self, request: BackendRequest, ready: asyncio.Queue[str | Outcome | _End]
+    ) -> None:
         admission = self.backend.admission
         await admission.acquire()
+        error: BaseException | None = None
         try:
             async with contextlib.aclosing(self.backend.stream(request)) as stream:
                 async for item in stream:
-                    yield item
+                    ready.put_nowait(item)
+        except Exception as exc:  # raised to the caller by stream()
+            error = exc
         finally:
             admission.release()
+            ready.put_nowait(_End(error))
 
     async def next_token_probs(
         self, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
