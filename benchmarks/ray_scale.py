@@ -97,7 +97,10 @@ def latency_leg(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):
                 single.append(legs.latencies(plain, args.calls, args.warmup))
                 spread.append(legs.latencies(front, args.calls, args.warmup))
+        with legs.serve_grpc_proxy(config, legs.free_port()) as proxy:
+            proxied = legs.latencies(proxy, args.calls * args.rounds, args.warmup)
     a, b = np.concatenate(single), np.concatenate(spread)
+    p50, p99 = legs.percentiles(proxied)
     (a50, a99), (b50, b99) = legs.percentiles(a), legs.percentiles(b)
     f50, f99 = legs.percentiles(legs.serve_floor(len(b)))
     print(f"\nstub backend, one call at a time, {len(a)} calls each ({args.rounds} rounds)\n")
@@ -108,6 +111,8 @@ def latency_leg(args: argparse.Namespace) -> None:
     print(f"| **added by the Ray path** | **{b50 - a50:.2f}** | **{b99 - a99:.2f}** |")
     floor = "Serve's floor: one streamed handle call, replica to replica"
     print(f"| {floor} | {f50:.2f} | {f99:.2f} |")
+    proxy = "Serve's gRPC proxy + a bare ingress replica + model replica (no TLS, no checks)"
+    print(f"| {proxy} | {p50:.2f} | {p99:.2f} |")
 
 
 def limit_leg(args: argparse.Namespace) -> None:

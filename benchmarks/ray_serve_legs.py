@@ -257,6 +257,75 @@ def serve_floor(calls: int) -> np.ndarray:
     return np.asarray(seconds)
 
 
+class GrpcIngress:
+    """Ray Serve's own gRPC ingress for comparison: a replica behind Serve's gRPC proxy
+    answering ``ridgeline.v1.Broker/Generate`` from the model replica's stream, with
+    nothing else (no TLS, tokens, limits or checks: the proxy has no place for them)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.options(stream=True)
+
+    async def Generate(self, request: Any) -> Any:  # the RPC's name
+        from cloud_broker import wire
+        from cloud_broker.backends import BackendRequest
+        from ridgeline.v1 import broker_pb2
+        from ridgeline_core.runtime import ChatMessage, SamplingParams
+
+        checked = BackendRequest(
+            request.request_id or "r",
+            tuple(ChatMessage("user", m.content) for m in request.messages),
+            SamplingParams(max_tokens=request.params.max_tokens or 8),
+        )
+        async for batch in self.model.stream.remote(checked):
+            for item in batch:
+                if isinstance(item, str):
+                    yield wire.delta_to_pb(item, "stub")
+                else:
+                    yield broker_pb2.GenerateResponse(
+                        result=broker_pb2.GenerateResult(answer_model="stub")
+                    )
+
+
+@contextlib.contextmanager
+def serve_grpc_proxy(config: Path, port: int) -> Iterator[str]:
+    """Serve restarted with its gRPC proxy on ``port`` and :class:`GrpcIngress` in front of
+    the model replica; afterwards, Serve as the other legs want it (no proxy)."""
+    from ray import serve
+
+    from cloud_broker.on_ray.app import model_options
+    from cloud_broker.on_ray.replica import ModelReplica
+    from cloud_broker.settings import load_broker_settings
+
+    settings = load_broker_settings(config_file=config, env={}).settings
+    serve.shutdown()
+    serve.start(
+        proxy_location="HeadOnly",
+        grpc_options={
+            "port": port,
+            "grpc_servicer_functions": [
+                "ridgeline.v1.broker_pb2_grpc.add_BrokerServicer_to_server"
+            ],
+        },
+    )
+    deployment: Any = serve.deployment
+    model = deployment(ModelReplica).options(**model_options(settings, "stub"))
+    serve.run(deployment(GrpcIngress).bind(model.bind(settings, "stub")), name="proxy")
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        serve.start(proxy_location="Disabled")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def percentiles(seconds: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(seconds, 50) * 1e3), float(np.percentile(seconds, 99) * 1e3)
 

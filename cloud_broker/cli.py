@@ -134,14 +134,37 @@ def router() -> None:
 @click.option("--out", "out_file", required=True, type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--encoder", default=None, help="embedding model of the store (all-minilm-l6-v2)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+@click.option(
+    "--ray", "ray_address", metavar="ADDRESS",
+    help="embed the prompts on Ray Data actors: local (a Ray started for this run), auto "
+    "(the cluster this machine is in) or ray://HOST:PORT (the ray extra)",
+)  # fmt: skip
+@click.option(
+    "--ray-actors", type=click.IntRange(min=1), default=2, show_default=True,
+    help="with --ray: encoder copies embedding at once (one Ray actor each)",
+)  # fmt: skip
 @click.pass_obj
 def router_train(
-    state: CliState, outcomes_file: Path, out_file: Path, encoder: str | None, as_json: bool
+    state: CliState,
+    *,
+    outcomes_file: Path,
+    out_file: Path,
+    encoder: str | None,
+    as_json: bool,
+    ray_address: str | None,
+    ray_actors: int,
 ) -> None:
     """Fit a router on judged outcomes and write it to --out (a strategy's router_file)."""
-    from .router.commands import train_command
+    from ridgeline_core.cli import CliProgress
 
-    summary = train_command(state.load().settings, outcomes_file, out_file, encoder)
+    from .router.commands import train_command
+    from .router.on_ray import RayEmbedding
+
+    ray = None if ray_address is None else RayEmbedding(ray_address, ray_actors)
+    summary = train_command(
+        state.load().settings, outcomes_file, out_file, encoder,
+        ray=ray, progress=CliProgress(unit="items"),
+    )  # fmt: skip
     if as_json:
         echo_json(summary)
         return

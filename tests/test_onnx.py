@@ -123,6 +123,21 @@ def test_a_batch_equals_one_by_one(fp32: OnnxEncoder) -> None:
 
 
 @pytest.mark.model
+def test_each_planned_batch_on_its_own_gives_embeds_rows(int8: OnnxEncoder) -> None:
+    """What the router's training on Ray relies on: ``batches`` is ``embed``'s plan, and a
+    batch embedded alone, in plan order, gets the very same floats (int8: a vector depends
+    on its batch, whose ranges its quantization takes)."""
+    texts = [*SENTENCES, *SENTENCES[:5]]
+    plan = int8.batches(texts, batch_size=8)
+    assert sorted(i for rows in plan for i in rows) == list(range(len(texts)))
+    assert [len(rows) for rows in plan[:-1]] == [8] * (len(plan) - 1)
+    whole = int8.embed(texts, batch_size=8)
+    for rows in plan:
+        alone = int8.embed([texts[i] for i in rows], batch_size=8)
+        np.testing.assert_array_equal(alone, whole[rows])
+
+
+@pytest.mark.model
 def test_vectors_have_unit_length(fp32: OnnxEncoder) -> None:
     norms = np.linalg.norm(fp32.embed(SENTENCES[:10]), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)

@@ -1,18 +1,21 @@
 """Calibration and evaluation answering on Ray Data (issue 21): the same questions answered
 serially and over two Ray actors that each load SmolLM2 give the same observations, and
-``edge-agent eval --ray`` reports what the serial run reports. They run on the session's
-two-node cluster (conftest.py), which the broker-on-Serve tests share."""
+``edge-agent eval --ray`` reports what the serial run reports. The broker's router training
+embeds its prompts on Ray actors and writes the serial run's router file, byte for byte.
+They run on the session's two-node cluster (conftest.py), which the broker-on-Serve tests
+share."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from clirun import run
-from conftest import SMOLLM2, isolated_env
+from conftest import MINILM, SMOLLM2, MiniLM, isolated_env
 
 from edge_agent.evaluation import harness
 from edge_agent.evaluation.dataset import load_dataset
@@ -96,3 +99,84 @@ def test_ray_does_not_answer_from_knowledge_yet(smollm2: Any) -> None:
             params=SamplingParams(max_tokens=8), probes=set(),
             knowledge=lambda item: None, ray=RayAnswering("auto"),
         )  # fmt: skip
+
+
+def _router_outcomes(path: Path) -> Path:
+    """40 prompts (more than one encoder batch of 32) judged for two models in the same
+    order, whose batches are shared, and 24 of them in reverse for a third, whose batch is
+    its own: 3 distinct batches, 64 prompts, where the serial run embeds 104."""
+    from test_router import ARITHMETIC, GEOGRAPHY
+
+    arithmetic = ARITHMETIC + [f"What is {a + 30} minus {a}?" for a in range(10)]
+    countries = ["Spain", "Laos", "Chad", "Iraq", "Mali", "Oman", "Peru", "Togo", "Chile", "Nepal"]
+    geography = GEOGRAPHY + [f"Which country borders {c}?" for c in countries]
+    prompts = arithmetic + geography
+    rows = []
+    for model, is_math in (("math-bot", True), ("geo-bot", False)):
+        for prompt in prompts:
+            right = (prompt in arithmetic) == is_math
+            signals = {"mean_logprob": -0.2 if right else -1.4, "min_logprob": -1.0}
+            rows.append({"prompt": prompt, "model": model, "correct": right, **signals})
+    for prompt in reversed(prompts[-24:]):
+        rows.append({"prompt": prompt, "model": "odd-bot", "correct": len(prompt) % 2 == 0})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_router_training_on_ray_writes_the_serial_runs_file(
+    ray_cluster: Any, minilm: MiniLM, model_store: ModelStore, tmp_path: Path
+) -> None:
+    env = isolated_env(model_store, tmp_path)
+    outcomes = _router_outcomes(tmp_path / "outcomes.jsonl")
+    args = ["router", "train", "--outcomes", str(outcomes), "--json", "--out"]
+    serial = run("cloud-broker", *args, str(tmp_path / "serial.json"), env=env)
+    assert serial.returncode == 0, serial.stderr
+    where = ["--ray", ray_cluster.address, "--ray-actors", "2"]
+    spread = run("cloud-broker", *args, str(tmp_path / "ray.json"), *where, env=env)
+    assert spread.returncode == 0, spread.stderr
+    assert "embedding 3 batches (64 prompts) on 2 Ray actors" in spread.stderr
+    assert spread.stdout == serial.stdout
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "serial.json").read_bytes()
+
+
+def test_router_training_names_a_bad_ray_address(
+    minilm: MiniLM, model_store: ModelStore, tmp_path: Path
+) -> None:
+    """In a process of its own: this one's Ray (the session cluster) would be used as is."""
+    env = isolated_env(model_store, tmp_path)
+    outcomes = _router_outcomes(tmp_path / "outcomes.jsonl")
+    args = ["--outcomes", str(outcomes), "--out", str(tmp_path / "r.json"), "--ray", "nowhere"]
+    result = run("cloud-broker", "router", "train", *args, env=env, process=True)
+    assert result.returncode == 2, result.stderr
+    assert "cannot reach Ray at 'nowhere'" in result.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_router_training_on_ray_needs_the_ray_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloud_broker.router.on_ray import RayEmbedding, embed_on_ray
+    from ridgeline_core.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingDependencyError, match="ray"):
+        embed_on_ray(RayEmbedding("local"), ModelsSettings(), [], encoder=("e", None, ""))
+
+
+def test_a_ray_node_with_another_encoder_file_is_named(
+    ray_cluster: Any, minilm: MiniLM, model_store: ModelStore
+) -> None:
+    """An actor whose encoder is not the driver's ONNX file refuses, and the driver says so
+    (here: the driver claims another digest)."""
+    from cloud_broker.router.on_ray import RayEmbedding, embed_on_ray
+    from cloud_broker.router.opener import store_encoders
+    from ridgeline_core.errors import ConfigError
+
+    models = ModelsSettings(store_dir=model_store.root)
+    encoder, _ = store_encoders(models)(MINILM)
+    try:
+        with pytest.raises(ConfigError, match=r"on the Ray node .* ONNX file has sha256"):
+            embed_on_ray(
+                RayEmbedding(ray_cluster.address, actors=1), models, [["What is 2 plus 2?"]],
+                encoder=(MINILM, encoder, "0" * 64),
+            )  # fmt: skip
+    finally:
+        encoder.close()

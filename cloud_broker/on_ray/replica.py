@@ -78,7 +78,7 @@ class ModelReplica:
         the model is slower than the link, fewer messages when it is faster (each
         streamed message costs Ray about a millisecond here)."""
         ready: asyncio.Queue[str | Outcome | _End] = asyncio.Queue()
-        producing = asyncio.create_task(self._produce(request, ready))
+        producing = asyncio.create_task(_produce(self.backend, request, ready))
         try:
             while True:
                 batch = [await ready.get()]
@@ -96,22 +96,6 @@ class ModelReplica:
             producing.cancel()
             await asyncio.gather(producing, return_exceptions=True)
 
-    async def _produce(
-        self, request: BackendRequest, ready: asyncio.Queue[str | Outcome | _End]
-    ) -> None:
-        admission = self.backend.admission
-        await admission.acquire()
-        error: BaseException | None = None
-        try:
-            async with contextlib.aclosing(self.backend.stream(request)) as stream:
-                async for item in stream:
-                    ready.put_nowait(item)
-        except Exception as exc:  # raised to the caller by stream()
-            error = exc
-        finally:
-            admission.release()
-            ready.put_nowait(_End(error))
-
     async def next_token_probs(
         self, messages: tuple[ChatMessage, ...], candidates: Sequence[str]
     ) -> Probe:
@@ -124,3 +108,21 @@ class ModelReplica:
 
     async def __del__(self) -> None:  # Serve awaits it when the replica stops
         await self.backend.close()
+
+
+async def _produce(
+    backend: Backend, request: BackendRequest, ready: asyncio.Queue[str | Outcome | _End]
+) -> None:
+    """The backend's items into ``ready``, then :class:`_End` (with its error, if any)."""
+    admission = backend.admission
+    await admission.acquire()
+    error: BaseException | None = None
+    try:
+        async with contextlib.aclosing(backend.stream(request)) as stream:
+            async for item in stream:
+                ready.put_nowait(item)
+    except Exception as exc:  # raised to the caller by stream()
+        error = exc
+    finally:
+        admission.release()
+        ready.put_nowait(_End(error))

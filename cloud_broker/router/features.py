@@ -54,6 +54,11 @@ class Featurizer:
     def __init__(self, encoder: Any) -> None:
         self.encoder = encoder
 
+    @property
+    def dim(self) -> int:
+        """The encoder's vector width (the prompt features follow it in a row)."""
+        return int(self.encoder.dim)
+
     def rows(self, prompts: Sequence[str]) -> npt.NDArray[np.float64]:
         vectors = np.asarray(self.encoder.embed(list(prompts)), dtype=np.float64)
         extra = np.asarray([prompt_features(p) for p in prompts], dtype=np.float64)

@@ -24,7 +24,7 @@ from ridgeline_core.errors import ConfigError
 from .features import PROMPT_FEATURES, Featurizer
 from .fit import fit_logistic, kfold_auroc
 
-__all__ = ["Outcomes", "read_outcomes", "train_router"]
+__all__ = ["Outcomes", "check_outcomes", "prompt_lists", "read_outcomes", "train_router"]
 
 MIN_ROWS = 10  # per model
 _L2 = (0.3, 1.0, 3.0, 10.0)
@@ -80,11 +80,8 @@ def _row(path: Path, number: int, line: str) -> dict[str, Any]:
     return row
 
 
-def train_router(
-    outcomes: Outcomes, featurizer: Featurizer, encoder: dict[str, str], source: str
-) -> dict[str, Any]:
-    """The router file's body (see :mod:`.file`)."""
-    heads, calibration, tokens = {}, {}, {}
+def check_outcomes(outcomes: Outcomes) -> None:
+    """Enough outcomes of both kinds for every model (before anything is embedded)."""
     for model, rows in sorted(outcomes.rows.items()):
         targets = np.asarray([row["correct"] for row in rows])
         if len(rows) < MIN_ROWS:
@@ -96,7 +93,27 @@ def train_router(
                 f"model {model!r} is judged {'correct' if targets[0] else 'wrong'} on every "
                 "prompt: nothing to learn from"
             )
-        x = featurizer.rows([row["prompt"] for row in rows])
+
+
+def prompt_lists(outcomes: Outcomes) -> list[list[str]]:
+    """What :func:`train_router` embeds: each model's prompts, one ``featurizer.rows``
+    call a model, in the order of its rows."""
+    return [_prompts(rows) for _, rows in sorted(outcomes.rows.items())]
+
+
+def _prompts(rows: list[dict[str, Any]]) -> list[str]:
+    return [row["prompt"] for row in rows]
+
+
+def train_router(
+    outcomes: Outcomes, featurizer: Featurizer, encoder: dict[str, str], source: str
+) -> dict[str, Any]:
+    """The router file's body (see :mod:`.file`)."""
+    check_outcomes(outcomes)
+    heads, calibration, tokens = {}, {}, {}
+    for model, rows in sorted(outcomes.rows.items()):
+        targets = np.asarray([row["correct"] for row in rows])
+        x = featurizer.rows(_prompts(rows))
         scored = {l2: kfold_auroc(x, targets, l2) for l2 in _L2}
         l2 = max(scored, key=lambda value: (scored[value], value))
         head = fit_logistic(x, targets, l2)
@@ -114,16 +131,12 @@ def train_router(
     return {
         "models": sorted(heads),
         "encoder": encoder,
-        "features": {"embedding_dim": _width(featurizer), "prompt": list(PROMPT_FEATURES)},
+        "features": {"embedding_dim": featurizer.dim, "prompt": list(PROMPT_FEATURES)},
         "heads": heads,
         "calibration": calibration,
         "mean_tokens": tokens,
         "trained": {"outcomes": source, "rows": sum(h["rows"] for h in heads.values())},
     }
-
-
-def _width(featurizer: Featurizer) -> int:
-    return int(featurizer.rows(["width"]).shape[1]) - len(PROMPT_FEATURES)
 
 
 def _mean_tokens(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -28,7 +28,9 @@ from .onnx_head import OnnxClassifierHead
 from .onnx_session import session_threads
 from .onnx_text import EncoderTexts, Pooling, Vectors, vectors_of
 
-__all__ = ["OnnxClassifierHead", "OnnxEncoder"]
+__all__ = ["BATCH_SIZE", "OnnxClassifierHead", "OnnxEncoder"]
+
+BATCH_SIZE = 32  # texts per run of the encoder's graph
 
 
 class OnnxEncoder(Closing):
@@ -69,10 +71,16 @@ class OnnxEncoder(Closing):
         """Tokens per input, special tokens included; longer inputs are cut."""
         return self._texts.max_length
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> Vectors:
+    def embed(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> Vectors:
         """One float32 row per text, in order (unit length when ``normalize``)."""
         vectors, self.last_truncated = self._texts.embed(texts, batch_size, self._dim, self._run)
         return vectors
+
+    def batches(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[list[int]]:
+        """How :meth:`embed` splits ``texts``: the indexes in each batch, in the order run.
+        A text's vector depends on its batch (the padding; the int8 build's ranges), and
+        one batch's texts embedded on their own, in this order, get the same rows."""
+        return self._texts.batches(texts, batch_size)
 
     def embed_one(self, text: str) -> npt.NDArray[np.float32]:
         """The vector of one text: float32 [dim]."""

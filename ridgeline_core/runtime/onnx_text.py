@@ -47,16 +47,26 @@ class EncoderTexts:
         truncated = sum(1 for e in encodings if e.overflowing)
         return _in_batches(encodings, batch_size, dim, run), truncated
 
+    def batches(self, texts: Sequence[str], batch_size: int) -> list[list[int]]:
+        """The indexes of ``texts`` in each batch :meth:`embed` runs, in the order run."""
+        texts = _checked_texts(texts, batch_size)
+        return _batch_order(self.tokenizer.encode_batch(texts), batch_size) if texts else []
+
+
+def _batch_order(encodings: Sequence[Any], batch_size: int) -> list[list[int]]:
+    """The batches, as indexes into ``encodings``: longest inputs first (each batch pads
+    to nearly its own length), ties in input order."""
+    order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
 
 def _in_batches(
     encodings: Sequence[Any], batch_size: int, dim: int, run: Callable[[list[Any]], Vectors]
 ) -> Vectors:
-    """``run`` over batches, longest inputs first (each batch pads to nearly its own
-    length); the rows come back in the inputs' order."""
-    order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
+    """``run`` over the batches of :func:`_batch_order`; the rows come back in the inputs'
+    order."""
     result = np.empty((len(encodings), dim), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in _batch_order(encodings, batch_size):
         result[rows] = run([encodings[i] for i in rows])
     return result
 
