@@ -26,6 +26,7 @@ from ridgeline_core.client import BrokerClient
 HERE = Path(__file__).resolve().parent
 SMOLLM2 = "smollm2-135m-instruct"
 PROMPT = "What is the capital of France?"
+STORY = "Write a short story about a lighthouse keeper."  # runs to max_tokens
 
 
 @contextlib.contextmanager
@@ -159,7 +160,7 @@ def throughput(address: str, clients: int, seconds: float, max_tokens: int) -> t
     def load() -> None:
         with BrokerClient(address, plaintext=True, timeout_s=120) as client:
             while time.monotonic() < stop:
-                answer = client.ask(PROMPT, max_tokens=max_tokens, temperature=0.0)
+                answer = client.ask(STORY, max_tokens=max_tokens, temperature=0.0)
                 with lock:
                     done.append(answer.result.usage.completion_tokens)
 
@@ -248,7 +249,8 @@ def serve_floor(calls: int) -> np.ndarray:
     from ray import serve
 
     deployment: Any = serve.deployment
-    app = deployment(Caller).bind(deployment(Echo).bind())
+    quiet = {"logging_config": {"enable_access_log": False}}  # as the broker's deployments
+    app = deployment(Caller).options(**quiet).bind(deployment(Echo).options(**quiet).bind())
     handle = serve.run(app, name="floor", route_prefix=None)
     try:
         seconds = handle.run.remote(calls).result()

@@ -85,10 +85,13 @@ class RaySettings(Section):
         description="how often a front fetches the device tokens (revocations reach it then)",
     )
     lease_s: float = Field(
-        default=1.0,
+        default=5.0,
         gt=0,
         le=60,
-        description="how long a front may use request credits it took from the shared limit",
+        description=(
+            "how long a front may spend request credits it took from the shared limit "
+            "(a device calling less often than this waits for the keeper each time)"
+        ),
     )
     models: dict[str, ModelReplicaSettings] = Field(
         default_factory=dict, description="per served model: replicas or autoscaling"

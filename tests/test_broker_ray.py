@@ -220,6 +220,20 @@ def test_a_replica_killed_mid_stream_is_unavailable_then_replaced(deployed: Depl
         assert "Paris" in _answer(client)
 
 
+def test_a_deadline_stops_the_generation_in_the_replica(deployed: Deployed) -> None:
+    """The client's deadline cancels the call at the front, the front cancels its handle
+    call, and the replica stops generating: its one slot is free for the next call at
+    once (were it still writing the 400-token story, the next call would wait seconds)."""
+    _wait(_running_replicas, lambda n: n == 1, 60, "one replica")
+    with deployed.client(1, "dev-kill") as client:
+        with pytest.raises(errors.RidgelineError) as excinfo:
+            client.ask("Write a long story about a lighthouse.", max_tokens=400, timeout_s=1.0)
+        assert excinfo.value.status == "DEADLINE_EXCEEDED"
+        started = time.monotonic()
+        assert "Paris" in _answer(client)
+        assert time.monotonic() - started < 3.0
+
+
 def test_autoscales_from_one_replica_to_two_and_back(deployed: Deployed) -> None:
     _wait(_running_replicas, lambda n: n == 1, 60, "one replica before the load")
     stop = threading.Event()

@@ -21,6 +21,9 @@ from .replica import ModelReplica, slots_of
 __all__ = ["FRONT", "broker_app", "build", "deployment_name", "model_options"]
 
 FRONT = "front"
+# Serve writes an access-log line per request in every replica it passes: the front's own
+# metrics count the calls (and its log says what failed).
+QUIET = {"enable_access_log": False}
 
 
 def deployment_name(model: str) -> str:
@@ -37,6 +40,7 @@ def model_options(settings: BrokerSettings, name: str) -> dict[str, Any]:
         "max_queued_requests": queue if queue > 0 else -1,
         "ray_actor_options": {"num_cpus": replica.num_cpus, "num_gpus": replica.num_gpus},
         "graceful_shutdown_timeout_s": settings.server.grace_s,
+        "logging_config": QUIET,
     }
     if replica.autoscaling:
         options["autoscaling_config"] = {
@@ -75,6 +79,7 @@ def broker_app(settings: BrokerSettings) -> Any:
         max_replicas_per_node=settings.ray.fronts_per_node,
         ray_actor_options={"num_cpus": settings.ray.front_num_cpus},
         graceful_shutdown_timeout_s=settings.server.grace_s + 5,
+        logging_config=QUIET,
     )
     return front.bind(settings, handles)
 
