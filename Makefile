@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings bench-strategies bench-merging clean
+.PHONY: demo test test-fast fuzz setup setup-demo setup-dev lint proto bench bench-broker bench-escalation bench-confidence bench-daemon bench-embeddings bench-strategies bench-merging bench-ray clean
 
 # Starts a local broker (Gemma-3-270M) and answers sample prompts on the device or
 # through it, printing the reason for each (scripts/demo.py).
@@ -94,6 +94,12 @@ bench-confidence: setup-dev
 bench-merging: setup-dev
 	$(BIN)/pip install --quiet -e '.[edge,broker,onnx,plot,dev,ray,bench]'
 	$(BIN)/python benchmarks/merging.py $(BENCH_ARGS)
+
+# The broker on Ray Serve against one process, the shared limit, 1 vs 2 replicas, and the
+# calibration on Ray Data (benchmarks/ray_scale.py; the models come from the store).
+bench-ray: setup-dev
+	$(BIN)/edge-agent models pull
+	$(BIN)/python benchmarks/ray_scale.py $(BENCH_ARGS)
 
 # ONNX Runtime (fp32, int8) against sentence-transformers on torch (the `bench` extra).
 bench-embeddings: setup-dev

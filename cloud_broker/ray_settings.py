@@ -93,6 +93,15 @@ class RaySettings(Section):
             "(a device calling less often than this waits for the keeper each time)"
         ),
     )
+    stream_interval_s: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description=(
+            "a replica sends the first piece of an answer at once and the rest at most "
+            "this often, what the model made in between together"
+        ),
+    )
     models: dict[str, ModelReplicaSettings] = Field(
         default_factory=dict, description="per served model: replicas or autoscaling"
     )

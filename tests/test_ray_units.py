@@ -177,3 +177,33 @@ def test_ray_settings_are_checked() -> None:
         {**served, "ray": {"models": {"smollm2-135m-instruct": {"replicas": 3}}}}
     )
     assert settings.ray.model("smollm2-135m-instruct").most_replicas == 3
+
+
+def test_a_replica_sends_the_first_piece_at_once_and_the_rest_together() -> None:
+    from cloud_broker.on_ray.replica import _End, _Pieces
+
+    async def scenario() -> list[tuple[list[Any], float]]:
+        pieces = _Pieces(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def model() -> None:
+            for token in ("a", "b", "c", "d"):
+                pieces.ready.put_nowait(token)
+                await asyncio.sleep(0.03)
+            pieces.ready.put_nowait(_End(None))
+
+        making = asyncio.create_task(model())
+        out = []
+        while True:
+            batch = await pieces.next()
+            out.append((batch, loop.time() - started))
+            if isinstance(batch[-1], _End):
+                await making
+                return out
+
+    sent = asyncio.run(scenario())
+    assert sent[0][0] == ["a"] and sent[0][1] < 0.05  # the first token is not held back
+    assert [piece for batch, _ in sent for piece in batch][:4] == ["a", "b", "c", "d"]
+    assert len(sent) == 2  # the rest came within the interval: one more message
+    assert sent[1][1] >= 0.2

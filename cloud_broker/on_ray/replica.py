@@ -68,22 +68,21 @@ class ModelReplica:
             slots,
             queue,
         )
+        self._interval_s = settings.ray.stream_interval_s
         await self.backend.start()
 
     def info(self) -> ReplicaInfo:
         return self._info
 
     async def stream(self, request: BackendRequest) -> AsyncGenerator[list[str | Outcome], None]:
-        """The backend's items, in lists of what is ready: one item per message while
-        the model is slower than the link, fewer messages when it is faster (each
-        streamed message costs Ray about a millisecond here)."""
-        ready: asyncio.Queue[str | Outcome | _End] = asyncio.Queue()
-        producing = asyncio.create_task(_produce(self.backend, request, ready))
+        """The backend's items in lists: the first at once, then at most one list per
+        ``ray.stream_interval_s`` (each streamed message costs Ray about a millisecond of
+        CPU on each side here, so a fast model's tokens travel together)."""
+        pieces = _Pieces(self._interval_s)
+        producing = asyncio.create_task(_produce(self.backend, request, pieces.ready))
         try:
             while True:
-                batch = [await ready.get()]
-                while not ready.empty():
-                    batch.append(ready.get_nowait())
+                batch = await pieces.next()
                 end = batch[-1]
                 if isinstance(end, _End):
                     if batch[:-1]:
@@ -108,6 +107,29 @@ class ModelReplica:
 
     async def __del__(self) -> None:  # Serve awaits it when the replica stops
         await self.backend.close()
+
+
+class _Pieces:
+    """What the backend made, handed out in lists: everything ready, the first list at
+    once and each later one no sooner than ``interval_s`` after the one before (an end
+    that arrives alone is not held back)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.ready: asyncio.Queue[str | Outcome | _End] = asyncio.Queue()
+        self._interval_s = interval_s
+        self._sent: float | None = None
+
+    async def next(self) -> list[str | Outcome | _End]:
+        batch = [await self.ready.get()]
+        loop = asyncio.get_running_loop()
+        if self._sent is not None and not isinstance(batch[0], _End):
+            wait = self._sent + self._interval_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        while not self.ready.empty():
+            batch.append(self.ready.get_nowait())
+        self._sent = loop.time()
+        return batch
 
 
 async def _produce(
