@@ -399,6 +399,26 @@ def test_dockerfile_copies_every_package_pyproject_installs() -> None:
     assert needed <= sources
 
 
+def test_pyproject_lists_every_package_so_the_image_has_them_all() -> None:
+    """The image installs the project with ``pip install .``, which takes exactly the packages
+    pyproject.toml lists: a subpackage left out would be missing from the image (the broker's
+    backends, cloud_broker.on_ray.app:build) although the checkout's editable install finds
+    it."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]
+    listed = set(setuptools["packages"])
+    renamed = setuptools.get("package-dir", {})
+    found = set()
+    for top in (name for name in listed if "." not in name):
+        directory = ROOT / renamed.get(top, top)
+        for init in directory.rglob("__init__.py"):
+            if "__pycache__" not in init.parts:
+                found.add(".".join((top, *init.parent.relative_to(directory).parts)))
+    assert "cloud_broker.on_ray" in found
+    assert found - listed == set()
+
+
 def test_dockerfile_builds_llama_cpp_with_the_portable_flags_the_install_script_uses() -> None:
     script = (ROOT / "scripts/install-llama-cpp.sh").read_text(encoding="utf-8")
     match = re.search(r'x86_64 \| amd64\)\s+LLAMA_CMAKE_ARGS="([^"]+)"', script)
@@ -638,6 +658,661 @@ def test_termination_grace_covers_the_pause_and_the_streams_grace() -> None:
     assert pause[0] == "sleep"
     grace_s = container_broker_toml()["server"]["grace_s"]
     assert pod["terminationGracePeriodSeconds"] >= float(pause[1]) + grace_s + 5
+
+
+# -- Kubernetes: the broker on Ray (KubeRay) ----------------------------------------------------
+
+RAY_KUBERNETES = KUBERNETES / "ray"
+SERVE_CONFIG = PACKAGING / "ray/serve-config.yaml"
+
+# The field names of KubeRay's ray.io/v1 types (ray-operator/apis/ray/v1, release 1.7.0). A
+# RayService is a custom resource, so no bundled schema knows it; its pod templates are core
+# PodTemplateSpecs and are validated as such below.
+KUBERAY_FIELDS: dict[str, frozenset[str]] = {
+    "RayService": frozenset({"apiVersion", "kind", "metadata", "spec"}),
+    "RayServiceSpec": frozenset(
+        {
+            "rayClusterDeletionDelaySeconds",
+            "serviceUnhealthySecondThreshold",
+            "deploymentUnhealthySecondThreshold",
+            "serveService",
+            "upgradeStrategy",
+            "managedBy",
+            "serveConfigV2",
+            "rayClusterConfig",
+            "excludeHeadPodFromServeSvc",
+            "suspend",
+        }
+    ),
+    "RayClusterSpec": frozenset(
+        {
+            "upgradeStrategy",
+            "authOptions",
+            "suspend",
+            "managedBy",
+            "autoscalerOptions",
+            "headServiceAnnotations",
+            "enableInTreeAutoscaling",
+            "gcsFaultToleranceOptions",
+            "historyServerOptions",
+            "networkPolicy",
+            "tlsOptions",
+            "headGroupSpec",
+            "rayVersion",
+            "workerGroupSpecs",
+        }
+    ),
+    "HeadGroupSpec": frozenset(
+        {
+            "template",
+            "headService",
+            "enableIngress",
+            "ingressOptions",
+            "resources",
+            "labels",
+            "rayStartParams",
+            "serviceType",
+        }
+    ),
+    "WorkerGroupSpec": frozenset(
+        {
+            "suspend",
+            "groupName",
+            "replicas",
+            "minReplicas",
+            "maxReplicas",
+            "idleTimeoutSeconds",
+            "priority",
+            "resources",
+            "labels",
+            "rayStartParams",
+            "template",
+            "scaleStrategy",
+            "numOfHosts",
+        }
+    ),
+    "AutoscalerOptions": frozenset(
+        {
+            "resources",
+            "image",
+            "imagePullPolicy",
+            "securityContext",
+            "idleTimeoutSeconds",
+            "upscalingMode",
+            "version",
+            "env",
+            "envFrom",
+            "volumeMounts",
+            "command",
+            "args",
+        }
+    ),
+}
+LOCKED_DOWN = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def ray_manifests() -> dict[tuple[str, str], dict[str, Any]]:
+    """Every object under packaging/kubernetes/ray by (kind, name)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(RAY_KUBERNETES.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                found[(doc["kind"], doc["metadata"]["name"])] = doc
+    return found
+
+
+def ray_only(kind: str) -> dict[str, Any]:
+    (found,) = [doc for (k, _), doc in ray_manifests().items() if k == kind]
+    return found
+
+
+@dataclass
+class RayPod:
+    """A pod template of the RayService's cluster, and what KubeRay makes of it."""
+
+    node_type: str  # KubeRay's ray.io/node-type: head or worker
+    group: str
+    group_spec: dict[str, Any]
+
+    @property
+    def template(self) -> dict[str, Any]:
+        template: dict[str, Any] = self.group_spec["template"]
+        return template
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.template["spec"]
+        return spec
+
+    @property
+    def ray_container(self) -> dict[str, Any]:
+        """KubeRay runs Ray in the first container."""
+        container: dict[str, Any] = self.spec["containers"][0]
+        return container
+
+    @property
+    def start_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = self.group_spec["rayStartParams"]
+        return params
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The pod's labels: its template's, and those KubeRay sets (templates cannot)."""
+        return {
+            **self.template["metadata"]["labels"],
+            "ray.io/is-ray-node": "yes",
+            "ray.io/cluster": "ridgeline-broker-ray-x7k2q",  # made up per cluster
+            "ray.io/node-type": self.node_type,
+            "ray.io/group": self.group,
+        }
+
+
+def ray_cluster(service: dict[str, Any] | None = None) -> dict[str, Any]:
+    cluster: dict[str, Any] = (service or ray_only("RayService"))["spec"]["rayClusterConfig"]
+    return cluster
+
+
+def ray_pods(service: dict[str, Any] | None = None) -> list[RayPod]:
+    cluster = ray_cluster(service)
+    head = RayPod("head", "headgroup", cluster["headGroupSpec"])
+    return [head, *(RayPod("worker", g["groupName"], g) for g in cluster["workerGroupSpecs"])]
+
+
+def ray_workers() -> list[RayPod]:
+    return [pod for pod in ray_pods() if pod.node_type == "worker"]
+
+
+def ray_head() -> RayPod:
+    return ray_pods()[0]
+
+
+def ray_broker_toml_text() -> str:
+    text: str = ray_only("ConfigMap")["data"]["broker.toml"]
+    return text
+
+
+def ray_broker_settings(directory: Path) -> tuple[Path, BrokerSettings]:
+    """The ConfigMap's broker.toml as a file, and the settings the broker loads from it."""
+    path = directory / "broker.toml"
+    path.write_text(ray_broker_toml_text(), encoding="utf-8")
+    return path, load_broker_settings(config_file=path, env={}).settings
+
+
+def as_deployment(name: str, template: dict[str, Any]) -> dict[str, Any]:
+    """A pod template in the smallest object that carries one, for the schema check."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": template["metadata"]["labels"]}, "template": template},
+    }
+
+
+def head_template_as_kuberay_runs_it() -> dict[str, Any]:
+    """The head's template with the autoscaler container KubeRay adds from autoscalerOptions."""
+    cluster = ray_cluster()
+    template: dict[str, Any] = cluster["headGroupSpec"]["template"]
+    options = cluster["autoscalerOptions"]
+    autoscaler = {
+        "name": "autoscaler",
+        "image": template["spec"]["containers"][0]["image"],
+        **{
+            key: options[key]
+            for key in ("resources", "securityContext", "volumeMounts", "env")
+            if key in options
+        },
+    }
+    template["spec"]["containers"].append(autoscaler)
+    return template
+
+
+def kuberay_unknown_fields(service: dict[str, Any]) -> list[str]:
+    """Fields of a RayService (down to its groups) that KubeRay's types do not define."""
+    spec = service.get("spec", {})
+    cluster = spec.get("rayClusterConfig", {})
+    parts: list[tuple[str, str, dict[str, Any]]] = [
+        ("", "RayService", service),
+        ("spec.", "RayServiceSpec", spec),
+        ("spec.rayClusterConfig.", "RayClusterSpec", cluster),
+        ("spec.rayClusterConfig.headGroupSpec.", "HeadGroupSpec", cluster.get("headGroupSpec", {})),
+        (
+            "spec.rayClusterConfig.autoscalerOptions.",
+            "AutoscalerOptions",
+            cluster.get("autoscalerOptions", {}),
+        ),
+    ]
+    for index, group in enumerate(cluster.get("workerGroupSpecs", [])):
+        parts.append(
+            (f"spec.rayClusterConfig.workerGroupSpecs[{index}].", "WorkerGroupSpec", group)
+        )
+    return [
+        prefix + field
+        for prefix, kind, obj in parts
+        for field in sorted(obj)
+        if field not in KUBERAY_FIELDS[kind]
+    ]
+
+
+def serve_schema_round_trip(config: dict[str, Any]) -> dict[str, Any]:
+    """The Serve config as Ray Serve's own schema reads it (and drops what it does not know)."""
+    schema = pytest.importorskip("ray.serve.schema")
+    dumped: dict[str, Any] = schema.ServeDeploySchema.model_validate(config).model_dump(
+        mode="json", exclude_unset=True
+    )
+    return dumped
+
+
+def mounted_in(pod: RayPod, path: str) -> tuple[dict[str, Any], str] | None:
+    """The Secret or ConfigMap that provides the file at ``path`` in a Ray pod, and its key."""
+    mounts = {m["mountPath"]: m["name"] for m in pod.ray_container.get("volumeMounts", [])}
+    volume_name = mounts.get(str(Path(path).parent))
+    if volume_name is None:
+        return None
+    (volume,) = [v for v in pod.spec["volumes"] if v["name"] == volume_name]
+    objects = {**manifests(), **ray_manifests()}  # the Secrets are packaging/kubernetes's
+    if "secret" in volume:
+        return objects[("Secret", volume["secret"]["secretName"])], Path(path).name
+    return objects[("ConfigMap", volume["configMap"]["name"])], Path(path).name
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_ray_manifests_and_pod_templates_validate_against_the_kubernetes_schema(
+    version: str,
+) -> None:
+    """The Service and ConfigMap as they are; every pod template of the RayService (the head
+    with the autoscaler container KubeRay adds, each worker group) as a Deployment's; the
+    Serve Service KubeRay creates from serveService."""
+    objects = ray_manifests()
+    assert {kind for kind, _ in objects} == {"RayService", "Service", "ConfigMap"}
+    service = ray_only("RayService")
+    docs = [doc for (kind, _), doc in objects.items() if kind != "RayService"]
+    docs.append(as_deployment("ray-head", head_template_as_kuberay_runs_it()))
+    docs += [as_deployment(f"ray-{pod.group}", pod.template) for pod in ray_workers()]
+    docs.append({"apiVersion": "v1", "kind": "Service", **service["spec"]["serveService"]})
+    assert len(docs) >= 5
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} on Kubernetes {version}: {exc}")
+
+
+def test_rayservice_uses_only_fields_kuberay_defines() -> None:
+    service = ray_only("RayService")
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    assert kuberay_unknown_fields(service) == []
+    assert {"serveConfigV2", "rayClusterConfig"} <= set(service["spec"])
+    head = ray_cluster(service)["headGroupSpec"]
+    assert {"rayStartParams", "template"} <= set(head)
+    workers = ray_cluster(service)["workerGroupSpecs"]
+    assert workers
+    for group in workers:
+        assert {"groupName", "minReplicas", "maxReplicas", "rayStartParams", "template"} <= set(
+            group
+        )
+        assert group["minReplicas"] <= group.get("replicas", group["minReplicas"])
+        assert group.get("replicas", group["minReplicas"]) <= group["maxReplicas"]
+    for pod in ray_pods(service):
+        # map[string]string in KubeRay's types: a YAML number here is refused by the CRD
+        assert all(isinstance(value, str) for value in pod.start_params.values()), pod.group
+
+
+def test_ray_checks_catch_misspelt_fields() -> None:
+    """Each check above sees a misspelling, so passing them means something."""
+    service = ray_only("RayService")
+    service["spec"]["rayClusterConfg"] = service["spec"].pop("rayClusterConfig")
+    assert kuberay_unknown_fields(service) == ["spec.rayClusterConfg"]
+    service = ray_only("RayService")
+    group = ray_cluster(service)["workerGroupSpecs"][0]
+    group["minReplica"] = group.pop("minReplicas")
+    assert kuberay_unknown_fields(service) == [
+        "spec.rayClusterConfig.workerGroupSpecs[0].minReplica"
+    ]
+
+    template = ray_workers()[0].template
+    container = template["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+        kubernetes_validate.validate(as_deployment("w", template), K8S_VERSIONS[0], strict=True)
+
+    # Ray Serve's schema ignores keys it does not know: the round trip loses them
+    config = yaml.safe_load(SERVE_CONFIG.read_text(encoding="utf-8"))
+    config["proxy_locaton"] = config.pop("proxy_location")
+    assert serve_schema_round_trip(config) != config
+
+
+def test_serve_config_passes_ray_serves_schema_and_is_the_rayservices(tmp_path: Path) -> None:
+    from cloud_broker.on_ray import app as on_ray_app
+
+    config = yaml.safe_load(SERVE_CONFIG.read_text(encoding="utf-8"))
+    assert yaml.safe_load(ray_only("RayService")["spec"]["serveConfigV2"]) == config
+    assert serve_schema_round_trip(config) == config  # every key known, every value as given
+    assert config["proxy_location"] == "Disabled"  # the fronts are the ingress
+    (application,) = config["applications"]
+    _, settings = ray_broker_settings(tmp_path)
+    assert application["name"] == settings.ray.app_name
+    module, _, name = application["import_path"].partition(":")
+    assert module == on_ray_app.__name__
+    assert getattr(on_ray_app, name) is on_ray_app.build
+    # Serve builds the application on any node: broker.toml is on every one
+    path = application["args"]["config"]
+    for pod in ray_pods():
+        found = mounted_in(pod, path)
+        assert found is not None, f"{pod.group}: nothing is mounted for {path}"
+        obj, key = found
+        assert key in data_keys(obj)
+        assert obj["data"][key] == ray_broker_toml_text()
+        env = {item["name"]: item.get("value") for item in pod.ray_container["env"]}
+        assert env["RIDGELINE_BROKER_CONFIG"] == path  # what the readiness probe reads
+
+
+def test_ray_broker_toml_is_valid_and_builds_the_serve_application(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Builds (does not deploy) the application from the ConfigMap's broker.toml, as
+    ``serve deploy`` of serveConfigV2 would on the cluster; no Ray is started."""
+    serve = pytest.importorskip("ray.serve")
+    from cloud_broker.on_ray.app import FRONT, build, deployment_name
+    from cloud_broker.server import served_names
+
+    for key in list(os.environ):
+        if key.startswith("RIDGELINE_"):
+            monkeypatch.delenv(key)
+    path, settings = ray_broker_settings(tmp_path)
+    settings.check_transport()  # listens off loopback: needs TLS and device tokens
+    assert settings.tls.enabled and settings.auth.enabled
+    # the same broker as the single-process image, plus the [ray] table
+    shared = tomllib.loads(ray_broker_toml_text())
+    assert set(shared.pop("ray")) >= {"fronts", "models"}
+    assert shared == container_broker_toml()
+
+    application = build({"config": str(path)})
+    assert isinstance(application, serve.Application)
+    front = application._bound_deployment  # the front, bound to a handle of each model
+    assert front.name == FRONT
+    assert front.ray_actor_options["num_cpus"] == settings.ray.front_num_cpus
+    handles = front.init_args[1]
+    assert set(handles) == set(served_names(settings)) == set(settings.ray.models)
+    for name, bound in handles.items():
+        model = bound._bound_deployment
+        assert model.name == deployment_name(name)
+        assert model.ray_actor_options["num_cpus"] == settings.ray.model(name).num_cpus
+
+
+def pods_needed(
+    pod_cpus: float, pod_gpus: float, fronts: list[float], replicas: list[tuple[float, float]]
+) -> float:
+    """Worker pods that hold the fronts (one pod per entry: the CPUs its fronts take) and the
+    replicas (CPUs, GPUs), placed first-fit largest first: a lower bound on what Ray needs.
+    Infinite when a replica fits no pod."""
+    free = [[pod_cpus - taken, pod_gpus] for taken in fronts]
+    for cpus, gpus in sorted(replicas, reverse=True):
+        if cpus > pod_cpus or gpus > pod_gpus:
+            return float("inf")
+        for room in free:
+            if room[0] >= cpus and room[1] >= gpus:
+                break
+        else:
+            room = [pod_cpus, pod_gpus]
+            free.append(room)
+        room[0] -= cpus
+        room[1] -= gpus
+    return len(free)
+
+
+def test_pods_needed_places_fronts_and_replicas() -> None:
+    assert pods_needed(4, 0, [0.5, 0.5], [(2, 0)] * 2) == 2
+    assert pods_needed(4, 0, [0.5, 0.5], [(2, 0)] * 8) == 5
+    assert pods_needed(4, 0, [0.5], [(2, 1)]) == float("inf")
+    assert pods_needed(8, 1, [1.0], [(2, 1)] * 2) == 2
+
+
+def test_ray_worker_group_holds_the_fronts_and_the_replicas_at_both_bounds(
+    tmp_path: Path,
+) -> None:
+    """minReplicas pods hold every front (fronts_per_node to a pod) and every model's
+    min_replicas; maxReplicas pods hold them at max_replicas. Nothing goes on the head."""
+    from cloud_broker.server import served_names
+
+    _, settings = ray_broker_settings(tmp_path)
+    ray = settings.ray
+    assert float(ray_head().start_params["num-cpus"]) == 0
+    (worker,) = ray_workers()
+    resources = worker.ray_container["resources"]
+    pod_cpus = float(worker.start_params["num-cpus"])
+    assert pod_cpus == cpu_cores(resources["requests"]["cpu"])  # Ray hands out what it has
+    pod_gpus = float(
+        worker.start_params.get("num-gpus", resources["limits"].get("nvidia.com/gpu", 0))
+    )
+    per_pod = [ray.fronts_per_node] * (ray.fronts // ray.fronts_per_node)
+    per_pod += [ray.fronts % ray.fronts_per_node] if ray.fronts % ray.fronts_per_node else []
+    fronts = [count * ray.front_num_cpus for count in per_pod]
+    models = [ray.model(name) for name in served_names(settings)]
+    fewest = [
+        (m.num_cpus, m.num_gpus)
+        for m in models
+        for _ in range(m.min_replicas if m.min_replicas is not None else m.replicas)
+    ]
+    most = [(m.num_cpus, m.num_gpus) for m in models for _ in range(m.most_replicas)]
+    assert pods_needed(pod_cpus, pod_gpus, fronts, fewest) <= worker.group_spec["minReplicas"]
+    assert pods_needed(pod_cpus, pod_gpus, fronts, most) <= worker.group_spec["maxReplicas"]
+    # a llama.cpp replica reserves the CPUs its threads use
+    for name in settings.models.serve:
+        assert ray.model(name).num_cpus >= settings.llama_cpp.slots * settings.llama_cpp.threads
+
+
+def test_ray_ports_agree_between_pods_services_and_broker_toml(tmp_path: Path) -> None:
+    _, settings = ray_broker_settings(tmp_path)
+    (worker,) = ray_workers()
+    ports = {port["name"]: port["containerPort"] for port in worker.ray_container["ports"]}
+    assert ports["grpc"] == split_host_port(settings.server.listen)[1]
+    assert ports["broker-metrics"] == split_host_port(settings.metrics.listen)[1]
+    assert "metrics" not in ports  # KubeRay's name for Ray's own metrics port (8080)
+    annotations = worker.template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == ports["broker-metrics"]
+
+    service = ray_only("Service")
+    serve_service = ray_only("RayService")["spec"]["serveService"]
+    assert "selector" not in serve_service["spec"]  # KubeRay sets it to the cluster in use
+    assert ray_only("RayService")["spec"]["excludeHeadPodFromServeSvc"] is True
+    for svc in (service, serve_service):
+        (port,) = svc["spec"]["ports"]
+        target = port["targetPort"]
+        assert (ports[target] if isinstance(target, str) else target) == ports["grpc"]
+    assert serve_service["spec"]["ports"][0]["name"].startswith("serve")  # what KubeRay looks for
+
+    # the devices' Service reaches the workers (where the fronts run), not the head
+    selector = service["spec"]["selector"]
+    assert all(selects(selector, pod.labels) for pod in ray_workers())
+    assert not selects(selector, ray_head().labels)
+    # ...and the single-process broker can share the namespace: no selector crosses over
+    single_process = only("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert not selects(selector, single_process)
+    for obj in (only("Service"), only("PodDisruptionBudget")):
+        other = obj["spec"]["selector"]
+        other = other.get("matchLabels", other)
+        assert not any(selects(other, pod.labels) for pod in ray_pods())
+
+    head = ray_head()
+    head_ports = {port["name"]: port["containerPort"] for port in head.ray_container["ports"]}
+    assert head_ports["gcs-server"] == int(head.start_params.get("port", "6379"))
+    assert head_ports["dashboard"] == int(head.start_params.get("dashboard-port", "8265"))
+
+
+def test_ray_pods_mount_what_each_part_of_the_broker_reads(tmp_path: Path) -> None:
+    """Fronts (workers) read the TLS files, and the readiness probe trusts ca.crt; the
+    shared-limits actor (head) reads the tokens file. Each is a key of the mounted Secret,
+    and neither Secret is on the pods that do not read it."""
+    _, settings = ray_broker_settings(tmp_path)
+    client_ca = re.search(r'^# client_ca_file = "([^"]+)"$', ray_broker_toml_text(), re.M)
+    assert client_ca  # mutual TLS is commented out; turned on, its CA must be there too
+    (worker,) = ray_workers()
+    command = worker.ray_container["readinessProbe"]["exec"]["command"]
+    tls_files = [
+        str(settings.tls.cert_file),
+        str(settings.tls.key_file),
+        client_ca.group(1),
+        command[command.index("--ca-file") + 1],
+    ]
+    tokens_file = str(settings.auth.tokens_file)
+    for pod, files, absent in (
+        (worker, tls_files, [tokens_file]),
+        (ray_head(), [tokens_file], tls_files),
+    ):
+        for path in files:
+            found = mounted_in(pod, path)
+            assert found is not None, f"{pod.group}: nothing is mounted for {path}"
+            obj, key = found
+            assert key in data_keys(obj), f"{obj['metadata']['name']} has no {key} for {path}"
+        for path in absent:
+            assert mounted_in(pod, path) is None, f"{pod.group} need not have {path}"
+
+
+def test_ray_pods_run_locked_down_and_probe_with_what_the_image_has() -> None:
+    user = next(inst.args for inst in reversed(final_stage()) if inst.keyword == "USER")
+    healthcheck = copied_to("packaging/container/healthcheck.py")
+    for pod in ray_pods():
+        spec, container = pod.spec, pod.ray_container
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] == int(user.split(":")[0])
+        assert spec["automountServiceAccountToken"] is False
+        assert container["securityContext"] == LOCKED_DOWN
+        # KubeRay starts Ray only in a container that leaves command and args to it
+        assert "command" not in container and "args" not in container
+        # Ray writes its sessions and sockets under /tmp: a volume, the root is read-only
+        assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}
+        for name in ("readinessProbe", "livenessProbe"):
+            probe = container[name]
+            if "httpGet" in probe:  # Ray's own health, through the dashboard agent
+                agent_port = int(pod.start_params["dashboard-agent-listen-port"])
+                assert probe["httpGet"] == {"path": "/api/healthz", "port": agent_port}
+            else:  # the image has python and healthcheck.py, and no wget or curl
+                assert probe["exec"]["command"][:2] == ["python", healthcheck], (pod.group, name)
+        # every volume a container mounts is one of its pod's
+        volumes = {volume["name"] for volume in spec["volumes"]}
+        assert {m["name"] for m in container["volumeMounts"]} <= volumes
+    # a worker is ready while its front serves: only such pods get device connections
+    for pod in ray_workers():
+        assert pod.ray_container["readinessProbe"]["exec"]["command"][:2] == ["python", healthcheck]
+
+    # the autoscaler KubeRay adds to the head: locked down too, and the one holder of the
+    # service account's token
+    options = ray_cluster()["autoscalerOptions"]
+    assert options["securityContext"] == LOCKED_DOWN
+    head = ray_head()
+    (token_volume,) = [v["name"] for v in head.spec["volumes"] if "projected" in v]
+    token_mounts = [m for m in options["volumeMounts"] if m["name"] == token_volume]
+    assert [m["mountPath"] for m in token_mounts] == [
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    ]
+    assert {m["name"] for m in options["volumeMounts"]} <= {v["name"] for v in head.spec["volumes"]}
+    for pod in ray_pods():
+        assert token_volume not in {m["name"] for m in pod.ray_container["volumeMounts"]}
+
+
+def test_ray_pods_keep_service_links_off_because_the_broker_refuses_their_variables() -> None:
+    service = ray_only("RayService")
+    names = [
+        ray_only("Service")["metadata"]["name"],
+        service["spec"]["serveService"]["metadata"]["name"],
+        f"{service['metadata']['name']}-head-svc",  # KubeRay's head Service
+    ]
+    for name in names:
+        injected = name.upper().replace("-", "_") + "_SERVICE_HOST"
+        assert injected.startswith(BROKER_ENV_PREFIX)
+        with pytest.raises(ConfigError, match=injected):
+            load_broker_settings(config_file=None, env={injected: "10.0.0.1"})
+    for pod in ray_pods():
+        assert pod.spec["enableServiceLinks"] is False, pod.group
+
+
+def test_ray_workers_stop_within_their_grace_period() -> None:
+    for pod in ray_workers():
+        command = pod.ray_container["lifecycle"]["preStop"]["exec"]["command"]
+        script = command[-1]
+        pause = re.search(r"\bsleep (\d+)", script)
+        stop = re.search(r"\bray stop --grace-period (\d+)", script)
+        assert pause and stop, script
+        needed = int(pause.group(1)) + int(stop.group(1)) + 5
+        assert pod.spec["terminationGracePeriodSeconds"] >= needed
+
+
+def test_ray_pods_run_the_image_built_with_the_ray_extra() -> None:
+    """rayVersion is the ray the project pins (and this checkout runs); the image is the one
+    packaging/README.md builds with the ray extra, which pyproject.toml defines."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    (pin,) = [re.fullmatch(r"ray\[[\w,]+\]==(\S+)", dep) for dep in extras["ray"]]
+    assert pin
+    assert ray_cluster()["rayVersion"] == pin.group(1)
+    ray = pytest.importorskip("ray")
+    assert ray.__version__ == pin.group(1)
+
+    readme = (PACKAGING / "README.md").read_text(encoding="utf-8")
+    built = re.search(r"--build-arg EXTRAS=(\S+) -t (\S+) \.", readme)
+    assert built, "packaging/README.md does not build the image for Ray"
+    assert "ray" in built.group(1).split(",")
+    assert set(built.group(1).split(",")) <= set(extras)
+    images = {container["image"] for pod in ray_pods() for container in pod.spec["containers"]}
+    assert images == {built.group(2)}
+    assert built.group(2) != broker_container()["image"]  # the two images are tagged apart
+    # the build argument reaches pip (its default keeps the single-process image as it was)
+    assert build_args()["EXTRAS"] == "broker"
+    assert any(
+        "pip install" in inst.args and "${EXTRAS}" in inst.args
+        for inst in dockerfile()
+        if inst.keyword == "RUN"
+    )
+    models = tomllib.loads(ray_broker_toml_text())["models"]
+    assert set(models["serve"]) <= set(build_args()["MODELS"].split())
+
+
+def test_ray_kustomization_renders_with_the_image_an_overlay_picks(tmp_path: Path) -> None:
+    kustomization = yaml.safe_load((RAY_KUBERNETES / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {p.name for p in RAY_KUBERNETES.glob("*.yaml")} - {
+        "kustomization.yaml"
+    }
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: the rendering is not checked")
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(RAY_KUBERNETES)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout)}
+    assert rendered == set(ray_manifests())
+
+    # an overlay's images: entry reaches the containers inside the custom resource too
+    shutil.copytree(RAY_KUBERNETES, tmp_path / "base")
+    (tmp_path / "overlay").mkdir()
+    (tmp_path / "overlay/kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": ["../base"],
+                "images": [
+                    {"name": "ridgeline-broker", "newName": "registry.test/rb", "newTag": "9-ray"}
+                ],
+            }
+        )
+    )
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path / "overlay")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    (service,) = [d for d in yaml.safe_load_all(done.stdout) if d["kind"] == "RayService"]
+    images = {c["image"] for pod in ray_pods(service) for c in pod.spec["containers"]}
+    assert images == {"registry.test/rb:9-ray"}
 
 
 # -- the container health check, against a real broker ------------------------------------------

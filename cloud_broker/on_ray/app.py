@@ -50,7 +50,9 @@ def model_options(settings: BrokerSettings, name: str) -> dict[str, Any]:
             "target_ongoing_requests": replica.target_ongoing_requests,
             "upscale_delay_s": replica.upscale_delay_s,
             "downscale_delay_s": replica.downscale_delay_s,
-            "look_back_period_s": min(30.0, max(1.0, replica.upscale_delay_s)),
+            # the load averaged over the upscale delay, and over more than one report
+            # (Serve wants the window longer than the metrics interval)
+            "look_back_period_s": max(replica.upscale_delay_s, 2 * replica.metrics_interval_s),
             "metrics_interval_s": replica.metrics_interval_s,
         }
     else:
