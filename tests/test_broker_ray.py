@@ -20,6 +20,7 @@ import grpc
 import pytest
 from brokerproc import BrokerProcess
 from conftest import SMOLLM2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import broker_env
 
 from cloud_broker.auth import TokenFile
@@ -148,6 +149,9 @@ def _answer(client: BrokerClient, max_tokens: int = 16) -> str:
 
 def test_each_front_streams_an_answer(deployed: Deployed) -> None:
     for front in (0, 1):
+        with grpc.insecure_channel(deployed.fronts[front]) as channel:  # no token needed
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
         with deployed.client(front, "dev-a") as client:
             assert "Paris" in _answer(client)
             listing = client.list_models()

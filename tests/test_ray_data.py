@@ -145,10 +145,11 @@ def test_router_training_names_a_bad_ray_address(
     """In a process of its own: this one's Ray (the session cluster) would be used as is."""
     env = isolated_env(model_store, tmp_path)
     outcomes = _router_outcomes(tmp_path / "outcomes.jsonl")
-    args = ["--outcomes", str(outcomes), "--out", str(tmp_path / "r.json"), "--ray", "nowhere"]
+    out = tmp_path / "r.json"
+    args = ["--outcomes", str(outcomes), "--out", str(out), "--ray", "127.0.0.1:1"]
     result = run("cloud-broker", "router", "train", *args, env=env, process=True)
     assert result.returncode == 2, result.stderr
-    assert "cannot reach Ray at 'nowhere'" in result.stderr
+    assert "cannot reach Ray at '127.0.0.1:1': Connection refused" in result.stderr
     assert not (tmp_path / "r.json").exists()
 
 

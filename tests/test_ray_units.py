@@ -207,3 +207,34 @@ def test_a_replica_sends_the_first_piece_at_once_and_the_rest_together() -> None
     assert [piece for batch, _ in sent for piece in batch][:4] == ["a", "b", "c", "d"]
     assert len(sent) == 2  # the rest came within the interval: one more message
     assert sent[1][1] >= 0.2
+
+
+def test_an_address_that_answers_nothing_is_refused_at_once() -> None:
+    import time
+
+    from ridgeline_core.errors import ConfigError
+    from ridgeline_core.on_ray import connect_ray
+
+    started = time.monotonic()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        with pytest.raises(ConfigError, match=r"cannot reach Ray at .*Connection refused"):
+            connect_ray(address)
+    with pytest.raises(ConfigError, match="use local, auto, HOST:PORT or ray://HOST:PORT"):
+        connect_ray("my-cluster")
+    assert time.monotonic() - started < 5  # Ray alone retries a dead address for minutes
+
+
+def test_a_local_ray_refuses_what_its_cpus_cannot_place() -> None:
+    from cloud_broker.on_ray.launch import _check_fits
+    from ridgeline_core.errors import ConfigError
+
+    served = {"models": {"serve": ["smollm2-135m-instruct"], "default": "smollm2-135m-instruct"}}
+    settings = BrokerSettings.model_validate(
+        {**served, "ray": {"models": {"smollm2-135m-instruct": {"replicas": 2}}}}
+    )
+    with pytest.raises(ConfigError, match=r"needs 2\.5 CPUs on Ray and this machine has 2"):
+        _check_fits({"CPU": 2.0}, settings)
+    _check_fits({"CPU": 4.0}, settings)
+    two_fronts = BrokerSettings.model_validate({**served, "ray": {"fronts": 2}})
+    with pytest.raises(ConfigError, match="fronts_per_node = 2"):
+        _check_fits({"CPU": 8.0}, two_fronts)

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ridgeline_core.errors import ConfigError, MissingDependencyError
+from ridgeline_core.errors import ConfigError
+from ridgeline_core.on_ray import connect_ray, import_ray
 
 from ..server import served_names
 from ..settings import BrokerSettings
@@ -33,20 +34,12 @@ def _log(text: str) -> None:
 
 
 def _connect(address: str, settings: BrokerSettings) -> Any:
-    try:
-        import ray
-        from ray import serve
-    except ImportError:
-        raise MissingDependencyError.for_module("ray", "ray") from None
-    namespace = settings.ray.namespace
+    ray = connect_ray(address, namespace=settings.ray.namespace)
+    import_ray("serve")
+    from ray import serve
+
     if address == "local":
-        ray.init(namespace=namespace, include_dashboard=False, log_to_driver=False)
-        _check_fits(ray.cluster_resources(), settings)  # type: ignore[no-untyped-call]
-    else:
-        try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as exc:
-            raise ConfigError(f"--ray {address}: cannot connect to Ray ({exc})") from None
+        _check_fits(ray.cluster_resources(), settings)
     serve.start(proxy_location="Disabled")  # the fronts are the ingress
     return serve
 

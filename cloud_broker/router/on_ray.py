@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ridgeline_core.errors import ConfigError, MissingDependencyError, RidgelineError
+from ridgeline_core.errors import ConfigError, RidgelineError
+from ridgeline_core.on_ray import connect_ray, import_ray
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime.onnx_text import Vectors
 from ridgeline_core.store import ModelsSettings
@@ -142,15 +143,6 @@ def distinct_batches(plans: dict[Batch, list[list[int]]]) -> list[Batch]:
     return list(found)
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MissingDependencyError.for_module("ray", "ray") from None
-    return ray
-
-
 def embed_on_ray(
     where: RayEmbedding,
     models: ModelsSettings,
@@ -163,13 +155,13 @@ def embed_on_ray(
     embed them: ``encoder`` is the store's embedding model opened here, as (its name, the
     encoder, the sha256 of its ONNX file)."""
     name, opened, sha256 = encoder
-    ray = _import_ray()
+    ray = import_ray("data")
     plans = plan_batches(opened, lists)
     batches = distinct_batches(plans)
     job = _Job(models, name, sha256, int(opened.threads), tuple(batches))
     started_here = not ray.is_initialized()
     if started_here:
-        _connect(ray, where.address)
+        connect_ray(where.address)
     try:
         found = _run(ray, where, job, progress)
     finally:
@@ -201,13 +193,3 @@ def _run(ray: Any, where: RayEmbedding, job: _Job, progress: Progress) -> dict[i
     finally:
         progress.finish()
     return found
-
-
-def _connect(ray: Any, address: str) -> None:
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"cannot reach Ray at {address!r}: {exc}") from exc

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ridgeline_core.errors import ConfigError, MissingDependencyError
+from ridgeline_core.on_ray import connect_ray, import_ray
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime import SamplingParams
 from ridgeline_core.store import ModelsSettings
@@ -75,15 +75,6 @@ class _Answerer:
         return {"index": list(batch["index"]), "observation": answered}
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MissingDependencyError.for_module("ray", "ray") from None
-    return ray
-
-
 def observe_on_ray(
     where: RayAnswering,
     models: ModelsSettings,
@@ -97,11 +88,11 @@ def observe_on_ray(
     progress: Progress = NULL_PROGRESS,
 ) -> list[Observation]:
     """:func:`observe` over ``where.actors`` actors; the observations in question order."""
-    ray = _import_ray()
+    ray = import_ray("data")
     job = _Job(models, runtime, model, tuple(items), system_prompt, params, frozenset(probes))
     started_here = not ray.is_initialized()
     if started_here:
-        _connect(ray, where.address)
+        connect_ray(where.address)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -122,13 +113,3 @@ def observe_on_ray(
         if started_here:
             ray.shutdown()
     return [found[i] for i in range(len(items))]
-
-
-def _connect(ray: Any, address: str) -> None:
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"cannot reach Ray at {address!r}: {exc}") from exc
