@@ -179,12 +179,11 @@ class LimitProbe:
     keeper: what ``admitted`` and ``charge`` cost per request."""
 
     async def measure(self, app: str, devices: int, requests: int, lease_s: float) -> list[float]:
-        from cloud_broker.on_ray.limits import SharedRate, open_keeper
+        from cloud_broker.on_ray.limits import SharedRate, open_keeper, settle_every
 
-        keeper = open_keeper(app, "ridgeline")
-        await keeper.configure.remote(60_000, 1_000_000_000, None)  # never refused here
+        keeper = open_keeper(app, "ridgeline", (60_000, 1_000_000_000, None))  # never refused
         rate = SharedRate(keeper, fronts=2, lease_s=lease_s)
-        settle = asyncio.create_task(rate.run())
+        settle = asyncio.create_task(settle_every(rate))
         out = []
         try:
             for i in range(requests):

@@ -123,6 +123,12 @@ class LeasingRateLimiter(RateLimiter):
             balance = self._tokens[device].level
         return taken, balance
 
+    def balance(self, device: str) -> float:
+        """The device's token balance now (``inf`` when tokens are not limited)."""
+        if not self.tokens_per_minute:
+            return float("inf")
+        return self._level(self._tokens, device, self.tokens_per_minute).level
+
     def give_back(self, device: str, credits: int) -> None:
         """Return request credits taken with :meth:`take` and not spent."""
         if self.requests_per_minute and credits > 0:

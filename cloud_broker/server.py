@@ -64,8 +64,7 @@ def build_backends(settings: BrokerSettings, log_line: Callable[[str], None]) ->
 
 
 class BrokerServer:
-    """The gRPC front and what it answers with: its own backends, tokens file and rate
-    limiter, or (a front on Ray, :mod:`cloud_broker.on_ray`) the ones passed in."""
+    """The gRPC front and its backends and limits (a front on Ray passes its own in)."""
 
     def __init__(
         self,
@@ -74,10 +73,12 @@ class BrokerServer:
         log_line: Callable[[str], None],
         backends: dict[str, Backend] | None = None,
         limits: tuple[TokenTable | None, Rate] | None = None,
+        share_port: bool = False,
     ) -> None:
         settings.check_transport()
         self.settings = settings
         self._log = log_line
+        self._share_port = share_port  # fronts on one Ray node share server.listen's port
         self.backends = build_backends(settings, log_line) if backends is None else backends
         if not self.backends:
             raise ConfigError("nothing to serve: models.serve is empty and no [[openai]] backend")
@@ -97,7 +98,7 @@ class BrokerServer:
             await backend.start()
         await asyncio.to_thread(self.catalog.load)  # a learned router loads its encoder
         self.server, self.service, self.health, self.port = await serve_grpc(
-            self.settings, self.catalog, self.metrics, self.tokens, self.rate
+            self.settings, self.catalog, self.metrics, (self.tokens, self.rate), self._share_port
         )
         await self.announcements.start(self.metrics, self.port, self.backends)
 

@@ -42,16 +42,17 @@ async def serve_grpc(
     settings: BrokerSettings,
     catalog: Catalog,
     metrics: BrokerMetrics,
-    tokens: TokenTable | None,
-    rate: Rate | None,
+    limits: tuple[TokenTable | None, Rate | None],
+    share_port: bool = False,
 ) -> tuple[grpc.aio.Server, BrokerService, Any, int]:
     """The started gRPC server, its broker and health servicers (health SERVING), and
-    the port it bound."""
+    the port it bound. ``share_port``: bind with SO_REUSEPORT (fronts on one Ray node)."""
     try:
         from grpc_health.v1 import health_pb2
     except ImportError:
         raise MissingDependencyError.for_module("grpcio-health-checking", "broker") from None
-    server = new_server(settings, interceptors(tokens, metrics))
+    tokens, rate = limits
+    server = new_server(settings, interceptors(tokens, metrics), share_port=share_port)
     service, health = add_services(server, settings, catalog, metrics, tokens, rate)
     port = bind(server, settings)
     await server.start()
@@ -74,18 +75,22 @@ def open_tokens(settings: BrokerSettings, log_line: Callable[[str], None]) -> To
 
 
 def new_server(
-    settings: BrokerSettings, chain: list[grpc.aio.ServerInterceptor]
+    settings: BrokerSettings,
+    chain: list[grpc.aio.ServerInterceptor],
+    *,
+    share_port: bool = False,
 ) -> grpc.aio.Server:
-    """A gRPC server with our message size and keepalive settings."""
-    return grpc.aio.server(
-        interceptors=chain,
-        options=transport.server_options(
-            max_message_bytes=settings.server.max_message_bytes,
-            keepalive_s=settings.server.keepalive_s,
-            keepalive_timeout_s=settings.server.keepalive_timeout_s,
-            min_ping_interval_s=settings.server.min_ping_interval_s,
-        ),
+    """A gRPC server with our message size and keepalive settings; a taken port is an
+    error unless ``share_port`` (then the kernel spreads connections over the sharers)."""
+    options = transport.server_options(
+        max_message_bytes=settings.server.max_message_bytes,
+        keepalive_s=settings.server.keepalive_s,
+        keepalive_timeout_s=settings.server.keepalive_timeout_s,
+        min_ping_interval_s=settings.server.min_ping_interval_s,
     )
+    if share_port:
+        options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
+    return grpc.aio.server(interceptors=chain, options=options)
 
 
 def add_services(

@@ -265,6 +265,32 @@ def test_autoscales_from_one_replica_to_two_and_back(deployed: Deployed) -> None
     _wait(_running_replicas, lambda n: n == 1, 90, "back to one replica")
 
 
+def test_a_restarted_keeper_has_the_limits_and_the_tokens_again(deployed: Deployed) -> None:
+    import ray
+
+    keeper = ray.get_actor(keeper_name(APP), namespace="ridgeline")
+    ray.kill(keeper, no_restart=False)  # Ray restarts it, as after a crash
+    taken, balance, _ = _wait(
+        lambda: _lease(keeper), lambda answer: answer is not None, 30, "the keeper back"
+    )
+    assert taken == 1 + (RATE - 1) // 2 and balance == 60_000  # limited, not unlimited
+    for front in (0, 1):
+        with deployed.client(front, "dev-a") as client:
+            _wait(lambda c=client: _accepted(c), bool, 10, "the token accepted again")
+            assert "Paris" in _answer(client)
+    with BrokerClient(deployed.fronts[0], token="rl_unknown", plaintext=True) as stranger:
+        assert not _accepted(stranger)
+
+
+def _lease(keeper: Any) -> Any:
+    import ray
+
+    try:
+        return ray.get(keeper.lease.remote("probe-device", 0.5), timeout=5)
+    except Exception:  # restarting: asked again
+        return None
+
+
 def test_a_node_leaving_does_not_stop_the_broker(deployed: Deployed, ray_cluster: Any) -> None:
     """The worker node (one of the fronts, perhaps the replica) goes away: the head's
     front keeps answering once Serve has put the model on the node that is left."""

@@ -45,15 +45,18 @@ def test_leases_never_give_a_device_more_than_its_limit() -> None:
     assert limiter.take("d", 0.0)[0] == 1
     clock.now = 600.0
     limiter.give_back("d", 100)  # never above the limit
-    assert sum(limiter.take("d", 1.0)[0] for _ in range(1)) == 8
+    assert limiter.take("d", 1.0)[0] == 8
 
 
 class Keeper:
-    """The keeper's methods as awaitable ``.remote`` calls, in this process."""
+    """The keeper's methods as awaitable ``.remote`` calls, in this process; each call
+    waits for ``gate`` (so calls can overlap) and fails while ``down`` is set."""
 
     def __init__(self, keeper: LimitsKeeper) -> None:
         self.keeper = keeper
         self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self.down = False
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.keeper, name)
@@ -63,14 +66,17 @@ class Keeper:
             @staticmethod
             async def remote(*args: Any) -> Any:
                 outer.calls += 1
+                if outer.gate is not None:
+                    await outer.gate.wait()
+                if outer.down:
+                    raise ray_errors.ActorUnavailableError("restarting", None)
                 return method(*args)
 
         return Remote
 
 
 def test_a_front_spends_leased_credits_without_asking_and_returns_the_rest() -> None:
-    keeper = LimitsKeeper()
-    keeper.configure(100, 1000, None)
+    keeper = LimitsKeeper(100, 1000, None)
     remote = Keeper(keeper)
     rate = SharedRate(remote, fronts=2, lease_s=60)
 
@@ -86,6 +92,66 @@ def test_a_front_spends_leased_credits_without_asking_and_returns_the_rest() -> 
             await rate.admitted("d")
 
     asyncio.run(scenario())
+
+
+def test_concurrent_first_calls_share_one_lease_and_lose_no_credit() -> None:
+    keeper = LimitsKeeper(60, 0, None)
+    remote = Keeper(keeper)
+    rate = SharedRate(remote, fronts=1, lease_s=60)
+
+    async def scenario() -> None:
+        remote.gate = asyncio.Event()
+        calls = [asyncio.create_task(rate.admitted("d")) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        remote.gate.set()
+        await asyncio.gather(*calls)
+        assert remote.calls == 1  # 1 + half of the 59 left: 30, four of them spent
+        rate.close()
+        await rate.settle()  # the 26 unspent go back
+        assert keeper.lease("x", 0.0)[0] == 1  # another device: untouched
+        left = keeper.lease("d", 1.0)[0]  # everything the device has left now
+        assert left == 60 - 4
+
+    asyncio.run(scenario())
+
+
+def test_what_the_keeper_could_not_take_is_sent_later() -> None:
+    keeper = LimitsKeeper(100, 10_000, None)
+    remote = Keeper(keeper)
+    rate = SharedRate(remote, fronts=1, lease_s=60)
+
+    async def scenario() -> None:
+        await rate.admitted("d")
+        rate.charge("d", 700)
+        remote.down = True
+        with pytest.raises(errors.UnavailableError, match="cannot be reached"):
+            await rate.settle()
+        remote.down = False
+        await rate.settle()
+        assert keeper.lease("d", 0.0)[1] == pytest.approx(10_000 - 700, abs=1)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_keeper_keeps_its_limits_and_fronts_fetch_its_tokens(
+    tmp_path: Any,
+) -> None:
+    from cloud_broker.auth import TokenFile
+    from cloud_broker.on_ray.limits import SyncedTokens
+
+    tokens_file = tmp_path / "tokens.json"
+    token = TokenFile(tokens_file).add("dev-a")
+    first = LimitsKeeper(5, 100, str(tokens_file))
+    synced = SyncedTokens(Keeper(first), 1.0)
+    asyncio.run(synced.sync())
+    assert synced.authenticate(f"Bearer {token}") == "dev-a"
+    again = LimitsKeeper(5, 100, str(tokens_file))  # what Ray runs when it restarts it
+    assert again.lease("d", 1.0)[0] == 5  # the limit, not unlimited
+    synced._keeper = Keeper(again)  # the same name now reaches the new instance
+    TokenFile(tokens_file).revoke("dev-a")
+    asyncio.run(synced.sync())  # same version number, another instance: fetched
+    with pytest.raises(errors.UnauthenticatedError):
+        synced.authenticate(f"Bearer {token}")
 
 
 class Call:

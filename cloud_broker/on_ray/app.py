@@ -33,11 +33,10 @@ def deployment_name(model: str) -> str:
 def model_options(settings: BrokerSettings, name: str) -> dict[str, Any]:
     """The Serve options of a served model's deployment."""
     replica = settings.ray.model(name)
-    slots, queue = slots_of(settings, name)
+    slots, _ = slots_of(settings, name)  # the queue is the front's (RemoteBackend)
     options: dict[str, Any] = {
         "name": deployment_name(name),
         "max_ongoing_requests": slots,
-        "max_queued_requests": queue if queue > 0 else -1,
         "ray_actor_options": {"num_cpus": replica.num_cpus, "num_gpus": replica.num_gpus},
         "graceful_shutdown_timeout_s": settings.server.grace_s,
         "logging_config": QUIET,

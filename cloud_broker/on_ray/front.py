@@ -18,7 +18,7 @@ from typing import Any
 from ..backends import Backend
 from ..server import BrokerServer
 from ..settings import BrokerSettings, split_host_port
-from .limits import SharedRate, SyncedTokens, open_keeper
+from .limits import SharedRate, SyncedTokens, limits_of, open_keeper, settle_every
 from .remote import RemoteBackend
 from .replica import ReplicaInfo
 
@@ -43,13 +43,10 @@ class BrokerFront:
             for info in infos
         }
         ray_settings = settings.ray
-        self._keeper = open_keeper(ray_settings.app_name, ray_settings.namespace)
+        limits = limits_of(settings)
+        self._keeper = open_keeper(ray_settings.app_name, ray_settings.namespace, limits)
+        await self._keeper.configure.remote(*limits)  # a redeploy may have changed them
         auth = settings.auth
-        await self._keeper.configure.remote(
-            settings.limits.requests_per_minute,
-            settings.limits.tokens_per_minute,
-            str(auth.tokens_file) if auth.enabled else None,
-        )
         tokens = SyncedTokens(self._keeper, ray_settings.limits_refresh_s)
         await tokens.sync()
         rate = SharedRate(self._keeper, fronts=ray_settings.fronts, lease_s=ray_settings.lease_s)
@@ -58,9 +55,10 @@ class BrokerFront:
             log_line=log.info,
             backends=backends,
             limits=(tokens if auth.enabled else None, rate),
+            share_port=ray_settings.fronts_per_node > 1,
         )
         await self.server.start()
-        self._tasks = [asyncio.create_task(rate.run())]
+        self._tasks = [asyncio.create_task(settle_every(rate))]
         if auth.enabled:
             self._tasks.append(asyncio.create_task(tokens.run()))
         self._address = _reachable(self.server.address)
@@ -75,9 +73,10 @@ class BrokerFront:
         return self.server.metrics_port
 
     def check_health(self) -> None:
-        """Serve restarts a front whose server stopped."""
-        if self.server.server is None:
-            raise RuntimeError("the front's gRPC server is not running")
+        """Serve replaces a front whose limits stopped being kept in step."""
+        for task in self._tasks:
+            if task.done():
+                raise RuntimeError(f"the front's background task ended: {task!r}")
 
     async def __del__(self) -> None:  # Serve awaits it when the replica stops
         with contextlib.suppress(Exception):

@@ -63,12 +63,14 @@ def _check_fits(resources: dict[str, float], settings: BrokerSettings) -> None:
         )
 
 
-def _wait_fronts(keeper: Any, count: int) -> list[str]:
+def _wait_fronts(keeper: Any, count: int, since: float) -> list[str]:
+    """The fronts that registered since the deployment started (a keeper of an earlier
+    run may still list fronts that died without unregistering)."""
     import ray
 
     deadline = time.monotonic() + 30.0
     while True:
-        fronts: list[str] = ray.get(keeper.fronts.remote())
+        fronts: list[str] = ray.get(keeper.fronts.remote(since))
         if len(fronts) >= count or time.monotonic() > deadline:
             return fronts
         time.sleep(0.1)
@@ -76,7 +78,7 @@ def _wait_fronts(keeper: Any, count: int) -> list[str]:
 
 def serve_on_ray(settings: BrokerSettings, address: str, *, mode: str) -> None:
     from .app import broker_app
-    from .limits import keeper_name, open_keeper
+    from .limits import keeper_name, limits_of, open_keeper
 
     app = broker_app(settings)  # checks the transport before anything starts
     serve = _connect(address, settings)
@@ -86,7 +88,8 @@ def serve_on_ray(settings: BrokerSettings, address: str, *, mode: str) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    keeper = open_keeper(name, settings.ray.namespace)
+    keeper = open_keeper(name, settings.ray.namespace, limits_of(settings))
+    since = time.time()
     try:
         _log(f"deploying {name} on Ray ({', '.join(served_names(settings))})")
         try:
@@ -101,7 +104,7 @@ def serve_on_ray(settings: BrokerSettings, address: str, *, mode: str) -> None:
             else "plaintext"
         )
         auth = "device tokens" if settings.auth.enabled else "no auth"
-        for front in _wait_fronts(keeper, settings.ray.fronts):
+        for front in _wait_fronts(keeper, settings.ray.fronts, since):
             _say(f"listening on {front} ({mode} on Ray, {tls}, {auth})")
         _say(f"serving {', '.join(sorted(served_names(settings)))}")
         stop.wait()

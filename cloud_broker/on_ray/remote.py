@@ -42,9 +42,10 @@ class RemoteBackend:
         self.kind = info.kind
         self.role = info.role
         self.context_length = info.context_length
-        # The front admits up to what all replicas can run and the handle can queue;
-        # Serve's own limits (max_ongoing_requests, max_queued_requests) refuse the rest.
-        self.admission = Admission(info.name, info.slots * most_replicas + info.queue, 0)
+        # The front sends up to what all replicas could run (autoscaling sees them at the
+        # handle) and queues `queue` more itself, refusing the rest at once, as one
+        # process does; Serve runs at most `slots` on each replica.
+        self.admission = Admission(info.name, info.slots * most_replicas, info.queue)
         self._handle = handle
         self._streams = handle.options(stream=True)
         self._running = 0

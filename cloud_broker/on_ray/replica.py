@@ -137,14 +137,17 @@ async def _produce(
 ) -> None:
     """The backend's items into ``ready``, then :class:`_End` (with its error, if any)."""
     admission = backend.admission
-    await admission.acquire()
+    admitted = False
     error: BaseException | None = None
     try:
+        await admission.acquire()
+        admitted = True
         async with contextlib.aclosing(backend.stream(request)) as stream:
             async for item in stream:
                 ready.put_nowait(item)
     except Exception as exc:  # raised to the caller by stream()
         error = exc
     finally:
-        admission.release()
+        if admitted:
+            admission.release()
         ready.put_nowait(_End(error))
