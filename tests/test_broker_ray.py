@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import grpc
 import pytest
 from brokerproc import BrokerProcess
+from certs import ServerIdentity, self_signed_server
 from conftest import SMOLLM2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import broker_env
@@ -28,7 +30,7 @@ from cloud_broker.on_ray.app import broker_app, deployment_name
 from cloud_broker.on_ray.limits import keeper_name
 from cloud_broker.settings import load_broker_settings
 from ridgeline_core import errors
-from ridgeline_core.client import BrokerClient
+from ridgeline_core.client import BrokerClient, TlsOptions
 from ridgeline_core.store import ModelStore
 
 pytestmark = pytest.mark.model
@@ -39,18 +41,20 @@ RATE = 8  # requests per minute per device
 DEVICES = ("dev-a", "dev-rate", "dev-gone", "dev-kill", "load-0", "load-1", "load-2", "dev-node")
 
 
-def _config(store: Path, tokens_file: Path) -> str:
+def _config(store: Path, tokens_file: Path, identity: ServerIdentity) -> str:
     return f"""
 [server]
 listen = "127.0.0.1:0"
-allow_plaintext = true
 grace_s = 2
+[tls]
+cert_file = "{identity.cert_file}"
+key_file = "{identity.key_file}"
 [auth]
 tokens_file = "{tokens_file}"
 [limits]
 requests_per_minute = {RATE}
 [metrics]
-listen = ""
+listen = "127.0.0.1:0"
 [models]
 store_dir = "{store}"
 serve = ["{SMOLLM2}"]
@@ -74,15 +78,18 @@ num_cpus = 0.5
 
 
 class Deployed:
-    def __init__(self, fronts: list[str], tokens: dict[str, str], tokens_file: Path) -> None:
+    def __init__(
+        self, fronts: list[str], tokens: dict[str, str], tokens_file: Path, ca: Path
+    ) -> None:
         self.fronts = fronts
         self.tokens = tokens
         self.tokens_file = tokens_file
+        self.tls = TlsOptions(ca_file=ca)  # every call goes over TLS to the fronts
+        self.metrics: list[str] = []
 
-    def client(self, front: int, device: str) -> BrokerClient:
-        return BrokerClient(
-            self.fronts[front], token=self.tokens[device], plaintext=True, timeout_s=120
-        )
+    def client(self, front: int, device: str | None) -> BrokerClient:
+        token = None if device is None else self.tokens.get(device, device)
+        return BrokerClient(self.fronts[front], token=token, tls=self.tls, timeout_s=120)
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +102,18 @@ def deployed(
     root = tmp_path_factory.mktemp("broker-ray")
     tokens_file = root / "tokens.json"
     tokens = {device: TokenFile(tokens_file).add(device) for device in DEVICES}
+    identity = self_signed_server(root / "tls", "front")
     config = root / "broker.toml"
-    config.write_text(_config(model_store.root, tokens_file), encoding="utf-8")
+    config.write_text(_config(model_store.root, tokens_file, identity), encoding="utf-8")
     settings = load_broker_settings(config_file=config, env={}).settings
     serve.start(proxy_location="Disabled")
     serve.run(broker_app(settings), name=APP, route_prefix=None)
     keeper = ray.get_actor(keeper_name(APP), namespace=settings.ray.namespace)
     fronts = _wait(lambda: ray.get(keeper.fronts.remote()), lambda f: len(f) == 2, 60, "2 fronts")
     try:
-        yield Deployed(fronts, tokens, tokens_file)
+        deployed = Deployed(fronts, tokens, tokens_file, identity.cert_file)
+        deployed.metrics = ray.get(keeper.metrics.remote())
+        yield deployed
     finally:
         serve.delete(APP)
         ray.kill(keeper)
@@ -149,7 +159,8 @@ def _answer(client: BrokerClient, max_tokens: int = 16) -> str:
 
 def test_each_front_streams_an_answer(deployed: Deployed) -> None:
     for front in (0, 1):
-        with grpc.insecure_channel(deployed.fronts[front]) as channel:  # no token needed
+        credentials = grpc.ssl_channel_credentials(deployed.tls.ca_file.read_bytes())
+        with grpc.secure_channel(deployed.fronts[front], credentials) as channel:  # no token
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING
         with deployed.client(front, "dev-a") as client:
@@ -157,10 +168,18 @@ def test_each_front_streams_an_answer(deployed: Deployed) -> None:
             listing = client.list_models()
             assert [m.name for m in listing.models] == [SMOLLM2]
     with (
-        BrokerClient(deployed.fronts[0], plaintext=True) as anonymous,
+        deployed.client(0, None) as anonymous,
         pytest.raises(errors.UnauthenticatedError),
     ):
         anonymous.list_models()
+    assert len(deployed.metrics) == 2  # each front serves its own /metrics
+    ok = f'ridgeline_broker_requests_total{{code="OK",model="{SMOLLM2}"}}'
+    for url in deployed.metrics:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        assert any(
+            line.startswith(ok) and float(line.split()[-1]) >= 1 for line in text.splitlines()
+        )
 
 
 def test_the_rate_limit_holds_across_both_fronts(deployed: Deployed) -> None:
@@ -278,7 +297,7 @@ def test_a_restarted_keeper_has_the_limits_and_the_tokens_again(deployed: Deploy
         with deployed.client(front, "dev-a") as client:
             _wait(lambda c=client: _accepted(c), bool, 10, "the token accepted again")
             assert "Paris" in _answer(client)
-    with BrokerClient(deployed.fronts[0], token="rl_unknown", plaintext=True) as stranger:
+    with deployed.client(0, "rl_unknown") as stranger:
         assert not _accepted(stranger)
 
 
@@ -356,6 +375,8 @@ num_cpus = 0.5
         assert "dev on Ray" in broker.stdout_lines[0]
         with BrokerClient(broker.address, plaintext=True, timeout_s=120) as client:
             assert "Paris" in _answer(client)
+        ok = f'ridgeline_broker_requests_total{{code="OK",model="{SMOLLM2}"}}'
+        assert broker.metrics()[ok] == 1  # the front's endpoint, printed as one process does
         assert broker.stop() == 0
         assert "cli-broker" not in serve.status().applications
     finally:

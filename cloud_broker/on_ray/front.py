@@ -62,15 +62,16 @@ class BrokerFront:
         if auth.enabled:
             self._tasks.append(asyncio.create_task(tokens.run()))
         self._address = _reachable(self.server.address)
-        await self._keeper.register.remote(self._address)
+        metrics = ""
+        if self.server.metrics_port is not None:
+            host, _ = split_host_port(settings.metrics.listen)
+            metrics = f"http://{_reachable(f'{host}:{self.server.metrics_port}')}/metrics"
+        await self._keeper.register.remote(self._address, metrics)
         log.info("front listening on %s", self._address)
 
     def address(self) -> str:
         """HOST:PORT this front listens on (the node's address for a wildcard listen)."""
         return self._address
-
-    def metrics_port(self) -> int | None:
-        return self.server.metrics_port
 
     def check_health(self) -> None:
         """Serve replaces a front whose limits stopped being kept in step."""

@@ -106,6 +106,8 @@ def serve_on_ray(settings: BrokerSettings, address: str, *, mode: str) -> None:
         auth = "device tokens" if settings.auth.enabled else "no auth"
         for front in _wait_fronts(keeper, settings.ray.fronts, since):
             _say(f"listening on {front} ({mode} on Ray, {tls}, {auth})")
+        for url in ray.get(keeper.metrics.remote(since)):
+            _say(f"metrics on {url}")
         _say(f"serving {', '.join(sorted(served_names(settings)))}")
         stop.wait()
         _log(f"shutting down: fronts drain for up to {settings.server.grace_s:g} s")

@@ -71,7 +71,7 @@ class LimitsKeeper:
         self._tokens: TokenStore | None = None
         self._version = 0
         self._table: dict[str, str] = {}
-        self._fronts: dict[str, float] = {}
+        self._fronts: dict[str, tuple[float, str]] = {}  # address: (registered, metrics)
         self.configure(requests_per_minute, tokens_per_minute, tokens_file)
 
     def configure(
@@ -117,15 +117,19 @@ class LimitsKeeper:
         now = (self._instance, self._version)
         return now, (self._table if known != now else None)
 
-    def register(self, address: str) -> None:
-        self._fronts[address] = time.time()
+    def register(self, address: str, metrics_url: str = "") -> None:
+        self._fronts[address] = (time.time(), metrics_url)
 
     def unregister(self, address: str) -> None:
         self._fronts.pop(address, None)
 
     def fronts(self, since: float = 0.0) -> list[str]:
         """The fronts that registered at ``since`` (a time.time()) or later."""
-        return sorted(address for address, at in self._fronts.items() if at >= since)
+        return sorted(address for address, (at, _) in self._fronts.items() if at >= since)
+
+    def metrics(self, since: float = 0.0) -> list[str]:
+        """Those fronts' Prometheus endpoints (the ones that serve one)."""
+        return sorted(url for at, url in self._fronts.values() if at >= since and url)
 
 
 def limits_of(settings: BrokerSettings) -> tuple[int, int, str | None]:
