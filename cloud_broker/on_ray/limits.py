@@ -78,12 +78,9 @@ class LimitsKeeper:
         self, requests_per_minute: int, tokens_per_minute: int, tokens_file: str | None
     ) -> None:
         """The limits of the deployed settings (kept buckets when they did not change)."""
-        rate = self._rate
-        if (rate.requests_per_minute, rate.tokens_per_minute) != (
-            requests_per_minute,
-            tokens_per_minute,
-        ):
-            self._rate = LeasingRateLimiter(requests_per_minute, tokens_per_minute)
+        limits = (requests_per_minute, tokens_per_minute)
+        if (self._rate.requests_per_minute, self._rate.tokens_per_minute) != limits:
+            self._rate = LeasingRateLimiter(*limits)
         self._tokens = None if tokens_file is None else TokenStore(Path(tokens_file))
 
     def lease(self, device: str, share: float, charged: int = 0) -> tuple[int, float, str]:
