@@ -47,15 +47,8 @@ def process(command: list[str], pattern: str = r"^listening on (\S+)") -> Iterat
         proc.wait(timeout=30)
 
 
-def stub_config(base_url: str, *, app: str) -> str:
-    return f"""
-[models]
-serve = []
-default = "stub"
-[[openai]]
-name = "stub"
-base_url = "{base_url}"
-[server]
+# loopback plaintext, no auth and no limits: what the legs measure is the path, not the checks
+_LOOPBACK = """[server]
 listen = "127.0.0.1:0"
 allow_plaintext = true
 [auth]
@@ -65,7 +58,18 @@ listen = ""
 [limits]
 requests_per_minute = 0
 tokens_per_minute = 0
-[ray]
+"""
+
+
+def stub_config(base_url: str, *, app: str) -> str:
+    return f"""
+[models]
+serve = []
+default = "stub"
+[[openai]]
+name = "stub"
+base_url = "{base_url}"
+{_LOOPBACK}[ray]
 app_name = "{app}"
 front_num_cpus = 0
 [ray.models.stub]
@@ -83,17 +87,7 @@ default = "{SMOLLM2}"
 threads = 1
 slots = 1
 queue = 16
-[server]
-listen = "127.0.0.1:0"
-allow_plaintext = true
-[auth]
-enabled = false
-[metrics]
-listen = ""
-[limits]
-requests_per_minute = 0
-tokens_per_minute = 0
-[ray]
+{_LOOPBACK}[ray]
 app_name = "{app}"
 front_num_cpus = 0
 [ray.models.{SMOLLM2}]

@@ -29,7 +29,14 @@ from .settings import BrokerSettings, split_host_port
 from .startup import Announcements, open_tokens, serve_grpc
 from .strategies import Catalog
 
-__all__ = ["BrokerServer", "build_backend", "build_backends", "run", "served_names"]
+__all__ = [
+    "BrokerServer",
+    "build_backend",
+    "build_backends",
+    "run",
+    "security",
+    "served_names",
+]
 
 log = logging.getLogger("ridgeline.broker")
 
@@ -135,6 +142,13 @@ class BrokerServer:
         self.announcements.close()
 
 
+def security(settings: BrokerSettings) -> str:
+    """How calls are protected, as the "listening on" line says it."""
+    tls = settings.tls
+    transport = "mutual TLS" if tls.client_ca_file else "TLS" if tls.enabled else "plaintext"
+    return f"{transport}, {'device tokens' if settings.auth.enabled else 'no auth'}"
+
+
 def _catalog(settings: BrokerSettings, backends: dict[str, Backend]) -> Catalog:
     """The served models, prices and named strategies (built at start)."""
 
@@ -163,15 +177,7 @@ async def _serve(settings: BrokerSettings, mode: str) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await server.start()
-        tls = (
-            "mutual TLS"
-            if settings.tls.client_ca_file
-            else "TLS"
-            if settings.tls.enabled
-            else ("plaintext")
-        )
-        auth = "device tokens" if server.tokens is not None else "no auth"
-        print(f"listening on {server.address} ({mode}, {tls}, {auth})", flush=True)
+        print(f"listening on {server.address} ({mode}, {security(settings)})", flush=True)
         if server.metrics_port is not None:
             host, _ = split_host_port(settings.metrics.listen)
             print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)

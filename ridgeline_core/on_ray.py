@@ -9,12 +9,15 @@ address for minutes before it gives up. Importing this module imports no Ray.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, MissingDependencyError
 
-__all__ = ["connect_ray", "import_ray"]
+__all__ = ["RayPool", "connect_ray", "import_ray", "joined_ray", "on_actors"]
 
 _PROBE_S = 5.0
 
@@ -31,6 +34,41 @@ def import_ray(*parts: str) -> Any:
     except ImportError:
         raise MissingDependencyError.for_module("ray", "ray") from None
     return ray
+
+
+@dataclass(frozen=True)
+class RayPool:
+    """Where and how wide a Ray Data job runs: Ray's address and the number of actors
+    (each holds one model copy)."""
+
+    address: str
+    actors: int = 2
+
+
+@contextlib.contextmanager
+def joined_ray(address: str) -> Iterator[Any]:
+    """The ``ray`` module, joined to ``address`` for the block and left after it; a Ray
+    this process already joined is used as is (and stays joined)."""
+    ray = import_ray("data")
+    started_here = not ray.is_initialized()
+    if started_here:
+        connect_ray(address)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def on_actors(ray: Any, count: int, actor: type, args: tuple[Any, ...], actors: int) -> Any:
+    """Rows ``{"index": i}`` for ``i < count``, mapped one at a time by a pool of
+    ``actors`` instances of ``actor(*args)`` (each built once: a model loaded once); the
+    rows they return, to iterate (``iter_rows``)."""
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    dataset = ray.data.from_items([{"index": i} for i in range(count)])
+    return dataset.map_batches(
+        actor, fn_constructor_args=args, concurrency=actors, batch_size=1, batch_format="numpy"
+    )
 
 
 def connect_ray(address: str, *, namespace: str | None = None) -> Any:

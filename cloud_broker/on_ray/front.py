@@ -46,20 +46,21 @@ class BrokerFront:
         limits = limits_of(settings)
         self._keeper = open_keeper(ray_settings.app_name, ray_settings.namespace, limits)
         await self._keeper.configure.remote(*limits)  # a redeploy may have changed them
-        auth = settings.auth
-        tokens = SyncedTokens(self._keeper, ray_settings.limits_refresh_s)
-        await tokens.sync()
+        tokens = None
+        if settings.auth.enabled:
+            tokens = SyncedTokens(self._keeper, ray_settings.limits_refresh_s)
+            await tokens.sync()
         rate = SharedRate(self._keeper, fronts=ray_settings.fronts, lease_s=ray_settings.lease_s)
         self.server = BrokerServer(
             settings,
             log_line=log.info,
             backends=backends,
-            limits=(tokens if auth.enabled else None, rate),
+            limits=(tokens, rate),
             share_port=ray_settings.fronts_per_node > 1,
         )
         await self.server.start()
         self._tasks = [asyncio.create_task(settle_every(rate))]
-        if auth.enabled:
+        if tokens is not None:
             self._tasks.append(asyncio.create_task(tokens.run()))
         self._address = _reachable(self.server.address)
         metrics = ""
@@ -68,10 +69,6 @@ class BrokerFront:
             metrics = f"http://{_reachable(f'{host}:{self.server.metrics_port}')}/metrics"
         await self._keeper.register.remote(self._address, metrics)
         log.info("front listening on %s", self._address)
-
-    def address(self) -> str:
-        """HOST:PORT this front listens on (the node's address for a wildcard listen)."""
-        return self._address
 
     def check_health(self) -> None:
         """Serve replaces a front whose limits stopped being kept in step."""

@@ -11,13 +11,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ridgeline_core.errors import ConfigError
 from ridgeline_core.on_ray import connect_ray, import_ray
 
-from ..server import served_names
+from ..server import security, served_names
 from ..settings import BrokerSettings
 
 __all__ = ["serve_on_ray"]
@@ -78,7 +77,7 @@ def _wait_fronts(keeper: Any, count: int, since: float) -> list[str]:
 
 def serve_on_ray(settings: BrokerSettings, address: str, *, mode: str) -> None:
     from .app import broker_app
-    from .limits import keeper_name, limits_of, open_keeper
+    from .limits import limits_of, open_keeper
 
     app = broker_app(settings)  # checks the transport before anything starts
     serve = _connect(address, settings)
@@ -96,35 +95,27 @@ def serve_on_ray(settings: BrokerSettings, address: str, *, mode: str) -> None:
             serve.run(app, name=name, route_prefix=None, blocking=False)
         except RuntimeError as exc:  # a deployment failed: its replicas' error is in it
             raise ConfigError(f"the broker did not start on Ray: {exc}") from None
-        tls = (
-            "mutual TLS"
-            if settings.tls.client_ca_file
-            else "TLS"
-            if settings.tls.enabled
-            else "plaintext"
-        )
-        auth = "device tokens" if settings.auth.enabled else "no auth"
         for front in _wait_fronts(keeper, settings.ray.fronts, since):
-            _say(f"listening on {front} ({mode} on Ray, {tls}, {auth})")
+            _say(f"listening on {front} ({mode} on Ray, {security(settings)})")
         for url in ray.get(keeper.metrics.remote(since)):
             _say(f"metrics on {url}")
         _say(f"serving {', '.join(sorted(served_names(settings)))}")
         stop.wait()
         _log(f"shutting down: fronts drain for up to {settings.server.grace_s:g} s")
     finally:
-        _teardown(serve, name, keeper, ray, keeper_name(name), _log)
+        _teardown(serve, name, keeper)
     _log("stopped")
 
 
-def _teardown(
-    serve: Any, name: str, keeper: Any, ray: Any, keeper_label: str, log: Callable[[str], None]
-) -> None:
+def _teardown(serve: Any, name: str, keeper: Any) -> None:
+    import ray
+
     try:
         serve.delete(name)
     except Exception as exc:  # the cluster went away: nothing left to take down
-        log(f"could not delete the application {name}: {exc}")
+        _log(f"could not delete the application {name}: {exc}")
     try:
         ray.kill(keeper)
     except Exception as exc:
-        log(f"could not stop {keeper_label}: {exc}")
+        _log(f"could not stop the shared limits of {name}: {exc}")
     ray.shutdown()

@@ -5,8 +5,9 @@ Failures come back as the broker's own errors, so the client gets a precise stat
 
 * an error the replica's backend raised (a bad request, an unsupported option) is
   re-raised as it was (Ray wraps it; the wrapping is removed);
-* every replica busy and the handle's queue full (``max_queued_requests``):
-  QueueFullError, RESOURCE_EXHAUSTED with a retry delay;
+* Serve refusing for back pressure (its handle's queue full): QueueFullError,
+  RESOURCE_EXHAUSTED with Serve's retry delay (the front's own admission refuses first,
+  as in one process);
 * the replica died or left with its node: if no text had been streamed yet the
   request is sent again (Serve picks a live replica; up to three tries, 0.2 s, 0.4 s
   apart), otherwise UnavailableError (UNAVAILABLE) saying the answer was cut short.

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ridgeline_core.errors import ConfigError, RidgelineError
-from ridgeline_core.on_ray import connect_ray, import_ray
+from ridgeline_core.on_ray import RayPool, joined_ray, on_actors
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime.onnx_text import Vectors
 from ridgeline_core.store import ModelsSettings
@@ -40,12 +40,7 @@ __all__ = ["EmbeddedPrompts", "RayEmbedding", "embed_on_ray"]
 Batch = tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class RayEmbedding:
-    """Where and how wide: Ray's address and the number of actors (encoder copies)."""
-
-    address: str
-    actors: int = 2
+RayEmbedding = RayPool  # where the prompts are embedded
 
 
 @dataclass(frozen=True)
@@ -155,30 +150,17 @@ def embed_on_ray(
     embed them: ``encoder`` is the store's embedding model opened here, as (its name, the
     encoder, the sha256 of its ONNX file)."""
     name, opened, sha256 = encoder
-    ray = import_ray("data")
-    plans = plan_batches(opened, lists)
-    batches = distinct_batches(plans)
-    job = _Job(models, name, sha256, int(opened.threads), tuple(batches))
-    started_here = not ray.is_initialized()
-    if started_here:
-        connect_ray(where.address)
-    try:
+    with joined_ray(where.address) as ray:
+        plans = plan_batches(opened, lists)
+        batches = distinct_batches(plans)
+        job = _Job(models, name, sha256, int(opened.threads), tuple(batches))
         found = _run(ray, where, job, progress)
-    finally:
-        if started_here:
-            ray.shutdown()
     vectors = {batches[index]: found[index] for index in range(len(batches))}
     return EmbeddedPrompts(plans, vectors, int(opened.dim))
 
 
 def _run(ray: Any, where: RayEmbedding, job: _Job, progress: Progress) -> dict[int, Vectors]:
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    dataset = ray.data.from_items([{"index": i} for i in range(len(job.batches))])
-    embedded = dataset.map_batches(
-        _Embedder, fn_constructor_args=(job,), concurrency=where.actors, batch_size=1,
-        batch_format="numpy",
-    )  # fmt: skip
+    embedded = on_actors(ray, len(job.batches), _Embedder, (job,), where.actors)
     prompts = sum(len(batch) for batch in job.batches)
     found: dict[int, Vectors] = {}
     what = f"{len(job.batches)} batches ({prompts} prompts)"

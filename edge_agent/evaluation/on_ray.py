@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ridgeline_core.on_ray import connect_ray, import_ray
+from ridgeline_core.on_ray import RayPool, joined_ray, on_actors
 from ridgeline_core.progress import NULL_PROGRESS, Progress
 from ridgeline_core.runtime import SamplingParams
 from ridgeline_core.store import ModelsSettings
@@ -29,12 +29,7 @@ from .harness import Observation, observe
 __all__ = ["RayAnswering", "observe_on_ray"]
 
 
-@dataclass(frozen=True)
-class RayAnswering:
-    """Where and how wide: Ray's address and the number of actors (model copies)."""
-
-    address: str
-    actors: int = 2
+RayAnswering = RayPool  # where the questions are answered
 
 
 @dataclass(frozen=True)
@@ -88,20 +83,10 @@ def observe_on_ray(
     progress: Progress = NULL_PROGRESS,
 ) -> list[Observation]:
     """:func:`observe` over ``where.actors`` actors; the observations in question order."""
-    ray = import_ray("data")
     job = _Job(models, runtime, model, tuple(items), system_prompt, params, frozenset(probes))
-    started_here = not ray.is_initialized()
-    if started_here:
-        connect_ray(where.address)
-    try:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        dataset = ray.data.from_items([{"index": i} for i in range(len(items))])
-        answered = dataset.map_batches(
-            _Answerer, fn_constructor_args=(job, where.actors), concurrency=where.actors,
-            batch_size=1, batch_format="numpy",
-        )  # fmt: skip
-        found: dict[int, Observation] = {}
+    found: dict[int, Observation] = {}
+    with joined_ray(where.address) as ray:
+        answered = on_actors(ray, len(items), _Answerer, (job, where.actors), where.actors)
         progress.start(f"answering {len(items)} questions on {where.actors} Ray actors", len(items))
         try:
             for row in answered.iter_rows():
@@ -109,7 +94,4 @@ def observe_on_ray(
                 progress.advance(1)
         finally:
             progress.finish()
-    finally:
-        if started_here:
-            ray.shutdown()
     return [found[i] for i in range(len(items))]
